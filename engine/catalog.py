@@ -1,0 +1,230 @@
+"""The catalog: what remediator can ever do to a host, loaded from playbooks/ and validated.
+
+An entry is a role `playbooks/roles/<id>/` plus its playbook `playbooks/<id>.yml`:
+- `meta/argument_specs.yml`: the parameters, Ansible's own format (Ansible enforces it at run time);
+  every option is named `<id>_<parameter>`; the engine speaks of `<parameter>`;
+- `defaults/main.yml`: default values of optional parameters (Ansible's own place for them);
+- `meta/remediator.yml`: what the entry is for, its risk class, how success is verified.
+Anything wrong fails closed at load, with the file and the key in the message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from engine.errors import ConfigError, ProposalError
+
+__all__ = ["Catalog", "CatalogEntry", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
+
+MAX_STR = 512
+MAX_LIST = 32
+
+
+class EntryKind(StrEnum):
+    REMEDIATION = "remediation"
+    DIAGNOSTIC = "diagnostic"
+
+
+class RiskClass(StrEnum):
+    SAFE = "safe"            # policy may allow it to run without a person
+    APPROVAL = "approval"    # a person approves each run
+    HIGH = "high"            # two distinct approvers
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiagnosticCall(_Strict):
+    """A diagnostic to run; string values may name a parameter of the calling entry as `{name}`."""
+
+    entry: str
+    params: dict[str, Any] = {}
+
+
+class VerifyCheck(DiagnosticCall):
+    """After the real run: run `entry` and compare fields of its report with `expect`."""
+
+    expect: dict[str, Any]
+
+
+class EntryMeta(_Strict):
+    kind: EntryKind
+    summary: str
+    when_to_use: str
+    when_not_to_use: str = ""
+    risk: RiskClass
+    read_only: bool
+    verify: list[VerifyCheck] = []
+    diagnostics: list[DiagnosticCall] = []
+    rollback: str = ""
+    drill: dict[str, Any] | None = None
+
+
+class ParamSpec(_Strict):
+    """One option of the argument spec, as the engine sees it."""
+
+    name: str
+    type: Literal["str", "int", "bool", "list"]
+    required: bool = False
+    elements: Literal["str", "int"] | None = None
+    choices: list[Any] | None = None
+    description: str = ""
+    default: Any = None
+
+
+_PY = {"str": str, "int": int, "bool": bool}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    id: str
+    meta: EntryMeta
+    params: dict[str, ParamSpec]
+    playbook: Path
+    model: type[BaseModel] = field(repr=False)
+
+    def validate_params(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Typed, complete parameters (defaults filled in), or ProposalError saying what is wrong."""
+        if not isinstance(raw, dict):
+            raise ProposalError(f"{self.id}: parameters must be an object, got {type(raw).__name__}")
+        try:
+            return self.model.model_validate(raw).model_dump()
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in exc.errors())
+            raise ProposalError(f"{self.id}: {problems}") from None
+
+    def extravars(self, params: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        """Extra vars for ansible-runner: role-prefixed names, every string marked unsafe."""
+        out = {f"{self.id}_{k}": unsafe(v) for k, v in params.items() if v is not None}
+        out["target_hosts"] = unsafe(",".join(hosts))
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of the parameters (for the LLM tool and GET /catalog)."""
+        return self.model.model_json_schema()
+
+
+def unsafe(value: Any) -> Any:
+    """Mark every string unsafe so ansible-core never templates it (it templates extra vars)."""
+    if isinstance(value, str):
+        return {"__ansible_unsafe": value}
+    if isinstance(value, list):
+        return [unsafe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unsafe(v) for k, v in value.items()}
+    return value
+
+
+class Catalog:
+    """All entries by id."""
+
+    def __init__(self, entries: dict[str, CatalogEntry], root: Path):
+        self.entries = entries
+        self.root = root
+
+    def get(self, entry_id: str) -> CatalogEntry:
+        try:
+            return self.entries[entry_id]
+        except (KeyError, TypeError):
+            raise ProposalError(f"unknown catalog entry {entry_id!r}; known: {', '.join(sorted(self.entries))}") from None
+
+    def of_kind(self, kind: EntryKind) -> list[CatalogEntry]:
+        return [e for e in self.entries.values() if e.meta.kind == kind]
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _param_specs(entry_id: str, spec_file: Path, defaults: dict[str, Any]) -> dict[str, ParamSpec]:
+    doc = _read_yaml(spec_file)
+    try:
+        options = doc["argument_specs"]["main"]["options"]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{spec_file}: needs argument_specs.main.options") from None
+    params: dict[str, ParamSpec] = {}
+    prefix = f"{entry_id}_"
+    for option, spec in options.items():
+        if not option.startswith(prefix):
+            raise ConfigError(f"{spec_file}: option {option!r} must be named {prefix}<parameter>")
+        name = option[len(prefix):]
+        if "default" in spec:
+            raise ConfigError(f"{spec_file}: {option}: put the default in defaults/main.yml, not in the spec")
+        try:
+            params[name] = ParamSpec(name=name, default=defaults.get(option), **spec)
+        except ValidationError as exc:
+            raise ConfigError(f"{spec_file}: {option}: {exc.errors()[0]['msg']}") from None
+        if not params[name].required and option not in defaults:
+            raise ConfigError(f"{spec_file}: optional {option} has no default in defaults/main.yml")
+    return params
+
+
+def _model(entry_id: str, params: dict[str, ParamSpec]) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for p in params.values():
+        if p.choices:
+            typ: Any = Literal[tuple(p.choices)]  # type: ignore[misc]
+        elif p.type == "list":
+            inner = str if p.elements in (None, "str") else int
+            typ = list[inner]  # type: ignore[valid-type]
+        else:
+            typ = _PY[p.type]
+        constraints: dict[str, Any] = {"description": p.description}
+        if p.type == "str" and not p.choices:
+            constraints["max_length"] = MAX_STR
+        if p.type == "list":
+            constraints["max_length"] = MAX_LIST
+        default = ... if p.required else p.default
+        fields[p.name] = (typ, Field(default, **constraints))
+    config = ConfigDict(extra="forbid", strict=False, str_max_length=MAX_STR)
+    return create_model(f"{entry_id}_params", __config__=config, **fields)
+
+
+def load_entry(root: Path, entry_id: str) -> CatalogEntry:
+    role = root / "roles" / entry_id
+    meta_file = role / "meta" / "remediator.yml"
+    playbook = root / f"{entry_id}.yml"
+    if not playbook.is_file():
+        raise ConfigError(f"{playbook}: missing (every catalog role needs its playbook)")
+    try:
+        meta = EntryMeta.model_validate(_read_yaml(meta_file))
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ConfigError(f"{meta_file}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+    defaults_file = role / "defaults" / "main.yml"
+    defaults = (_read_yaml(defaults_file) or {}) if defaults_file.is_file() else {}
+    params = _param_specs(entry_id, role / "meta" / "argument_specs.yml", defaults)
+    return CatalogEntry(id=entry_id, meta=meta, params=params, playbook=playbook, model=_model(entry_id, params))
+
+
+def load_catalog(root: Path) -> Catalog:
+    """Load every entry under root/roles; fail closed on the first problem, naming the file."""
+    roles = root / "roles"
+    if not roles.is_dir():
+        raise ConfigError(f"{roles}: no catalog here")
+    entries = {d.name: load_entry(root, d.name) for d in sorted(roles.iterdir()) if d.is_dir()}
+    for entry in entries.values():
+        for call in [*entry.meta.diagnostics, *entry.meta.verify]:
+            target = entries.get(call.entry)
+            if target is None or target.meta.kind != EntryKind.DIAGNOSTIC:
+                raise ConfigError(f"{roles / entry.id / 'meta/remediator.yml'}: {call.entry!r} is not a diagnostic entry")
+        if entry.meta.kind == EntryKind.DIAGNOSTIC and not entry.meta.read_only:
+            raise ConfigError(f"{roles / entry.id / 'meta/remediator.yml'}: a diagnostic must be read_only")
+    return Catalog(entries, root)

@@ -1,0 +1,129 @@
+"""The records that cross module boundaries: proposals, decisions, previews, run results."""
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "IncidentState", "FINAL_STATES", "ACTIVE_STATES", "Verdict", "ActionProposal", "Escalation",
+    "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",
+]
+
+
+class IncidentState(StrEnum):
+    RECEIVED = "received"
+    DIAGNOSING = "diagnosing"
+    PLANNED = "planned"
+    DENIED = "denied"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CHECKING = "checking"
+    EXECUTING = "executing"
+    VERIFYING = "verifying"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+
+
+FINAL_STATES = frozenset({IncidentState.DENIED, IncidentState.REJECTED, IncidentState.EXPIRED,
+                          IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED})
+#: States in which a worker holds the incident (and its host).
+ACTIVE_STATES = frozenset({IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING,
+                           IncidentState.APPROVED, IncidentState.EXECUTING, IncidentState.VERIFYING})
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ActionProposal(_Frozen):
+    """A planner's choice: one catalog entry, its parameters, the hosts. Data, never a command."""
+
+    entry: str
+    params: dict[str, Any]
+    hosts: list[str]
+    rationale: str
+    evidence: list[str] = []
+    planner: str
+    offered: list[str] = Field(default_factory=list, description="entries the planner was offered")
+
+
+class Escalation(_Frozen):
+    """A planner's answer when no catalog entry fits: a person must look."""
+
+    reason: str
+    planner: str
+
+
+class PolicyDecision(_Frozen):
+    verdict: Verdict
+    reasons: list[str]
+    rules: list[str] = []
+
+
+class TaskResult(_Frozen):
+    task: str
+    status: str  # ok | changed | failed | skipped | unreachable
+    changed: bool = False
+    msg: str = ""
+    diff: str = ""
+    items: list[str] = []
+    paths: list[str] = []
+
+
+class HostPreview(_Frozen):
+    host: str
+    tasks: list[TaskResult]
+    changed: int
+    failed: bool
+    unreachable: bool
+
+
+class Preview(_Frozen):
+    """The check-mode run, per host and task, and a paragraph a person can read."""
+
+    entry: str
+    hosts: list[HostPreview]
+    summary: str
+    ok: bool
+
+    @property
+    def digest(self) -> str:
+        """Hash of what would change (for binding an approval to exactly this preview)."""
+        material = [(h.host, [(t.task, t.status, t.diff, t.items) for t in h.tasks if t.changed]) for h in self.hosts]
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def touched_paths(self) -> list[str]:
+        return sorted({p for h in self.hosts for t in h.tasks if t.changed for p in t.paths})
+
+
+class RunStatus(StrEnum):
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+    ERROR = "error"
+
+
+class RunResult(_Frozen):
+    ident: str
+    entry: str
+    check: bool
+    status: RunStatus
+    rc: int | None
+    preview: Preview
+    reports: dict[str, dict[str, Any]] = {}   # host -> the diagnostic's <entry>_report fact
+    artifact_dir: str
+    duration_s: float

@@ -1,0 +1,82 @@
+"""Settings: REMEDIATOR_* environment variables over an optional YAML file over defaults.
+
+Built by `load_settings()` and passed down; nothing reads the environment at import time.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from engine import PROJECT_ROOT
+from engine.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob, with the default that fits the lab. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIATOR_", extra="forbid", env_nested_delimiter="__")
+
+    # serving
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tokens: list[SecretStr] = Field(default_factory=list, description="bearer tokens the webhook accepts")
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = 1_048_576
+
+    # where things are
+    data_dir: Path = PROJECT_ROOT / "var"
+    database_url: str | None = None
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    playbooks_dir: Path = PROJECT_ROOT / "playbooks"
+    inventory: Path = PROJECT_ROOT / "inventory" / "lab.yml"
+    policies_dir: Path = PROJECT_ROOT / "policies"
+    runbooks_dir: Path = PROJECT_ROOT / "runbooks"
+
+    # the pipeline
+    planner: Literal["runbook", "llm"] = "runbook"
+    target_labels: list[str] = Field(default_factory=lambda: ["instance", "host", "nodename"])
+    workers: int = Field(2, ge=1, le=64, description="incidents worked on at once (global concurrency)")
+    run_timeout_s: int = Field(300, ge=5)
+    diagnostic_timeout_s: int = Field(120, ge=5)
+    approval_ttl_s: int = Field(1800, ge=10)
+
+    # outside systems (all optional)
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_routing_key: SecretStr | None = None
+    webhook_url: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    notify_max_attempts: int = 8
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'remediator.db'}"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("REMEDIATOR_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides) -> Settings:
+    """Build the settings, or raise ConfigError naming the key that is wrong."""
+    config_file = os.environ.get("REMEDIATOR_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"REMEDIATOR_CONFIG={config_file}: no such file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings ({config_file or 'environment'}): {problems}") from None
