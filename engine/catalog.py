@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from engine.errors import ConfigError, ProposalError
 
-__all__ = ["Catalog", "CatalogEntry", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
+__all__ = ["Catalog", "CatalogEntry", "markdown_table", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
 
 MAX_STR = 512
 MAX_LIST = 32
@@ -58,6 +58,7 @@ class EntryMeta(_Strict):
     summary: str
     when_to_use: str
     when_not_to_use: str = ""
+    check_mode_shows: str
     risk: RiskClass
     read_only: bool
     verify: list[VerifyCheck] = []
@@ -108,6 +109,18 @@ class CatalogEntry:
     def json_schema(self) -> dict[str, Any]:
         """The JSON schema of the parameters (for the LLM tool and GET /catalog)."""
         return self.model.model_json_schema()
+
+
+def markdown_table(catalog: "Catalog") -> str:
+    """The README's catalog table, rendered from the files (a test keeps the README in step)."""
+    rows = ["| entry | kind | parameters | risk | check mode shows |", "|---|---|---|---|---|"]
+    for e in sorted(catalog, key=lambda e: (e.meta.kind != EntryKind.REMEDIATION, e.id)):
+        params = ", ".join(
+            f"`{p.name}`{'' if p.required else '?'}: {p.type}" + (f"[{p.elements}]" if p.elements else "")
+            + (f" ∈ {p.choices}" if p.choices else "") + ("" if p.required or p.default is None else f" = {p.default}")
+            for p in e.params.values())
+        rows.append(f"| `{e.id}` | {e.meta.kind} | {params} | {e.meta.risk} | {e.meta.check_mode_shows} |")
+    return "\n".join(rows) + "\n"
 
 
 def unsafe(value: Any) -> Any:

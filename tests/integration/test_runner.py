@@ -1,0 +1,60 @@
+import pytest
+
+from engine.models import RunStatus
+from tests.integration.conftest import on_host
+
+pytestmark = pytest.mark.integration
+
+
+def test_check_changes_nothing_then_apply_fixes(catalog, executor, lab_host):
+    on_host("systemctl", "stop", "webapp")
+    entry = catalog.get("restart_service")
+    params = entry.validate_params({"unit": "webapp", "reason": "integration test"})
+
+    check = executor.run(entry, params, [lab_host], check=True, ident="t-check", timeout_s=120)
+    assert check.status == RunStatus.SUCCESSFUL and check.preview.ok
+    assert "would restart webapp.service" in check.preview.summary
+    assert on_host("systemctl", "is-active", "webapp").stdout.strip() == "inactive"
+
+    apply = executor.run(entry, params, [lab_host], check=False, ident="t-apply", timeout_s=120)
+    assert apply.status == RunStatus.SUCCESSFUL, apply.preview.summary
+    assert on_host("systemctl", "is-active", "webapp").stdout.strip() == "active"
+
+
+def test_templated_values_are_never_evaluated(catalog, executor, lab_host, tmp_path):
+    marker = tmp_path / "pwned"
+    hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }}"
+    entry = catalog.get("restart_service")
+    run = executor.run(entry, entry.validate_params({"unit": "webapp", "reason": hostile}), [lab_host],
+                       check=False, ident="t-unsafe", timeout_s=120)
+    assert run.status == RunStatus.SUCCESSFUL, run.preview.summary
+    assert not marker.exists(), "a parameter value was templated on the controller"
+    journal = on_host("journalctl", "--identifier", "remediator", "--no-pager").stdout
+    assert hostile in journal   # recorded literally on the host
+
+
+def test_failing_task_is_a_failed_run_with_the_reason(catalog, executor, lab_host):
+    entry = catalog.get("restart_service")
+    run = executor.run(entry, entry.validate_params({"unit": "nosuch", "reason": "r"}), [lab_host],
+                       check=True, ident="t-fail", timeout_s=120)
+    assert run.status == RunStatus.FAILED and not run.preview.ok
+    assert "nosuch.service is not loaded" in run.preview.summary
+
+
+def test_unreachable_host_is_reported(catalog, executor, lab_host):
+    entry = catalog.get("restart_service")
+    # app-server-02 is in the inventory, but its container is not running in this session.
+    run = executor.run(entry, entry.validate_params({"unit": "webapp", "reason": "r"}), ["app-server-02"],
+                       check=True, ident="t-unreach", timeout_s=120)
+    assert run.status == RunStatus.FAILED
+    assert run.preview.hosts[0].unreachable and not run.preview.ok
+
+
+def test_diagnostic_report_comes_back_as_data(catalog, executor, lab_host):
+    on_host("sh", "-c", "truncate -s 4096 /var/log/webapp/diag-old.log && touch -d '10 days ago' /var/log/webapp/diag-old.log")
+    entry = catalog.get("disk_usage")
+    run = executor.run(entry, entry.validate_params({"paths": ["/var/log/webapp"]}), [lab_host],
+                       check=False, ident="t-diag", timeout_s=120)
+    report = run.reports[lab_host]
+    assert int(report["old_files"]) >= 1 and "/var/log/webapp/diag-old.log" in report["largest_old_files"]
+    assert on_host("test", "-f", "/var/log/webapp/diag-old.log").returncode == 0

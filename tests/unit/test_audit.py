@@ -1,0 +1,49 @@
+import pytest
+from sqlalchemy import update
+
+from engine import audit
+from engine.store import AuditEvent, Store
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    s.migrate()
+    for i in range(5):
+        with s.write() as session:
+            audit.append(session, "step", {"n": i}, incident_id="inc1")
+    return s
+
+
+def test_intact_chain_verifies(store):
+    report = audit.verify(store)
+    assert report.ok and report.events == 5
+
+
+def test_edited_event_is_caught(store):
+    with store.write() as s:
+        s.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(data={"n": 99}))
+    report = audit.verify(store)
+    assert not report.ok and any("event 3" in p and "edited" in p for p in report.problems)
+
+
+def test_deleted_event_is_caught(store):
+    with store.write() as s:
+        s.delete(s.get(AuditEvent, 2))
+    report = audit.verify(store)
+    assert not report.ok and any("event 2 is missing" in p for p in report.problems)
+
+
+def test_deleted_last_event_is_caught(store):
+    with store.write() as s:
+        s.delete(s.get(AuditEvent, 5))
+    assert not audit.verify(store).ok
+
+
+def test_reordered_events_are_caught(store):
+    with store.write() as s:
+        a, b = s.get(AuditEvent, 2), s.get(AuditEvent, 4)
+        a.data, b.data = b.data, a.data
+    assert not audit.verify(store).ok

@@ -1,0 +1,99 @@
+import re
+
+import pytest
+import yaml
+
+from engine import PROJECT_ROOT
+from engine.catalog import EntryKind, load_catalog, markdown_table
+from engine.errors import ConfigError, ProposalError
+
+pytestmark = pytest.mark.unit
+
+REMEDIATIONS = {"restart_service", "clean_logs", "reset_db_pool", "scale_out", "rollback_release"}
+DIAGNOSTICS = {"service_status", "disk_usage", "resources"}
+
+
+def test_catalog_holds_exactly_the_vetted_entries(catalog):
+    assert {e.id for e in catalog.of_kind(EntryKind.REMEDIATION)} == REMEDIATIONS
+    assert {e.id for e in catalog.of_kind(EntryKind.DIAGNOSTIC)} == DIAGNOSTICS
+    assert catalog.get("rollback_release").meta.risk == "approval"
+
+
+def test_no_shell_and_no_check_mode_escape_in_remediations(catalog):
+    for entry in catalog:
+        for tasks_file in (catalog.root / "roles" / entry.id).rglob("tasks/*.yml"):
+            for task in yaml.safe_load(tasks_file.read_text()):
+                modules = set(task) - {"name", "vars", "register", "loop", "loop_control", "when", "until",
+                                       "retries", "delay", "changed_when", "failed_when", "check_mode", "timeout"}
+                assert not modules & {"ansible.builtin.shell", "shell", "ansible.builtin.raw", "raw"}, tasks_file
+                if entry.meta.kind == EntryKind.REMEDIATION:
+                    assert task.get("check_mode") is not False, f"{tasks_file}: {task['name']} changes hosts in check mode"
+
+
+def test_every_playbook_needs_target_hosts(catalog):
+    for entry in catalog:
+        play = yaml.safe_load(entry.playbook.read_text())[0]
+        assert play["hosts"] == "{{ target_hosts | default([]) }}"
+
+
+def test_validate_params_fills_defaults_and_types(catalog):
+    assert catalog.get("scale_out").validate_params({"service": "worker"}) == {"service": "worker", "count": 1}
+    assert catalog.get("clean_logs").validate_params({"paths": ["/var/log/webapp"]})["min_age_days"] == 7
+
+
+@pytest.mark.parametrize("entry,params,problem", [
+    ("scale_out", {"service": "worker", "count": 5}, "count"),
+    ("scale_out", {"service": "worker", "replicas": 2}, "replicas: Extra inputs are not permitted"),
+    ("clean_logs", {"paths": "/var/log/webapp"}, "paths"),
+    ("clean_logs", {"paths": ["/var/log"], "min_age_days": "a week"}, "min_age_days"),
+    ("restart_service", {"unit": "webapp"}, "reason: Field required"),
+    ("restart_service", {"unit": "x" * 600, "reason": "r"}, "unit"),
+])
+def test_validate_params_refuses_with_the_field_named(catalog, entry, params, problem):
+    with pytest.raises(ProposalError, match=re.escape(problem)):
+        catalog.get(entry).validate_params(params)
+
+
+def test_unknown_entry_is_refused(catalog):
+    with pytest.raises(ProposalError, match="unknown catalog entry 'delete_database'"):
+        catalog.get("delete_database")
+
+
+def test_extravars_are_prefixed_and_unsafe(catalog):
+    entry = catalog.get("clean_logs")
+    ev = entry.extravars(entry.validate_params({"paths": ["{{ lookup('pipe','id') }}"]}), ["app-server-01"])
+    assert ev["clean_logs_paths"] == [{"__ansible_unsafe": "{{ lookup('pipe','id') }}"}]
+    assert ev["clean_logs_min_age_days"] == 7
+    assert ev["target_hosts"] == {"__ansible_unsafe": "app-server-01"}
+
+
+def test_json_schema_forbids_undeclared_parameters(catalog):
+    schema = catalog.get("scale_out").json_schema()
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["count"]["enum"] == [1, 2]
+    assert schema["required"] == ["service"]
+
+
+def test_readme_catalog_table_matches_the_files(catalog):
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert markdown_table(catalog) in readme, "README's catalog table is stale: remediator catalog list --markdown"
+
+
+@pytest.mark.parametrize("path,change,message", [
+    ("roles/scale_out/meta/argument_specs.yml", ("scale_out_count:", "count:"), "must be named scale_out_<parameter>"),
+    ("roles/scale_out/meta/remediator.yml", ("risk: safe", "risk: yolo"), "remediator.yml: risk"),
+    ("roles/scale_out/meta/remediator.yml", ("read_only: false", "read_only: false\nshell: true"), "shell: Extra inputs"),
+    ("roles/scale_out/defaults/main.yml", ("scale_out_count: 1", ""), "optional scale_out_count has no default"),
+    ("roles/clean_logs/meta/remediator.yml", ("entry: disk_usage", "entry: restart_service"), "is not a diagnostic"),
+])
+def test_a_broken_entry_fails_closed_naming_file_and_key(catalog_copy, path, change, message):
+    f = catalog_copy / path
+    f.write_text(f.read_text().replace(*change, 1))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_catalog(catalog_copy)
+
+
+def test_a_role_without_its_playbook_fails_closed(catalog_copy):
+    (catalog_copy / "resources.yml").unlink()
+    with pytest.raises(ConfigError, match="resources.yml: missing"):
+        load_catalog(catalog_copy)
