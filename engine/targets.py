@@ -1,0 +1,56 @@
+"""Which inventory host an alert is about. A host not in the inventory is escalated, never guessed."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+__all__ = ["Inventory", "load_inventory", "host_from_labels"]
+
+_PORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:]+):\d+$")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Host names, their groups and the vars policy may look at, as Ansible itself reads them."""
+
+    hosts: dict[str, list[str]]                      # host -> groups
+    host_vars: dict[str, dict] = field(default_factory=dict)
+
+    def environment(self, host: str) -> str:
+        return str(self.host_vars.get(host, {}).get("environment", ""))
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Parse any inventory Ansible can (YAML, INI, a directory) with Ansible's own parser."""
+    if not path.exists():
+        raise ConfigError(f"{path}: inventory not found")
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+    hosts, host_vars = {}, {}
+    for host in manager.get_hosts():
+        hosts[host.name] = sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped"))
+        host_vars[host.name] = {k: v for k, v in host.get_vars().items() if k in ("environment", "lab_port")}
+    if not hosts:
+        raise ConfigError(f"{path}: the inventory has no hosts")
+    return Inventory(hosts=hosts, host_vars=host_vars)
+
+
+def host_from_labels(labels: dict[str, str], inventory: Inventory, label_order: list[str]) -> tuple[str | None, str]:
+    """(host, how it was found) or (None, why not), trying the labels in order; ports are stripped."""
+    tried = []
+    for label in label_order:
+        value = labels.get(label)
+        if not value:
+            continue
+        m = _PORT.match(value)
+        name = (m.group("host").strip("[]") if m else value)
+        if name in inventory.hosts:
+            return name, f"label {label}={value!r}"
+        tried.append(f"{label}={value!r}")
+    if tried:
+        return None, f"no inventory host matches {', '.join(tried)}"
+    return None, f"the alert has none of the labels {', '.join(label_order)}"
