@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from engine import audit, lab
 from engine.catalog import load_catalog, markdown_table
-from engine.errors import RemediatorError
+from engine.errors import ConfigError, RemediatorError
 from engine.settings import Settings, load_settings
 from engine.store import Store
 
@@ -19,7 +20,9 @@ app = typer.Typer(help="remediator: Alertmanager alerts to vetted, checked, audi
 catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
 lab_app = typer.Typer(help="The lab fleet: Podman hosts from inventory/lab.yml.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
+incidents_app = typer.Typer(help="Incidents in the store: what came in and what was done.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(incidents_app, name="incidents")
 app.add_typer(lab_app, name="lab")
 app.add_typer(audit_app, name="audit")
 console = Console()
@@ -72,14 +75,148 @@ def lab_status() -> None:
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit chain; exit 1 when an event was edited, removed or reordered."""
-    settings = _settings()
-    store = Store(settings.db_url, settings.sqlite_synchronous)
-    store.migrate()
-    report = audit.verify(store)
+    report = audit.verify(_store())
     for problem in report.problems:
         console.print(f"[red]{problem}[/red]")
     console.print(f"{report.events} events, chain {'intact' if report.ok else 'BROKEN'}")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("serve")
+def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1; REMEDIATOR_HOST)"),
+          port: int = typer.Option(None, help="listen port (default 8080; REMEDIATOR_PORT)"),
+          workers: int = typer.Option(None, help="incidents worked on at once (REMEDIATOR_WORKERS)"),
+          allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated",
+                                                     help="accept requests without a token: local experiments only"),
+          log_level: str = typer.Option("info", help="uvicorn and engine log level")) -> None:
+    """Serve the webhook and API, and work incidents: Alertmanager -> fix -> verify -> notify."""
+    import logging
+
+    import uvicorn
+
+    from api.app import create_app
+    from engine.service import Engine
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    if allow_unauthenticated:
+        overrides["allow_unauthenticated"] = True
+    settings = load_settings(**overrides)
+    if not settings.tokens and not settings.allow_unauthenticated:
+        raise ConfigError("no API token configured: set REMEDIATOR_TOKENS=<token>[,<next token>] (or tokens: in "
+                          "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = Engine(settings)
+    if not settings.tokens:
+        console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")
+    console.print(f"remediator serving on http://{settings.host}:{settings.port} — inventory {settings.inventory}, "
+                  f"{len(engine.catalog)} catalog entries, store {settings.db_url}")
+    uvicorn.run(create_app(engine), host=settings.host, port=settings.port, log_level=log_level.lower(),
+                access_log=False)
+
+
+@incidents_app.command("list")
+def incidents_list(state: str = typer.Option(None, help="only incidents in this state"),
+                   limit: int = typer.Option(50, min=1, max=1000),
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """The newest incidents, with state and what was done."""
+    from engine.queries import list_incidents
+    rows = list_incidents(_store(), state, limit)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    table = Table("id", "state", "alert", "host", "entry", "reason")
+    for r in rows:
+        table.add_row(r.id, r.state, r.alertname, r.host or "-", r.entry or "-", r.reason[:100])
+    console.print(table)
+
+
+@incidents_app.command("show")
+def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """One incident: alerts, evidence, proposal, decision, dry run, runs, notifications, audit timeline."""
+    from engine.queries import get_incident
+    d = get_incident(_store(), incident_id)
+    if as_json:
+        print(d.model_dump_json(indent=2))
+        return
+    console.print(f"[bold]{d.id}[/bold]  {d.alertname} on {d.host or '?'}  severity {d.severity}  "
+                  f"state [bold]{d.state}[/bold]  firing={d.firing}")
+    console.print(f"reason: {d.reason}", markup=False)
+    if d.proposal:
+        console.print(f"proposal: {d.proposal['entry']} {json.dumps(d.proposal['params'])} on {d.proposal['hosts']} "
+                      f"({d.proposal['planner']}: {d.proposal['rationale']})", markup=False)
+    if d.decision:
+        console.print(f"decision: {d.decision['verdict']} — {'; '.join(d.decision['reasons'])}", markup=False)
+    if d.preview:
+        console.print(f"dry run: {d.preview['summary']}", markup=False)
+    for r in d.runs:
+        console.print(f"run {r.mode:8} {r.entry:16} {r.status:10} {r.duration_s or 0:6.1f}s  {r.summary[:120]}", markup=False)
+    for n in d.notifications:
+        console.print(f"notify {n.channel:9} {n.event:18} {'sent' if n.sent_at else ('dead' if n.dead else 'pending')}"
+                      f" {n.last_error[:80]}", markup=False)
+    for e in d.timeline:
+        console.print(f"{e.at[:19]}  #{e.seq:<5} {e.kind}", markup=False)
+
+
+@app.command("plan")
+def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook payload (JSON), e.g. a sample"),
+         no_check: bool = typer.Option(False, "--no-check", help="skip the check-mode run"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """What remediator WOULD do with these alerts: target, proposal, policy, dry run. Never runs for real."""
+    from engine.intake import parse_payload
+    from engine.service import Engine
+    try:
+        body = alert_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{alert_file}: {exc.strerror}") from None
+    payload = parse_payload(body)
+    engine = Engine(load_settings())
+    outcomes = [engine.what_if(a, check=not no_check) for a in payload.alerts if a.status == "firing"]
+    if as_json:
+        print(json.dumps([o.model_dump(mode="json") for o in outcomes], indent=2))
+        return
+    if not outcomes:
+        console.print("no firing alerts in this payload: nothing would run")
+    for o in outcomes:
+        console.print(f"[bold]{o.alertname}[/bold] -> host {o.host or '?'} ({o.target})")
+        if o.escalation:
+            console.print(f"  escalate: {o.escalation}", markup=False)
+            continue
+        assert o.proposal and o.decision
+        console.print(f"  proposal: {o.proposal.entry} {json.dumps(o.proposal.params)}", markup=False)
+        console.print(f"  policy:   {o.decision.verdict} — {'; '.join(o.decision.reasons)} [{', '.join(o.decision.rules)}]",
+                      markup=False)
+        if o.preview:
+            console.print(f"  dry run:  {o.preview.summary}", markup=False)
+        if o.review:
+            console.print(f"  stops after the dry run: {'; '.join(o.review.reasons)}", markup=False)
+
+
+def _decide(incident_id: str, approve: bool, by: str, comment: str) -> None:
+    from engine.approvals import decide
+    settings = load_settings()
+    state = decide(_store(settings), settings, incident_id, approve=approve, by=by, comment=comment)
+    console.print(f"{incident_id}: {state}" + (" (a running `remediator serve` picks it up)" if approve else ""))
+
+
+@incidents_app.command("approve")
+def incidents_approve(incident_id: str, by: str = typer.Option(..., help="your name, for the audit trail"),
+                      comment: str = typer.Option("")) -> None:
+    """Approve the dry run an incident waits with; the engine re-checks and runs exactly that."""
+    _decide(incident_id, True, by, comment)
+
+
+@incidents_app.command("reject")
+def incidents_reject(incident_id: str, by: str = typer.Option(..., help="your name, for the audit trail"),
+                     comment: str = typer.Option("")) -> None:
+    """Reject what an incident waits with; nothing runs."""
+    _decide(incident_id, False, by, comment)
+
+
+def _store(settings: Settings | None = None) -> Store:
+    settings = settings or load_settings()
+    store = Store(settings.db_url, settings.sqlite_synchronous)
+    store.migrate()
+    return store
 
 
 def main() -> None:

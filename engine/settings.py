@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsError, SettingsConfigDict, YamlConfigSettingsSource
 
 from engine import PROJECT_ROOT
 from engine.errors import ConfigError
@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     # serving
     host: str = "127.0.0.1"
     port: int = 8080
-    tokens: list[SecretStr] = Field(default_factory=list, description="bearer tokens the webhook accepts")
+    # REMEDIATOR_TOKENS="one,two" (comma-separated, so a token can be rotated with no downtime)
+    tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description="bearer tokens the API accepts")
     allow_unauthenticated: bool = False
     max_body_bytes: int = 1_048_576
 
@@ -56,6 +57,15 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     notify_max_attempts: int = 8
 
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [t.strip() for t in value.split(",")]
+        if isinstance(value, list):
+            value = [t for t in value if str(t.get_secret_value() if isinstance(t, SecretStr) else t).strip()]
+        return value
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'remediator.db'}"
@@ -77,6 +87,8 @@ def load_settings(**overrides) -> Settings:
         raise ConfigError(f"REMEDIATOR_CONFIG={config_file}: no such file")
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings ({config_file or 'environment'}): {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings ({config_file or 'environment'}): {problems}") from None

@@ -47,7 +47,7 @@ for unit in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2
             systemd-networkd-wait-online.service getty@tty1.service console-getty.service; do
   ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
-systemctl --root="$root" enable webapp.service worker@1.service >/dev/null 2>&1
+systemctl --root="$root" enable webapp.service api-gateway.service worker@1.service >/dev/null 2>&1
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 
 tar -C "$root" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' - "$image:$inputs_hash" >/dev/null

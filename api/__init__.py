@@ -1,0 +1,1 @@
+"""The HTTP face of remediator: thin FastAPI routes over engine.service.Engine."""

@@ -1,0 +1,175 @@
+"""Incidents: dedup, correlation, close-on-resolved, priority, and every state change (audited).
+
+- Dedup per alert on (fingerprint, startsAt, status): retries, HA peers and group re-sends deliver
+  the same alert again; the second copy changes nothing.
+- Correlation: firing alerts of one alertname on one host join the open incident of that pair.
+- A resolved alert closes its incident when nothing has run yet (and cancels a pending approval);
+  an incident being worked on is only marked not firing: the worker checks that before it runs.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from engine import audit
+from engine.alerts import Alert
+from engine.models import FINAL_STATES, IncidentState
+from engine.store import AlertRow, Approval, Incident, utcnow
+from engine.targets import Inventory, host_from_labels
+
+__all__ = ["attach", "AttachOutcome", "transition", "priority_of", "new_incident_id", "note_truncation",
+           "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
+
+#: Lower number = worked on first.
+SEVERITY_PRIORITY = {"critical": 0, "page": 0, "error": 1, "high": 1, "warning": 2, "medium": 2,
+                     "info": 3, "low": 3}
+_OPEN = [s.value for s in IncidentState if s not in FINAL_STATES]
+#: Nothing has run on a host yet in these states, so a resolved alert can simply close the incident.
+_CLOSABLE = {IncidentState.RECEIVED, IncidentState.AWAITING_APPROVAL, IncidentState.APPROVED}
+
+
+def priority_of(severity: str) -> int:
+    return SEVERITY_PRIORITY.get(severity.lower(), 4)
+
+
+def new_incident_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class AttachOutcome:
+    incident_id: str | None
+    new: bool                           # False: a duplicate of an alert already stored
+    closed_from: str | None = None      # the state a resolved alert closed the incident from
+
+
+def _starts_at(alert: Alert) -> str:
+    return alert.startsAt.astimezone(UTC).isoformat()
+
+
+def attach(session: Session, delivery_id: int, alert: Alert, inventory: Inventory, target_labels: list[str]
+           ) -> AttachOutcome:
+    """Store one alert (unless it is a duplicate) and open, join or close its incident."""
+    starts_at = _starts_at(alert)
+    existing = session.execute(select(AlertRow).where(
+        AlertRow.fingerprint == alert.fingerprint, AlertRow.starts_at == starts_at,
+        AlertRow.status == alert.status)).scalar_one_or_none()
+    if existing is not None:
+        return AttachOutcome(existing.incident_id, new=False)
+
+    host, how = host_from_labels(alert.labels, inventory, target_labels)
+    row = AlertRow(delivery_id=delivery_id, fingerprint=alert.fingerprint, starts_at=starts_at, status=alert.status,
+                   alertname=alert.alertname, severity=alert.severity, labels=dict(alert.labels),
+                   annotations=dict(alert.annotations))
+    if alert.status == "firing":
+        incident = _open_incident(session, alert, _correlation_key(alert, host, target_labels), host, how)
+    else:
+        incident = _incident_of_firing(session, alert, starts_at)
+    row.incident_id = incident.id if incident else None
+    try:
+        with session.begin_nested():   # another process may have stored the same alert meanwhile
+            session.add(row)
+    except IntegrityError:
+        return AttachOutcome(incident.id if incident else None, new=False)
+
+    if incident is None:
+        audit.append(session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint, "alertname": alert.alertname})
+        return AttachOutcome(None, new=True)
+    audit.append(session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
+                                                     "alertname": alert.alertname, "labels": dict(alert.labels)},
+                 incident.id)
+    if alert.status == "resolved":
+        session.flush()
+        return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(session, incident))
+    incident.firing = True
+    return AttachOutcome(incident.id, new=True)
+
+
+def _correlation_key(alert: Alert, host: str | None, target_labels: list[str]) -> str:
+    """alertname|host; for a host not in the inventory, the raw label value (or the fingerprint)."""
+    if host:
+        return f"{alert.alertname}|{host}"
+    raw = next((alert.labels[name] for name in target_labels if alert.labels.get(name)), alert.fingerprint)
+    return f"{alert.alertname}|?{raw}"
+
+
+def _open_incident(session: Session, alert: Alert, key: str, host: str | None, how: str) -> Incident:
+    incident = session.execute(select(Incident).where(Incident.correlation_key == key, Incident.state.in_(_OPEN))
+                               .order_by(Incident.created_at.desc()).limit(1)).scalar_one_or_none()
+    if incident is not None:
+        audit.append(session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
+        return incident
+    incident = Incident(id=new_incident_id(), correlation_key=key, alertname=alert.alertname, host=host,
+                        severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
+                        firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
+                        evidence={}, reason="" if host else how)
+    session.add(incident)
+    session.flush()
+    audit.append(session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,
+                                              "severity": alert.severity, "key": key}, incident.id)
+    return incident
+
+
+def _incident_of_firing(session: Session, alert: Alert, starts_at: str) -> Incident | None:
+    firing = session.execute(select(AlertRow).where(
+        AlertRow.fingerprint == alert.fingerprint, AlertRow.starts_at == starts_at, AlertRow.status == "firing",
+        AlertRow.incident_id.is_not(None))).scalars().first()
+    return session.get(Incident, firing.incident_id) if firing else None
+
+
+def still_firing(session: Session, incident_id: str) -> bool:
+    """True while some firing alert of the incident has no resolved notification yet."""
+    rows = session.execute(select(AlertRow.fingerprint, AlertRow.starts_at, AlertRow.status)
+                           .where(AlertRow.incident_id == incident_id)).all()
+    resolved = {(f, s) for f, s, st in rows if st == "resolved"}
+    return any(st == "firing" and (f, s) not in resolved for f, s, st in rows)
+
+
+def close_if_quiet(session: Session, incident: Incident) -> str | None:
+    """After a resolved alert: mark the incident not firing; close it if nothing has run yet.
+
+    Returns the state it was closed from, or None when it stays as it is."""
+    if still_firing(session, incident.id):
+        return None
+    incident.firing = False
+    state = IncidentState(incident.state)
+    if state not in _CLOSABLE:
+        return None
+    for approval in session.execute(select(Approval).where(Approval.incident_id == incident.id,
+                                                           Approval.state == "pending")).scalars():
+        approval.state = "canceled"
+        approval.decided_at = utcnow()
+        approval.comment = "the alert resolved"
+    transition(session, incident, IncidentState.RESOLVED,
+               "the alert resolved before anything ran; nothing was changed", event="incident.auto_resolved")
+    return state.value
+
+
+def note_truncation(session: Session, incident_ids: list[str], truncated: int) -> None:
+    """Alertmanager left alerts out (max_alerts); say so on every incident of the delivery."""
+    for incident_id in incident_ids:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            continue
+        incident.truncated = max(incident.truncated, truncated)
+        audit.append(session, "delivery.truncated", {"truncated_alerts": truncated}, incident_id)
+
+
+def transition(session: Session, incident: Incident, state: IncidentState, reason: str = "", *,
+               event: str | None = None, data: dict[str, Any] | None = None) -> None:
+    """Move an incident to `state`, with one audit event that says why."""
+    previous = incident.state
+    incident.state = state
+    if reason:
+        incident.reason = reason
+    if state in FINAL_STATES:
+        incident.closed_at = utcnow()
+        incident.claimed_at = None
+    audit.append(session, event or f"incident.{state.value}",
+                 {"from": previous, "to": state.value, "reason": reason, **(data or {})}, incident.id)

@@ -1,0 +1,338 @@
+"""The pipeline: workers take incidents from the store and move them, step by step, to a final state.
+
+    received -> diagnosing -> planned -> denied | awaiting_approval | checking
+    approved -> checking (again) -> executing -> verifying -> resolved | failed | escalated
+
+Every step is one write transaction: the state change, its audit event and its notifications
+commit together. Ansible runs happen between transactions, never inside one. A worker claims the
+most urgent incident whose host has nothing else in flight (one remediation per host at a time,
+whichever entry), and `workers` bounds how many run at once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from engine import audit, incidents
+from engine.catalog import Catalog
+from engine.diagnostics import run_diagnostics, run_verify
+from engine.errors import StoreUnavailable
+from engine.metrics import Metrics
+from engine.models import ActionProposal, Escalation, IncidentState, PolicyDecision, RunResult, RunStatus, Verdict
+from engine.notify import NotifyEvent, notify_incident
+from engine.planners import Planner, PlanningContext
+from engine.policy import Policy, PolicyContext
+from engine.runner import Executor
+from engine.settings import Settings
+from engine.store import Approval, Incident, Run, Store, utcnow
+from engine.targets import Inventory
+
+__all__ = ["Pipeline", "HELD_STATES"]
+
+log = logging.getLogger(__name__)
+
+#: A worker is busy with the incident: its host is taken.
+HELD_STATES = frozenset({IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING,
+                         IncidentState.EXECUTING, IncidentState.VERIFYING})
+#: Before the real run nothing has changed on a host, so after a crash these are simply worked again.
+_REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING}
+_NOTIFY_ON = {IncidentState.DENIED: NotifyEvent.DENIED, IncidentState.FAILED: NotifyEvent.FAILED,
+              IncidentState.ESCALATED: NotifyEvent.ESCALATED, IncidentState.AWAITING_APPROVAL: NotifyEvent.AWAITING_APPROVAL,
+              IncidentState.EXPIRED: NotifyEvent.EXPIRED, IncidentState.REJECTED: NotifyEvent.REJECTED}
+
+
+class Pipeline:
+    def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, inventory: Inventory, planner: Planner,
+                 policy: Policy, executor: Executor, metrics: Metrics):
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.inventory = inventory
+        self.planner = planner
+        self.policy = policy
+        self.executor = executor
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self.verify_attempts = 5
+        self.verify_interval_s = 3.0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for n in range(self.settings.workers):
+            t = threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop taking work, cancel runs in flight, wait for the workers."""
+        self._stop.set()
+        self._cancel.set()
+        self.wake()
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads.clear()
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def wake(self) -> None:
+        """New work is in the store (intake or an approval): stop waiting."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def recover(self) -> None:
+        """After a restart: requeue what had not run yet; escalate what was cut off mid-run."""
+        with self.store.write() as session:
+            for inc in session.execute(select(Incident).where(Incident.state.in_([s.value for s in HELD_STATES]))).scalars():
+                if IncidentState(inc.state) in _REQUEUE_ON_START:
+                    incidents.transition(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
+                                         event="incident.requeued")
+                else:
+                    self._final(session, inc, IncidentState.ESCALATED,
+                                f"remediator restarted while {inc.entry} was {inc.state}; a person must check {inc.host}")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                incident_id = self.claim()
+            except StoreUnavailable as exc:
+                log.warning("cannot claim work: %s", exc.message)
+                incident_id = None
+            if incident_id is None:
+                with self._wake:
+                    self._wake.wait(timeout=1.0)
+                continue
+            self.work(incident_id)
+
+    # ---- claiming --------------------------------------------------------------------------
+
+    def claim(self) -> str | None:
+        """Take the most urgent incident whose host is free; None when there is nothing to do."""
+        with self.store.write() as session:
+            held = {h for (h,) in session.execute(select(Incident.host).where(
+                Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
+            approved_hosts = {h for (h,) in session.execute(select(Incident.host).where(
+                Incident.state == IncidentState.APPROVED)).all()}
+            queue = session.execute(select(Incident).where(
+                Incident.state.in_([IncidentState.RECEIVED.value, IncidentState.APPROVED.value]))
+                .order_by(Incident.priority, Incident.created_at).limit(200)).scalars()
+            for inc in queue:
+                if inc.host in held:
+                    continue
+                if inc.state == IncidentState.RECEIVED and inc.host in approved_hosts:
+                    continue   # an approved run on this host goes first
+                nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
+                inc.claimed_at = utcnow()
+                inc.attempts += 1
+                incidents.transition(session, inc, nxt, event="incident.claimed", data={"state": nxt.value})
+                return inc.id
+        return None
+
+    # ---- the steps -------------------------------------------------------------------------
+
+    def work(self, incident_id: str) -> None:
+        """Run one claimed incident as far as it goes now; never raises."""
+        try:
+            with self.store.read() as session:
+                inc = session.get(Incident, incident_id)
+            if inc is None:
+                return
+            if inc.state == IncidentState.DIAGNOSING:
+                self._from_received(inc)
+            elif inc.state == IncidentState.CHECKING:
+                self._after_approval(inc)
+        except Exception as exc:   # a bug or an outage must not leave the incident (and its host) held
+            log.exception("incident %s: internal error", incident_id)
+            try:
+                with self.store.write() as session:
+                    inc = session.get(Incident, incident_id)
+                    if inc is not None and IncidentState(inc.state) in HELD_STATES:
+                        self._final(session, inc, IncidentState.ESCALATED,
+                                    f"remediator hit an internal error ({type(exc).__name__}: {exc}); a person must look")
+            except Exception:
+                log.exception("incident %s: could not record the error", incident_id)
+
+    def _from_received(self, inc: Incident) -> None:
+        if inc.host is None:
+            return self._finish(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
+        ctx = PlanningContext(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host)
+        plan = self.planner.plan(ctx)
+        if isinstance(plan, Escalation):
+            return self._finish(inc.id, IncidentState.ESCALATED, plan.reason, data={"planner": plan.planner})
+
+        evidence = self._diagnose(inc, plan)
+        plan = plan.model_copy(update={"evidence": sorted(evidence)})
+        decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan))
+        proposal = plan.model_copy(update={"params": params or plan.params})
+        with self.store.write() as session:
+            row = session.get(Incident, inc.id)
+            row.evidence = evidence
+            row.entry = proposal.entry
+            row.proposal = proposal.model_dump(mode="json")
+            row.decision = decision.model_dump(mode="json")
+            incidents.transition(session, row, IncidentState.PLANNED, proposal.rationale,
+                                 data={"proposal": row.proposal, "decision": row.decision})
+        if decision.verdict == Verdict.DENY:
+            return self._finish(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
+
+        preview_result = self._check(inc.id, proposal, check_no=1)
+        if preview_result is None:
+            return
+        if decision.verdict == Verdict.APPROVE:
+            return self._await_approval(inc.id, decision, preview_result)
+        self._execute(inc.id, proposal)
+
+    def _diagnose(self, inc: Incident, plan: ActionProposal) -> dict[str, Any]:
+        entry = self.catalog.get(plan.entry)
+        try:
+            params = entry.validate_params(plan.params)
+        except Exception as exc:   # policy denies it next, with the reason; nothing to diagnose with
+            return {"_planner": {"error": f"parameters do not validate: {exc}"}}
+        evidence: dict[str, Any] = {}
+        for outcome in run_diagnostics(self.executor, self.catalog, entry, params, inc.host, f"{inc.id}-a{inc.attempts}",
+                                       self.settings.diagnostic_timeout_s, self._cancel):
+            if outcome.result:
+                self._record_run(inc.id, outcome.result, "diagnose", outcome.params, [inc.host])
+            evidence[outcome.entry] = {"params": outcome.params, "report": outcome.report, "error": outcome.error}
+        return evidence
+
+    def _check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
+        """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""
+        entry = self.catalog.get(proposal.entry)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            if row.state != IncidentState.CHECKING:
+                incidents.transition(session, row, IncidentState.CHECKING)
+            attempt = row.attempts
+        result = self.executor.run(entry, proposal.params, proposal.hosts, check=True,
+                                   ident=f"{incident_id}-a{attempt}-check{check_no}",
+                                   timeout_s=self.settings.run_timeout_s, cancel=self._cancel)
+        self._record_run(incident_id, result, "check", proposal.params, proposal.hosts)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            row.preview = {**result.preview.model_dump(mode="json"), "digest": result.preview.digest}
+            audit.append(session, "check.preview", {"summary": result.preview.summary, "ok": result.preview.ok,
+                                                    "digest": result.preview.digest, "run": result.ident}, incident_id)
+        if result.status != RunStatus.SUCCESSFUL and result.preview.ok:
+            self._finish(incident_id, IncidentState.DENIED, f"the dry run did not finish ({result.status}); nothing was run")
+            return None
+        stop = self.policy.review(proposal, result.preview)
+        if stop is not None:
+            self._finish(incident_id, IncidentState.DENIED, "; ".join(stop.reasons), data={"rules": stop.rules})
+            return None
+        return result
+
+    def _await_approval(self, incident_id: str, decision: PolicyDecision, check: RunResult) -> None:
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            approval = Approval(id=incidents.new_incident_id(), incident_id=incident_id,
+                                preview_digest=check.preview.digest, state="pending",
+                                expires_at=utcnow() + timedelta(seconds=self.settings.approval_ttl_s))
+            session.add(approval)
+            self._final(session, row, IncidentState.AWAITING_APPROVAL, "; ".join(decision.reasons),
+                        data={"approval": approval.id, "digest": approval.preview_digest, "expires_at": approval.expires_at})
+
+    def _after_approval(self, inc: Incident) -> None:
+        proposal = ActionProposal.model_validate(inc.proposal)
+        with self.store.read() as session:
+            approval = session.execute(select(Approval).where(Approval.incident_id == inc.id, Approval.state == "approved")
+                                       .order_by(Approval.decided_at.desc()).limit(1)).scalar_one_or_none()
+        if approval is None:
+            return self._finish(inc.id, IncidentState.ESCALATED, "approved without an approval record; not running")
+        result = self._check(inc.id, proposal, check_no=2)
+        if result is None:
+            return
+        if result.preview.digest != approval.preview_digest:
+            return self._finish(inc.id, IncidentState.ESCALATED,
+                                "the dry run differs from the one that was approved; not running: " + result.preview.summary)
+        self._execute(inc.id, proposal)
+
+    def _execute(self, incident_id: str, proposal: ActionProposal) -> None:
+        entry = self.catalog.get(proposal.entry)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            # Right before the real run: is the alert still firing? (Acting on a resolved alert hurts.)
+            if not incidents.still_firing(session, incident_id):
+                row.firing = False
+                self._final(session, row, IncidentState.RESOLVED,
+                            "the alert resolved before the real run; nothing was changed", event=NotifyEvent.AUTO_RESOLVED)
+                return
+            incidents.transition(session, row, IncidentState.EXECUTING)
+            attempt = row.attempts
+        result = self.executor.run(entry, proposal.params, proposal.hosts, check=False,
+                                   ident=f"{incident_id}-a{attempt}-apply", timeout_s=self.settings.run_timeout_s,
+                                   cancel=self._cancel)
+        self._record_run(incident_id, result, "apply", proposal.params, proposal.hosts)
+        if result.status != RunStatus.SUCCESSFUL or not result.preview.ok:
+            return self._finish(incident_id, IncidentState.FAILED,
+                                f"the run {result.status}: {result.preview.summary}")
+        self._step(incident_id, IncidentState.VERIFYING, result.preview.summary)
+        outcome = run_verify(self.executor, self.catalog, entry, proposal.params, proposal.hosts[0],
+                             f"{incident_id}-a{attempt}", self.settings.diagnostic_timeout_s,
+                             attempts=self.verify_attempts, interval_s=self.verify_interval_s, cancel=self._cancel)
+        for r in outcome.results:
+            self._record_run(incident_id, r, "verify", {}, proposal.hosts)
+        if outcome.ok:
+            self._finish(incident_id, IncidentState.RESOLVED, f"{result.preview.summary} {outcome.detail}",
+                         event=NotifyEvent.FIXED)
+        else:
+            self._finish(incident_id, IncidentState.ESCALATED, f"{result.preview.summary} {outcome.detail}")
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def policy_context(self, host: str, severity: str, labels: dict[str, str], plan: ActionProposal) -> PolicyContext:
+        """What policy rules may look at: the incident, and this hour's real runs (rate limits)."""
+        now = datetime.now(UTC)
+        try:
+            params = self.catalog.get(plan.entry).validate_params(plan.params)
+        except Exception:   # policy denies it with the reason; history does not matter then
+            params = plan.params
+        with self.store.read() as session:
+            runs = session.execute(select(Run).where(Run.mode == "apply", Run.entry == plan.entry,
+                                                     Run.started_at >= utcnow() - timedelta(hours=1))).scalars().all()
+        same = sum(1 for r in runs if host in r.hosts and r.params == params)
+        return PolicyContext(incident_host=host, severity=severity, labels=labels,
+                             same_action_last_hour=same, entry_runs_last_hour=len(runs),
+                             hour_utc=now.hour, weekday=now.weekday())
+
+    def _record_run(self, incident_id: str, result: RunResult, mode: str, params: dict[str, Any], hosts: list[str]) -> None:
+        self.metrics.runs.labels(result.entry, mode, result.status.value).inc()
+        self.metrics.run_seconds.labels(result.entry, mode).observe(result.duration_s)
+        with self.store.write() as session:
+            session.add(Run(incident_id=incident_id, ident=result.ident, entry=result.entry, mode=mode, hosts=hosts,
+                            params=params, status=result.status.value, rc=result.rc, finished_at=utcnow(),
+                            started_at=utcnow() - timedelta(seconds=result.duration_s), duration_s=result.duration_s,
+                            artifact_dir=result.artifact_dir, summary=result.preview.summary[:4000]))
+            audit.append(session, f"run.{mode}", {"ident": result.ident, "entry": result.entry, "status": result.status.value,
+                                                  "rc": result.rc, "summary": result.preview.summary[:2000],
+                                                  "hosts": hosts}, incident_id)
+
+    def _step(self, incident_id: str, state: IncidentState, reason: str = "") -> None:
+        with self.store.write() as session:
+            incidents.transition(session, session.get(Incident, incident_id), state, reason)
+
+    def _finish(self, incident_id: str, state: IncidentState, reason: str, *, event: NotifyEvent | None = None,
+                data: dict[str, Any] | None = None) -> None:
+        with self.store.write() as session:
+            self._final(session, session.get(Incident, incident_id), state, reason, event=event, data=data)
+
+    def _final(self, session, inc: Incident, state: IncidentState, reason: str, *, event: NotifyEvent | None = None,
+               data: dict[str, Any] | None = None) -> None:
+        """A state a person hears about: the transition and its notifications, in the caller's transaction."""
+        incidents.transition(session, inc, state, reason, data=data)
+        note_event = event or _NOTIFY_ON.get(state)
+        if state in (IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED, IncidentState.DENIED,
+                     IncidentState.REJECTED, IncidentState.EXPIRED):
+            self.metrics.closed.labels(state.value).inc()
+            self.metrics.time_to_close.labels(state.value).observe((utcnow() - inc.created_at).total_seconds())
+        if note_event is not None:
+            notify_incident(session, self.settings, inc, note_event, reason)

@@ -1,0 +1,144 @@
+"""The running engine: everything loaded once from the settings, plus its background threads.
+
+The API and the CLI hold one `Engine` and call its methods; nothing here knows about HTTP.
+Configuration problems (catalog, inventory, policies, runbooks) fail at construction, naming the file.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from engine import approvals, intake
+from engine.catalog import load_catalog
+from engine.errors import ConfigError, StoreUnavailable
+from engine.alerts import Alert
+from engine.metrics import Metrics
+from engine.models import ActionProposal, Escalation, PolicyDecision, Preview, Verdict
+from engine.notify import Notifier
+from engine.pipeline import Pipeline
+from engine.planners import Planner, PlanningContext, RunbookPlanner, load_runbooks
+from engine.policy import load_policy
+from engine.runner import AnsibleExecutor, Executor
+from engine.settings import Settings
+from engine.store import Store
+from engine.targets import host_from_labels, load_inventory
+
+__all__ = ["Engine", "WhatIf"]
+
+
+class WhatIf(BaseModel):
+    """What the pipeline WOULD do with one alert: target, proposal, verdict, dry run. Nothing is run for real."""
+
+    alertname: str
+    host: str | None
+    target: str
+    proposal: ActionProposal | None = None
+    escalation: str | None = None
+    decision: PolicyDecision | None = None
+    review: PolicyDecision | None = None
+    preview: Preview | None = None
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, settings: Settings, executor: Executor | None = None):
+        self.settings = settings
+        self.store = Store(settings.db_url, settings.sqlite_synchronous)
+        self.store.migrate()
+        self.catalog = load_catalog(settings.playbooks_dir)
+        self.inventory = load_inventory(settings.inventory)
+        self.planner = self._planner()
+        self.policy = load_policy(settings.policies_dir, self.catalog, self.inventory)
+        self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory)
+        self.metrics = Metrics(self.store)
+        self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
+                                 planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics)
+        self.notifier = Notifier(self.store, settings)
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+
+    def _planner(self) -> Planner:
+        if self.settings.planner == "runbook":
+            return RunbookPlanner(load_runbooks(self.settings.runbooks_dir, self.catalog), self.catalog)
+        raise ConfigError(f"planner {self.settings.planner!r} is not available in this version; use planner: runbook")
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pipeline workers and the housekeeper (notifications, approval expiry)."""
+        self.pipeline.start()
+        self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
+        self._housekeeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.pipeline.stop()
+        if self._housekeeper:
+            self._housekeeper.join(15)
+        self.notifier.deliver_due()   # a last pass: what can go out now goes out
+
+    def _housekeep(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                approvals.expire_due(self.store, self.settings)
+                sent = self.notifier.deliver_due()
+                if sent:
+                    log.info("delivered %d notifications", sent)
+            except StoreUnavailable as exc:
+                log.warning("housekeeping skipped: %s", exc.message)
+            except Exception:
+                log.exception("housekeeping failed; trying again")
+
+    def healthy(self) -> tuple[bool, dict[str, str]]:
+        """Is the store reachable and are the workers alive?"""
+        checks = {}
+        try:
+            with self.store.read() as session:
+                session.execute(text("SELECT 1"))
+            checks["store"] = "ok"
+        except Exception as exc:
+            checks["store"] = f"unavailable: {exc}"
+        checks["workers"] = "ok" if self.pipeline.alive() else "not running"
+        checks["housekeeper"] = "ok" if self._housekeeper and self._housekeeper.is_alive() else "not running"
+        return all(v == "ok" for v in checks.values()), checks
+
+    # ---- what the API calls ----------------------------------------------------------------
+
+    def receive(self, body: bytes) -> intake.IntakeResult:
+        """A webhook body: validated, stored (before the caller answers), then the workers are woken."""
+        payload = intake.parse_payload(body)
+        result = intake.accept(self.store, payload, self.inventory, self.settings)
+        self.metrics.alerts.labels("new").inc(result.new_alerts)
+        self.metrics.alerts.labels("duplicate").inc(result.duplicates)
+        self.pipeline.wake()
+        return result
+
+    def decide_approval(self, incident_id: str, *, approve: bool, by: str, comment: str = "",
+                        digest: str | None = None) -> str:
+        state = approvals.decide(self.store, self.settings, incident_id, approve=approve, by=by, comment=comment,
+                                 digest=digest)
+        self.pipeline.wake()
+        return state
+
+    def what_if(self, alert: Alert, *, check: bool = True) -> WhatIf:
+        """Target, plan, policy and (unless denied) a check-mode run for one alert; no real run, no incident."""
+        host, how = host_from_labels(alert.labels, self.inventory, self.settings.target_labels)
+        out = WhatIf(alertname=alert.alertname, host=host, target=how)
+        if host is None:
+            return out.model_copy(update={"escalation": f"no target host: {how}"})
+        plan = self.planner.plan(PlanningContext(alertname=alert.alertname, labels=alert.labels,
+                                                 annotations=alert.annotations, host=host))
+        if isinstance(plan, Escalation):
+            return out.model_copy(update={"escalation": plan.reason})
+        decision, params = self.policy.decide(plan, self.pipeline.policy_context(host, alert.severity, alert.labels, plan))
+        proposal = plan.model_copy(update={"params": params or plan.params})
+        out = out.model_copy(update={"proposal": proposal, "decision": decision})
+        if decision.verdict == Verdict.DENY or not check:
+            return out
+        result = self.executor.run(self.catalog.get(proposal.entry), proposal.params, proposal.hosts, check=True,
+                                   ident=f"plan-{alert.fingerprint}", timeout_s=self.settings.run_timeout_s)
+        return out.model_copy(update={"preview": result.preview, "review": self.policy.review(proposal, result.preview)})
