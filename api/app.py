@@ -3,8 +3,6 @@
 Thin on purpose: every route authenticates, reads its input and calls the Engine. Domain errors
 become JSON answers in one place (`_domain_error`); nothing here decides or runs anything.
 """
-from __future__ import annotations
-
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +27,25 @@ class Decision(BaseModel):
     digest: str | None = Field(None, description="the preview digest you looked at; refused if it changed")
 
 
+def authenticated(request: Request) -> None:
+    """A bearer token from settings.tokens, compared in constant time; 401 otherwise."""
+    settings = request.app.state.engine.settings
+    tokens: list[bytes] = request.app.state.tokens
+    if not tokens and settings.allow_unauthenticated:
+        return
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise AuthError("send Authorization: Bearer <token> (one of the configured REMEDIATOR_TOKENS)")
+    given = credential.strip().encode()
+    # Compare with every token, each in constant time, so timing says nothing about which one matched.
+    matched = [hmac.compare_digest(given, t) for t in tokens]
+    if not any(matched):
+        raise AuthError("the bearer token is not one of the configured tokens")
+
+
+Auth = Annotated[None, Depends(authenticated)]
+
+
 def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     """The app around one Engine; the engine's workers start and stop with the app."""
 
@@ -45,22 +62,8 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     app = FastAPI(title="remediator", version="0.1.0", lifespan=lifespan,
                   description="Alertmanager alerts to vetted, checked, audited Ansible fixes.")
     settings = engine.settings
-    tokens = [t.get_secret_value().encode() for t in settings.tokens]
-
-    def authenticated(request: Request) -> None:
-        if not tokens and settings.allow_unauthenticated:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer" or not credential:
-            raise AuthError("send Authorization: Bearer <token> (one of the configured REMEDIATOR_TOKENS)")
-        given = credential.strip().encode()
-        # Compare against every token, each in constant time, so timing says nothing about which matched.
-        matched = [hmac.compare_digest(given, t) for t in tokens]
-        if not any(matched):
-            raise AuthError("the bearer token is not one of the configured tokens")
-
-    Auth = Annotated[None, Depends(authenticated)]
+    app.state.engine = engine
+    app.state.tokens = [t.get_secret_value().encode() for t in settings.tokens]
 
     @app.exception_handler(RemediatorError)
     async def _domain_error(request: Request, exc: RemediatorError) -> JSONResponse:

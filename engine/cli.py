@@ -105,6 +105,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
         raise ConfigError("no API token configured: set REMEDIATOR_TOKENS=<token>[,<next token>] (or tokens: in "
                           "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     engine = Engine(settings)
     if not settings.tokens:
         console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")

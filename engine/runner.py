@@ -7,7 +7,9 @@ ansible-playbook does not stop a command already started there.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -62,7 +64,10 @@ class AnsibleExecutor:
                 event_handler=lambda ev: events.append(ev) or True,
                 envvars={"ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles"),
                          "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
-                         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1"},
+                         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
+                         # ansible-playbook from the same installation as this engine, even when
+                         # `remediator` was started by its full path with the venv not on PATH
+                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
             )
             status = {"successful": RunStatus.SUCCESSFUL, "failed": RunStatus.FAILED, "timeout": RunStatus.TIMEOUT,
                       "canceled": RunStatus.CANCELED}.get(r.status, RunStatus.ERROR)

@@ -1,0 +1,107 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine import PROJECT_ROOT, lab
+from tests.standins import Receivers
+
+INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
+SAMPLES = PROJECT_ROOT.parent / "shared" / "samples"
+PAYLOADS = Path(__file__).parent / "payloads"
+TOKEN = "e2e-token-" + "x" * 22
+ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"   # PagerDuty integration keys are 32 characters
+REMEDIATOR = Path(sys.executable).parent / "remediator"
+
+
+@pytest.fixture(scope="session")
+def lab_fleet():
+    """app-server-01 and api-server-01, fresh; removed after the session."""
+    lab.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
+    yield
+    lab.down(INVENTORY)
+
+
+@pytest.fixture(scope="session")
+def receivers():
+    r = Receivers()
+    yield r
+    r.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`remediator serve` as a process, and an HTTP client that speaks to it with the token."""
+
+    def __init__(self, data_dir: Path, receivers: Receivers):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
+                    "REMEDIATOR_PORT": str(self.port), "REMEDIATOR_PUBLIC_URL": self.url,
+                    "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
+                    "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
+                    "REMEDIATOR_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+                    "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook"}
+        self.log = data_dir / "serve.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([str(REMEDIATOR), "serve"], env=self.env, stdout=self.log.open("w"),
+                                     stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"remediator serve exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"remediator serve did not become healthy: {self.log.read_text()[-3000:]}")
+
+    def post(self, payload_file: Path, **kwargs) -> httpx.Response:
+        return self.client.post("/webhook/alertmanager", content=payload_file.read_bytes(),
+                                headers={"content-type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
+
+    def wait_state(self, incident_id: str, states: set[str], timeout_s: float = 180) -> dict:
+        deadline = time.monotonic() + timeout_s
+        detail: dict = {}
+        while time.monotonic() < deadline:
+            detail = self.client.get(f"/incidents/{incident_id}").json()
+            if detail["state"] in states:
+                return detail
+            time.sleep(0.5)
+        raise AssertionError(f"incident {incident_id} is {detail.get('state')}, not in {states} after {timeout_s} s: "
+                             f"{detail.get('reason')}\n{self.log.read_text()[-3000:]}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REMEDIATOR), *args], env=self.env, capture_output=True, text=True, timeout=120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, lab_fleet, receivers):
+    s = Server(tmp_path_factory.mktemp("serve"), receivers)
+    yield s
+    s.stop()
+
+
+def on_host(host: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", "exec", f"remediator-lab-{host}", *argv], capture_output=True, text=True)
