@@ -1,0 +1,178 @@
+"""Intake and incidents: payload validation, dedup, correlation, resolved closes, priority."""
+import copy
+import json
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from engine import PROJECT_ROOT
+from engine.errors import PayloadError
+from engine.intake import accept, parse_payload
+from engine.models import IncidentState
+from engine.settings import Settings
+from engine.store import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
+from engine.targets import load_inventory
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.unit
+SAMPLES = PROJECT_ROOT.parent / "shared" / "samples"
+PAYLOADS = FIXTURES / "payloads"
+INVALID = yaml.safe_load((PAYLOADS / "invalid.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def inventory():
+    return load_inventory(PROJECT_ROOT / "inventory" / "lab.yml")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    s.migrate()
+    return s
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(data_dir=tmp_path, slack_webhook_url="http://127.0.0.1:9/slack")
+
+
+@pytest.fixture
+def post(store, inventory, settings):
+    def _post(name: str):
+        path = SAMPLES / name if (SAMPLES / name).exists() else PAYLOADS / name
+        return accept(store, parse_payload(path.read_bytes()), inventory, settings)
+    return _post
+
+
+def _incidents(store) -> list[Incident]:
+    with store.read() as s:
+        return list(s.execute(select(Incident).order_by(Incident.created_at, Incident.id)).scalars())
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_samples_parse(sample):
+    payload = parse_payload((SAMPLES / sample).read_bytes())
+    assert payload.version == "4" and payload.alerts
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c["name"] for c in INVALID])
+def test_invalid_payloads_name_the_field(case):
+    body = json.loads((SAMPLES / "alertmanager-firing-disk.json").read_text())
+    body = {**copy.deepcopy(body), **case.get("set", {})}
+    for key in case.get("drop", []):
+        body.pop(key)
+    if isinstance(body["alerts"], list) and body["alerts"]:
+        body["alerts"][0].update(case.get("alert", {}))
+        if "long_label" in case:
+            body["alerts"][0]["labels"][case["long_label"]["name"]] = "x" * case["long_label"]["length"]
+    with pytest.raises(PayloadError) as err:
+        parse_payload(json.dumps(body).encode())
+    assert err.value.status == 422
+    assert case["field"] in err.value.message
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b"\xff\xfe"])
+def test_non_json_bodies_are_4xx(body):
+    with pytest.raises(PayloadError) as err:
+        parse_payload(body)
+    assert err.value.status in (400, 422)
+
+
+def test_unknown_fields_are_accepted():
+    """The v4 contract may grow: an unknown key must not turn into a 4xx (Alertmanager would drop the alert)."""
+    body = json.loads((SAMPLES / "alertmanager-firing-disk.json").read_text())
+    body["someNewField"] = {"x": 1}
+    body["alerts"][0]["anotherNewField"] = True
+    assert parse_payload(json.dumps(body).encode()).alerts[0].fingerprint == "7bb22924b4f3e65b"
+
+
+def test_resend_is_a_duplicate_and_opens_nothing(post, store):
+    first = post("alertmanager-firing-grouped.json")
+    again = post("alertmanager-firing-grouped.json")
+    assert (first.new_alerts, first.duplicates) == (3, 0)
+    assert (again.new_alerts, again.duplicates) == (0, 3)
+    assert again.incidents == first.incidents
+    assert len(_incidents(store)) == 3
+    with store.read() as s:
+        assert len(s.execute(select(AlertRow)).all()) == 3
+
+
+def test_unknown_hosts_are_kept_apart_and_say_why(post, store):
+    post("alertmanager-firing-grouped.json")
+    by_key = {i.correlation_key: i for i in _incidents(store)}
+    assert by_key["ServiceDown|api-server-01"].host == "api-server-01"
+    unknown = by_key["ServiceDown|?api-server-02:8080"]
+    assert unknown.host is None and "no inventory host matches instance='api-server-02:8080'" in unknown.reason
+
+
+def test_alerts_of_one_alertname_on_one_host_correlate(post, store):
+    result = post("correlated-firing.json")
+    assert result.new_alerts == 3
+    incidents = _incidents(store)
+    assert sorted(i.host for i in incidents) == ["app-server-01", "app-server-02"]
+    with store.read() as s:
+        on_01 = s.execute(select(AlertRow).where(AlertRow.incident_id == result.incidents[0])).scalars().all()
+    assert {a.fingerprint for a in on_01} == {"aa00000000000001", "aa00000000000002"}
+
+
+def test_resolved_closes_only_when_every_alert_resolved(post, store):
+    post("correlated-firing.json")
+    post("correlated-resolved-one.json")
+    states = {i.host: (i.state, i.firing) for i in _incidents(store)}
+    assert states["app-server-01"] == ("received", True)      # its second alert still fires
+    post("correlated-resolved-rest.json")
+    for inc in _incidents(store):
+        assert (inc.state, inc.firing) == ("resolved", False)
+        assert "nothing was changed" in inc.reason and inc.closed_at is not None
+
+
+def test_resolved_while_working_only_marks_not_firing(post, store):
+    post("correlated-firing.json")
+    with store.write() as s:
+        for inc in s.execute(select(Incident)).scalars():
+            inc.state = IncidentState.EXECUTING
+    post("correlated-resolved-one.json")
+    post("correlated-resolved-rest.json")
+    assert {(i.state, i.firing) for i in _incidents(store)} == {("executing", False)}
+
+
+def test_resolved_cancels_a_pending_approval_and_tells_people(post, store):
+    result = post("correlated-firing.json")
+    with store.write() as s:
+        for inc in s.execute(select(Incident)).scalars():
+            inc.state = IncidentState.AWAITING_APPROVAL
+            s.add(Approval(id=f"ap-{inc.id}", incident_id=inc.id, preview_digest="d", state="pending",
+                           expires_at=utcnow()))
+    post("correlated-resolved-one.json")
+    post("correlated-resolved-rest.json")
+    with store.read() as s:
+        assert {a.state for a in s.execute(select(Approval)).scalars()} == {"canceled"}
+        notes = s.execute(select(OutboxMessage)).scalars().all()
+    assert sorted(n.incident_id for n in notes) == sorted(result.incidents)
+    assert {n.event for n in notes} == {"auto_resolved"}
+
+
+def test_resolved_without_its_firing_alert_is_recorded(post, store):
+    result = post("alertmanager-resolved.json")
+    assert result.incidents == [] and result.new_alerts == 1
+    with store.read() as s:
+        kinds = [e.kind for e in s.execute(select(AuditEvent)).scalars()]
+    assert kinds == ["alert.resolved_unmatched"]
+
+
+def test_same_labels_firing_again_later_is_a_new_incident(post, store):
+    post("correlated-firing.json")
+    post("correlated-resolved-one.json")
+    post("correlated-resolved-rest.json")
+    again = post("refiring-later.json")
+    assert again.new_alerts == 1
+    latest = _incidents(store)[-1]
+    assert latest.id == again.incidents[0] and latest.state == "received"
+
+
+def test_severity_orders_the_queue(post, store):
+    post("mixed-severity.json")
+    by_host = {i.host: i.priority for i in _incidents(store)}
+    assert by_host["api-server-01"] < by_host["app-server-02"]   # critical before warning

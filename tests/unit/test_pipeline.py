@@ -1,0 +1,78 @@
+"""The work queue without running Ansible: claim order, one incident per host, restart recovery,
+approval expiry; and the schema the migrations build matches the models."""
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from engine.approvals import expire_due
+from engine.models import IncidentState
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store import Approval, Base, Incident, OutboxMessage, utcnow
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return Engine(Settings(data_dir=tmp_path, webhook_url="http://127.0.0.1:9/hook"))
+
+
+def _post(engine, name):
+    return engine.receive((FIXTURES / "payloads" / name).read_bytes())
+
+
+def _state(engine, incident_id):
+    with engine.store.read() as s:
+        return s.get(Incident, incident_id).state
+
+
+def test_most_severe_first_and_one_incident_per_host(engine):
+    backlog = _post(engine, "mixed-severity.json").incidents        # warning on app-server-02, critical on api-server-01
+    corr = _post(engine, "correlated-firing.json").incidents          # app-server-01, app-server-02 (critical)
+    first, second, third = engine.pipeline.claim(), engine.pipeline.claim(), engine.pipeline.claim()
+    # Critical before warning, oldest first among equals.
+    assert first == backlog[1]
+    assert {second, third} == set(corr)
+    # The warning's host (app-server-02) is held by a ServiceDown incident: it waits, whatever the entry.
+    assert engine.pipeline.claim() is None
+    assert _state(engine, backlog[0]) == "received"
+    with engine.store.write() as s:
+        s.get(Incident, corr[1]).state = IncidentState.RESOLVED
+    assert engine.pipeline.claim() == backlog[0]
+
+
+def test_restart_requeues_what_had_not_run_and_escalates_what_was_cut_off(engine):
+    ids = _post(engine, "correlated-firing.json").incidents
+    with engine.store.write() as s:
+        s.get(Incident, ids[0]).state = IncidentState.CHECKING
+        executing = s.get(Incident, ids[1])
+        executing.state, executing.entry = IncidentState.EXECUTING, "restart_service"
+    engine.pipeline.recover()
+    assert _state(engine, ids[0]) == "received"
+    assert _state(engine, ids[1]) == "escalated"
+    with engine.store.read() as s:
+        reason = s.get(Incident, ids[1]).reason
+        notes = s.execute(select(OutboxMessage)).scalars().all()
+    assert "restarted while restart_service was executing" in reason
+    assert [(n.incident_id, n.event) for n in notes] == [(ids[1], "escalated")]
+
+
+def test_pending_approvals_expire_and_say_so(engine):
+    (incident_id,) = _post(engine, "refiring-later.json").incidents
+    with engine.store.write() as s:
+        s.get(Incident, incident_id).state = IncidentState.AWAITING_APPROVAL
+        s.add(Approval(id="a1", incident_id=incident_id, preview_digest="d", state="pending", expires_at=utcnow()))
+    assert expire_due(engine.store, engine.settings) == 1
+    assert _state(engine, incident_id) == "expired"
+    with engine.store.read() as s:
+        assert s.get(Approval, "a1").state == "expired"
+        assert [n.event for n in s.execute(select(OutboxMessage)).scalars()] == ["expired"]
+
+
+def test_migrations_build_exactly_the_models(engine):
+    with engine.store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
