@@ -1,14 +1,46 @@
 #!/usr/bin/env bash
-# A first fix on the lab, by hand: stop webapp on app-server-01, dry-run restart_service (nothing
-# changes), run it for real, and show webapp answering again on 127.0.0.1:18081.
+# The first fix, through the engine: start the lab fleet and `remediator serve` (in the background,
+# with the lab inventory), stop api-gateway on api-server-01, post the captured Alertmanager sample
+# with curl, and show the incident: diagnosed, planned, dry-run, restarted, verified, audited.
+# The server keeps running afterwards on 127.0.0.1:8080 (token: $REMEDIATOR_TOKENS, default
+# "example-token", the one in tests/fixtures/samples/alertmanager-receiver.yml); stop it with
+#   kill "$(cat var/serve.pid)"
 set -euo pipefail
-cd "$(dirname "$0")/../playbooks"
-ap=../.venv/bin/ansible-playbook
-args=(-i ../inventory/lab.yml restart_service.yml -e target_hosts=app-server-01
-      -e restart_service_unit=webapp -e "restart_service_reason=first fix from the README")
-podman exec remediator-lab-app-server-01 systemctl stop webapp
-echo "== webapp stopped: $(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:18081/health || true)"
-echo "== dry run (--check --diff)"; "$ap" "${args[@]}" --check --diff
-echo "== still down: $(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:18081/health || true)"
-echo "== real run"; "$ap" "${args[@]}"
-echo "== webapp answers: $(curl -s 127.0.0.1:18081/health)"
+cd "$(dirname "$0")/.."
+root=$PWD
+export REMEDIATOR_TOKENS=${REMEDIATOR_TOKENS:-example-token}
+token=${REMEDIATOR_TOKENS%%,*}
+url=http://127.0.0.1:${REMEDIATOR_PORT:-8080}
+sample=${SAMPLE:-$root/tests/fixtures/samples/alertmanager-firing-grouped.json}
+mkdir -p var
+
+.venv/bin/remediator lab up
+if [ -f var/serve.pid ] && kill -0 "$(cat var/serve.pid)" 2>/dev/null; then
+  echo "== remediator serve is already running (pid $(cat var/serve.pid))"
+else
+  nohup .venv/bin/remediator serve >var/serve.log 2>&1 &
+  echo $! >var/serve.pid
+  for _ in $(seq 60); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.5; done
+  curl -fs "$url/healthz" >/dev/null || { tail -20 var/serve.log; exit 1; }
+  echo "== remediator serve is up on $url (pid $(cat var/serve.pid), log var/serve.log)"
+fi
+
+podman exec remediator-lab-api-server-01 systemctl stop api-gateway
+echo "== api-gateway on api-server-01: $(podman exec remediator-lab-api-server-01 systemctl is-active api-gateway || true)"
+echo "== posting $(basename "$sample") (ServiceDown for api-server-01, -02, -03)"
+curl -fsS -X POST "$url/webhook/alertmanager" -H "Authorization: Bearer $token" \
+     -H 'Content-Type: application/json' --data-binary @"$sample"
+echo
+incident=$(.venv/bin/remediator incidents list --json | python3 -c \
+  'import json,sys; print(next(i["id"] for i in json.load(sys.stdin) if i["host"] == "api-server-01"))')
+for _ in $(seq 120); do
+  state=$(curl -fs -H "Authorization: Bearer $token" "$url/incidents/$incident" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+  case $state in resolved|failed|escalated|denied|awaiting_approval) break;; esac
+  sleep 1
+done
+echo "== incident $incident: $state"
+COLUMNS=${COLUMNS:-160} .venv/bin/remediator incidents show "$incident"
+echo "== api-gateway on api-server-01: $(podman exec remediator-lab-api-server-01 systemctl is-active api-gateway || true)"
+COLUMNS=${COLUMNS:-160} .venv/bin/remediator incidents list
+.venv/bin/remediator audit verify
+echo "== the server keeps running: curl -H 'Authorization: Bearer $token' $url/incidents ; stop it: kill \$(cat var/serve.pid)"

@@ -12,7 +12,7 @@ from engine import PROJECT_ROOT, lab
 from tests.standins import Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
-SAMPLES = PROJECT_ROOT.parent / "shared" / "samples"
+SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
 PAYLOADS = Path(__file__).parent / "payloads"
 TOKEN = "e2e-token-" + "x" * 22
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"   # PagerDuty integration keys are 32 characters

@@ -10,7 +10,7 @@ from engine.service import Engine
 from engine.settings import Settings
 
 pytestmark = pytest.mark.unit
-SAMPLES = PROJECT_ROOT.parent / "shared" / "samples"
+SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
 GROUPED = (SAMPLES / "alertmanager-firing-grouped.json").read_bytes()
 AUTH = {"Authorization": "Bearer new-token"}
 

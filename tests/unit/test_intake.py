@@ -16,7 +16,7 @@ from engine.targets import load_inventory
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit
-SAMPLES = PROJECT_ROOT.parent / "shared" / "samples"
+SAMPLES = FIXTURES / "samples"
 PAYLOADS = FIXTURES / "payloads"
 INVALID = yaml.safe_load((PAYLOADS / "invalid.yml").read_text())
 
