@@ -50,7 +50,10 @@ class AttachOutcome:
 
 
 def _starts_at(alert: Alert) -> str:
-    return alert.startsAt.astimezone(UTC).isoformat()
+    # Milliseconds: the webhook sends startsAt with nanoseconds, Alertmanager's API v2 with
+    # milliseconds (truncated); the same alert from either must get the same identity.
+    at = alert.startsAt.astimezone(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
 
 
 def attach(session: Session, delivery_id: int, alert: Alert, inventory: Inventory, target_labels: list[str]

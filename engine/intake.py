@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from engine import incidents
+from engine import audit, incidents
 from engine.alerts import AlertmanagerPayload
 from engine.errors import PayloadError
 from engine.models import IncidentState
@@ -20,7 +20,7 @@ from engine.settings import Settings
 from engine.store import Delivery, Incident, Store
 from engine.targets import Inventory
 
-__all__ = ["parse_payload", "accept", "IntakeResult"]
+__all__ = ["parse_payload", "accept", "note_refetch", "IntakeResult"]
 
 #: An incident closed from these states was announced (approval requested): announce the close too.
 _PEOPLE_WERE_TOLD = {IncidentState.AWAITING_APPROVAL.value, IncidentState.APPROVED.value}
@@ -76,3 +76,10 @@ def accept(store: Store, payload: AlertmanagerPayload, inventory: Inventory, set
         delivery.new_alerts = new
         return IntakeResult(delivery_id=delivery.id, alerts=len(payload.alerts), new_alerts=new,
                             duplicates=len(payload.alerts) - new, incidents=touched)
+
+
+def note_refetch(store: Store, result: IntakeResult, outcome: str) -> None:
+    """Record on the delivery's incidents what fetching a truncated group's other alerts gave."""
+    with store.write() as session:
+        for incident_id in result.incidents:
+            audit.append(session, "delivery.refetched", {"delivery": result.delivery_id, "outcome": outcome}, incident_id)

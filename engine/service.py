@@ -14,7 +14,8 @@ from sqlalchemy import text
 from engine import approvals, intake
 from engine.catalog import load_catalog
 from engine.errors import ConfigError, StoreUnavailable
-from engine.alerts import Alert
+from engine.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from engine.alerts import Alert, AlertmanagerPayload
 from engine.metrics import Metrics
 from engine.models import ActionProposal, Escalation, PolicyDecision, Preview, Verdict
 from engine.notify import Notifier
@@ -115,7 +116,29 @@ class Engine:
         self.metrics.alerts.labels("new").inc(result.new_alerts)
         self.metrics.alerts.labels("duplicate").inc(result.duplicates)
         self.pipeline.wake()
+        if payload.truncatedAlerts and self.settings.alertmanager_url:
+            # After the answer's data is safe: fetching the rest must not hold up (or fail) the 200.
+            threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
         return result
+
+    def refetch_truncated(self, payload: AlertmanagerPayload, result: intake.IntakeResult) -> int:
+        """Fetch a truncated group's missing alerts from the Alertmanager API and take them in; returns how many were new."""
+        assert self.settings.alertmanager_url
+        try:
+            alerts = fetch_group_alerts(self.settings.alertmanager_url, dict(payload.groupLabels), payload.receiver)
+        except AlertmanagerAPIError as exc:
+            log.warning("truncated delivery %s: %s", result.delivery_id, exc)
+            intake.note_refetch(self.store, result, f"could not fetch the {payload.truncatedAlerts} alerts left out: {exc}")
+            return 0
+        if not alerts:
+            intake.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
+            return 0
+        full = payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0})
+        fetched = intake.accept(self.store, full, self.inventory, self.settings)
+        intake.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
+                                                f"{fetched.new_alerts} of them new")
+        self.pipeline.wake()
+        return fetched.new_alerts
 
     def decide_approval(self, incident_id: str, *, approve: bool, by: str, comment: str = "",
                         digest: str | None = None) -> str:

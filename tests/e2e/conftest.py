@@ -34,7 +34,7 @@ def receivers():
     r.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -43,8 +43,8 @@ def _free_port() -> int:
 class Server:
     """`remediator serve` as a process, and an HTTP client that speaks to it with the token."""
 
-    def __init__(self, data_dir: Path, receivers: Receivers):
-        self.port = _free_port()
+    def __init__(self, data_dir: Path, receivers: Receivers, port: int | None = None, **settings: str):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
@@ -52,7 +52,8 @@ class Server:
                     "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
                     "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
                     "REMEDIATOR_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
-                    "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook"}
+                    "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook",
+                    **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
         self.log = data_dir / "serve.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([str(REMEDIATOR), "serve"], env=self.env, stdout=self.log.open("w"),

@@ -176,3 +176,10 @@ def test_severity_orders_the_queue(post, store):
     post("mixed-severity.json")
     by_host = {i.host: i.priority for i in _incidents(store)}
     assert by_host["api-server-01"] < by_host["app-server-02"]   # critical before warning
+
+
+def test_the_same_alert_from_the_api_with_milliseconds_is_a_duplicate(post, store):
+    """The webhook says startsAt …26.806317911Z, Alertmanager's API v2 …26.806Z: one alert."""
+    post("alertmanager-firing-grouped.json")
+    again = post("grouped-from-api-v2.json")
+    assert (again.new_alerts, again.duplicates) == (0, 1)

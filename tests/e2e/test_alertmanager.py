@@ -1,0 +1,73 @@
+"""A real Alertmanager posts to `remediator serve`: `amtool alert add` to a fixed lab host.
+
+The receiver has `max_alerts: 1`, so Alertmanager sends one of the group's two alerts and says
+`truncatedAlerts: 1`; remediator fetches the other from Alertmanager's API and fixes both hosts."""
+import string
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import TOKEN, Server, free_port, on_host
+
+pytestmark = pytest.mark.e2e
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def alertmanager_and_server(tmp_path_factory, lab_fleet, receivers):
+    work = tmp_path_factory.mktemp("alertmanager")
+    server_port, am_port = free_port(), free_port()
+    config = work / "alertmanager.yml"
+    config.write_text(string.Template((HERE / "alertmanager.yml").read_text()).substitute(PORT=server_port, TOKEN=TOKEN))
+    am_url = f"http://127.0.0.1:{am_port}"
+    log = (work / "alertmanager.log").open("w")
+    am = subprocess.Popen(["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={work / 'data'}",
+                           f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
+                          stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{am_url}/-/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert am.poll() is None and time.monotonic() < deadline, (work / "alertmanager.log").read_text()
+        time.sleep(0.3)
+    server = Server(work / "serve", receivers, port=server_port, alertmanager_url=am_url)
+    yield am_url, server
+    server.stop()
+    am.terminate()
+    am.wait(10)
+
+
+def test_amtool_alert_is_fixed_and_a_truncated_group_is_fetched_whole(alertmanager_and_server):
+    am_url, server = alertmanager_and_server
+    on_host("app-server-01", "systemctl", "stop", "webapp")
+    on_host("api-server-01", "systemctl", "stop", "api-gateway")
+    for labels in (["instance=app-server-01:8080", "service=webapp"], ["instance=api-server-01:8080", "service=api-gateway"]):
+        add = subprocess.run(["amtool", f"--alertmanager.url={am_url}", "alert", "add", "alertname=ServiceDown",
+                              "severity=critical", *labels, "--annotation=description=down (amtool)"],
+                             capture_output=True, text=True)
+        assert add.returncode == 0, add.stderr
+
+    deadline = time.monotonic() + 240
+    incidents: list[dict] = []
+    while time.monotonic() < deadline:
+        incidents = server.client.get("/incidents").json()
+        if len(incidents) == 2 and all(i["state"] in {"resolved", "escalated", "failed", "denied"} for i in incidents):
+            break
+        time.sleep(1)
+    assert sorted((i["host"], i["state"]) for i in incidents) == [("api-server-01", "resolved"), ("app-server-01", "resolved")], \
+        [(i["host"], i["state"], i["reason"]) for i in incidents]
+    assert on_host("app-server-01", "systemctl", "is-active", "webapp").stdout.strip() == "active"
+    assert on_host("api-server-01", "systemctl", "is-active", "api-gateway").stdout.strip() == "active"
+
+    details = [server.client.get(f"/incidents/{i['id']}").json() for i in incidents]
+    kinds = [e["kind"] for d in details for e in d["timeline"]]
+    assert "delivery.truncated" in kinds
+    refetched = [e["data"]["outcome"] for d in details for e in d["timeline"] if e["kind"] == "delivery.refetched"]
+    assert any("fetched 2 alerts from the Alertmanager API, 1 of them new" in o for o in refetched), refetched
+    assert all(d["alerts"][0]["annotations"]["description"] == "down (amtool)" for d in details)
