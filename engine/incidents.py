@@ -69,7 +69,7 @@ def attach(session: Session, delivery_id: int, alert: Alert, inventory: Inventor
     host, how = host_from_labels(alert.labels, inventory, target_labels)
     row = AlertRow(delivery_id=delivery_id, fingerprint=alert.fingerprint, starts_at=starts_at, status=alert.status,
                    alertname=alert.alertname, severity=alert.severity, labels=dict(alert.labels),
-                   annotations=dict(alert.annotations))
+                   annotations=dict(alert.annotations), generator_url=alert.generatorURL)
     if alert.status == "firing":
         incident = _open_incident(session, alert, _correlation_key(alert, host, target_labels), host, how)
     else:
@@ -111,7 +111,7 @@ def _open_incident(session: Session, alert: Alert, key: str, host: str | None, h
     incident = Incident(id=new_incident_id(), correlation_key=key, alertname=alert.alertname, host=host,
                         severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
                         firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
-                        evidence={}, reason="" if host else how)
+                        evidence={}, reason="" if host else how, generator_url=alert.generatorURL)
     session.add(incident)
     session.flush()
     audit.append(session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,

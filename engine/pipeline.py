@@ -26,6 +26,7 @@ from engine.models import ActionProposal, Escalation, IncidentState, PolicyDecis
 from engine.notify import NotifyEvent, notify_incident
 from engine.planners import Planner, PlanningContext
 from engine.policy import Policy, PolicyContext
+from engine.prometheus import Prometheus, PrometheusError, alert_expression
 from engine.runner import Executor
 from engine.settings import Settings
 from engine.store import Approval, Incident, Run, Store, utcnow
@@ -56,6 +57,7 @@ class Pipeline:
         self.policy = policy
         self.executor = executor
         self.metrics = metrics
+        self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self._stop = threading.Event()
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
         self._wake = threading.Condition()
@@ -198,6 +200,13 @@ class Pipeline:
         except Exception as exc:   # policy denies it next, with the reason; nothing to diagnose with
             return {"_planner": {"error": f"parameters do not validate: {exc}"}}
         evidence: dict[str, Any] = {}
+        expr = alert_expression(inc.generator_url)
+        if self.prometheus and expr:
+            try:
+                series = self.prometheus.matching(expr, inc.labels)
+                evidence["prometheus"] = {"expr": expr, "series": [{"labels": s.labels, "value": s.value} for s in series[:20]]}
+            except PrometheusError as exc:
+                evidence["prometheus"] = {"expr": expr, "error": str(exc)}
         for outcome in run_diagnostics(self.executor, self.catalog, entry, params, inc.host, f"{inc.id}-a{inc.attempts}",
                                        self.settings.diagnostic_timeout_s, self._cancel):
             if outcome.result:
@@ -281,11 +290,22 @@ class Pipeline:
                              attempts=self.verify_attempts, interval_s=self.verify_interval_s, cancel=self._cancel)
         for r in outcome.results:
             self._record_run(incident_id, r, "verify", {}, proposal.hosts)
-        if outcome.ok:
-            self._finish(incident_id, IncidentState.RESOLVED, f"{result.preview.summary} {outcome.detail}",
-                         event=NotifyEvent.FIXED)
-        else:
-            self._finish(incident_id, IncidentState.ESCALATED, f"{result.preview.summary} {outcome.detail}")
+        if not outcome.ok:
+            return self._finish(incident_id, IncidentState.ESCALATED, f"{result.preview.summary} {outcome.detail}")
+        detail = outcome.detail
+        with self.store.read() as session:
+            inc = session.get(Incident, incident_id)
+        expr = alert_expression(inc.generator_url)
+        if self.prometheus and expr:
+            # The alert's own condition is the final word: the fix counts when Prometheus agrees.
+            cleared, seen = self.prometheus.wait_until_clear(expr, inc.labels, self.settings.prometheus_verify_s)
+            with self.store.write() as session:
+                audit.append(session, "verify.prometheus", {"expr": expr, "cleared": cleared, "detail": seen}, incident_id)
+            if not cleared:
+                return self._finish(incident_id, IncidentState.ESCALATED,
+                                    f"{result.preview.summary} {detail}; but Prometheus: {seen}")
+            detail += f"; Prometheus: {seen}"
+        self._finish(incident_id, IncidentState.RESOLVED, f"{result.preview.summary} {detail}", event=NotifyEvent.FIXED)
 
     # ---- helpers ---------------------------------------------------------------------------
 

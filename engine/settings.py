@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     # outside systems (all optional)
     prometheus_url: str | None = None
+    prometheus_verify_s: int = Field(90, ge=0, description="how long the alert's expression may take to clear after a fix")
     alertmanager_url: str | None = None
     slack_webhook_url: SecretStr | None = None
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"

@@ -60,6 +60,7 @@ class AlertRow(Base):
     severity: Mapped[str] = mapped_column(String(64))
     labels: Mapped[dict[str, Any]] = mapped_column(JSON)
     annotations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    generator_url: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -88,6 +89,7 @@ class Incident(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime)
     truncated: Mapped[int] = mapped_column(Integer, default=0)
+    generator_url: Mapped[str] = mapped_column(Text, default="")
 
 
 class Run(Base):

@@ -1,5 +1,6 @@
 import os
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ from tests.standins import Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
-PAYLOADS = Path(__file__).parent / "payloads"
+HERE = Path(__file__).parent
+PAYLOADS = HERE / "payloads"
 TOKEN = "e2e-token-" + "x" * 22
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"   # PagerDuty integration keys are 32 characters
 REMEDIATOR = Path(sys.executable).parent / "remediator"
@@ -106,3 +108,54 @@ def server(tmp_path_factory, lab_fleet, receivers):
 
 def on_host(host: str, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", "exec", f"remediator-lab-{host}", *argv], capture_output=True, text=True)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args[0]} did not become ready: {log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def start_alertmanager(work: Path, server_port: int, max_alerts: int = 0) -> tuple[str, subprocess.Popen]:
+    """Debian's prometheus-alertmanager on loopback, posting to remediator on server_port."""
+    port = free_port()
+    config = work / "alertmanager.yml"
+    config.write_text(string.Template((HERE / "alertmanager.yml").read_text()).substitute(
+        PORT=server_port, TOKEN=TOKEN, MAX_ALERTS=max_alerts))
+    log = work / "alertmanager.log"
+    proc = subprocess.Popen(["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={work / 'am-data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(f"{url}/-/ready", proc, log)
+    return url, proc
+
+
+def start_prometheus(work: Path, alertmanager_url: str) -> tuple[str, subprocess.Popen]:
+    """Debian's prometheus on loopback, scraping the lab and alerting to alertmanager_url."""
+    port = free_port()
+    (work / "rules.yml").write_text((HERE / "rules.yml").read_text())
+    config = work / "prometheus.yml"
+    config.write_text(string.Template((HERE / "prometheus.yml").read_text()).substitute(
+        AM_PORT=alertmanager_url.rsplit(":", 1)[1]))
+    log = work / "prometheus.log"
+    proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={work / 'prom-data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(f"{url}/-/ready", proc, log)
+    return url, proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()

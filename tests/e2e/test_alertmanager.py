@@ -2,45 +2,25 @@
 
 The receiver has `max_alerts: 1`, so Alertmanager sends one of the group's two alerts and says
 `truncatedAlerts: 1`; remediator fetches the other from Alertmanager's API and fixes both hosts."""
-import string
 import subprocess
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import TOKEN, Server, free_port, on_host
+from tests.e2e.conftest import Server, free_port, on_host, start_alertmanager, stop
 
 pytestmark = pytest.mark.e2e
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
 def alertmanager_and_server(tmp_path_factory, lab_fleet, receivers):
     work = tmp_path_factory.mktemp("alertmanager")
-    server_port, am_port = free_port(), free_port()
-    config = work / "alertmanager.yml"
-    config.write_text(string.Template((HERE / "alertmanager.yml").read_text()).substitute(PORT=server_port, TOKEN=TOKEN))
-    am_url = f"http://127.0.0.1:{am_port}"
-    log = (work / "alertmanager.log").open("w")
-    am = subprocess.Popen(["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={work / 'data'}",
-                           f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
-                          stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{am_url}/-/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert am.poll() is None and time.monotonic() < deadline, (work / "alertmanager.log").read_text()
-        time.sleep(0.3)
+    server_port = free_port()
+    am_url, am = start_alertmanager(work, server_port, max_alerts=1)
     server = Server(work / "serve", receivers, port=server_port, alertmanager_url=am_url)
     yield am_url, server
     server.stop()
-    am.terminate()
-    am.wait(10)
+    stop(am)
 
 
 def test_amtool_alert_is_fixed_and_a_truncated_group_is_fetched_whole(alertmanager_and_server):
