@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from engine.errors import ConfigError, ProposalError
 
-__all__ = ["Catalog", "CatalogEntry", "markdown_table", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
+__all__ = ["Catalog", "CatalogEntry", "Drill", "Probe", "markdown_table", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
 
 MAX_STR = 512
 MAX_LIST = 32
@@ -53,6 +53,28 @@ class VerifyCheck(DiagnosticCall):
     expect: dict[str, Any]
 
 
+class Probe(_Strict):
+    """A command run on the lab host (podman exec) to see its state, independent of remediator."""
+
+    argv: list[str] = Field(min_length=1)
+    stdout: str | None = None      # the expected output, stripped; None: only the exit code counts
+    rc: int = 0
+
+
+class Drill(_Strict):
+    """The entry's chaos drill: break a lab host, let the real chain fire, check the end state."""
+
+    host: str
+    inject: list[list[str]] = Field(min_length=1)   # argv lists run on the host, in order
+    alert: str                                      # the alertname that must reach remediator
+    verdict: Literal["allow", "approve", "deny"]
+    state: str                                      # the incident state the drill ends in
+    params: dict[str, Any] = {}                     # expected parameters (a subset)
+    fixed: list[Probe] = []                         # true once the fault is gone
+    unharmed: list[Probe] = []                      # must hold afterwards: nothing else was harmed
+    timeout_s: int = 180
+
+
 class EntryMeta(_Strict):
     kind: EntryKind
     summary: str
@@ -64,7 +86,7 @@ class EntryMeta(_Strict):
     verify: list[VerifyCheck] = []
     diagnostics: list[DiagnosticCall] = []
     rollback: str = ""
-    drill: dict[str, Any] | None = None
+    drill: Drill | None = None
 
 
 class ParamSpec(_Strict):

@@ -20,9 +20,12 @@ app = typer.Typer(help="remediator: Alertmanager alerts to vetted, checked, audi
 catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
 lab_app = typer.Typer(help="The lab fleet: Podman hosts from inventory/lab.yml.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
+chaos_app = typer.Typer(help="Chaos drills on the lab: the real Prometheus -> Alertmanager -> remediator chain.",
+                        no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents in the store: what came in and what was done.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(chaos_app, name="chaos")
 app.add_typer(lab_app, name="lab")
 app.add_typer(audit_app, name="audit")
 console = Console()
@@ -51,25 +54,46 @@ def catalog_list(as_json: bool = typer.Option(False, "--json", help="machine-rea
     console.print(table)
 
 
+def _monitoring(settings: Settings):
+    from engine.monitoring import Monitoring
+    return Monitoring(settings.data_dir / "lab", settings.lab_prometheus_port, settings.lab_alertmanager_port,
+                      settings.port)
+
+
 @lab_app.command("up")
-def lab_up() -> None:
-    """Start fresh lab containers and wait until each has booted."""
-    for h in lab.up(_settings().inventory):
+def lab_up(monitoring: bool = typer.Option(True, "--monitoring/--no-monitoring",
+                                           help="also start the lab's Prometheus and Alertmanager")) -> None:
+    """Start fresh lab containers (and Prometheus + Alertmanager posting to remediator) and wait for them."""
+    settings = _settings()
+    hosts = lab.up(settings.inventory)
+    for h in hosts:
         console.print(f"{h.name}: up (container {h.container}, webapp on 127.0.0.1:{h.port})")
+    if monitoring:
+        token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
+        for m in _monitoring(settings).up(hosts, token):
+            console.print(f"{m.name}: up on {m.url} (pid {m.pid})")
+        console.print(f"alerts go to http://127.0.0.1:{settings.port}/webhook/alertmanager; for evidence and verify, "
+                      f"serve with REMEDIATOR_PROMETHEUS_URL={_monitoring(settings).url('prometheus')} "
+                      f"REMEDIATOR_ALERTMANAGER_URL={_monitoring(settings).url('alertmanager')}")
 
 
 @lab_app.command("down")
 def lab_down() -> None:
-    """Remove the lab containers."""
-    gone = lab.down(_settings().inventory)
-    console.print(f"removed {len(gone)} lab containers")
+    """Remove the lab containers and stop the lab's Prometheus and Alertmanager."""
+    settings = _settings()
+    gone = lab.down(settings.inventory)
+    stopped = _monitoring(settings).down()
+    console.print(f"removed {len(gone)} lab containers" + (f"; stopped {', '.join(stopped)}" if stopped else ""))
 
 
 @lab_app.command("status")
 def lab_status() -> None:
-    """Show each lab host's container state."""
-    for name, state in lab.status(_settings().inventory).items():
+    """Show each lab host's container state, and the lab's Prometheus and Alertmanager."""
+    settings = _settings()
+    for name, state in lab.status(settings.inventory).items():
         console.print(f"{name}: {state}")
+    for m in _monitoring(settings).status():
+        console.print(f"{m.name}: {'running on ' + m.url if m.running else 'stopped'}")
 
 
 @audit_app.command("verify")
@@ -190,6 +214,74 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
             console.print(f"  dry run:  {o.preview.summary}", markup=False)
         if o.review:
             console.print(f"  stops after the dry run: {'; '.join(o.review.reasons)}", markup=False)
+
+
+@chaos_app.command("run")
+def chaos_run(drill: str = typer.Option(None, help="run only this entry's drill"),
+              report_dir: Path = typer.Option(None, help="where report.json and report.md go (default DATA_DIR/chaos)")
+              ) -> None:
+    """Run the catalog's drills against the lab (needs `remediator lab up`); exit 1 when one fails.
+
+    Uses the `remediator serve` answering on the configured port, or starts one for the run."""
+    import os
+    import subprocess
+    import time
+
+    import httpx
+
+    from engine import chaos
+    settings = _settings()
+    catalog = load_catalog(settings.playbooks_dir)
+    chosen = chaos.drills_of(catalog, drill)
+    monitoring = _monitoring(settings)
+    if not all(m.running for m in monitoring.status()):
+        raise ConfigError("the lab's Prometheus and Alertmanager are not running: run `remediator lab up` first")
+    hosts = {h.name: h for h in lab.lab_hosts(settings.inventory)}
+    token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
+    url = f"http://127.0.0.1:{settings.port}"
+    server = None
+    try:
+        httpx.get(f"{url}/healthz", timeout=2)
+        console.print(f"using the remediator serving on {url}")
+    except httpx.HTTPError:
+        env = {**os.environ, "REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or token,
+               "REMEDIATOR_PROMETHEUS_URL": monitoring.url("prometheus"),
+               "REMEDIATOR_ALERTMANAGER_URL": monitoring.url("alertmanager")}
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (settings.data_dir / "chaos-serve.log").open("w")
+        server = subprocess.Popen([sys.argv[0], "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        console.print(f"started remediator serve on {url} for the drills (log {log.name})")
+    results = []
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+            for name, d in chosen:
+                console.print(f"drill {name}: injecting on {d.host}, waiting for {d.alert} …")
+                result = chaos.run_drill(name, d, hosts, api, monitoring.url("alertmanager"))
+                console.print(f"  {'pass' if result.ok else 'FAIL'}: {result.got}"
+                              + (f" in {result.seconds_to_fix} s" if result.seconds_to_fix else "")
+                              + "".join(f"\n    {p}" for p in result.problems), markup=False)
+                results.append(result)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+    out = report_dir or settings.data_dir / "chaos"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps([r.model_dump() for r in results], indent=2))
+    (out / "report.md").write_text(chaos.report_markdown(results))
+    table = Table("drill", "host", "expected", "got", "time to fix", "result")
+    for r in results:
+        table.add_row(r.drill, r.host, r.expected, r.got, f"{r.seconds_to_fix} s" if r.seconds_to_fix else "-",
+                      "pass" if r.ok else "[red]FAIL[/red]")
+    console.print(table)
+    console.print(f"report: {out / 'report.md'}")
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 
 def _decide(incident_id: str, approve: bool, by: str, comment: str) -> None:

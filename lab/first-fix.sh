@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The first fix, through the engine: start the lab fleet and `remediator serve` (in the background,
+# The first fix, through the engine: start the lab fleet (with its Prometheus and Alertmanager) and
+# `remediator serve` (in the background,
 # with the lab inventory), stop api-gateway on api-server-01, post the captured Alertmanager sample
 # with curl, and show the incident: diagnosed, planned, dry-run, restarted, verified, audited.
 # The server keeps running afterwards on 127.0.0.1:8080 (token: $REMEDIATOR_TOKENS, default
@@ -9,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export REMEDIATOR_TOKENS=${REMEDIATOR_TOKENS:-example-token}
+# The lab's own Prometheus and Alertmanager (started by `lab up`): evidence, verify, truncated groups.
+export REMEDIATOR_PROMETHEUS_URL=${REMEDIATOR_PROMETHEUS_URL:-http://127.0.0.1:19090}
+export REMEDIATOR_ALERTMANAGER_URL=${REMEDIATOR_ALERTMANAGER_URL:-http://127.0.0.1:19093}
 token=${REMEDIATOR_TOKENS%%,*}
 url=http://127.0.0.1:${REMEDIATOR_PORT:-8080}
 sample=${SAMPLE:-$root/tests/fixtures/samples/alertmanager-firing-grouped.json}
@@ -43,4 +47,6 @@ COLUMNS=${COLUMNS:-160} .venv/bin/remediator incidents show "$incident"
 echo "== api-gateway on api-server-01: $(podman exec remediator-lab-api-server-01 systemctl is-active api-gateway || true)"
 COLUMNS=${COLUMNS:-160} .venv/bin/remediator incidents list
 .venv/bin/remediator audit verify
+echo "== the whole chain: podman exec remediator-lab-app-server-01 systemctl stop webapp  -> Prometheus sees it,"
+echo "   Alertmanager posts it, remediator fixes it: watch .venv/bin/remediator incidents list"
 echo "== the server keeps running: curl -H 'Authorization: Bearer $token' $url/incidents ; stop it: kill \$(cat var/serve.pid)"
