@@ -67,7 +67,8 @@ class Monitoring:
         """(Re)start Prometheus and Alertmanager for these lab hosts; wait until both are ready."""
         self.down()
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                                 autoescape=False, keep_trailing_newline=True)
+                                 autoescape=False, keep_trailing_newline=True, trim_blocks=True,
+                                 lstrip_blocks=True)
         am_dir, prom_dir = self.dir / "alertmanager", self.dir / "prometheus"
         for d in (am_dir, prom_dir):
             d.mkdir(parents=True, exist_ok=True)

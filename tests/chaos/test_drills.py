@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -40,9 +41,14 @@ def test_lab_up_runs_prometheus_that_scrapes_every_lab_host(lab_env):
     env, _, _ = lab_env
     status = subprocess.run([str(REMEDIATOR), "lab", "status"], env=env, capture_output=True, text=True).stdout
     assert "prometheus: running" in status and "alertmanager: running" in status
-    targets = httpx.get(f"http://127.0.0.1:{env['REMEDIATOR_LAB_PROMETHEUS_PORT']}/api/v1/targets").json()
-    hosts = {t["labels"]["host"] for t in targets["data"]["activeTargets"]}
-    assert hosts == {"app-server-01", "app-server-02", "api-server-01", "db-primary-01"}
+    url = f"http://127.0.0.1:{env['REMEDIATOR_LAB_PROMETHEUS_PORT']}/api/v1/targets"
+    up: dict[str, str] = {}
+    for _ in range(30):   # discovery and the first scrapes take a moment after /-/ready
+        up = {t["labels"]["host"]: t["health"] for t in httpx.get(url).json()["data"]["activeTargets"]}
+        if len(up) == 4 and set(up.values()) == {"up"}:
+            break
+        time.sleep(0.5)
+    assert up == dict.fromkeys(["app-server-01", "app-server-02", "api-server-01", "db-primary-01"], "up")
 
 
 def test_every_drill_passes(lab_env):
