@@ -65,11 +65,14 @@ class Drill(_Strict):
     """The entry's chaos drill: break a lab host, let the real chain fire, check the end state."""
 
     host: str
-    inject: list[list[str]] = Field(min_length=1)   # argv lists run on the host, in order
+    inject: list[list[str]] = []                    # argv lists run on the host, in order
+    fire: dict[str, str] | None = None              # labels of an alert posted to Alertmanager's API
     alert: str                                      # the alertname that must reach remediator
-    verdict: Literal["allow", "approve", "deny"]
+    verdict: Literal["allow", "approve", "deny"] | None = None
+    approve: bool = False                           # approve the exact dry run shown (verdict approve)
     state: str                                      # the incident state the drill ends in
     params: dict[str, Any] = {}                     # expected parameters (a subset)
+    evidence: list[str] = []                        # diagnostics that must have reported before the run
     fixed: list[Probe] = []                         # true once the fault is gone
     unharmed: list[Probe] = []                      # must hold afterwards: nothing else was harmed
     timeout_s: int = 180

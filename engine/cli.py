@@ -217,7 +217,7 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
 
 
 @chaos_app.command("run")
-def chaos_run(drill: str = typer.Option(None, help="run only this entry's drill"),
+def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entry id, or a lab/drills name)"),
               report_dir: Path = typer.Option(None, help="where report.json and report.md go (default DATA_DIR/chaos)")
               ) -> None:
     """Run the catalog's drills against the lab (needs `remediator lab up`); exit 1 when one fails.
@@ -260,9 +260,9 @@ def chaos_run(drill: str = typer.Option(None, help="run only this entry's drill"
     results = []
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-            for name, d in chosen:
+            for name, entry, d in chosen:
                 console.print(f"drill {name}: injecting on {d.host}, waiting for {d.alert} …")
-                result = chaos.run_drill(name, d, hosts, api, monitoring.url("alertmanager"))
+                result = chaos.run_drill(name, entry, d, hosts, api, monitoring.url("alertmanager"))
                 console.print(f"  {'pass' if result.ok else 'FAIL'}: {result.got}"
                               + (f" in {result.seconds_to_fix} s" if result.seconds_to_fix else "")
                               + "".join(f"\n    {p}" for p in result.problems), markup=False)

@@ -97,3 +97,16 @@ def test_a_role_without_its_playbook_fails_closed(catalog_copy):
     (catalog_copy / "resources.yml").unlink()
     with pytest.raises(ConfigError, match="resources.yml: missing"):
         load_catalog(catalog_copy)
+
+
+def test_every_remediation_declares_a_drill(catalog):
+    from engine.catalog import EntryKind
+    missing = [e.id for e in catalog.of_kind(EntryKind.REMEDIATION) if e.meta.drill is None]
+    assert missing == [], f"remediations without a drill in meta/remediator.yml: {missing}"
+
+
+def test_drills_load_and_name_known_entries(catalog):
+    from engine.chaos import drills_of
+    names = [name for name, _, _ in drills_of(catalog)]
+    assert len(names) == len(set(names))
+    assert {"db-corruption", "api-service-down"} <= set(names)

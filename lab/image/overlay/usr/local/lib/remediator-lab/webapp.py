@@ -2,7 +2,8 @@
 """The lab's webapp: a tiny HTTP service with a DB connection pool to exhaust and reset.
 
 GET  /health                 200 while the app runs
-GET  /metrics                Prometheus text: pool gauge, resets, queue depth, version
+GET  /metrics                Prometheus text: pool gauge, resets, queue depth, version, log dir
+                             size, whether this release is listed as broken (drills)
 POST /admin/pool/reset       empty the connection pool (what reset_db_pool calls)
 POST /admin/pool/exhaust     fault injection for drills: fill the pool
 SIGHUP                       same as /admin/pool/reset (what `systemctl reload` sends)
@@ -17,6 +18,9 @@ PORT = int(os.environ.get("WEBAPP_PORT", "8080"))
 POOL_SIZE = int(os.environ.get("WEBAPP_POOL_SIZE", "20"))
 QUEUE_DIR = os.environ.get("WEBAPP_QUEUE_DIR", "/var/spool/webapp/queue")
 LOG_FILE = os.environ.get("WEBAPP_LOG", "/var/log/webapp/access.log")
+LOG_DIR = os.environ.get("WEBAPP_LOG_DIR", "/var/log/webapp")
+# Fault injection for drills: a release listed here is "bad" (rollback_release's drill).
+BROKEN_RELEASES = os.environ.get("WEBAPP_BROKEN_RELEASES", "/etc/webapp/broken-releases")
 VERSION = open(os.path.join(os.path.dirname(os.path.realpath(__file__)), "VERSION")).read().strip()
 
 state = {"in_use": 0, "resets": 0}
@@ -27,6 +31,25 @@ def reset_pool(*_):
     with lock:
         state["in_use"] = 0
         state["resets"] += 1
+
+
+def log_dir_bytes():
+    total = 0
+    for root, _dirs, files in os.walk(LOG_DIR):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def release_broken():
+    try:
+        with open(BROKEN_RELEASES) as fh:
+            return int(VERSION in fh.read().split())
+    except OSError:
+        return 0
 
 
 def queue_depth():
@@ -58,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
                     f"webapp_db_pool_resets_total {state['resets']}",
                     "# TYPE webapp_queue_depth gauge", f"webapp_queue_depth {queue_depth()}",
                     "# TYPE webapp_version_info gauge", f'webapp_version_info{{version="{VERSION}"}} 1',
+                    "# TYPE webapp_log_dir_bytes gauge", f"webapp_log_dir_bytes {log_dir_bytes()}",
+                    "# TYPE webapp_release_broken gauge",
+                    f'webapp_release_broken{{version="{VERSION}"}} {release_broken()}',
                 ]
             self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
         elif self.path == "/admin/pool":
