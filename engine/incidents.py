@@ -21,7 +21,7 @@ from engine import audit
 from engine.alerts import Alert
 from engine.models import FINAL_STATES, IncidentState
 from engine.store import AlertRow, Approval, Incident, utcnow
-from engine.targets import Inventory, host_from_labels
+from engine.targets import Inventory, host_from_labels, strip_port
 
 __all__ = ["attach", "AttachOutcome", "transition", "priority_of", "new_incident_id", "note_truncation",
            "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
@@ -95,10 +95,10 @@ def attach(session: Session, delivery_id: int, alert: Alert, inventory: Inventor
 
 
 def _correlation_key(alert: Alert, host: str | None, target_labels: list[str]) -> str:
-    """alertname|host; for a host not in the inventory, the raw label value (or the fingerprint)."""
+    """alertname|host; for a host not in the inventory, its label value without the port (or the fingerprint)."""
     if host:
         return f"{alert.alertname}|{host}"
-    raw = next((alert.labels[name] for name in target_labels if alert.labels.get(name)), alert.fingerprint)
+    raw = next((strip_port(alert.labels[name]) for name in target_labels if alert.labels.get(name)), alert.fingerprint)
     return f"{alert.alertname}|?{raw}"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
-__all__ = ["Inventory", "load_inventory", "host_from_labels"]
+__all__ = ["Inventory", "load_inventory", "host_from_labels", "strip_port"]
 
 _PORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:]+):\d+$")
 
@@ -39,6 +39,12 @@ def load_inventory(path: Path) -> Inventory:
     return Inventory(hosts=hosts, host_vars=host_vars)
 
 
+def strip_port(value: str) -> str:
+    """'app-server-01:9100' -> 'app-server-01', '[::1]:80' -> '::1'; anything else as it is."""
+    m = _PORT.match(value)
+    return m.group("host").strip("[]") if m else value
+
+
 def host_from_labels(labels: dict[str, str], inventory: Inventory, label_order: list[str]) -> tuple[str | None, str]:
     """(host, how it was found) or (None, why not), trying the labels in order; ports are stripped."""
     tried = []
@@ -46,8 +52,7 @@ def host_from_labels(labels: dict[str, str], inventory: Inventory, label_order: 
         value = labels.get(label)
         if not value:
             continue
-        m = _PORT.match(value)
-        name = (m.group("host").strip("[]") if m else value)
+        name = strip_port(value)
         if name in inventory.hosts:
             return name, f"label {label}={value!r}"
         tried.append(f"{label}={value!r}")

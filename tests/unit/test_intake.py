@@ -103,7 +103,7 @@ def test_unknown_hosts_are_kept_apart_and_say_why(post, store):
     post("alertmanager-firing-grouped.json")
     by_key = {i.correlation_key: i for i in _incidents(store)}
     assert by_key["ServiceDown|api-server-01"].host == "api-server-01"
-    unknown = by_key["ServiceDown|?api-server-02:8080"]
+    unknown = by_key["ServiceDown|?api-server-02"]
     assert unknown.host is None and "no inventory host matches instance='api-server-02:8080'" in unknown.reason
 
 
@@ -183,3 +183,10 @@ def test_the_same_alert_from_the_api_with_milliseconds_is_a_duplicate(post, stor
     post("alertmanager-firing-grouped.json")
     again = post("grouped-from-api-v2.json")
     assert (again.new_alerts, again.duplicates) == (0, 1)
+
+
+def test_an_unknown_host_is_one_host_whatever_the_port(post, store):
+    result = post("unknown-host-two-ports.json")
+    assert result.new_alerts == 2 and len(result.incidents) == 1
+    (incident,) = _incidents(store)
+    assert incident.host is None and incident.correlation_key == "ServiceDown|?web-99"

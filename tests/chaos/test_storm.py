@@ -1,0 +1,74 @@
+"""The storm drill: 100 alerts at once (a big Alertmanager group), sent twice, across four lab
+hosts and forty hosts remediator does not know, with mixed severities. Critical work is taken
+first, nothing runs twice, one remediation per host at a time, and every incident ends."""
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import lab
+from tests.e2e.conftest import INVENTORY, Server
+from tests.standins import Receivers
+
+pytestmark = pytest.mark.e2e
+STORM = Path(__file__).parent / "storm.json"
+SETTLED = {"resolved", "failed", "escalated", "denied", "awaiting_approval"}
+
+
+@pytest.fixture(scope="module")
+def storm_server(tmp_path_factory):
+    lab.up(INVENTORY)
+    receivers = Receivers()
+    server = Server(tmp_path_factory.mktemp("storm"), receivers)
+    yield server
+    server.stop()
+    receivers.close()
+    lab.down(INVENTORY)
+
+
+def test_storm(storm_server):
+    server = storm_server
+    first = server.post(STORM)
+    again = server.post(STORM)                     # a resend of the whole group (retry, HA peer)
+    assert first.status_code == again.status_code == 200
+    assert (first.json()["new"], again.json()["duplicates"]) == (100, 100)
+    ids = first.json()["incidents"]
+    assert len(ids) == 48                          # 4 ServiceDown + 4 DiskSpaceLow hosts, 40 unknown hosts
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        listed = server.client.get("/incidents", params={"limit": 1000}).json()
+        if len(listed) == 48 and all(i["state"] in SETTLED for i in listed):
+            break
+        time.sleep(2)
+    details = [server.client.get(f"/incidents/{i}").json() for i in ids]
+    assert all(d["state"] in SETTLED for d in details), [(d["id"], d["state"]) for d in details if d["state"] not in SETTLED]
+
+    # Nothing ran twice: at most one real run per incident.
+    for d in details:
+        assert [r["mode"] for r in d["runs"]].count("apply") <= 1, d["id"]
+
+    # Critical first: every critical incident was claimed before any warning or info one.
+    def claimed_seq(d):
+        return next(e["seq"] for e in d["timeline"] if e["kind"] == "incident.claimed")
+    critical = [claimed_seq(d) for d in details if d["severity"] == "critical"]
+    others = [claimed_seq(d) for d in details if d["severity"] != "critical"]
+    assert max(critical) < min(others)
+
+    # One remediation per host at a time: the incidents of a host never overlap.
+    by_host: dict[str, list[tuple[int, int]]] = {}
+    for d in details:
+        if d["host"]:
+            held = [e["seq"] for e in d["timeline"] if e["kind"] in ("incident.claimed", "incident.awaiting_approval",
+                                                                       "incident.resolved", "incident.failed",
+                                                                       "incident.escalated", "incident.denied")]
+            by_host.setdefault(d["host"], []).append((min(held), max(held)))
+    for host, spans in by_host.items():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert end < start, f"{host}: two incidents in flight at once {spans}"
+
+    states = {(d["alertname"], d["host"]): d["state"] for d in details}
+    assert states[("ServiceDown", "app-server-01")] == "resolved"
+    assert states[("ServiceDown", "db-primary-01")] == "awaiting_approval"   # database hosts need a person
+    assert all(d["state"] == "escalated" for d in details if d["host"] is None)
