@@ -7,11 +7,14 @@ that is not a lab container.
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import yaml
@@ -20,9 +23,12 @@ from pydantic import BaseModel, ValidationError
 from engine import PROJECT_ROOT
 from engine.catalog import Catalog, Drill, Probe
 from engine.errors import ConfigError
-from engine.lab import LabHost
+from engine.lab import LabHost, lab_hosts
+from engine.monitoring import Monitoring
+from engine.settings import Settings
 
-__all__ = ["DrillResult", "NamedDrill", "run_drill", "drills_of", "report_markdown", "SEED_DRILLS"]
+__all__ = ["DrillResult", "NamedDrill", "Server", "run_drill", "run_drills", "drills_of", "report_markdown",
+           "write_report", "SEED_DRILLS"]
 
 SEED_DRILLS = PROJECT_ROOT / "lab" / "drills"
 _FINAL = {"resolved", "failed", "escalated", "denied", "rejected", "expired", "awaiting_approval"}
@@ -91,7 +97,7 @@ def _fire(alertmanager_url: str, labels: dict[str, str], minutes: int) -> None:
 
 
 def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHost], api: httpx.Client,
-              alertmanager_url: str) -> DrillResult:
+              alertmanager_url: str, progress: Callable[[str], None] = lambda _: None) -> DrillResult:
     """Inject, wait for the incident, and check: entry, verdict, check before apply, fixed, unharmed, alert cleared."""
     host = hosts.get(drill.host)
     if host is None:
@@ -107,6 +113,7 @@ def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHo
                                seconds_to_fix=None, ok=False, problems=[f"inject {argv}: {r.stderr.strip()[:300]}"])
     if drill.fire:
         _fire(alertmanager_url, drill.fire, minutes=10)
+    progress(f"fault injected on {drill.host}; waiting for {drill.alert}")
 
     incident: dict[str, Any] | None = None
     deadline = started + drill.timeout_s
@@ -114,6 +121,7 @@ def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHo
         for row in api.get("/incidents", params={"limit": 1000}).json():
             if row["id"] in seen_before or row["alertname"] != drill.alert or row["host"] != drill.host:
                 continue
+            progress(f"incident {row['id']}: {row['state']}")
             if row["state"] == "awaiting_approval" and drill.approve:
                 _approve(api, row["id"])
             elif row["state"] in _FINAL:
@@ -189,3 +197,67 @@ def report_markdown(results: list[DrillResult]) -> str:
         verdict = "pass" if r.ok else "FAIL: " + "; ".join(r.problems)
         rows.append(f"| {r.drill} | {r.host} | {r.alert} | {r.expected} | {r.got} | {fix} | {verdict} |")
     return "\n".join(rows) + "\n"
+
+
+class Server:
+    """The `remediator serve` the drills talk to: one already answering, or one started for them."""
+
+    def __init__(self, settings: Settings, monitoring: Monitoring, log: Path, pid_file: Path | None = None):
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
+        self.proc: subprocess.Popen | None = None
+        self.started = False
+        if self._healthy():
+            return
+        env = {**os.environ, "REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or self.token,
+               "REMEDIATOR_PROMETHEUS_URL": monitoring.url("prometheus"),
+               "REMEDIATOR_ALERTMANAGER_URL": monitoring.url("alertmanager")}
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "remediator"), "serve"], env=env,
+                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=pid_file is not None)
+        if pid_file is not None:
+            pid_file.write_text(str(self.proc.pid))
+        deadline = time.monotonic() + 60
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ConfigError(f"remediator serve did not start: {log.read_text()[-1500:]}")
+            time.sleep(0.5)
+        self.started = True
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+def run_drills(settings: Settings, catalog: Catalog, server: Server, only: str | None = None,
+               progress: Callable[[str, str], None] = lambda _d, _m: None) -> list[DrillResult]:
+    """Every drill (or `only`), one after another, against the lab; the lab's monitoring must be up."""
+    monitoring = Monitoring.for_lab(settings)
+    if not all(m.running for m in monitoring.status()):
+        raise ConfigError("the lab's Prometheus and Alertmanager are not running: run `remediator lab up` first")
+    hosts = {h.name: h for h in lab_hosts(settings.inventory)}
+    results = []
+    with server.client() as api:
+        for name, entry, drill in drills_of(catalog, only):
+            results.append(run_drill(name, entry, drill, hosts, api, monitoring.url("alertmanager"),
+                                     progress=lambda message, name=name: progress(name, message)))
+            progress(name, "pass" if results[-1].ok else "FAIL")
+    return results
+
+
+def write_report(results: list[DrillResult], directory: Path) -> Path:
+    """report.json and report.md; returns the Markdown's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps([r.model_dump() for r in results], indent=2))
+    (directory / "report.md").write_text(report_markdown(results))
+    return directory / "report.md"

@@ -56,8 +56,7 @@ def catalog_list(as_json: bool = typer.Option(False, "--json", help="machine-rea
 
 def _monitoring(settings: Settings):
     from engine.monitoring import Monitoring
-    return Monitoring(settings.data_dir / "lab", settings.lab_prometheus_port, settings.lab_alertmanager_port,
-                      settings.port)
+    return Monitoring.for_lab(settings)
 
 
 @lab_app.command("up")
@@ -220,68 +219,59 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
 def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entry id, or a lab/drills name)"),
               report_dir: Path = typer.Option(None, help="where report.json and report.md go (default DATA_DIR/chaos)")
               ) -> None:
-    """Run the catalog's drills against the lab (needs `remediator lab up`); exit 1 when one fails.
+    """Run the drills against the lab (after `remediator lab up`); exit 1 when one fails.
 
     Uses the `remediator serve` answering on the configured port, or starts one for the run."""
-    import os
-    import subprocess
-    import time
+    from engine import chaos
+    settings = _settings()
+    server = chaos.Server(settings, _monitoring(settings), settings.data_dir / "chaos-serve.log")
+    console.print(f"{'started' if server.started else 'using'} remediator serve on {server.url}")
+    try:
+        results = chaos.run_drills(settings, load_catalog(settings.playbooks_dir), server, drill,
+                                   progress=lambda name, msg: console.print(f"  {name}: {msg}", markup=False))
+    finally:
+        server.stop()
+    _drill_table(results, chaos.write_report(results, report_dir or settings.data_dir / "chaos"))
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
-    import httpx
+
+@app.command("demo")
+def demo() -> None:
+    """Lab up, the engine serving, then every drill with live progress; ends with the table and the incidents.
+
+    The engine keeps serving afterwards (pid in DATA_DIR/serve.pid)."""
+    from rich.live import Live
+    from rich.spinner import Spinner
 
     from engine import chaos
     settings = _settings()
-    catalog = load_catalog(settings.playbooks_dir)
-    chosen = chaos.drills_of(catalog, drill)
-    monitoring = _monitoring(settings)
-    if not all(m.running for m in monitoring.status()):
-        raise ConfigError("the lab's Prometheus and Alertmanager are not running: run `remediator lab up` first")
-    hosts = {h.name: h for h in lab.lab_hosts(settings.inventory)}
+    hosts = lab.up(settings.inventory)
     token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
-    url = f"http://127.0.0.1:{settings.port}"
-    server = None
-    try:
-        httpx.get(f"{url}/healthz", timeout=2)
-        console.print(f"using the remediator serving on {url}")
-    except httpx.HTTPError:
-        env = {**os.environ, "REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or token,
-               "REMEDIATOR_PROMETHEUS_URL": monitoring.url("prometheus"),
-               "REMEDIATOR_ALERTMANAGER_URL": monitoring.url("alertmanager")}
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (settings.data_dir / "chaos-serve.log").open("w")
-        server = subprocess.Popen([sys.argv[0], "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        console.print(f"started remediator serve on {url} for the drills (log {log.name})")
-    results = []
-    try:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-            for name, entry, d in chosen:
-                console.print(f"drill {name}: injecting on {d.host}, waiting for {d.alert} …")
-                result = chaos.run_drill(name, entry, d, hosts, api, monitoring.url("alertmanager"))
-                console.print(f"  {'pass' if result.ok else 'FAIL'}: {result.got}"
-                              + (f" in {result.seconds_to_fix} s" if result.seconds_to_fix else "")
-                              + "".join(f"\n    {p}" for p in result.problems), markup=False)
-                results.append(result)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-    out = report_dir or settings.data_dir / "chaos"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps([r.model_dump() for r in results], indent=2))
-    (out / "report.md").write_text(chaos.report_markdown(results))
+    monitoring = _monitoring(settings)
+    monitoring.up(hosts, token)
+    console.print(f"lab: {len(hosts)} hosts; Prometheus {monitoring.url('prometheus')}, "
+                  f"Alertmanager {monitoring.url('alertmanager')}")
+    server = chaos.Server(settings, monitoring, settings.data_dir / "serve.log", pid_file=settings.data_dir / "serve.pid")
+    console.print(f"remediator serve on {server.url} (token {token!r})")
+    with Live(Spinner("dots", "starting the drills"), console=console, refresh_per_second=4) as live:
+        results = chaos.run_drills(settings, load_catalog(settings.playbooks_dir), server,
+                                   progress=lambda name, msg: live.update(Spinner("dots", f"{name}: {msg}")))
+    _drill_table(results, chaos.write_report(results, settings.data_dir / "chaos"))
+    for r in results:
+        if r.incident:
+            console.print(f"  {r.drill}: {server.url}/incidents/{r.incident}")
+    console.print(f"the engine keeps serving; stop it with: kill $(cat {settings.data_dir / 'serve.pid'}); "
+                  "the lab with: remediator lab down")
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+def _drill_table(results, report: Path) -> None:
     table = Table("drill", "host", "expected", "got", "time to fix", "result")
     for r in results:
         table.add_row(r.drill, r.host, r.expected, r.got, f"{r.seconds_to_fix} s" if r.seconds_to_fix else "-",
-                      "pass" if r.ok else "[red]FAIL[/red]")
+                      "pass" if r.ok else "[red]FAIL[/red]: " + "; ".join(r.problems))
     console.print(table)
-    console.print(f"report: {out / 'report.md'}")
-    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+    console.print(f"report: {report}")
 
 
 def _decide(incident_id: str, approve: bool, by: str, comment: str) -> None:

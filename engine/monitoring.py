@@ -20,6 +20,7 @@ import jinja2
 from engine import PROJECT_ROOT
 from engine.errors import RemediatorError
 from engine.lab import LabHost
+from engine.settings import Settings
 
 __all__ = ["Monitoring", "MonitorStatus", "TEMPLATES"]
 
@@ -48,6 +49,12 @@ class Monitoring:
         self.dir = state_dir
         self.ports = {"prometheus": prometheus_port, "alertmanager": alertmanager_port}
         self.engine_port = engine_port
+
+    @classmethod
+    def for_lab(cls, settings: Settings) -> Monitoring:
+        """The lab's monitoring as the settings place it (state under DATA_DIR/lab)."""
+        return cls(settings.data_dir / "lab", settings.lab_prometheus_port, settings.lab_alertmanager_port,
+                   settings.port)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
