@@ -68,6 +68,8 @@ def test_every_drill_passes(lab_env):
     assert len(fixed) == len(report) - 1          # all but db-corruption, which must only escalate
     slack_fixed = [b for b in receivers.received["slack"] if b["text"].startswith("Fixed")]
     assert len(slack_fixed) >= len(fixed)
+    verify = subprocess.run([str(REMEDIATOR), "audit", "verify"], env=env, capture_output=True, text=True)
+    assert verify.returncode == 0 and "chain intact" in verify.stdout, verify.stdout + verify.stderr
     (corruption,) = [r for r in report if r["drill"] == "db-corruption"]
     page = receivers.wait_for("pagerduty", lambda b: b["dedup_key"] == corruption["incident"], timeout_s=30)
     assert page["event_action"] == "trigger"
