@@ -24,6 +24,7 @@ from engine import PROJECT_ROOT
 from engine.catalog import Catalog, Drill, Probe
 from engine.errors import ConfigError
 from engine.lab import LabHost, lab_hosts
+from engine.models import FINAL_STATES, IncidentState
 from engine.monitoring import Monitoring
 from engine.settings import Settings
 
@@ -31,7 +32,8 @@ __all__ = ["DrillResult", "NamedDrill", "Server", "run_drill", "run_drills", "dr
            "write_report", "SEED_DRILLS"]
 
 SEED_DRILLS = PROJECT_ROOT / "lab" / "drills"
-_FINAL = {"resolved", "failed", "escalated", "denied", "rejected", "expired", "awaiting_approval"}
+#: Where a drill stops waiting: a final state, or waiting for a person.
+_SETTLED = {s.value for s in FINAL_STATES} | {IncidentState.AWAITING_APPROVAL.value}
 
 
 class NamedDrill(Drill):
@@ -124,7 +126,7 @@ def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHo
             progress(f"incident {row['id']}: {row['state']}")
             if row["state"] == "awaiting_approval" and drill.approve:
                 _approve(api, row["id"])
-            elif row["state"] in _FINAL:
+            elif row["state"] in _SETTLED:
                 incident = api.get(f"/incidents/{row['id']}").json()
         if incident:
             break

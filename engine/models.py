@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "IncidentState", "FINAL_STATES", "ACTIVE_STATES", "Verdict", "ActionProposal", "Escalation",
+    "IncidentState", "FINAL_STATES", "HELD_STATES", "Verdict", "ActionProposal", "Escalation",
     "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",
 ]
 
@@ -33,9 +33,9 @@ class IncidentState(StrEnum):
 
 FINAL_STATES = frozenset({IncidentState.DENIED, IncidentState.REJECTED, IncidentState.EXPIRED,
                           IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED})
-#: States in which a worker holds the incident (and its host).
-ACTIVE_STATES = frozenset({IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING,
-                           IncidentState.APPROVED, IncidentState.EXECUTING, IncidentState.VERIFYING})
+#: States in which a worker holds the incident, and so its host (one remediation per host at a time).
+HELD_STATES = frozenset({IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING,
+                         IncidentState.EXECUTING, IncidentState.VERIFYING})
 
 
 class Verdict(StrEnum):

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from engine import audit, incidents
 from engine.catalog import Catalog
 from engine.diagnostics import run_diagnostics, run_verify
-from engine.errors import StoreUnavailable
+from engine.errors import ProposalError, StoreUnavailable
 from engine.metrics import Metrics
-from engine.models import ActionProposal, Escalation, IncidentState, PolicyDecision, RunResult, RunStatus, Verdict
+from engine.models import HELD_STATES, ActionProposal, Escalation, IncidentState, PolicyDecision, RunResult, RunStatus, Verdict
 from engine.notify import NotifyEvent, notify_incident
 from engine.planners import Planner, PlanningContext
 from engine.policy import Policy, PolicyContext
@@ -32,13 +32,10 @@ from engine.settings import Settings
 from engine.store import Approval, Incident, Run, Store, utcnow
 from engine.targets import Inventory
 
-__all__ = ["Pipeline", "HELD_STATES"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
 
-#: A worker is busy with the incident: its host is taken.
-HELD_STATES = frozenset({IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING,
-                         IncidentState.EXECUTING, IncidentState.VERIFYING})
 #: Before the real run nothing has changed on a host, so after a crash these are simply worked again.
 _REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING}
 _NOTIFY_ON = {IncidentState.DENIED: NotifyEvent.DENIED, IncidentState.FAILED: NotifyEvent.FAILED,
@@ -171,9 +168,10 @@ class Pipeline:
         if isinstance(plan, Escalation):
             return self._finish(inc.id, IncidentState.ESCALATED, plan.reason, data={"planner": plan.planner})
 
-        evidence = self._diagnose(inc, plan)
+        params = self.validated(plan)
+        evidence = self._diagnose(inc, plan, params)
         plan = plan.model_copy(update={"evidence": sorted(evidence)})
-        decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan))
+        decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan, params))
         proposal = plan.model_copy(update={"params": params or plan.params})
         with self.store.write() as session:
             row = session.get(Incident, inc.id)
@@ -193,12 +191,17 @@ class Pipeline:
             return self._await_approval(inc.id, decision, preview_result)
         self._execute(inc.id, proposal)
 
-    def _diagnose(self, inc: Incident, plan: ActionProposal) -> dict[str, Any]:
-        entry = self.catalog.get(plan.entry)
+    def validated(self, plan: ActionProposal) -> dict[str, Any] | None:
+        """The proposal's parameters, typed and complete; None when they do not validate (policy then denies)."""
         try:
-            params = entry.validate_params(plan.params)
-        except Exception as exc:   # policy denies it next, with the reason; nothing to diagnose with
-            return {"_planner": {"error": f"parameters do not validate: {exc}"}}
+            return self.catalog.get(plan.entry).validate_params(plan.params)
+        except ProposalError:
+            return None
+
+    def _diagnose(self, inc: Incident, plan: ActionProposal, params: dict[str, Any] | None) -> dict[str, Any]:
+        if params is None:   # policy denies it next, with the reason; nothing to diagnose with
+            return {"_planner": {"error": "the proposal's parameters do not validate"}}
+        entry = self.catalog.get(plan.entry)
         evidence: dict[str, Any] = {}
         expr = alert_expression(inc.generator_url)
         if self.prometheus and expr:
@@ -309,13 +312,10 @@ class Pipeline:
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def policy_context(self, host: str, severity: str, labels: dict[str, str], plan: ActionProposal) -> PolicyContext:
-        """What policy rules may look at: the incident, and this hour's real runs (rate limits)."""
+    def policy_context(self, host: str, severity: str, labels: dict[str, str], plan: ActionProposal,
+                       params: dict[str, Any] | None) -> PolicyContext:
+        """What policy rules may look at: the incident, and this hour's real runs of these parameters (rate limits)."""
         now = datetime.now(UTC)
-        try:
-            params = self.catalog.get(plan.entry).validate_params(plan.params)
-        except Exception:   # policy denies it with the reason; history does not matter then
-            params = plan.params
         with self.store.read() as session:
             runs = session.execute(select(Run).where(Run.mode == "apply", Run.entry == plan.entry,
                                                      Run.started_at >= utcnow() - timedelta(hours=1))).scalars().all()

@@ -157,7 +157,8 @@ class Engine:
                                                  annotations=alert.annotations, host=host))
         if isinstance(plan, Escalation):
             return out.model_copy(update={"escalation": plan.reason})
-        decision, params = self.policy.decide(plan, self.pipeline.policy_context(host, alert.severity, alert.labels, plan))
+        context = self.pipeline.policy_context(host, alert.severity, alert.labels, plan, self.pipeline.validated(plan))
+        decision, params = self.policy.decide(plan, context)
         proposal = plan.model_copy(update={"params": params or plan.params})
         out = out.model_copy(update={"proposal": proposal, "decision": decision})
         if decision.verdict == Verdict.DENY or not check:
