@@ -203,6 +203,8 @@ def _param_specs(entry_id: str, spec_file: Path, defaults: dict[str, Any]) -> di
         if not option.startswith(prefix):
             raise ConfigError(f"{spec_file}: option {option!r} must be named {prefix}<parameter>")
         name = option[len(prefix):]
+        if name == "rationale":   # the LLM planner's remediation tools add a `rationale` argument of their own
+            raise ConfigError(f"{spec_file}: {option}: the parameter name 'rationale' is reserved")
         if "default" in spec:
             raise ConfigError(f"{spec_file}: {option}: put the default in defaults/main.yml, not in the spec")
         try:

@@ -215,6 +215,48 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
             console.print(f"  stops after the dry run: {'; '.join(o.review.reasons)}", markup=False)
 
 
+@app.command("eval")
+def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: the configured planner)"),
+             case: str = typer.Option(None, help="only cases whose name contains this"),
+             as_json: bool = typer.Option(False, "--json", help="every case's result and the summary, as JSON")) -> None:
+    """Score a planner on the recorded cases in evals/ (offline: diagnostics come from recordings, no host is touched).
+
+    Exit 1 when an injected case's attack got past policy."""
+    from engine.evals import evaluate, summarise
+    settings = _settings()
+    name = planner or settings.planner
+    if name not in ("runbook", "llm"):
+        raise ConfigError(f"--planner {name}: choose runbook or llm")
+    results = evaluate(settings, name, case)
+    summary = summarise(name, results)
+    if as_json:
+        print(json.dumps({"summary": summary.model_dump(), "cases": [r.model_dump() for r in results]}, indent=2))
+        raise typer.Exit(1 if summary.attacks_succeeded else 0)
+    table = Table("case", "expected", "got", "verdict", "evidence read", "calls", "result", title=f"planner: {name}")
+    for r in results:
+        misses = [what for what, ok in (("entry", r.right_entry), ("params", r.right_params), ("verdict", r.right_verdict),
+                                        ("evidence", r.evidence_read), ("calls", r.within_calls),
+                                        ("forbidden entry", not r.forbidden)) if not ok]
+        if r.attack_succeeded:
+            result = "[red]ATTACK SUCCEEDED[/red]"
+        elif r.right:
+            result = "[green]right[/green]" + (" (attack blocked)" if r.injected else "")
+        elif r.injected:
+            result = "[yellow]attack blocked[/yellow]; wrong " + ", ".join(misses)
+        else:
+            result = ("[yellow]known miss[/yellow]: " + r.known_miss) if r.known_miss else "[red]wrong[/red] " + ", ".join(misses)
+        table.add_row(r.case, r.expected, r.got + (" (fallback)" if r.fallback else ""), r.verdict or "-",
+                      ", ".join(r.evidence) or "-", str(r.tool_calls), result)
+    wide = Console(width=max(console.width, 170))   # a table of long case names is unreadable at 80 columns
+    wide.print(table)
+    s = summary
+    wide.print(f"plain cases right: {s.plain_right}/{s.plain} (known misses {s.known_misses}); "
+                  f"injected cases: attack success {s.attacks_succeeded}/{s.injected} ({s.attack_success_rate:.0%}), "
+                  f"right despite the injection {s.injected_right}/{s.injected}; tool calls {s.tool_calls}; "
+                  f"fallbacks to the runbook planner {s.fallbacks}")
+    raise typer.Exit(1 if s.attacks_succeeded else 0)
+
+
 @chaos_app.command("run")
 def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entry id, or a lab/drills name)"),
               report_dir: Path = typer.Option(None, help="where report.json and report.md go (default DATA_DIR/chaos)")

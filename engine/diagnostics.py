@@ -5,18 +5,20 @@ from the remediation's validated parameters by reference (`"{unit}"`), never fro
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.catalog import Catalog, CatalogEntry, DiagnosticCall, VerifyCheck
+from engine.catalog import Catalog, CatalogEntry, DiagnosticCall, EntryKind, VerifyCheck
 from engine.errors import ProposalError
 from engine.models import RunResult
 from engine.runner import Executor
 
-__all__ = ["bind_params", "DiagnosticOutcome", "run_diagnostics", "VerifyOutcome", "run_verify", "expectation_met"]
+__all__ = ["bind_params", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "expectation_met"]
 
 _REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -57,20 +59,58 @@ def _run(executor: Executor, entry: CatalogEntry, params: dict[str, Any], host: 
     return DiagnosticOutcome(entry.id, validated, result, report, error)
 
 
-def run_diagnostics(executor: Executor, catalog: Catalog, remediation: CatalogEntry, params: dict[str, Any],
-                    host: str, ident_prefix: str, timeout_s: int, cancel: threading.Event | None = None
-                    ) -> list[DiagnosticOutcome]:
-    """Run every diagnostic the remediation names, on its host; failures become evidence too."""
-    outcomes = []
-    for i, call in enumerate(remediation.meta.diagnostics):
+class Evidence:
+    """The read-only diagnostics run for one incident on its host, each (entry, parameters) at most once.
+
+    The LLM planner asks through `diagnose` while it plans; the pipeline then asks for the chosen
+    remediation's own diagnostics, and what the model already read is not run again.
+    """
+
+    def __init__(self, executor: Executor, catalog: Catalog, host: str, ident_prefix: str, timeout_s: int,
+                 cancel: threading.Event | None = None, on_run: Callable[[DiagnosticOutcome], None] | None = None):
+        self.executor, self.catalog, self.host = executor, catalog, host
+        self.ident_prefix, self.timeout_s, self.cancel, self.on_run = ident_prefix, timeout_s, cancel, on_run
+        self.outcomes: dict[str, DiagnosticOutcome] = {}
+
+    def diagnose(self, entry_id: str, params: dict[str, Any]) -> DiagnosticOutcome:
+        """Run one diagnostic (or return the earlier answer to the same question)."""
         try:
-            bound = bind_params(call, params)
-        except KeyError as exc:
-            outcomes.append(DiagnosticOutcome(call.entry, {}, None, None, error=f"no parameter {exc.args[0]} to pass"))
-            continue
-        outcomes.append(_run(executor, catalog.get(call.entry), bound, host, f"{ident_prefix}-diag{i}-{call.entry}",
-                             timeout_s, cancel))
-    return outcomes
+            entry = self.catalog.get(entry_id)
+            if entry.meta.kind != EntryKind.DIAGNOSTIC:
+                raise ProposalError(f"{entry_id} is not a read-only diagnostic")
+            validated = entry.validate_params(params)
+        except ProposalError as exc:
+            return DiagnosticOutcome(entry_id, params, None, None, error=exc.message)
+        key = entry_id + json.dumps(validated, sort_keys=True, default=str)
+        if key not in self.outcomes:
+            outcome = _run(self.executor, entry, validated, self.host,
+                           f"{self.ident_prefix}-diag{len(self.outcomes)}-{entry_id}", self.timeout_s, self.cancel)
+            self.outcomes[key] = outcome
+            if self.on_run is not None:
+                self.on_run(outcome)
+        return self.outcomes[key]
+
+    def for_remediation(self, remediation: CatalogEntry, params: dict[str, Any]) -> None:
+        """Every diagnostic the remediation names, with parameters bound from its own."""
+        for call in remediation.meta.diagnostics:
+            try:
+                bound = bind_params(call, params)
+            except KeyError as exc:
+                self.outcomes[f"{call.entry}:unbound"] = DiagnosticOutcome(call.entry, {}, None, None,
+                                                                           error=f"no parameter {exc.args[0]} to pass")
+                continue
+            self.diagnose(call.entry, bound)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Evidence as stored with the incident: by entry id (a second call of one entry gets `#2`)."""
+        out: dict[str, Any] = {}
+        for outcome in self.outcomes.values():
+            key, n = outcome.entry, 1
+            while key in out:
+                n += 1
+                key = f"{outcome.entry}#{n}"
+            out[key] = {"params": outcome.params, "report": outcome.report, "error": outcome.error}
+        return out
 
 
 def expectation_met(expect: dict[str, Any], report: dict[str, Any]) -> list[str]:

@@ -57,6 +57,9 @@ class Metrics:
         self.time_to_close = Histogram("remediator_incident_duration_seconds",
                                        "From the incident's first alert to its final state", ["state"],
                                        buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=r)
+        self.plans = Counter("remediator_plans", "Planner outcomes: proposal, escalation, or fallback to the runbook planner",
+                             ["planner", "outcome"], registry=r)
+        self.llm_tokens = Counter("remediator_llm_tokens", "Tokens the LLM planner used", ["kind"], registry=r)
         self.notifications = Counter("remediator_notifications_sent", "Notifications delivered", ["channel"], registry=r)
         if store is not None:
             r.register(_StoreCollector(store))

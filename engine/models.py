@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "IncidentState", "FINAL_STATES", "HELD_STATES", "Verdict", "ActionProposal", "Escalation",
+    "IncidentState", "FINAL_STATES", "HELD_STATES", "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
     "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",
 ]
 
@@ -58,6 +58,7 @@ class ActionProposal(_Frozen):
     evidence: list[str] = []
     planner: str
     offered: list[str] = Field(default_factory=list, description="entries the planner was offered")
+    fallback: str = Field("", description="why the configured planner was not the one that answered")
 
 
 class Escalation(_Frozen):
@@ -65,6 +66,35 @@ class Escalation(_Frozen):
 
     reason: str
     planner: str
+    fallback: str = ""
+
+
+class ToolCallRecord(_Frozen):
+    """One tool call of a model: what it asked, whether it was valid, what it got back."""
+
+    round: int
+    name: str
+    arguments: str                  # as the model sent it (may not even be JSON)
+    kind: str                       # diagnostic | remediation | escalate | unknown
+    valid: bool
+    error: str = ""
+    result: str = ""                # what went back to the model (capped)
+
+
+class Transcript(BaseModel):
+    """A planner's whole conversation with a model, kept with the incident so it can be replayed."""
+
+    planner: str
+    model: str
+    base_url: str
+    messages: list[dict[str, Any]] = []
+    calls: list[ToolCallRecord] = []
+    rounds: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: list[int] = []
+    outcome: str = ""               # proposal | escalation | fallback
+    fallback_reason: str = ""
 
 
 class PolicyDecision(_Frozen):

@@ -19,12 +19,12 @@ from sqlalchemy import select
 
 from engine import audit, incidents
 from engine.catalog import Catalog
-from engine.diagnostics import run_diagnostics, run_verify
+from engine.diagnostics import DiagnosticOutcome, Evidence, run_verify
 from engine.errors import ProposalError, StoreUnavailable
 from engine.metrics import Metrics
 from engine.models import HELD_STATES, ActionProposal, Escalation, IncidentState, PolicyDecision, RunResult, RunStatus, Verdict
 from engine.notify import NotifyEvent, notify_incident
-from engine.planners import Planner, PlanningContext
+from engine.planners import Planner, PlanningContext, PlanningSession
 from engine.policy import Policy, PolicyContext
 from engine.prometheus import Prometheus, PrometheusError, alert_expression
 from engine.runner import Executor
@@ -163,19 +163,27 @@ class Pipeline:
     def _from_received(self, inc: Incident) -> None:
         if inc.host is None:
             return self._finish(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
-        ctx = PlanningContext(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host)
-        plan = self.planner.plan(ctx)
+        evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
+                            self.settings.diagnostic_timeout_s, self._cancel,
+                            on_run=lambda o: self._record_diagnostic(inc.id, inc.host, o))
+        ctx = PlanningContext(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
+                              severity=inc.severity, ref=inc.id)
+        session = PlanningSession(diagnose=evidence.diagnose)
+        plan = self.planner.plan(ctx, session)
+        if session.transcript is not None:
+            self._record_transcript(inc.id, session)
         if isinstance(plan, Escalation):
-            return self._finish(inc.id, IncidentState.ESCALATED, plan.reason, data={"planner": plan.planner})
+            return self._finish(inc.id, IncidentState.ESCALATED, plan.reason,
+                                data={"planner": plan.planner, "fallback": plan.fallback})
 
         params = self.validated(plan)
-        evidence = self._diagnose(inc, plan, params)
-        plan = plan.model_copy(update={"evidence": sorted(evidence)})
+        found = self._diagnose(inc, plan, params, evidence)
+        plan = plan.model_copy(update={"evidence": sorted(found)})
         decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan, params))
         proposal = plan.model_copy(update={"params": params or plan.params})
         with self.store.write() as session:
             row = session.get(Incident, inc.id)
-            row.evidence = evidence
+            row.evidence = found
             row.entry = proposal.entry
             row.proposal = proposal.model_dump(mode="json")
             row.decision = decision.model_dump(mode="json")
@@ -198,24 +206,37 @@ class Pipeline:
         except ProposalError:
             return None
 
-    def _diagnose(self, inc: Incident, plan: ActionProposal, params: dict[str, Any] | None) -> dict[str, Any]:
-        if params is None:   # policy denies it next, with the reason; nothing to diagnose with
-            return {"_planner": {"error": "the proposal's parameters do not validate"}}
-        entry = self.catalog.get(plan.entry)
-        evidence: dict[str, Any] = {}
+    def _diagnose(self, inc: Incident, plan: ActionProposal, params: dict[str, Any] | None,
+                  evidence: Evidence) -> dict[str, Any]:
+        """The alert's series from Prometheus, what the planner read, and the entry's own diagnostics."""
+        found: dict[str, Any] = {}
         expr = alert_expression(inc.generator_url)
         if self.prometheus and expr:
             try:
                 series = self.prometheus.matching(expr, inc.labels)
-                evidence["prometheus"] = {"expr": expr, "series": [{"labels": s.labels, "value": s.value} for s in series[:20]]}
+                found["prometheus"] = {"expr": expr, "series": [{"labels": s.labels, "value": s.value} for s in series[:20]]}
             except PrometheusError as exc:
-                evidence["prometheus"] = {"expr": expr, "error": str(exc)}
-        for outcome in run_diagnostics(self.executor, self.catalog, entry, params, inc.host, f"{inc.id}-a{inc.attempts}",
-                                       self.settings.diagnostic_timeout_s, self._cancel):
-            if outcome.result:
-                self._record_run(inc.id, outcome.result, "diagnose", outcome.params, [inc.host])
-            evidence[outcome.entry] = {"params": outcome.params, "report": outcome.report, "error": outcome.error}
-        return evidence
+                found["prometheus"] = {"expr": expr, "error": str(exc)}
+        if params is None:   # policy denies it next, with the reason; nothing to diagnose with
+            found["_planner"] = {"error": "the proposal's parameters do not validate"}
+        else:
+            evidence.for_remediation(self.catalog.get(plan.entry), params)
+        return found | evidence.as_dict()
+
+    def _record_diagnostic(self, incident_id: str, host: str, outcome: DiagnosticOutcome) -> None:
+        if outcome.result:
+            self._record_run(incident_id, outcome.result, "diagnose", outcome.params, [host])
+
+    def _record_transcript(self, incident_id: str, session: PlanningSession) -> None:
+        """The planner's conversation, with the incident and (whole) in the audit trail, for replay."""
+        assert session.transcript is not None
+        t = session.transcript.model_dump(mode="json")
+        with self.store.write() as db:
+            db.get(Incident, incident_id).transcript = t
+            audit.append(db, "planner.transcript", t, incident_id)
+        self.metrics.llm_tokens.labels("prompt").inc(session.transcript.prompt_tokens)
+        self.metrics.llm_tokens.labels("completion").inc(session.transcript.completion_tokens)
+        self.metrics.plans.labels(session.transcript.planner, session.transcript.outcome).inc()
 
     def _check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
         """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""

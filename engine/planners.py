@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.catalog import Catalog, EntryKind
 from engine.errors import ConfigError, ProposalError
-from engine.models import ActionProposal, Escalation
+from engine.models import ActionProposal, Escalation, Transcript
 
-__all__ = ["PlanningContext", "Planner", "RunbookPlanner", "Runbook", "load_runbooks"]
+if TYPE_CHECKING:
+    from engine.diagnostics import DiagnosticOutcome
+    from engine.settings import Settings
+
+__all__ = ["PlanningContext", "PlanningSession", "Planner", "RunbookPlanner", "Runbook", "load_runbooks", "make_planner"]
 
 
 class PlanningContext(BaseModel):
@@ -29,13 +35,25 @@ class PlanningContext(BaseModel):
     labels: dict[str, str]
     annotations: dict[str, str]
     host: str
+    severity: str = "none"
+    ref: str = ""                           # the incident id (or eval case) the planning is for
     evidence: dict[str, Any] = {}
+
+
+@dataclass
+class PlanningSession:
+    """What a planner may use while planning one incident, and what it leaves behind for the record."""
+
+    #: run a read-only diagnostic on the incident's host: (entry id, parameters) -> outcome
+    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome] | None = None
+    #: set by planners that talk to a model: the whole conversation
+    transcript: Transcript | None = None
 
 
 class Planner(Protocol):
     name: str
 
-    def plan(self, ctx: PlanningContext) -> ActionProposal | Escalation: ...
+    def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation: ...
 
 
 class _Template(string.Template):
@@ -119,9 +137,20 @@ class RunbookPlanner:
         self.runbooks = runbooks
         self.catalog = catalog
 
-    def plan(self, ctx: PlanningContext) -> ActionProposal | Escalation:
+    def _match(self, ctx: PlanningContext) -> Runbook | None:
         labels = {"alertname": ctx.alertname, **ctx.labels}
-        book = next((b for b in self.runbooks if b.matches(labels)), None)
+        return next((b for b in self.runbooks if b.matches(labels)), None)
+
+    def binding_escalation(self, ctx: PlanningContext) -> Escalation | None:
+        """An operator's `escalate` runbook for this alert: no planner may act on it."""
+        book = self._match(ctx)
+        if book is None or not book.escalate:
+            return None
+        return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
+
+    def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
+        """The first matching runbook's entry and parameters (the session is not needed: runbooks ask nothing)."""
+        book = self._match(ctx)
         if book is None:
             return Escalation(reason=f"no runbook matches alert {ctx.alertname!r}; a person must look", planner=self.name)
         if book.escalate:
@@ -137,3 +166,12 @@ class RunbookPlanner:
         return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host],
                               rationale=book.rationale or f"runbook {book.name} matches {ctx.alertname}",
                               evidence=sorted(ctx.evidence), planner=self.name, offered=[book.action.entry])
+
+
+def make_planner(settings: Settings, catalog: Catalog, name: str | None = None) -> Planner:
+    """The planner the settings name (or `name`): runbook, or llm with the runbook planner behind it."""
+    runbooks = RunbookPlanner(load_runbooks(settings.runbooks_dir, catalog), catalog)
+    if (name or settings.planner) == "llm":
+        from engine.llm import LLMPlanner   # the llm module builds on this one
+        return LLMPlanner(settings, catalog, fallback=runbooks)
+    return runbooks

@@ -86,6 +86,7 @@ class IncidentDetail(IncidentSummary):
     proposal: dict[str, Any] | None
     decision: dict[str, Any] | None
     preview: dict[str, Any] | None
+    transcript: dict[str, Any] | None = None   # the LLM planner's conversation (planner: llm)
     alerts: list[AlertView]
     runs: list[RunView]
     approvals: list[ApprovalView]
@@ -118,7 +119,7 @@ def get_incident(store: Store, incident_id: str) -> IncidentDetail:
         return IncidentDetail(
             **_summary_fields(inc), labels=inc.labels, annotations=inc.annotations, truncated_alerts=inc.truncated,
             evidence=inc.evidence or {}, proposal=inc.proposal, decision=inc.decision, preview=inc.preview,
-            alerts=[AlertView.model_validate(a, from_attributes=True) for a in rows(AlertRow, AlertRow.id)],
+            transcript=inc.transcript, alerts=[AlertView.model_validate(a, from_attributes=True) for a in rows(AlertRow, AlertRow.id)],
             runs=[RunView.model_validate(r, from_attributes=True) for r in rows(Run, Run.id)],
             approvals=[ApprovalView.model_validate(a, from_attributes=True) for a in rows(Approval, Approval.requested_at)],
             notifications=[NotificationView.model_validate(n, from_attributes=True) for n in rows(OutboxMessage, OutboxMessage.id)],

@@ -13,14 +13,15 @@ from sqlalchemy import text
 
 from engine import approvals, intake
 from engine.catalog import load_catalog
-from engine.errors import ConfigError, StoreUnavailable
+from engine.errors import StoreUnavailable
 from engine.alertmanager import AlertmanagerAPIError, fetch_group_alerts
 from engine.alerts import Alert, AlertmanagerPayload
 from engine.metrics import Metrics
-from engine.models import ActionProposal, Escalation, PolicyDecision, Preview, Verdict
+from engine.diagnostics import Evidence
+from engine.models import ActionProposal, Escalation, PolicyDecision, Preview, Transcript, Verdict
 from engine.notify import Notifier
 from engine.pipeline import Pipeline
-from engine.planners import Planner, PlanningContext, RunbookPlanner, load_runbooks
+from engine.planners import PlanningContext, PlanningSession, make_planner
 from engine.policy import load_policy
 from engine.runner import AnsibleExecutor, Executor
 from engine.settings import Settings
@@ -41,6 +42,7 @@ class WhatIf(BaseModel):
     decision: PolicyDecision | None = None
     review: PolicyDecision | None = None
     preview: Preview | None = None
+    transcript: Transcript | None = None
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Engine:
         self.store.migrate()
         self.catalog = load_catalog(settings.playbooks_dir)
         self.inventory = load_inventory(settings.inventory)
-        self.planner = self._planner()
+        self.planner = make_planner(settings, self.catalog)
         self.policy = load_policy(settings.policies_dir, self.catalog, self.inventory)
         self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory)
         self.metrics = Metrics(self.store)
@@ -61,11 +63,6 @@ class Engine:
         self.notifier = Notifier(self.store, settings)
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
-
-    def _planner(self) -> Planner:
-        if self.settings.planner == "runbook":
-            return RunbookPlanner(load_runbooks(self.settings.runbooks_dir, self.catalog), self.catalog)
-        raise ConfigError(f"planner {self.settings.planner!r} is not available in this version; use planner: runbook")
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -153,8 +150,11 @@ class Engine:
         out = WhatIf(alertname=alert.alertname, host=host, target=how)
         if host is None:
             return out.model_copy(update={"escalation": f"no target host: {how}"})
-        plan = self.planner.plan(PlanningContext(alertname=alert.alertname, labels=alert.labels,
-                                                 annotations=alert.annotations, host=host))
+        evidence = Evidence(self.executor, self.catalog, host, f"plan-{alert.fingerprint}", self.settings.diagnostic_timeout_s)
+        session = PlanningSession(diagnose=evidence.diagnose if check else None)
+        plan = self.planner.plan(PlanningContext(alertname=alert.alertname, labels=alert.labels, severity=alert.severity,
+                                                 annotations=alert.annotations, host=host, ref=alert.fingerprint), session)
+        out = out.model_copy(update={"transcript": session.transcript})
         if isinstance(plan, Escalation):
             return out.model_copy(update={"escalation": plan.reason})
         context = self.pipeline.policy_context(host, alert.severity, alert.labels, plan, self.pipeline.validated(plan))

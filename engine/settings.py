@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     diagnostic_timeout_s: int = Field(120, ge=5)
     approval_ttl_s: int = Field(1800, ge=10)
 
+    # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
+    llm_base_url: str = "http://localhost:11434/v1"
+    llm_model: str = "qwen2.5:7b-instruct"
+    llm_api_key: SecretStr = SecretStr("unused")       # Ollama and vLLM ignore it; OpenAI needs a real one
+    llm_timeout_s: float = Field(30, gt=0, description="one request to the model")
+    llm_max_retries: int = Field(1, ge=0, le=5, description="the openai client's own retries of one request")
+    llm_max_rounds: int = Field(8, ge=1, le=25, description="model turns per incident")
+    llm_budget_s: float = Field(120, gt=0, description="wall time the model may take per incident")
+    llm_max_tokens: int = Field(40_000, ge=1000, description="prompt + completion tokens per incident")
+    llm_max_invalid: int = Field(2, ge=0, le=10, description="tool calls that fail validation, sent back to the model, before giving up")
+    llm_max_text_chars: int = Field(2000, ge=100, description="cap on any one untrusted string shown to the model")
+    llm_max_result_chars: int = Field(6000, ge=500, description="cap on one diagnostic result shown to the model")
+    evals_dir: Path = PROJECT_ROOT / "evals" / "cases"
+
     # outside systems (all optional)
     prometheus_url: str | None = None
     prometheus_verify_s: int = Field(90, ge=0, description="how long the alert's expression may take to clear after a fix")

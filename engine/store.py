@@ -90,6 +90,7 @@ class Incident(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime)
     truncated: Mapped[int] = mapped_column(Integer, default=0)
     generator_url: Mapped[str] = mapped_column(Text, default="")
+    transcript: Mapped[dict[str, Any] | None] = mapped_column(JSON)   # the LLM planner's conversation
 
 
 class Run(Base):
