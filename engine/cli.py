@@ -154,6 +154,16 @@ def incidents_list(state: str = typer.Option(None, help="only incidents in this 
     console.print(table)
 
 
+def _print_transcript(t: dict) -> None:
+    """The model's conversation in one line per tool call (the whole of it is in --json)."""
+    console.print(f"model {t['model']} at {t['base_url']}: {t['rounds']} rounds, {t['prompt_tokens']}+{t['completion_tokens']} "
+                  f"tokens, {sum(t['latency_ms'])} ms; outcome {t['outcome']}"
+                  + (f" ({t['fallback_reason']})" if t.get("fallback_reason") else ""), markup=False)
+    for c in t["calls"]:
+        console.print(f"  round {c['round']}: {c['name']}({c['arguments'][:120]})"
+                      + ("" if c["valid"] else f"  refused: {c['error'][:160]}"), markup=False)
+
+
 @incidents_app.command("show")
 def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """One incident: alerts, evidence, proposal, decision, dry run, runs, notifications, audit timeline."""
@@ -168,6 +178,8 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
     if d.proposal:
         console.print(f"proposal: {d.proposal['entry']} {json.dumps(d.proposal['params'])} on {d.proposal['hosts']} "
                       f"({d.proposal['planner']}: {d.proposal['rationale']})", markup=False)
+    if d.transcript:
+        _print_transcript(d.transcript)
     if d.decision:
         console.print(f"decision: {d.decision['verdict']} — {'; '.join(d.decision['reasons'])}", markup=False)
     if d.preview:
@@ -203,9 +215,13 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
     for o in outcomes:
         console.print(f"[bold]{o.alertname}[/bold] -> host {o.host or '?'} ({o.target})")
         if o.escalation:
+            if o.transcript:
+                _print_transcript(o.transcript.model_dump())
             console.print(f"  escalate: {o.escalation}", markup=False)
             continue
         assert o.proposal and o.decision
+        if o.transcript:
+            _print_transcript(o.transcript.model_dump())
         console.print(f"  proposal: {o.proposal.entry} {json.dumps(o.proposal.params)}", markup=False)
         console.print(f"  policy:   {o.decision.verdict} — {'; '.join(o.decision.reasons)} [{', '.join(o.decision.rules)}]",
                       markup=False)
