@@ -3,7 +3,6 @@
 Thin on purpose: every route authenticates, reads its input and calls the Engine. Domain errors
 become JSON answers in one place (`_domain_error`); nothing here decides or runs anything.
 """
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -14,7 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from api import ui
+from engine.approvals import ApprovalDetail, get_approval, list_approvals
 from engine.errors import AuthError, PayloadError, RemediatorError
+from engine.identities import Identity, Role
 from engine.queries import IncidentDetail, IncidentSummary, get_incident, list_incidents
 from engine.service import Engine
 
@@ -22,28 +24,29 @@ __all__ = ["create_app"]
 
 
 class Decision(BaseModel):
-    by: str = Field(min_length=1, max_length=128, description="who decides (recorded in the audit trail)")
+    """An approver's decision; who decides is the token's identity, not a field."""
+
     comment: str = Field("", max_length=2000)
-    digest: str | None = Field(None, description="the preview digest you looked at; refused if it changed")
+    digest: str | None = Field(None, description="the dry run's digest you looked at; refused if it changed")
 
 
-def authenticated(request: Request) -> None:
-    """A bearer token from settings.tokens, compared in constant time; 401 otherwise."""
-    settings = request.app.state.engine.settings
-    tokens: list[bytes] = request.app.state.tokens
-    if not tokens and settings.allow_unauthenticated:
-        return
+class NewApprover(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role = Role.APPROVER
+
+
+def authenticated(request: Request) -> Identity:
+    """The identity of the bearer token: a service token of the settings, or an approver's; 401 otherwise."""
+    engine: Engine = request.app.state.engine
+    if not engine.settings.tokens and engine.settings.allow_unauthenticated:
+        return Identity(name="anonymous", role=Role.SERVICE)
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise AuthError("send Authorization: Bearer <token> (one of the configured REMEDIATOR_TOKENS)")
-    given = credential.strip().encode()
-    # Compare with every token, each in constant time, so timing says nothing about which one matched.
-    matched = [hmac.compare_digest(given, t) for t in tokens]
-    if not any(matched):
-        raise AuthError("the bearer token is not one of the configured tokens")
+        raise AuthError("send Authorization: Bearer <token> (one of REMEDIATOR_TOKENS, or an approver's token)")
+    return engine.identities.authenticate(credential)
 
 
-Auth = Annotated[None, Depends(authenticated)]
+Auth = Annotated[Identity, Depends(authenticated)]
 
 
 def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
@@ -63,14 +66,18 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
                   description="Alertmanager alerts to vetted, checked, audited Ansible fixes.")
     settings = engine.settings
     app.state.engine = engine
-    app.state.tokens = [t.get_secret_value().encode() for t in settings.tokens]
+    app.include_router(ui.router(engine))
 
     @app.exception_handler(RemediatorError)
-    async def _domain_error(request: Request, exc: RemediatorError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: RemediatorError) -> Response:
+        if request.url.path.startswith("/ui"):
+            return ui.error_page(request, exc)
         if request.url.path == "/webhook/alertmanager":
             engine.metrics.webhook_requests.labels(str(exc.status)).inc()
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         return JSONResponse({"error": type(exc).__name__, "detail": exc.message}, status_code=exc.status, headers=headers)
+
+    app.add_exception_handler(ui.LoginRequired, ui.to_login)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,17 +124,52 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     def incident(incident_id: str, _: Auth) -> IncidentDetail:
         return get_incident(engine.store, incident_id)
 
-    @app.post("/incidents/{incident_id}/approve", summary="run exactly the dry run shown")
-    def approve(incident_id: str, decision: Decision, _: Auth) -> dict:
-        state = engine.decide_approval(incident_id, approve=True, by=decision.by, comment=decision.comment,
-                                       digest=decision.digest)
-        return {"incident": incident_id, "state": state}
+    @app.post("/incidents/{incident_id}/approve", summary="approve the incident's pending dry run (approver role)")
+    def approve(incident_id: str, decision: Decision, who: Auth) -> dict:
+        state = engine.vote(who, approve=True, incident_id=incident_id, comment=decision.comment, digest=decision.digest)
+        return {"incident": incident_id, "approval": state, "by": who.name}
 
-    @app.post("/incidents/{incident_id}/reject")
-    def reject(incident_id: str, decision: Decision, _: Auth) -> dict:
-        state = engine.decide_approval(incident_id, approve=False, by=decision.by, comment=decision.comment,
-                                       digest=decision.digest)
-        return {"incident": incident_id, "state": state}
+    @app.post("/incidents/{incident_id}/reject", summary="reject the incident's pending dry run (approver role)")
+    def reject(incident_id: str, decision: Decision, who: Auth) -> dict:
+        state = engine.vote(who, approve=False, incident_id=incident_id, comment=decision.comment, digest=decision.digest)
+        return {"incident": incident_id, "approval": state, "by": who.name}
+
+    @app.get("/approvals", response_model=list[ApprovalDetail], summary="approval requests (default: pending)")
+    def approvals_list(_: Auth, state: str = Query("pending", description="pending, approved, rejected, expired, "
+                                                   "canceled, or all"), limit: int = Query(100, ge=1, le=1000)
+                       ) -> list[ApprovalDetail]:
+        return list_approvals(engine.store, engine.catalog, None if state == "all" else state, limit)
+
+    @app.get("/approvals/{approval_id}", response_model=ApprovalDetail)
+    def approval(approval_id: str, _: Auth) -> ApprovalDetail:
+        return get_approval(engine.store, engine.catalog, approval_id)
+
+    @app.post("/approvals/{approval_id}/approve", summary="approve exactly this dry run (approver role)")
+    def approval_approve(approval_id: str, decision: Decision, who: Auth) -> dict:
+        state = engine.vote(who, approve=True, approval_id=approval_id, comment=decision.comment, digest=decision.digest)
+        return {"approval": approval_id, "state": state, "by": who.name}
+
+    @app.post("/approvals/{approval_id}/reject", summary="reject this dry run (approver role)")
+    def approval_reject(approval_id: str, decision: Decision, who: Auth) -> dict:
+        state = engine.vote(who, approve=False, approval_id=approval_id, comment=decision.comment, digest=decision.digest)
+        return {"approval": approval_id, "state": state, "by": who.name}
+
+    @app.get("/approvers", summary="people who may view or decide (admin role)")
+    def approvers(who: Auth) -> list[dict]:
+        who.require(Role.ADMIN, "list approvers")
+        return engine.identities.list()
+
+    @app.post("/approvers", status_code=201, summary="add a person; the token is in this answer only (admin role)")
+    def approvers_add(new: NewApprover, who: Auth) -> dict:
+        who.require(Role.ADMIN, "add approvers")
+        identity, token = engine.identities.add(new.name, new.role.value)
+        return {"name": identity.name, "role": identity.role.value, "token": token}
+
+    @app.delete("/approvers/{name}", summary="revoke a person's token (admin role)")
+    def approvers_remove(name: str, who: Auth) -> dict:
+        who.require(Role.ADMIN, "remove approvers")
+        engine.identities.remove(name)
+        return {"removed": name}
 
     @app.get("/catalog", summary="every catalog entry, with its parameter schema")
     def catalog(_: Auth) -> list[dict]:

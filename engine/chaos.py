@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -23,10 +24,12 @@ from pydantic import BaseModel, ValidationError
 from engine import PROJECT_ROOT
 from engine.catalog import Catalog, Drill, Probe
 from engine.errors import ConfigError
+from engine.identities import Identities
 from engine.lab import LabHost, lab_hosts
 from engine.models import FINAL_STATES, IncidentState
 from engine.monitoring import Monitoring
 from engine.settings import Settings
+from engine.store import Store
 
 __all__ = ["DrillResult", "NamedDrill", "Server", "run_drill", "run_drills", "drills_of", "report_markdown",
            "write_report", "SEED_DRILLS"]
@@ -99,7 +102,8 @@ def _fire(alertmanager_url: str, labels: dict[str, str], minutes: int) -> None:
 
 
 def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHost], api: httpx.Client,
-              alertmanager_url: str, progress: Callable[[str], None] = lambda _: None) -> DrillResult:
+              alertmanager_url: str, progress: Callable[[str], None] = lambda _: None,
+              approver: httpx.Client | None = None) -> DrillResult:
     """Inject, wait for the incident, and check: entry, verdict, check before apply, fixed, unharmed, alert cleared."""
     host = hosts.get(drill.host)
     if host is None:
@@ -124,8 +128,8 @@ def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHo
             if row["id"] in seen_before or row["alertname"] != drill.alert or row["host"] != drill.host:
                 continue
             progress(f"incident {row['id']}: {row['state']}")
-            if row["state"] == "awaiting_approval" and drill.approve:
-                _approve(api, row["id"])
+            if row["state"] == "awaiting_approval" and drill.approve and approver is not None:
+                _approve(approver, row["id"])
             elif row["state"] in _SETTLED:
                 incident = api.get(f"/incidents/{row['id']}").json()
         if incident:
@@ -174,8 +178,7 @@ def _approve(api: httpx.Client, incident_id: str) -> None:
     detail = api.get(f"/incidents/{incident_id}").json()
     pending = [a for a in detail["approvals"] if a["state"] == "pending"]
     if pending:
-        api.post(f"/incidents/{incident_id}/approve",
-                 json={"by": "chaos drill", "digest": pending[0]["preview_digest"], "comment": "drill approval"})
+        api.post(f"/incidents/{incident_id}/approve", json={"digest": pending[0]["preview_digest"], "comment": "drill approval"})
 
 
 def _wait_cleared(alertmanager_url: str, alertname: str, host: str, timeout_s: float) -> bool:
@@ -232,8 +235,9 @@ class Server:
         except httpx.HTTPError:
             return False
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client with the service token (or another, e.g. an approver's)."""
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=30)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -249,11 +253,18 @@ def run_drills(settings: Settings, catalog: Catalog, server: Server, only: str |
         raise ConfigError("the lab's Prometheus and Alertmanager are not running: run `remediator lab up` first")
     hosts = {h.name: h for h in lab_hosts(settings.inventory)}
     results = []
-    with server.client() as api:
-        for name, entry, drill in drills_of(catalog, only):
-            results.append(run_drill(name, entry, drill, hosts, api, monitoring.url("alertmanager"),
-                                     progress=lambda message, name=name: progress(name, message)))
-            progress(name, "pass" if results[-1].ok else "FAIL")
+    # Drills that approve do it as a person would: with an approver's token, made for this run and revoked after.
+    identities = Identities(Store(settings.db_url, settings.sqlite_synchronous), [])
+    name_ = f"chaos-drill-{secrets.token_hex(3)}"
+    _, token = identities.add(name_, "approver")
+    try:
+        with server.client() as api, server.client(token) as approver:
+            for name, entry, drill in drills_of(catalog, only):
+                results.append(run_drill(name, entry, drill, hosts, api, monitoring.url("alertmanager"),
+                                         progress=lambda message, name=name: progress(name, message), approver=approver))
+                progress(name, "pass" if results[-1].ok else "FAIL")
+    finally:
+        identities.remove(name_)
     return results
 
 

@@ -23,6 +23,11 @@ audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=Tr
 chaos_app = typer.Typer(help="Chaos drills on the lab: the real Prometheus -> Alertmanager -> remediator chain.",
                         no_args_is_help=True)
 incidents_app = typer.Typer(help="Incidents in the store: what came in and what was done.", no_args_is_help=True)
+approvals_app = typer.Typer(help="Approval requests: the dry run a person decides on.", no_args_is_help=True)
+approvers_app = typer.Typer(help="People who may view (viewer), decide (approver) or also manage approvers (admin).",
+                            no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(approvers_app, name="approvers")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(chaos_app, name="chaos")
@@ -332,25 +337,132 @@ def _drill_table(results, report: Path) -> None:
     console.print(f"report: {report}")
 
 
-def _decide(incident_id: str, approve: bool, by: str, comment: str) -> None:
-    from engine.approvals import decide
+_TOKEN = typer.Option(..., "--token", envvar="REMEDIATOR_APPROVER_TOKEN", show_envvar=True,
+                      help="your approver token (from `remediator approvers add`); decisions are made in its name")
+
+
+def _identities(settings: Settings):
+    from engine.identities import Identities
+    return Identities(_store(settings), [t.get_secret_value() for t in settings.tokens])
+
+
+def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None) -> None:
+    from engine import approvals
     settings = load_settings()
-    state = decide(_store(settings), settings, incident_id, approve=approve, by=by, comment=comment)
-    console.print(f"{incident_id}: {state}" + (" (a running `remediator serve` picks it up)" if approve else ""))
+    who = _identities(settings).authenticate(token)
+    store = _store(settings)
+    if approval_id is not None:
+        state = approvals.vote(store, settings, approval_id, who, approve=approve, comment=comment)
+    else:
+        assert incident_id is not None
+        state = approvals.vote_on_incident(store, settings, incident_id, who, approve=approve, comment=comment)
+    console.print(f"{approval_id or incident_id}: {state} (by {who.name})"
+                  + (" — a running `remediator serve` re-checks and runs exactly that dry run" if state == "approved" else "")
+                  + (" — another distinct approver is needed" if state == "pending" else ""))
 
 
 @incidents_app.command("approve")
-def incidents_approve(incident_id: str, by: str = typer.Option(..., help="your name, for the audit trail"),
-                      comment: str = typer.Option("")) -> None:
+def incidents_approve(incident_id: str, token: str = _TOKEN, comment: str = typer.Option("")) -> None:
     """Approve the dry run an incident waits with; the engine re-checks and runs exactly that."""
-    _decide(incident_id, True, by, comment)
+    _vote(token, True, comment, incident_id=incident_id)
 
 
 @incidents_app.command("reject")
-def incidents_reject(incident_id: str, by: str = typer.Option(..., help="your name, for the audit trail"),
-                     comment: str = typer.Option("")) -> None:
+def incidents_reject(incident_id: str, token: str = _TOKEN, comment: str = typer.Option("")) -> None:
     """Reject what an incident waits with; nothing runs."""
-    _decide(incident_id, False, by, comment)
+    _vote(token, False, comment, incident_id=incident_id)
+
+
+@approvals_app.command("list")
+def approvals_list(state: str = typer.Option("pending", help="pending, approved, rejected, expired, canceled, or all"),
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approval requests, newest first."""
+    from engine.approvals import list_approvals
+    settings = load_settings()
+    rows = list_approvals(_store(settings), load_catalog(settings.playbooks_dir), None if state == "all" else state)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    table = Table("approval", "incident", "action", "risk", "state", "votes", "expires (UTC)", "dry run")
+    for a in rows:
+        approved = sum(1 for v in a.votes if v.decision == "approve")
+        table.add_row(a.id, a.incident_id, f"{a.entry} on {', '.join(a.hosts)}", a.risk, a.state,
+                      f"{approved}/{a.required}", a.expires_at.isoformat(timespec="seconds"),
+                      (a.preview or {}).get("summary", "")[:80])
+    console.print(table)
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Everything an approver decides from: the dry run with its diff, the alert, evidence, rationale, policy, rollback."""
+    from rich.syntax import Syntax
+
+    from engine.approvals import get_approval
+    settings = load_settings()
+    a = get_approval(_store(settings), load_catalog(settings.playbooks_dir), approval_id)
+    if as_json:
+        print(a.model_dump_json(indent=2))
+        return
+    out = console.print
+    out(f"[bold]{a.entry}[/bold] on {', '.join(a.hosts)} — approval {a.id} is [bold]{a.state}[/bold] "
+        f"(incident {a.incident_id}: {a.incident_state})")
+    preview = a.preview or {}
+    out(f"\n[bold]Dry run[/bold]: {preview.get('summary', 'none')}", highlight=False)
+    for h in preview.get("hosts", []):
+        out(f"  [bold]{h['host']}[/bold]: {h['changed']} change(s)" + (" FAILED" if h["failed"] else ""))
+        for t in h["tasks"]:
+            if not t["changed"] and t["status"] not in ("failed", "unreachable"):
+                continue
+            out(f"    {t['status']:9} {t['task']}  {t['msg']}", markup=False)
+            if t["diff"]:
+                out(Syntax(t["diff"], "diff", theme="ansi_dark", line_numbers=False, word_wrap=True))
+    facts = [("alert", f"{a.alertname} ({a.severity})"), ("parameters", json.dumps(a.params)),
+             ("planner", f"{a.planner}: {a.rationale}"), ("policy asked", f"{a.reasons} [{', '.join(a.rules)}]"),
+             ("risk", f"{a.risk}; needs {a.required} distinct approver(s)"), ("roll back", a.rollback or "-"),
+             ("expires", a.expires_at.isoformat(timespec="seconds") + "Z"), ("digest", a.digest),
+             ("decisions", "; ".join(f"{v.approver}: {v.decision}" for v in a.votes) or "none yet")]
+    out("")
+    for k, v in facts:
+        out(f"{k:>13}  {v}", markup=False, highlight=False)
+    out(f"\n{'evidence':>13}  " + ", ".join(sorted(a.evidence)), markup=False)
+    if a.state == "pending":
+        out(f"\ndecide: remediator approvals approve {a.id} --comment …   (or reject; REMEDIATOR_APPROVER_TOKEN)")
+
+
+@approvals_app.command("approve")
+def approvals_approve(approval_id: str, token: str = _TOKEN, comment: str = typer.Option("")) -> None:
+    """Approve exactly this dry run (the engine re-checks and runs it only if the dry run is unchanged)."""
+    _vote(token, True, comment, approval_id=approval_id)
+
+
+@approvals_app.command("reject")
+def approvals_reject(approval_id: str, token: str = _TOKEN, comment: str = typer.Option("", help="why not")) -> None:
+    """Reject this dry run; nothing runs."""
+    _vote(token, False, comment, approval_id=approval_id)
+
+
+@approvers_app.command("add")
+def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, approver or admin")) -> None:
+    """Add a person and print their token (once; the store keeps only its argon2 hash)."""
+    who, token = _identities(load_settings()).add(name, role)
+    console.print(f"{who.name} ({who.role}): token [bold]{token}[/bold]", highlight=False)
+    console.print("give it to them: it is not shown again. It logs in to /ui and is the Bearer token for the API.")
+
+
+@approvers_app.command("list")
+def approvers_list() -> None:
+    """People with a token, and their roles."""
+    table = Table("name", "role", "since")
+    for row in _identities(load_settings()).list():
+        table.add_row(row["name"], row["role"], row["created_at"])
+    console.print(table)
+
+
+@approvers_app.command("remove")
+def approvers_remove(name: str) -> None:
+    """Revoke a person's token (their past decisions stay in the audit trail)."""
+    _identities(load_settings()).remove(name)
+    console.print(f"{name}: token revoked")
 
 
 def _store(settings: Settings | None = None) -> Store:

@@ -4,6 +4,7 @@ RemediatorError                 anything a user can act on; .status is the HTTP 
 ├── ConfigError                 settings, catalog, policies or runbooks are wrong (fail closed at start)
 ├── PayloadError                a webhook body is not acceptable (4xx; Alertmanager drops it)
 ├── AuthError                   missing or wrong credentials (401)
+├── Forbidden                   the identity may not do this (403: wrong role, a service token approving)
 ├── NotFound                    no such incident, entry or approval (404)
 ├── ConflictError               the request does not fit the current state (409)
 ├── ProposalError               a planner's proposal is not valid data (unknown entry, bad parameter)
@@ -11,7 +12,7 @@ RemediatorError                 anything a user can act on; .status is the HTTP 
 """
 
 __all__ = [
-    "RemediatorError", "ConfigError", "PayloadError", "AuthError", "NotFound",
+    "RemediatorError", "ConfigError", "PayloadError", "AuthError", "Forbidden", "NotFound",
     "ConflictError", "ProposalError", "StoreUnavailable",
 ]
 
@@ -42,6 +43,10 @@ class PayloadError(RemediatorError):
 
 class AuthError(RemediatorError):
     status = 401
+
+
+class Forbidden(RemediatorError):
+    status = 403
 
 
 class NotFound(RemediatorError):

@@ -101,6 +101,7 @@ class PolicyDecision(_Frozen):
     verdict: Verdict
     reasons: list[str]
     rules: list[str] = []
+    approvers: int = 1          # distinct people who must approve (verdict approve)
 
 
 class TaskResult(_Frozen):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from engine.settings import Settings
-from engine.store import Incident, OutboxMessage, Store, utcnow
+from engine.store import Approval, Incident, OutboxMessage, Store, utcnow
 
 __all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "Notifier", "slack_payload", "pagerduty_payload"]
 
@@ -63,6 +63,11 @@ class Notification(BaseModel):
     entry: str | None = None
     preview: str = ""
     url: str = ""
+    # an approval request: where to review it (a page; opening it never approves), risk, deadline
+    approval_url: str = ""
+    risk: str = ""
+    expires_at: str = ""
+    approvers: int = 0
 
 
 def enqueue(session: Session, settings: Settings, note: Notification) -> int:
@@ -80,13 +85,18 @@ def enqueue(session: Session, settings: Settings, note: Notification) -> int:
     return len(channels)
 
 
-def notify_incident(session: Session, settings: Settings, incident: Incident, event: NotifyEvent, text: str) -> int:
-    """Enqueue `event` about an incident row, with its preview and a link to it."""
+def notify_incident(session: Session, settings: Settings, incident: Incident, event: NotifyEvent, text: str,
+                    approval: Approval | None = None) -> int:
+    """Enqueue `event` about an incident row, with its preview and a link to its page (and to the approval's)."""
+    base = settings.public_url.rstrip("/")
+    extra = {}
+    if approval is not None:
+        extra = {"approval_url": f"{base}/ui/approvals/{approval.id}", "risk": approval.risk,
+                 "expires_at": approval.expires_at.isoformat(timespec="seconds") + "Z", "approvers": approval.required}
     return enqueue(session, settings, Notification(
         event=event, incident_id=incident.id, alertname=incident.alertname, host=incident.host,
         severity=incident.severity, state=incident.state, text=text, entry=incident.entry,
-        preview=(incident.preview or {}).get("summary", ""),
-        url=f"{settings.public_url.rstrip('/')}/incidents/{incident.id}"))
+        preview=(incident.preview or {}).get("summary", ""), url=f"{base}/ui/incidents/{incident.id}", **extra))
 
 
 def _mrkdwn(text: str) -> str:
@@ -107,6 +117,14 @@ def slack_payload(note: Notification) -> dict:
     if note.preview:
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
                                                    "text": "*Dry run*\n" + _mrkdwn(note.preview)[:2800]}})
+    if note.approval_url:
+        who = "two distinct approvers" if note.approvers > 1 else "one approver"
+        blocks.append({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*Risk*\n{_mrkdwn(note.risk or '-')}"},
+            {"type": "mrkdwn", "text": f"*Expires*\n{_mrkdwn(note.expires_at)} (needs {who})"}]})
+        # A link, never an approve button: link scanners open links; deciding is a POST from the page.
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": f"<{note.approval_url}|Review the dry run and decide>"}})
     if note.url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{note.url}|incident {note.incident_id}>"}]})
     return {"text": _mrkdwn(f"{title}: {note.text}")[:3000], "blocks": blocks}

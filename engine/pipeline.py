@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine import audit, incidents
+from engine import approvals, audit, incidents
 from engine.catalog import Catalog
 from engine.diagnostics import DiagnosticOutcome, Evidence, run_verify
 from engine.errors import ProposalError, StoreUnavailable
@@ -59,6 +59,7 @@ class Pipeline:
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self.max_drift_requests = 3         # approval requests per incident before a drifting dry run escalates
         self.verify_attempts = 5
         self.verify_interval_s = 3.0
 
@@ -264,29 +265,39 @@ class Pipeline:
             return None
         return result
 
-    def _await_approval(self, incident_id: str, decision: PolicyDecision, check: RunResult) -> None:
+    def _await_approval(self, incident_id: str, decision: PolicyDecision, check: RunResult,
+                        supersedes: str | None = None, why: str = "") -> None:
+        entry = self.catalog.get(check.entry)
         with self.store.write() as session:
             row = session.get(Incident, incident_id)
-            approval = Approval(id=incidents.new_incident_id(), incident_id=incident_id,
-                                preview_digest=check.preview.digest, state="pending",
-                                expires_at=utcnow() + timedelta(seconds=self.settings.approval_ttl_s))
-            session.add(approval)
-            self._final(session, row, IncidentState.AWAITING_APPROVAL, "; ".join(decision.reasons),
-                        data={"approval": approval.id, "digest": approval.preview_digest, "expires_at": approval.expires_at})
+            approval = approvals.request(session, self.settings, row, check.preview, required=decision.approvers,
+                                         risk=str(entry.meta.risk), rules=decision.rules, reasons=decision.reasons,
+                                         supersedes=supersedes)
+            self._final(session, row, IncidentState.AWAITING_APPROVAL, why or "; ".join(decision.reasons),
+                        data={"approval": approval.id, "digest": approval.preview_digest, "required": approval.required,
+                              "expires_at": approval.expires_at, "supersedes": supersedes},
+                        approval=approval)
 
     def _after_approval(self, inc: Incident) -> None:
         proposal = ActionProposal.model_validate(inc.proposal)
         with self.store.read() as session:
             approval = session.execute(select(Approval).where(Approval.incident_id == inc.id, Approval.state == "approved")
                                        .order_by(Approval.decided_at.desc()).limit(1)).scalar_one_or_none()
+            requests = session.execute(select(Approval.id).where(Approval.incident_id == inc.id)).all()
         if approval is None:
             return self._finish(inc.id, IncidentState.ESCALATED, "approved without an approval record; not running")
-        result = self._check(inc.id, proposal, check_no=2)
+        result = self._check(inc.id, proposal, check_no=len(requests) + 1)
         if result is None:
             return
         if result.preview.digest != approval.preview_digest:
-            return self._finish(inc.id, IncidentState.ESCALATED,
-                                "the dry run differs from the one that was approved; not running: " + result.preview.summary)
+            changed = approvals.drift(approval.preview or {"hosts": []}, result.preview) or ["the dry run's digest differs"]
+            why = (f"the dry run changed after {approval.decided_by} approved it ({'; '.join(changed[:5])}); "
+                   f"nothing was run: approve the new dry run")
+            if len(requests) >= self.max_drift_requests:
+                return self._finish(inc.id, IncidentState.ESCALATED, why.replace("approve the new dry run",
+                                                                             "it keeps changing, a person must look"))
+            decision = PolicyDecision.model_validate(inc.decision)
+            return self._await_approval(inc.id, decision, result, supersedes=approval.id, why=why)
         self._execute(inc.id, proposal)
 
     def _execute(self, incident_id: str, proposal: ActionProposal) -> None:
@@ -367,7 +378,7 @@ class Pipeline:
             self._final(session, session.get(Incident, incident_id), state, reason, event=event, data=data)
 
     def _final(self, session, inc: Incident, state: IncidentState, reason: str, *, event: NotifyEvent | None = None,
-               data: dict[str, Any] | None = None) -> None:
+               data: dict[str, Any] | None = None, approval: Approval | None = None) -> None:
         """A state a person hears about: the transition and its notifications, in the caller's transaction."""
         incidents.transition(session, inc, state, reason, data=data)
         note_event = event or _NOTIFY_ON.get(state)
@@ -376,4 +387,4 @@ class Pipeline:
             self.metrics.closed.labels(state.value).inc()
             self.metrics.time_to_close.labels(state.value).observe((utcnow() - inc.created_at).total_seconds())
         if note_event is not None:
-            notify_incident(session, self.settings, inc, note_event, reason)
+            notify_incident(session, self.settings, inc, note_event, reason, approval=approval)

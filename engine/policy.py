@@ -17,9 +17,9 @@ from typing import Any
 
 import celpy
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.catalog import Catalog, EntryKind
+from engine.catalog import Catalog, EntryKind, RiskClass
 from engine.errors import ConfigError, ProposalError
 from engine.models import ActionProposal, PolicyDecision, Preview, Verdict
 from engine.targets import Inventory
@@ -49,6 +49,7 @@ class Rule(BaseModel):
     when: str = "true"                     # CEL
     verdict: Verdict
     reason: str
+    approvers: int = Field(1, ge=1, le=3)  # for verdict approve: how many distinct people
 
 
 class ReviewRule(BaseModel):
@@ -116,8 +117,10 @@ class Policy:
             return self._deny("default-deny", f"no policy rule allows {entry.id} here (default deny)"), params
         verdict = max((r.verdict for r in matched), key=_SEVERITY.__getitem__)
         deciding = [r for r in matched if r.verdict == verdict]
-        return PolicyDecision(verdict=verdict, reasons=[r.reason for r in deciding],
-                              rules=[r.name for r in deciding]), params
+        # High-risk entries take two people whatever the rules say; a rule may ask for more.
+        approvers = max([r.approvers for r in deciding] + [2 if entry.meta.risk == RiskClass.HIGH else 1])
+        return PolicyDecision(verdict=verdict, reasons=[r.reason for r in deciding], rules=[r.name for r in deciding],
+                              approvers=approvers if verdict == Verdict.APPROVE else 1), params
 
     def review(self, proposal: ActionProposal, preview: Preview) -> PolicyDecision | None:
         """After check mode: a reason to stop, or None when the preview is within bounds."""

@@ -16,6 +16,7 @@ from engine.catalog import load_catalog
 from engine.errors import StoreUnavailable
 from engine.alertmanager import AlertmanagerAPIError, fetch_group_alerts
 from engine.alerts import Alert, AlertmanagerPayload
+from engine.identities import Identities, Identity
 from engine.metrics import Metrics
 from engine.diagnostics import Evidence
 from engine.models import ActionProposal, Escalation, PolicyDecision, Preview, Transcript, Verdict
@@ -61,6 +62,7 @@ class Engine:
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics)
         self.notifier = Notifier(self.store, settings)
+        self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
 
@@ -137,10 +139,15 @@ class Engine:
         self.pipeline.wake()
         return fetched.new_alerts
 
-    def decide_approval(self, incident_id: str, *, approve: bool, by: str, comment: str = "",
-                        digest: str | None = None) -> str:
-        state = approvals.decide(self.store, self.settings, incident_id, approve=approve, by=by, comment=comment,
-                                 digest=digest)
+    def vote(self, who: Identity, *, approve: bool, approval_id: str | None = None, incident_id: str | None = None,
+             comment: str = "", digest: str | None = None) -> str:
+        """A person's decision on a pending approval (by its id, or the incident's); wakes the workers."""
+        if approval_id is not None:
+            state = approvals.vote(self.store, self.settings, approval_id, who, approve=approve, comment=comment, digest=digest)
+        else:
+            assert incident_id is not None
+            state = approvals.vote_on_incident(self.store, self.settings, incident_id, who, approve=approve,
+                                               comment=comment, digest=digest)
         self.pipeline.wake()
         return state
 

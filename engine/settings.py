@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     run_timeout_s: int = Field(300, ge=5)
     diagnostic_timeout_s: int = Field(120, ge=5)
     approval_ttl_s: int = Field(1800, ge=10)
+    ui_secret: SecretStr | None = Field(None, description="signs the approval pages' session cookies; default: a key kept in data_dir/ui-secret")
+    ui_session_s: int = Field(8 * 3600, ge=60, description="how long a login to the approval pages lasts")
 
     # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
     llm_base_url: str = "http://localhost:11434/v1"

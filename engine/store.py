@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from engine.errors import StoreUnavailable
 
 __all__ = ["Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
-           "Approval", "Store", "utcnow"]
+           "Approval", "ApprovalVote", "Approver", "Store", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -161,6 +161,41 @@ class Approval(Base):
     decided_by: Mapped[str] = mapped_column(String(128), default="")
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
     comment: Mapped[str] = mapped_column(Text, default="")
+    preview: Mapped[dict[str, Any] | None] = mapped_column(JSON)           # the dry run this request shows
+    required: Mapped[int] = mapped_column(Integer, default=1)              # distinct approvers needed
+    risk: Mapped[str] = mapped_column(String(16), default="")
+    rules: Mapped[list[Any]] = mapped_column(JSON, default=list)           # the policy rules that asked
+    reasons: Mapped[str] = mapped_column(Text, default="")
+    supersedes: Mapped[str | None] = mapped_column(String(32))             # the request whose dry run drifted
+
+
+class ApprovalVote(Base):
+    """One person's decision on an approval request (high risk needs two distinct approvers)."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (UniqueConstraint("approval_id", "approver", name="uq_vote_per_approver"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))     # approve | reject
+    comment: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[str] = mapped_column(String(64))       # the dry run they saw
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Approver(Base):
+    """A person who may look at (viewer), decide (approver) or also manage approvers (admin).
+
+    The token is `rmd_<token_id>_<secret>`; only an argon2 hash of the secret is kept."""
+
+    __tablename__ = "approvers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Store:

@@ -2,6 +2,7 @@
 
 The tests share one server and run in file order (a resend needs the first delivery)."""
 import json
+import re
 import time
 from pathlib import Path
 
@@ -120,10 +121,13 @@ def test_approval_runs_exactly_the_previewed_rollback(server, receivers):
     receivers.wait_for("slack", lambda b: "Needs approval" in b["text"] and incident_id in json.dumps(b))
     (approval,) = d["approvals"]
 
-    wrong = server.client.post(f"/incidents/{incident_id}/approve", json={"by": "alice", "digest": "0" * 64})
+    added = server.cli("approvers", "add", "alice", "--role", "approver")
+    alice = {"Authorization": "Bearer " + re.search(r"rmd_\S+", added.stdout).group(0)}
+    wrong = server.client.post(f"/incidents/{incident_id}/approve", json={"digest": "0" * 64}, headers=alice)
     assert wrong.status_code == 409 and "digest" in wrong.json()["detail"]
-    assert server.client.post(f"/incidents/{incident_id}/approve", json={"digest": approval["preview_digest"]}).status_code == 422
-    ok = server.client.post(f"/incidents/{incident_id}/approve", json={"by": "alice", "digest": approval["preview_digest"]})
+    own = server.client.post(f"/incidents/{incident_id}/approve", json={"digest": approval["preview_digest"]})
+    assert own.status_code == 403                               # the service token: the engine never approves itself
+    ok = server.client.post(f"/incidents/{incident_id}/approve", json={"digest": approval["preview_digest"]}, headers=alice)
     assert ok.status_code == 200, ok.text
 
     d = server.wait_state(incident_id, {"resolved", "escalated", "failed", "denied"})
@@ -144,7 +148,9 @@ def test_resolved_alert_closes_a_waiting_incident(server, receivers):
     assert "nothing was changed" in d["reason"]
     assert d["approvals"][0]["state"] == "canceled"
     assert not any(run["mode"] == "apply" for run in d["runs"])
-    assert server.client.post(f"/incidents/{incident_id}/approve", json={"by": "bob"}).status_code == 409
+    bob = "Bearer " + re.search(r"rmd_\S+", server.cli("approvers", "add", "bob").stdout).group(0)
+    late = server.client.post(f"/incidents/{incident_id}/approve", json={}, headers={"Authorization": bob})
+    assert late.status_code == 409 and "not awaiting approval" in late.json()["detail"]
     receivers.wait_for("slack", lambda b: "Resolved on its own" in b["text"] and incident_id in json.dumps(b))
 
 

@@ -78,14 +78,16 @@ def test_health_says_what_is_wrong(client):
     assert r.json()["checks"]["store"] == "ok" and r.json()["checks"]["workers"] == "not running"
 
 
-def test_approving_what_is_not_waiting_is_409_and_unknown_is_404(client):
+def test_approving_what_is_not_waiting_is_409_and_unknown_is_404(client, engine):
     incident = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH).json()["incidents"][0]
-    r = client.post(f"/incidents/{incident}/approve", json={"by": "alice"}, headers=AUTH)
+    _, token = engine.identities.add("alice", "approver")
+    alice = {"Authorization": f"Bearer {token}"}
+    r = client.post(f"/incidents/{incident}/approve", json={}, headers=alice)
     assert r.status_code == 409 and "not awaiting approval" in r.json()["detail"]
-    assert client.post("/incidents/nope/approve", json={"by": "alice"}, headers=AUTH).status_code == 404
+    assert client.post("/incidents/nope/approve", json={}, headers=alice).status_code == 404
     assert client.get("/incidents/nope", headers=AUTH).status_code == 404
-    r = client.post(f"/incidents/{incident}/approve", json={"by": ""}, headers=AUTH)
-    assert r.status_code == 422 and "by" in r.json()["detail"]
+    r = client.post(f"/incidents/{incident}/approve", json={"comment": 5}, headers=alice)
+    assert r.status_code == 422 and "comment" in r.json()["detail"]
 
 
 def test_catalog_and_metrics(client):

@@ -1,0 +1,256 @@
+"""Approvals on every surface but the browser (tests/e2e/test_approval_page.py does that): who may decide,
+two approvers for high risk, expiry, digests, drift, the API, the CLI, the pages and the Slack message."""
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from api.app import create_app
+from engine import PROJECT_ROOT, approvals
+from engine.cli import app as cli
+from engine.models import ActionProposal, IncidentState, PolicyDecision, Verdict
+from engine.notify import Notification, NotifyEvent, slack_payload
+from engine.preview import build_preview
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store import Approval, AuditEvent, Incident, OutboxMessage, utcnow
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.unit
+SERVICE = {"Authorization": "Bearer service-token"}
+PAYLOAD = (PROJECT_ROOT / "evals" / "cases" / "disk-space-low" / "alert.json").read_bytes()
+PREVIEW = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_logs-check.json").read_text()),
+                        check=True, hosts=["app-server-01"])
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack",
+                           public_url="http://remediator.example"))
+
+
+@pytest.fixture
+def client(engine):
+    with TestClient(create_app(engine, start_engine=False), base_url="http://remediator.example") as c:
+        yield c
+
+
+@pytest.fixture
+def people(engine):
+    """name -> bearer header; one person of each role, and a second approver."""
+    out = {}
+    for name, role in [("alice", "approver"), ("bob", "approver"), ("vera", "viewer"), ("ada", "admin")]:
+        out[name] = {"Authorization": f"Bearer {engine.identities.add(name, role)[1]}"}
+    return out
+
+
+def waiting(engine, required: int = 1) -> tuple[str, str]:
+    """An incident waiting for approval of the clean_logs dry run in tests/fixtures/events (as the pipeline leaves it)."""
+    incident_id = engine.receive(PAYLOAD).incidents[0]
+    proposal = ActionProposal(entry="clean_logs", params={"paths": ["/var/log/webapp"], "patterns": ["*.log"], "min_age_days": 7},
+                              hosts=["app-server-01"], rationale="old logs fill the disk", planner="runbook", offered=["clean_logs"])
+    decision = PolicyDecision(verdict=Verdict.APPROVE, reasons=["an operator wants to see log deletions"],
+                              rules=["see-deletions"], approvers=required)
+    with engine.store.write() as session:
+        inc = session.get(Incident, incident_id)
+        inc.state, inc.entry = IncidentState.AWAITING_APPROVAL, "clean_logs"
+        inc.proposal, inc.decision = proposal.model_dump(mode="json"), decision.model_dump(mode="json")
+        inc.preview = {**PREVIEW.model_dump(mode="json"), "digest": PREVIEW.digest}
+        approval = approvals.request(session, engine.settings, inc, PREVIEW, required=required, risk="safe",
+                                     rules=decision.rules, reasons=decision.reasons)
+    return incident_id, approval.id
+
+
+def _state(engine, incident_id):
+    with engine.store.read() as s:
+        return s.get(Incident, incident_id).state
+
+
+def test_an_approver_approves_exactly_the_dry_run(engine, client, people):
+    incident_id, approval_id = waiting(engine)
+    shown = client.get(f"/approvals/{approval_id}", headers=people["vera"]).json()
+    assert shown["preview"]["summary"].startswith("clean_logs: app-server-01: would delete 3 files")
+    assert shown["reasons"] == "an operator wants to see log deletions" and shown["rollback"]
+    assert shown["alertname"] == "DiskSpaceLow" and shown["rationale"] == "old logs fill the disk"
+    assert [a["id"] for a in client.get("/approvals", headers=SERVICE).json()] == [approval_id]
+
+    r = client.post(f"/approvals/{approval_id}/approve", json={"digest": shown["digest"], "comment": "ok"},
+                    headers=people["alice"])
+    assert r.status_code == 200 and r.json() == {"approval": approval_id, "state": "approved", "by": "alice"}
+    assert _state(engine, incident_id) == IncidentState.APPROVED
+    with engine.store.read() as s:
+        vote = s.execute(select(AuditEvent).where(AuditEvent.kind == "approval.vote")).scalar_one()
+    assert vote.data["by"] == "alice" and vote.data["digest"] == PREVIEW.digest and vote.data["comment"] == "ok"
+    again = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["bob"])
+    assert again.status_code == 409 and "nothing is waiting" in again.json()["detail"]
+
+
+def test_reject_stops_it_and_tells_people(engine, client, people):
+    incident_id, approval_id = waiting(engine)
+    r = client.post(f"/incidents/{incident_id}/reject", json={"comment": "not during the sale"}, headers=people["bob"])
+    assert r.status_code == 200
+    with engine.store.read() as s:
+        inc = s.get(Incident, incident_id)
+        notes = s.execute(select(OutboxMessage).where(OutboxMessage.incident_id == incident_id)).scalars().all()
+    assert inc.state == IncidentState.REJECTED and inc.reason == "rejected by bob: not during the sale"
+    assert [n.event for n in notes] == ["rejected"]
+
+
+def test_the_engine_never_approves_its_own_request_and_roles_hold(engine, client, people):
+    incident_id, approval_id = waiting(engine)
+    r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=SERVICE)
+    assert r.status_code == 403 and "never approves its own requests" in r.json()["detail"]
+    r = client.post(f"/incidents/{incident_id}/approve", json={}, headers=SERVICE)
+    assert r.status_code == 403
+    r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["vera"])
+    assert r.status_code == 403 and "vera is viewer" in r.json()["detail"]
+    assert client.post("/approvers", json={"name": "mallory", "role": "admin"}, headers=people["alice"]).status_code == 403
+    assert client.get("/approvers", headers=SERVICE).status_code == 403
+    assert _state(engine, incident_id) == IncidentState.AWAITING_APPROVAL       # none of that changed anything
+
+    made = client.post("/approvers", json={"name": "carol", "role": "approver"}, headers=people["ada"])
+    assert made.status_code == 201 and made.json()["token"].startswith("rmd_")
+    carol = {"Authorization": f"Bearer {made.json()['token']}"}
+    assert client.post(f"/approvals/{approval_id}/approve", json={}, headers=carol).json()["by"] == "carol"
+    assert client.delete("/approvers/carol", headers=people["ada"]).status_code == 200
+    engine.identities._cache.clear()
+    assert client.get("/approvals", headers=carol).status_code == 401          # revoked
+    assert client.post("/approvers", json={"name": "engine", "role": "approver"}, headers=people["ada"]).status_code == 409
+
+
+def test_high_risk_takes_two_distinct_approvers(engine, client, people):
+    incident_id, approval_id = waiting(engine, required=2)
+    assert client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"]).json()["state"] == "pending"
+    assert _state(engine, incident_id) == IncidentState.AWAITING_APPROVAL
+    twice = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"])
+    assert twice.status_code == 409 and "another, distinct approver" in twice.json()["detail"]
+    assert client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["bob"]).json()["state"] == "approved"
+    assert _state(engine, incident_id) == IncidentState.APPROVED
+    detail = client.get(f"/approvals/{approval_id}", headers=SERVICE).json()
+    assert detail["decided_by"] == "alice, bob" and [v["approver"] for v in detail["votes"]] == ["alice", "bob"]
+
+
+def test_policy_asks_two_people_for_high_risk_entries(catalog_copy, tmp_path):
+    meta = catalog_copy / "roles" / "rollback_release" / "meta" / "remediator.yml"
+    meta.write_text(meta.read_text().replace("risk: approval", "risk: high"))
+    engine = Engine(Settings(data_dir=tmp_path, playbooks_dir=catalog_copy))
+    plan = ActionProposal(entry="rollback_release", params={"service": "webapp"}, hosts=["app-server-01"], rationale="r",
+                          planner="runbook", offered=["rollback_release"])
+    decision, _ = engine.policy.decide(plan, engine.pipeline.policy_context("app-server-01", "warning", {"service": "webapp"},
+                                                                            plan, {"service": "webapp"}))
+    assert decision.verdict == Verdict.APPROVE and decision.approvers == 2
+
+
+def test_expired_and_stale_digests_are_refused(engine, client, people):
+    incident_id, approval_id = waiting(engine)
+    r = client.post(f"/approvals/{approval_id}/approve", json={"digest": "0" * 64}, headers=people["alice"])
+    assert r.status_code == 409 and "digest differs" in r.json()["detail"]
+    with engine.store.write() as s:
+        s.get(Approval, approval_id).expires_at = utcnow() - timedelta(seconds=1)
+    r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"])
+    assert r.status_code == 409 and "expired" in r.json()["detail"]
+    assert approvals.expire_due(engine.store, engine.settings) == 1
+    assert _state(engine, incident_id) == IncidentState.EXPIRED
+    assert client.get(f"/approvals/{approval_id}", headers=SERVICE).json()["state"] == "expired"
+
+
+def test_drift_says_what_changed():
+    approved = {**PREVIEW.model_dump(mode="json")}
+    assert approvals.drift(approved, PREVIEW) == []
+    other = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_logs-check.json").read_text()),
+                          check=True, hosts=["app-server-01"])
+    h = other.hosts[0]
+    tasks = [t.model_copy(update={"diff": t.diff.replace("old-1", "old-9")}) if t.diff else t for t in h.tasks]
+    moved = other.model_copy(update={"hosts": [h.model_copy(update={"tasks": tasks})]})
+    assert approvals.drift(approved, moved) == ["app-server-01: task 'Delete the old files' would change differently"]
+    elsewhere = other.model_copy(update={"hosts": [h.model_copy(update={"host": "app-server-02"})]})
+    assert approvals.drift(approved, elsewhere) == ["host app-server-01 is gone", "host app-server-02 appears"]
+
+
+def test_cli_lists_shows_and_decides(engine, tmp_path):
+    runner = CliRunner()
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token", "COLUMNS": "200"}
+    added = runner.invoke(cli, ["approvers", "add", "dora", "--role", "approver"], env=env)
+    assert added.exit_code == 0, added.output
+    token = re.search(r"rmd_\S+", added.output).group(0)
+    incident_id, approval_id = waiting(engine)
+
+    listed = runner.invoke(cli, ["approvals", "list"], env=env)
+    assert approval_id in listed.output and "clean_logs" in listed.output
+    shown = runner.invoke(cli, ["approvals", "show", approval_id], env=env)
+    assert "would delete 3 files" in shown.output and "+state: absent" in shown.output
+    assert "an operator wants to see log deletions" in shown.output and "roll back" in shown.output
+
+    refused = runner.invoke(cli, ["approvals", "approve", approval_id], env={**env, "REMEDIATOR_APPROVER_TOKEN": "service-token"})
+    assert refused.exit_code != 0 and "never approves its own requests" in str(refused.exception)
+    ok = runner.invoke(cli, ["approvals", "approve", approval_id, "--comment", "fine"], env={**env, "REMEDIATOR_APPROVER_TOKEN": token})
+    assert ok.exit_code == 0, ok.output
+    assert "approved (by dora)" in ok.output
+    assert _state(engine, incident_id) == IncidentState.APPROVED
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def _login(client, header) -> None:
+    token = header["Authorization"].removeprefix("Bearer ")
+    r = client.post("/ui/login", data={"token": token, "next": "/ui/approvals"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/approvals"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+
+
+def test_pages_need_a_person_and_a_post_with_the_csrf_token(engine, client, people):
+    incident_id, approval_id = waiting(engine)
+    r = client.get(f"/ui/approvals/{approval_id}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/ui/login?next=/ui/approvals/{approval_id}"
+    r = client.post("/ui/login", data={"token": "service-token"}, follow_redirects=False)
+    assert r.status_code == 403 and "service tokens cannot log in" in r.text
+    assert client.post("/ui/login", data={"token": "rmd_nope_nope"}).status_code == 401
+
+    _login(client, people["alice"])
+    page = client.get(f"/ui/approvals/{approval_id}")
+    assert page.status_code == 200
+    assert "would delete 3 files" in page.text and '<span class="del">-state: file</span>' in page.text
+    assert '<span class="add">+state: absent</span>' in page.text and 'id="approve"' in page.text
+    csrf = _csrf(page.text)
+
+    assert client.post(f"/ui/approvals/{approval_id}/approve", data={"digest": PREVIEW.digest}).status_code == 403
+    forged = client.post(f"/ui/approvals/{approval_id}/approve", data={"csrf": csrf, "digest": PREVIEW.digest},
+                         headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403 and "evil.example" in forged.text
+    assert _state(engine, incident_id) == IncidentState.AWAITING_APPROVAL
+
+    r = client.post(f"/ui/approvals/{approval_id}/approve", data={"csrf": csrf, "digest": PREVIEW.digest, "comment": "go"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/ui/incidents/{incident_id}"
+    assert _state(engine, incident_id) == IncidentState.APPROVED
+    incident = client.get(f"/ui/incidents/{incident_id}").text
+    assert 'id="incident-state">approved<' in incident and "approval.vote" in incident
+
+
+def test_a_viewer_sees_the_page_without_buttons(engine, client, people):
+    _, approval_id = waiting(engine)
+    _login(client, people["vera"])
+    page = client.get(f"/ui/approvals/{approval_id}").text
+    assert "would delete 3 files" in page and 'id="approve"' not in page and "may look, not decide" in page
+
+
+def test_slack_links_to_the_page_and_never_approves(engine):
+    incident_id, approval_id = waiting(engine, required=2)
+    with engine.store.write() as s:
+        approval = s.get(Approval, approval_id)
+        engine.pipeline._final(s, s.get(Incident, incident_id), IncidentState.AWAITING_APPROVAL, "policy asks", approval=approval)
+        note = s.execute(select(OutboxMessage).where(OutboxMessage.channel == "slack")).scalars().all()[-1]
+    body = slack_payload(Notification.model_validate(note.payload))
+    text = json.dumps(body)
+    assert f"http://remediator.example/ui/approvals/{approval_id}" in text
+    assert "*Risk*" in text and "*Expires*" in text and "two distinct approvers" in text
+    assert "would delete 3 files" in text
+    assert not any(b["type"] == "actions" for b in body["blocks"])     # a link only: no button that decides
+    assert note.event == NotifyEvent.AWAITING_APPROVAL
