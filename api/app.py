@@ -10,11 +10,15 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from api import ui
+from engine import breaker
+from engine.alerts import AlertmanagerPayload
 from engine.approvals import ApprovalDetail, get_approval, list_approvals
+from engine.breaker import BreakerView
 from engine.errors import AuthError, PayloadError, RemediatorError
 from engine.identities import Identity, Role
 from engine.queries import IncidentDetail, IncidentSummary, get_incident, list_incidents
@@ -28,6 +32,10 @@ class Decision(BaseModel):
 
     comment: str = Field("", max_length=2000)
     digest: str | None = Field(None, description="the dry run's digest you looked at; refused if it changed")
+
+
+class BreakerReset(BaseModel):
+    scope: str = Field(description="`global` or `entry:<id>`, as GET /breaker lists them")
 
 
 class NewApprover(BaseModel):
@@ -84,7 +92,8 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
         return JSONResponse({"error": "PayloadError", "detail": "; ".join(problems)}, status_code=422)
 
-    @app.post("/webhook/alertmanager", summary="Alertmanager webhook (v4)")
+    @app.post("/webhook/alertmanager", summary="Alertmanager webhook (v4)", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerPayload"}}}}})
     async def webhook(request: Request, _: Auth) -> dict:
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
@@ -154,6 +163,14 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         state = engine.vote(who, approve=False, approval_id=approval_id, comment=decision.comment, digest=decision.digest)
         return {"approval": approval_id, "state": state, "by": who.name}
 
+    @app.get("/breaker", response_model=list[BreakerView], summary="circuit-breaker scopes; open ones pause automatic runs")
+    def breaker_status(_: Auth) -> list[BreakerView]:
+        return breaker.status(engine.store)
+
+    @app.post("/breaker/reset", response_model=BreakerView, summary="close an open breaker scope (admin role)")
+    def breaker_reset(body: BreakerReset, who: Auth) -> BreakerView:
+        return breaker.reset(engine.store, who, body.scope)
+
     @app.get("/approvers", summary="people who may view or decide (admin role)")
     def approvers(who: Auth) -> list[dict]:
         who.require(Role.ADMIN, "list approvers")
@@ -175,4 +192,17 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     def catalog(_: Auth) -> list[dict]:
         return [{"id": e.id, **e.meta.model_dump(mode="json"), "parameters": e.json_schema()} for e in engine.catalog]
 
+    def openapi() -> dict:
+        # The webhook reads its body itself (size limit while streaming), so FastAPI cannot see its model;
+        # the spec still documents it, for senders and for schemathesis.
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            payload = AlertmanagerPayload.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(payload.pop("$defs", {}))
+            schemas["AlertmanagerPayload"] = payload
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

@@ -26,6 +26,9 @@ incidents_app = typer.Typer(help="Incidents in the store: what came in and what 
 approvals_app = typer.Typer(help="Approval requests: the dry run a person decides on.", no_args_is_help=True)
 approvers_app = typer.Typer(help="People who may view (viewer), decide (approver) or also manage approvers (admin).",
                             no_args_is_help=True)
+breaker_app = typer.Typer(help="The circuit breaker: repeated failed remediations pause automatic runs.",
+                          no_args_is_help=True)
+app.add_typer(breaker_app, name="breaker")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(approvers_app, name="approvers")
 app.add_typer(catalog_app, name="catalog")
@@ -118,11 +121,10 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
                                                      help="accept requests without a token: local experiments only"),
           log_level: str = typer.Option("info", help="uvicorn and engine log level")) -> None:
     """Serve the webhook and API, and work incidents: Alertmanager -> fix -> verify -> notify."""
-    import logging
-
     import uvicorn
 
     from api.app import create_app
+    from engine import logs
     from engine.service import Engine
 
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
@@ -132,8 +134,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
     if not settings.tokens and not settings.allow_unauthenticated:
         raise ConfigError("no API token configured: set REMEDIATOR_TOKENS=<token>[,<next token>] (or tokens: in "
                           "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(log_level)
     engine = Engine(settings)
     if not settings.tokens:
         console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")
@@ -439,6 +440,30 @@ def approvals_approve(approval_id: str, token: str = _TOKEN, comment: str = type
 def approvals_reject(approval_id: str, token: str = _TOKEN, comment: str = typer.Option("", help="why not")) -> None:
     """Reject this dry run; nothing runs."""
     _vote(token, False, comment, approval_id=approval_id)
+
+
+@breaker_app.command("status")
+def breaker_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Circuit-breaker scopes: open ones pause automatic runs (each run needs a person)."""
+    from engine import breaker
+    rows = breaker.status(_store())
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    if not any(r.open for r in rows):
+        console.print("all closed: automatic runs are allowed where policy allows them")
+    for r in rows:
+        console.print(f"{r.scope}: {'OPEN since ' + r.opened_at.isoformat(timespec='seconds') + 'Z — ' + r.reason if r.open else 'closed'}"
+                      + (f" (last reset by {r.reset_by})" if r.reset_by else ""), markup=False)
+
+
+@breaker_app.command("reset")
+def breaker_reset(scope: str = typer.Argument(..., help="global, or entry:<id>"), token: str = _TOKEN) -> None:
+    """Close an open scope (admin role); its failure count starts again from now."""
+    from engine import breaker
+    settings = load_settings()
+    view = breaker.reset(_store(settings), _identities(settings).authenticate(token), scope)
+    console.print(f"{view.scope}: closed by {view.reset_by}")
 
 
 @approvers_app.command("add")

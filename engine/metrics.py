@@ -59,6 +59,7 @@ class Metrics:
                                        buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=r)
         self.plans = Counter("remediator_plans", "Planner outcomes: proposal, escalation, or fallback to the runbook planner",
                              ["planner", "outcome"], registry=r)
+        self.breaker_opened = Counter("remediator_breaker_opened", "Circuit breakers opened, by scope", ["scope"], registry=r)
         self.llm_tokens = Counter("remediator_llm_tokens", "Tokens the LLM planner used", ["kind"], registry=r)
         self.notifications = Counter("remediator_notifications_sent", "Notifications delivered", ["channel"], registry=r)
         if store is not None:

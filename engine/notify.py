@@ -35,15 +35,18 @@ class NotifyEvent(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     REJECTED = "rejected"
+    BREAKER_OPEN = "breaker_open"            # repeated failures: automatic runs paused
 
 
-_PD_TRIGGER = {NotifyEvent.ESCALATED, NotifyEvent.DENIED, NotifyEvent.FAILED, NotifyEvent.EXPIRED, NotifyEvent.REJECTED}
+_PD_TRIGGER = {NotifyEvent.ESCALATED, NotifyEvent.DENIED, NotifyEvent.FAILED, NotifyEvent.EXPIRED, NotifyEvent.REJECTED,
+               NotifyEvent.BREAKER_OPEN}
 _PD_RESOLVE = {NotifyEvent.FIXED, NotifyEvent.AUTO_RESOLVED}
 _TITLE = {
     NotifyEvent.FIXED: "Fixed", NotifyEvent.AUTO_RESOLVED: "Resolved on its own",
     NotifyEvent.AWAITING_APPROVAL: "Needs approval", NotifyEvent.ESCALATED: "Escalated: a person must look",
     NotifyEvent.DENIED: "Denied by policy: a person must look", NotifyEvent.FAILED: "Remediation failed",
     NotifyEvent.EXPIRED: "Approval expired", NotifyEvent.REJECTED: "Rejected",
+    NotifyEvent.BREAKER_OPEN: "Circuit breaker open: automatic runs paused",
 }
 _PD_SEVERITY = {"critical": "critical", "page": "critical", "error": "error", "high": "error",
                 "warning": "warning", "medium": "warning", "info": "info", "low": "info"}
@@ -68,6 +71,7 @@ class Notification(BaseModel):
     risk: str = ""
     expires_at: str = ""
     approvers: int = 0
+    dedup_key: str = ""          # PagerDuty's; default the incident id
 
 
 def enqueue(session: Session, settings: Settings, note: Notification) -> int:
@@ -86,7 +90,7 @@ def enqueue(session: Session, settings: Settings, note: Notification) -> int:
 
 
 def notify_incident(session: Session, settings: Settings, incident: Incident, event: NotifyEvent, text: str,
-                    approval: Approval | None = None) -> int:
+                    approval: Approval | None = None, dedup_key: str = "") -> int:
     """Enqueue `event` about an incident row, with its preview and a link to its page (and to the approval's)."""
     base = settings.public_url.rstrip("/")
     extra = {}
@@ -96,7 +100,8 @@ def notify_incident(session: Session, settings: Settings, incident: Incident, ev
     return enqueue(session, settings, Notification(
         event=event, incident_id=incident.id, alertname=incident.alertname, host=incident.host,
         severity=incident.severity, state=incident.state, text=text, entry=incident.entry,
-        preview=(incident.preview or {}).get("summary", ""), url=f"{base}/ui/incidents/{incident.id}", **extra))
+        preview=(incident.preview or {}).get("summary", ""), url=f"{base}/ui/incidents/{incident.id}",
+        dedup_key=dedup_key, **extra))
 
 
 def _mrkdwn(text: str) -> str:
@@ -133,7 +138,7 @@ def slack_payload(note: Notification) -> dict:
 def pagerduty_payload(note: Notification, routing_key: str) -> dict:
     """Events API v2: trigger on escalation, resolve when fixed; dedup_key is the incident id."""
     action = "resolve" if note.event in _PD_RESOLVE else "trigger"
-    body: dict = {"routing_key": routing_key, "event_action": action, "dedup_key": note.incident_id}
+    body: dict = {"routing_key": routing_key, "event_action": action, "dedup_key": note.dedup_key or note.incident_id}
     if action == "trigger":
         body["payload"] = {
             "summary": f"{_TITLE[note.event]}: {note.alertname} on {note.host or 'unknown host'} — {note.text}"[:1024],

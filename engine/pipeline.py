@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine import approvals, audit, incidents
+from engine import approvals, audit, breaker, incidents
 from engine.catalog import Catalog
 from engine.diagnostics import DiagnosticOutcome, Evidence, run_verify
 from engine.errors import ProposalError, StoreUnavailable
@@ -29,7 +29,7 @@ from engine.policy import Policy, PolicyContext
 from engine.prometheus import Prometheus, PrometheusError, alert_expression
 from engine.runner import Executor
 from engine.settings import Settings
-from engine.store import Approval, Incident, Run, Store, utcnow
+from engine.store import Approval, BreakerRow, Incident, Run, Store, utcnow
 from engine.targets import Inventory
 
 __all__ = ["Pipeline"]
@@ -181,6 +181,7 @@ class Pipeline:
         found = self._diagnose(inc, plan, params, evidence)
         plan = plan.model_copy(update={"evidence": sorted(found)})
         decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan, params))
+        decision = self._breaker_check(plan.entry, decision)
         proposal = plan.model_copy(update={"params": params or plan.params})
         with self.store.write() as session:
             row = session.get(Incident, inc.id)
@@ -199,6 +200,18 @@ class Pipeline:
         if decision.verdict == Verdict.APPROVE:
             return self._await_approval(inc.id, decision, preview_result)
         self._execute(inc.id, proposal)
+
+    def _breaker_check(self, entry: str, decision: PolicyDecision) -> PolicyDecision:
+        """While a circuit breaker is open, what policy would allow needs a person instead."""
+        if decision.verdict != Verdict.ALLOW:
+            return decision
+        with self.store.read() as session:
+            row = breaker.tripped(session, entry)
+        if row is None:
+            return decision
+        return PolicyDecision(verdict=Verdict.APPROVE, rules=[*decision.rules, "circuit-breaker"],
+                              reasons=[f"circuit breaker {row.scope} is open since {row.opened_at:%Y-%m-%d %H:%M}Z "
+                                       f"({row.reason}); an admin resets it with `remediator breaker reset`"])
 
     def validated(self, plan: ActionProposal) -> dict[str, Any] | None:
         """The proposal's parameters, typed and complete; None when they do not validate (policy then denies)."""
@@ -388,3 +401,9 @@ class Pipeline:
             self.metrics.time_to_close.labels(state.value).observe((utcnow() - inc.created_at).total_seconds())
         if note_event is not None:
             notify_incident(session, self.settings, inc, note_event, reason, approval=approval)
+        if state in (IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED) and inc.entry and \
+                session.execute(select(Run.id).where(Run.incident_id == inc.id, Run.mode == "apply").limit(1)).first():
+            for scope in breaker.record_outcome(session, self.settings, inc):
+                self.metrics.breaker_opened.labels(scope).inc()
+                notify_incident(session, self.settings, inc, NotifyEvent.BREAKER_OPEN,
+                                session.get(BreakerRow, scope).reason, dedup_key=f"breaker:{scope}")

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     ui_secret: SecretStr | None = Field(None, description="signs the approval pages' session cookies; default: a key kept in data_dir/ui-secret")
     ui_session_s: int = Field(8 * 3600, ge=60, description="how long a login to the approval pages lasts")
 
+    # the circuit breaker (engine/breaker.py)
+    breaker_entry_failures: int = Field(3, ge=1, description="consecutive failed remediations of one entry that pause it")
+    breaker_global_failures: int = Field(5, ge=1, description="consecutive failed remediations of any entry that pause all")
+    breaker_window_s: int = Field(3600, ge=60, description="failures older than this do not count")
+
     # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
     llm_base_url: str = "http://localhost:11434/v1"
     llm_model: str = "qwen2.5:7b-instruct"

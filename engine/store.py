@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from engine.errors import StoreUnavailable
 
 __all__ = ["Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
-           "Approval", "ApprovalVote", "Approver", "Store", "utcnow"]
+           "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -196,6 +196,18 @@ class Approver(Base):
     token_hash: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class BreakerRow(Base):
+    """A circuit-breaker scope (`entry:<id>` or `global`): open means automatic runs pause."""
+
+    __tablename__ = "breakers"
+    scope: Mapped[str] = mapped_column(String(160), primary_key=True)
+    open: Mapped[bool] = mapped_column(Boolean, default=False)
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    reset_by: Mapped[str] = mapped_column(String(64), default="")
+    reset_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Store:

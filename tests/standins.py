@@ -63,7 +63,8 @@ class Receivers:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                name = self.path.strip("/")
+                # /slack/T…/B…/<secret> is Slack's shape: the first segment names the service
+                name = self.path.strip("/").split("?")[0].split("/")[0]
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 try:
                     body = json.loads(raw)
@@ -112,6 +113,12 @@ class Receivers:
                         return body
             time.sleep(0.2)
         raise AssertionError(f"nothing matching arrived at /{name} in {timeout_s} s; got {self.received[name]}")
+
+    def __enter__(self) -> "Receivers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self):
         self.server.shutdown()

@@ -1,0 +1,105 @@
+"""The circuit breaker: consecutive failed remediations pause automatic runs of an entry (or of all),
+people are told, policy's `allow` becomes `approve`, and only an admin resets it."""
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from api.app import create_app
+from engine import breaker
+from engine.cli import app as cli
+from engine.errors import Forbidden
+from engine.incidents import new_incident_id
+from engine.models import IncidentState, PolicyDecision, Verdict
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store import AuditEvent, Incident, OutboxMessage, Run, utcnow
+
+pytestmark = pytest.mark.unit
+ALLOW = PolicyDecision(verdict=Verdict.ALLOW, reasons=["safe"], rules=["safe-entries-run-automatically"])
+ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], pagerduty_routing_key=ROUTING_KEY,
+                           breaker_entry_failures=3, breaker_global_failures=5))
+
+
+def remediated(engine, entry: str, outcome: IncidentState, host: str = "app-server-01") -> str:
+    """An incident whose real run of `entry` happened, ended in `outcome` the way the pipeline ends it."""
+    incident_id = new_incident_id()
+    with engine.store.write() as s:
+        s.add(Incident(id=incident_id, correlation_key=f"x|{incident_id}", alertname="ServiceDown", host=host,
+                       severity="critical", priority=0, state=IncidentState.VERIFYING.value, labels={}, annotations={},
+                       entry=entry))
+        s.flush()
+        s.add(Run(incident_id=incident_id, ident=f"{incident_id}-apply", entry=entry, mode="apply", hosts=[host], params={},
+                  status="successful", rc=0, started_at=utcnow(), finished_at=utcnow(), duration_s=1.0, artifact_dir="",
+                  summary=""))
+    engine.pipeline._finish(incident_id, outcome, "the fix did not verify" if outcome != IncidentState.RESOLVED else "fixed")
+    return incident_id
+
+
+def test_three_failures_of_one_entry_pause_it_and_people_hear(engine):
+    for _ in range(2):
+        remediated(engine, "restart_service", IncidentState.ESCALATED)
+    assert engine.pipeline._breaker_check("restart_service", ALLOW).verdict == Verdict.ALLOW
+    last = remediated(engine, "restart_service", IncidentState.FAILED)
+
+    paused = engine.pipeline._breaker_check("restart_service", ALLOW)
+    assert paused.verdict == Verdict.APPROVE and "circuit-breaker" in paused.rules
+    assert "breaker entry:restart_service is open" in paused.reasons[0] and "3 consecutive failed restart_service" in paused.reasons[0]
+    assert engine.pipeline._breaker_check("clean_logs", ALLOW).verdict == Verdict.ALLOW        # only that entry
+    deny = PolicyDecision(verdict=Verdict.DENY, reasons=["no"], rules=["r"])
+    assert engine.pipeline._breaker_check("restart_service", deny) == deny                        # never loosens
+    with engine.store.read() as s:
+        opened = s.execute(select(AuditEvent).where(AuditEvent.kind == "breaker.opened")).scalar_one()
+        page = s.execute(select(OutboxMessage).where(OutboxMessage.event == "breaker_open")).scalar_one()
+    assert opened.incident_id == last and opened.data["scope"] == "entry:restart_service"
+    assert page.channel == "pagerduty" and page.payload["dedup_key"] == "breaker:entry:restart_service"
+
+
+def test_a_success_between_failures_keeps_it_closed(engine):
+    for outcome in (IncidentState.FAILED, IncidentState.FAILED, IncidentState.RESOLVED, IncidentState.FAILED,
+                    IncidentState.ESCALATED):
+        remediated(engine, "restart_service", outcome)
+    assert not any(b.open for b in breaker.status(engine.store))
+
+
+def test_failures_across_entries_pause_everything(engine):
+    for entry in ("restart_service", "clean_logs", "reset_db_pool", "scale_out", "clean_logs"):
+        remediated(engine, entry, IncidentState.FAILED)
+    assert {b.scope for b in breaker.status(engine.store) if b.open} == {"global"}
+    assert engine.pipeline._breaker_check("rollback_release", ALLOW).verdict == Verdict.APPROVE
+
+
+def test_only_an_admin_resets_and_counting_starts_again(engine):
+    for _ in range(3):
+        remediated(engine, "restart_service", IncidentState.FAILED)
+    alice, _ = engine.identities.add("alice", "approver")
+    ada, ada_token = engine.identities.add("ada", "admin")
+    with pytest.raises(Forbidden):
+        breaker.reset(engine.store, alice, "entry:restart_service")
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        assert client.get("/breaker", headers={"Authorization": "Bearer service-token"}).json()[0]["open"] is True
+        r = client.post("/breaker/reset", json={"scope": "entry:restart_service"}, headers={"Authorization": "Bearer service-token"})
+        assert r.status_code == 403
+        r = client.post("/breaker/reset", json={"scope": "entry:restart_service"}, headers={"Authorization": f"Bearer {ada_token}"})
+        assert r.status_code == 200 and r.json()["reset_by"] == "ada" and r.json()["open"] is False
+        assert client.post("/breaker/reset", json={"scope": "entry:restart_service"},
+                           headers={"Authorization": f"Bearer {ada_token}"}).status_code == 404
+    assert engine.pipeline._breaker_check("restart_service", ALLOW).verdict == Verdict.ALLOW
+    remediated(engine, "restart_service", IncidentState.FAILED)          # the three before the reset no longer count
+    assert not any(b.open for b in breaker.status(engine.store))
+
+
+def test_cli_shows_and_resets(engine, tmp_path):
+    for _ in range(3):
+        remediated(engine, "clean_logs", IncidentState.FAILED)
+    _, token = engine.identities.add("ada", "admin")
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    shown = CliRunner().invoke(cli, ["breaker", "status"], env=env)
+    assert "entry:clean_logs: OPEN since" in shown.output
+    done = CliRunner().invoke(cli, ["breaker", "reset", "entry:clean_logs"], env={**env, "REMEDIATOR_APPROVER_TOKEN": token})
+    assert done.exit_code == 0 and "closed by ada" in done.output
