@@ -34,6 +34,10 @@ from engine.targets import Inventory
 
 __all__ = ["Pipeline"]
 
+
+class _ShuttingDown(Exception):
+    """A run was cancelled because remediator is stopping."""
+
 log = logging.getLogger(__name__)
 
 #: Before the real run nothing has changed on a host, so after a crash these are simply worked again.
@@ -90,15 +94,27 @@ class Pipeline:
             self._wake.notify_all()
 
     def recover(self) -> None:
-        """After a restart: requeue what had not run yet; escalate what was cut off mid-run."""
+        """After a restart: requeue what had not run yet; mark what a restart cut off, never run it blindly.
+
+        A real run that was cut off may have changed the host: the incident is worked again from the
+        start (diagnose, plan, policy, check mode) and a person decides before it runs again. A cut-off
+        verify is simply verified again."""
         with self.store.write() as session:
             for inc in session.execute(select(Incident).where(Incident.state.in_([s.value for s in HELD_STATES]))).scalars():
                 if IncidentState(inc.state) in _REQUEUE_ON_START:
                     incidents.transition(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
                                          event="incident.requeued")
-                else:
-                    self._final(session, inc, IncidentState.ESCALATED,
-                                f"remediator restarted while {inc.entry} was {inc.state}; a person must check {inc.host}")
+                    continue
+                step = "apply" if inc.state == IncidentState.EXECUTING else "verify"
+                cut = session.execute(select(Run).where(Run.incident_id == inc.id, Run.status == "running")).scalars().all()
+                for run in cut:
+                    run.status, run.finished_at = "interrupted", utcnow()
+                inc.interrupted = step
+                reason = (f"remediator restarted during the real run of {inc.entry} on {inc.host}, which may have changed "
+                          f"it: diagnosed and checked again, and a person decides before it runs again" if step == "apply"
+                          else f"remediator restarted while verifying {inc.entry} on {inc.host}: verifying again")
+                incidents.transition(session, inc, IncidentState.RECEIVED, reason, event="incident.interrupted",
+                                     data={"step": step, "runs": [r.ident for r in cut]})
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -150,6 +166,8 @@ class Pipeline:
                 self._from_received(inc)
             elif inc.state == IncidentState.CHECKING:
                 self._after_approval(inc)
+        except _ShuttingDown:     # a run was cancelled by a stop: the incident stays where it is, for recover()
+            log.info("incident %s: left for the next start (shutting down)", incident_id)
         except Exception as exc:   # a bug or an outage must not leave the incident (and its host) held
             log.exception("incident %s: internal error", incident_id)
             try:
@@ -164,6 +182,10 @@ class Pipeline:
     def _from_received(self, inc: Incident) -> None:
         if inc.host is None:
             return self._finish(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
+        if inc.interrupted == "verify" and inc.proposal:
+            proposal = ActionProposal.model_validate(inc.proposal)
+            self._step(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
+            return self._verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
         evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self._cancel,
                             on_run=lambda o: self._record_diagnostic(inc.id, inc.host, o))
@@ -182,6 +204,10 @@ class Pipeline:
         plan = plan.model_copy(update={"evidence": sorted(found)})
         decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan, params))
         decision = self._breaker_check(plan.entry, decision)
+        if inc.interrupted == "apply" and decision.verdict == Verdict.ALLOW:
+            decision = PolicyDecision(verdict=Verdict.APPROVE, rules=[*decision.rules, "interrupted-run"], reasons=[
+                "the last real run was cut off by a restart and may have changed the host; a person decides "
+                "from this new dry run whether it runs again"])
         proposal = plan.model_copy(update={"params": params or plan.params})
         with self.store.write() as session:
             row = session.get(Incident, inc.id)
@@ -264,6 +290,7 @@ class Pipeline:
                                    ident=f"{incident_id}-a{attempt}-check{check_no}",
                                    timeout_s=self.settings.run_timeout_s, cancel=self._cancel)
         self._record_run(incident_id, result, "check", proposal.params, proposal.hosts)
+        self._unless_stopping(result)
         with self.store.write() as session:
             row = session.get(Incident, incident_id)
             row.preview = {**result.preview.model_dump(mode="json"), "digest": result.preview.digest}
@@ -325,24 +352,34 @@ class Pipeline:
                 return
             incidents.transition(session, row, IncidentState.EXECUTING)
             attempt = row.attempts
-        result = self.executor.run(entry, proposal.params, proposal.hosts, check=False,
-                                   ident=f"{incident_id}-a{attempt}-apply", timeout_s=self.settings.run_timeout_s,
-                                   cancel=self._cancel)
-        self._record_run(incident_id, result, "apply", proposal.params, proposal.hosts)
+        ident = f"{incident_id}-a{attempt}-apply"
+        # Recorded before it starts: after a crash, the store knows a real run may have touched the host.
+        run_id = self._begin_run(incident_id, ident, entry.id, "apply", proposal.params, proposal.hosts)
+        result = self.executor.run(entry, proposal.params, proposal.hosts, check=False, ident=ident,
+                                   timeout_s=self.settings.run_timeout_s, cancel=self._cancel)
+        self._record_run(incident_id, result, "apply", proposal.params, proposal.hosts, run_id=run_id)
+        self._unless_stopping(result)
         if result.status != RunStatus.SUCCESSFUL or not result.preview.ok:
             return self._finish(incident_id, IncidentState.FAILED,
                                 f"the run {result.status}: {result.preview.summary}")
         self._step(incident_id, IncidentState.VERIFYING, result.preview.summary)
+        self._verify(incident_id, proposal, result.preview.summary)
+
+    def _verify(self, incident_id: str, proposal: ActionProposal, summary: str) -> None:
+        """The entry's verify checks, then the alert's own PromQL: resolved, or escalated saying what is still wrong."""
+        entry = self.catalog.get(proposal.entry)
+        with self.store.read() as session:
+            inc = session.get(Incident, incident_id)
         outcome = run_verify(self.executor, self.catalog, entry, proposal.params, proposal.hosts[0],
-                             f"{incident_id}-a{attempt}", self.settings.diagnostic_timeout_s,
+                             f"{incident_id}-a{inc.attempts}", self.settings.diagnostic_timeout_s,
                              attempts=self.verify_attempts, interval_s=self.verify_interval_s, cancel=self._cancel)
         for r in outcome.results:
             self._record_run(incident_id, r, "verify", {}, proposal.hosts)
+        if self._stop.is_set() and not outcome.ok:
+            raise _ShuttingDown()
         if not outcome.ok:
-            return self._finish(incident_id, IncidentState.ESCALATED, f"{result.preview.summary} {outcome.detail}")
+            return self._finish(incident_id, IncidentState.ESCALATED, f"{summary} {outcome.detail}")
         detail = outcome.detail
-        with self.store.read() as session:
-            inc = session.get(Incident, incident_id)
         expr = alert_expression(inc.generator_url)
         if self.prometheus and expr:
             # The alert's own condition is the final word: the fix counts when Prometheus agrees.
@@ -350,10 +387,9 @@ class Pipeline:
             with self.store.write() as session:
                 audit.append(session, "verify.prometheus", {"expr": expr, "cleared": cleared, "detail": seen}, incident_id)
             if not cleared:
-                return self._finish(incident_id, IncidentState.ESCALATED,
-                                    f"{result.preview.summary} {detail}; but Prometheus: {seen}")
+                return self._finish(incident_id, IncidentState.ESCALATED, f"{summary} {detail}; but Prometheus: {seen}")
             detail += f"; Prometheus: {seen}"
-        self._finish(incident_id, IncidentState.RESOLVED, f"{result.preview.summary} {detail}", event=NotifyEvent.FIXED)
+        self._finish(incident_id, IncidentState.RESOLVED, f"{summary} {detail}", event=NotifyEvent.FIXED)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -369,14 +405,32 @@ class Pipeline:
                              same_action_last_hour=same, entry_runs_last_hour=len(runs),
                              hour_utc=now.hour, weekday=now.weekday())
 
-    def _record_run(self, incident_id: str, result: RunResult, mode: str, params: dict[str, Any], hosts: list[str]) -> None:
+    def _unless_stopping(self, result: RunResult) -> None:
+        """A run cancelled because remediator is stopping ends nothing: the next start recovers the incident."""
+        if self._stop.is_set() and result.status == RunStatus.CANCELED:
+            raise _ShuttingDown()
+
+    def _begin_run(self, incident_id: str, ident: str, entry: str, mode: str, params: dict[str, Any], hosts: list[str]) -> int:
+        with self.store.write() as session:
+            run = Run(incident_id=incident_id, ident=ident, entry=entry, mode=mode, hosts=hosts, params=params,
+                      status="running", rc=None, started_at=utcnow())
+            session.add(run)
+            audit.append(session, f"run.{mode}.started", {"ident": ident, "entry": entry, "hosts": hosts}, incident_id)
+            session.flush()
+            return run.id
+
+    def _record_run(self, incident_id: str, result: RunResult, mode: str, params: dict[str, Any], hosts: list[str],
+                    run_id: int | None = None) -> None:
         self.metrics.runs.labels(result.entry, mode, result.status.value).inc()
         self.metrics.run_seconds.labels(result.entry, mode).observe(result.duration_s)
         with self.store.write() as session:
-            session.add(Run(incident_id=incident_id, ident=result.ident, entry=result.entry, mode=mode, hosts=hosts,
-                            params=params, status=result.status.value, rc=result.rc, finished_at=utcnow(),
-                            started_at=utcnow() - timedelta(seconds=result.duration_s), duration_s=result.duration_s,
-                            artifact_dir=result.artifact_dir, summary=result.preview.summary[:4000]))
+            run = session.get(Run, run_id) if run_id is not None else None
+            if run is None:
+                run = Run(incident_id=incident_id, ident=result.ident, entry=result.entry, mode=mode, hosts=hosts,
+                          params=params, started_at=utcnow() - timedelta(seconds=result.duration_s))
+                session.add(run)
+            run.status, run.rc, run.finished_at, run.duration_s = result.status.value, result.rc, utcnow(), result.duration_s
+            run.artifact_dir, run.summary = result.artifact_dir, result.preview.summary[:4000]
             audit.append(session, f"run.{mode}", {"ident": result.ident, "entry": result.entry, "status": result.status.value,
                                                   "rc": result.rc, "summary": result.preview.summary[:2000],
                                                   "hosts": hosts}, incident_id)

@@ -91,6 +91,7 @@ class Incident(Base):
     truncated: Mapped[int] = mapped_column(Integer, default=0)
     generator_url: Mapped[str] = mapped_column(Text, default="")
     transcript: Mapped[dict[str, Any] | None] = mapped_column(JSON)   # the LLM planner's conversation
+    interrupted: Mapped[str] = mapped_column(String(16), default="")   # apply | verify: a restart cut that step off
 
 
 class Run(Base):
@@ -104,7 +105,7 @@ class Run(Base):
     mode: Mapped[str] = mapped_column(String(16))   # diagnose | check | apply | verify
     hosts: Mapped[list[Any]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # a RunStatus, or running (apply: recorded before it starts) | interrupted
     rc: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)

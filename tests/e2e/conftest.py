@@ -1,4 +1,5 @@
 import os
+import signal
 import socket
 import string
 import subprocess
@@ -45,7 +46,8 @@ def free_port() -> int:
 class Server:
     """`remediator serve` as a process, and an HTTP client that speaks to it with the token."""
 
-    def __init__(self, data_dir: Path, receivers: Receivers, port: int | None = None, **settings: str):
+    def __init__(self, data_dir: Path, receivers: Receivers, port: int | None = None, *, new_session: bool = False,
+                 **settings: str):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -58,8 +60,8 @@ class Server:
                     **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
         self.log = data_dir / "serve.log"
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([str(REMEDIATOR), "serve"], env=self.env, stdout=self.log.open("w"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([str(REMEDIATOR), "serve"], env=self.env, stdout=self.log.open("a"),
+                                     stderr=subprocess.STDOUT, start_new_session=new_session)
         self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -90,6 +92,11 @@ class Server:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(REMEDIATOR), *args], env=self.env, capture_output=True, text=True, timeout=120)
+
+    def kill(self) -> None:
+        """SIGKILL to serve and everything it started (its ansible-playbook runs too), as an OOM kill would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -9,7 +9,7 @@ from engine.approvals import expire_due
 from engine.models import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store import Approval, Base, Incident, OutboxMessage, utcnow
+from engine.store import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit
@@ -44,20 +44,24 @@ def test_most_severe_first_and_one_incident_per_host(engine):
     assert engine.pipeline.claim() == backlog[0]
 
 
-def test_restart_requeues_what_had_not_run_and_escalates_what_was_cut_off(engine):
+def test_restart_requeues_what_had_not_run_and_marks_what_was_cut_off(engine):
     ids = _post(engine, "correlated-firing.json").incidents
     with engine.store.write() as s:
         s.get(Incident, ids[0]).state = IncidentState.CHECKING
         executing = s.get(Incident, ids[1])
         executing.state, executing.entry = IncidentState.EXECUTING, "restart_service"
+    run_id = engine.pipeline._begin_run(ids[1], f"{ids[1]}-a1-apply", "restart_service", "apply", {"unit": "webapp"},
+                                        ["app-server-02"])
     engine.pipeline.recover()
     assert _state(engine, ids[0]) == "received"
-    assert _state(engine, ids[1]) == "escalated"
+    assert _state(engine, ids[1]) == "received"           # worked again from the start: never re-run blindly
     with engine.store.read() as s:
-        reason = s.get(Incident, ids[1]).reason
-        notes = s.execute(select(OutboxMessage)).scalars().all()
-    assert "restarted while restart_service was executing" in reason
-    assert [(n.incident_id, n.event) for n in notes] == [(ids[1], "escalated")]
+        cut = s.get(Incident, ids[1])
+        run = s.get(Run, run_id)
+        marked = s.execute(select(AuditEvent).where(AuditEvent.kind == "incident.interrupted")).scalar_one()
+    assert cut.interrupted == "apply" and "a person decides before it runs again" in cut.reason
+    assert run.status == "interrupted" and run.finished_at is not None
+    assert marked.incident_id == ids[1] and marked.data["runs"] == [f"{ids[1]}-a1-apply"]
 
 
 def test_pending_approvals_expire_and_say_so(engine):
