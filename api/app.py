@@ -21,6 +21,7 @@ from engine.approvals import ApprovalDetail, get_approval, list_approvals
 from engine.breaker import BreakerView
 from engine.errors import AuthError, PayloadError, RemediatorError
 from engine.identities import Identity, Role
+from engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 from engine.queries import IncidentDetail, IncidentSummary, get_incident, list_incidents
 from engine.service import Engine
 
@@ -92,9 +93,15 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
         return JSONResponse({"error": "PayloadError", "detail": "; ".join(problems)}, status_code=422)
 
+    signatures = (SignatureCheck(settings.webhook_hmac_secret.get_secret_value(), settings.webhook_hmac_window_s)
+                  if settings.webhook_hmac_secret else None)
+
     @app.post("/webhook/alertmanager", summary="Alertmanager webhook (v4)", openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerPayload"}}}}})
     async def webhook(request: Request, _: Auth) -> dict:
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if kind != "application/json" and not kind.endswith("+json"):
+            raise PayloadError(f"Content-Type {kind!r}: send the Alertmanager webhook as application/json", status=415)
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -105,6 +112,8 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
             body += chunk
             if len(body) > limit:
                 raise PayloadError(f"the body is over {limit} bytes", status=413)
+        if signatures is not None:
+            signatures.verify(request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), bytes(body))
         result = await run_in_threadpool(engine.receive, bytes(body))
         engine.metrics.webhook_requests.labels("200").inc()
         return {"status": "accepted", "alerts": result.alerts, "new": result.new_alerts,

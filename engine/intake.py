@@ -32,6 +32,8 @@ def parse_payload(body: bytes) -> AlertmanagerPayload:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"the body is not JSON: {exc}", status=400) from None
+    except RecursionError:
+        raise PayloadError("the body is JSON nested too deeply to be an Alertmanager webhook", status=400) from None
     if not isinstance(raw, dict):
         raise PayloadError(f"the body must be a JSON object (Alertmanager webhook v4), got {type(raw).__name__}")
     try:

@@ -76,6 +76,15 @@ class AnsibleExecutor:
             status, rc = RunStatus.ERROR, None
             events.append({"event": "error", "event_data": {"msg": str(exc)}})
         preview = build_preview(entry.id, events, check, hosts)
+        duration = round(time.monotonic() - started, 3)
+        if status in (RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR):
+            # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
+            task = next((e.get("event_data", {}).get("task") for e in reversed(events)
+                         if e.get("event") == "playbook_on_task_start"), None)
+            preview = preview.model_copy(update={"ok": False, "summary": (
+                f"{entry.id}: the run was stopped ({status.value}) after {duration:.0f} s"
+                + (f", in task {task!r}" if task else "") + ("" if check else "; it may have done part of its work")
+                + "." + (f" {events[-1]['event_data'].get('msg', '')}" if status == RunStatus.ERROR else ""))})
         return RunResult(ident=ident, entry=entry.id, check=check, status=status, rc=rc, preview=preview,
                          reports=reports_from_events(entry.id, events), artifact_dir=str(private),
-                         duration_s=round(time.monotonic() - started, 3))
+                         duration_s=duration)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description="bearer tokens the API accepts")
     allow_unauthenticated: bool = False
     max_body_bytes: int = 1_048_576
+    webhook_hmac_secret: SecretStr | None = Field(None, description="when set, webhooks must also be HMAC-signed (engine/signing.py)")
+    webhook_hmac_window_s: int = Field(300, ge=10, description="how far a signed request's timestamp may be from now")
 
     # where things are
     data_dir: Path = PROJECT_ROOT / "var"

@@ -1,3 +1,6 @@
+import subprocess
+import time
+
 import pytest
 
 from engine.models import RunStatus
@@ -42,7 +45,6 @@ def test_failing_task_is_a_failed_run_with_the_reason(catalog, executor, lab_hos
 
 
 def test_unreachable_host_is_reported(catalog, executor, lab_host):
-    import subprocess
     # app-server-02 is in the inventory; make sure no container answers for it.
     subprocess.run(["podman", "rm", "--force", "--time", "0", "remediator-lab-app-server-02"], capture_output=True)
     entry = catalog.get("restart_service")
@@ -60,3 +62,23 @@ def test_diagnostic_report_comes_back_as_data(catalog, executor, lab_host):
     report = run.reports[lab_host]
     assert int(report["old_files"]) >= 1 and "/var/log/webapp/diag-old.log" in report["largest_old_files"]
     assert on_host("test", "-f", "/var/log/webapp/diag-old.log").returncode == 0
+
+
+def test_a_hanging_playbook_is_stopped_at_its_timeout_and_leaves_nothing_running(catalog, executor, lab_host):
+    """A unit whose restart hangs: the run ends as `timeout` at remediator's limit, and no ansible-playbook is left."""
+    on_host("sh", "-c", "mkdir -p /etc/systemd/system/worker@.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 600\\n'"
+                        " > /etc/systemd/system/worker@.service.d/hang.conf && systemctl daemon-reload")
+    try:
+        entry = catalog.get("restart_service")
+        started = time.monotonic()
+        run = executor.run(entry, entry.validate_params({"unit": "worker@1", "reason": "r"}), [lab_host],
+                           check=False, ident="t-hang", timeout_s=15)
+        assert run.status == RunStatus.TIMEOUT and not run.preview.ok
+        assert "the run was stopped (timeout)" in run.preview.summary and "may have done part" in run.preview.summary
+        assert time.monotonic() - started < 60
+        time.sleep(1)
+        left = subprocess.run(["pgrep", "-f", "t-hang"], capture_output=True, text=True).stdout.split()
+        assert left == [], f"still running: {left}"
+    finally:
+        on_host("sh", "-c", "rm -rf /etc/systemd/system/worker@.service.d && systemctl daemon-reload "
+                            "&& systemctl restart worker@1")

@@ -1,13 +1,17 @@
 """The HTTP edge, in process (workers not started): auth, size limit, 4xx vs 5xx, read routes."""
+import json
 import sqlite3
+import time
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine import PROJECT_ROOT
 from engine.service import Engine
 from engine.settings import Settings
+from engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 pytestmark = pytest.mark.unit
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
@@ -100,3 +104,53 @@ def test_catalog_and_metrics(client):
     assert 'remediator_alerts_received_total{outcome="duplicate"} 3.0' in metrics
     assert 'remediator_incidents{state="received"} 3.0' in metrics
     assert 'remediator_webhook_requests_total{code="200"} 2.0' in metrics
+
+
+BAD = yaml.safe_load((PROJECT_ROOT / "tests/fixtures/payloads/bad-requests.yml").read_text())
+
+
+def _bad_body(case) -> bytes:
+    if "nest" in case:
+        return b"[" * case["nest"] + b"]" * case["nest"]
+    if "body" in case:
+        return case["body"].encode()
+    body = json.loads(GROUPED)
+    if "alerts_of" in case:
+        body["alerts"] = body["alerts"][:1] * case["alerts_of"]
+    if "label_bytes" in case:
+        body["alerts"][0]["labels"]["service"] = "x" * case["label_bytes"]
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c["name"] for c in BAD])
+def test_bad_requests_are_4xx_saying_what_is_wrong_and_store_nothing(case, tmp_path):
+    engine = Engine(Settings(data_dir=tmp_path, tokens=["new-token"], max_body_bytes=case.get("max_body_bytes", 1_048_576)))
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        r = client.post("/webhook/alertmanager", content=_bad_body(case),
+                        headers={**AUTH, "content-type": case.get("content_type", "application/json")})
+        assert r.status_code == case["status"], r.text[:300]
+        assert case["says"] in r.json()["detail"]
+        assert client.get("/incidents", headers=AUTH).json() == []
+
+
+def test_signed_webhooks_when_a_secret_is_set(tmp_path):
+    secret = "hmac-secret-for-the-test"
+    engine = Engine(Settings(data_dir=tmp_path, tokens=["new-token"], webhook_hmac_secret=secret, webhook_hmac_window_s=300))
+    now = int(time.time())
+    good = {**AUTH, TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(secret, now, GROUPED)}
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        def post(headers, body=GROUPED):
+            return client.post("/webhook/alertmanager", content=body, headers=headers)
+        unsigned = post(AUTH)
+        assert unsigned.status_code == 401 and "must be signed" in unsigned.json()["detail"]
+        assert post({**good, SIGNATURE_HEADER: sign("other", now, GROUPED)}).status_code == 401
+        assert "body was changed" in post({**good}, GROUPED + b" ").json()["detail"]
+        stale = now - 3600
+        r = post({**AUTH, TIMESTAMP_HEADER: str(stale), SIGNATURE_HEADER: sign(secret, stale, GROUPED)})
+        assert r.status_code == 401 and "away from now" in r.json()["detail"]
+        assert client.get("/incidents", headers=AUTH).json() == []          # nothing refused was stored
+        assert post(good).status_code == 200
+        replay = post(good)
+        assert replay.status_code == 401 and "replay" in replay.json()["detail"]
+        no_token = post({k: v for k, v in good.items() if k != "Authorization"})
+        assert no_token.status_code == 401                                  # the signature adds to the token

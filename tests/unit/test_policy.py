@@ -45,6 +45,12 @@ def test_fourth_restart_within_the_hour_needs_approval(policy):
     assert d.verdict == Verdict.APPROVE and d.rules == ["restart-rate-limit"]
 
 
+def test_a_storm_of_runs_of_one_entry_needs_a_person(policy):
+    assert decide(policy, proposal(), entry_runs_last_hour=19).verdict == Verdict.ALLOW
+    d = decide(policy, proposal(), entry_runs_last_hour=20)
+    assert d.verdict == Verdict.APPROVE and d.rules == ["entry-storm-brake"]
+
+
 @pytest.mark.parametrize("p,reason", [
     (proposal(entry="delete_database", params={}), "unknown catalog entry 'delete_database'"),
     (proposal(entry="disk_usage", params={}), "is a diagnostic, not a remediation"),
