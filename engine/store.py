@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from engine.errors import StoreUnavailable
@@ -263,5 +263,5 @@ class Store:
             try:
                 with self._sessions() as session, session.begin():
                     yield session
-            except OperationalError as exc:
+            except (OperationalError, InternalError) as exc:   # locked, down, disk full, read-only (PostgreSQL: InternalError)
                 raise StoreUnavailable(f"the store cannot take writes now: {exc.orig}") from None

@@ -12,14 +12,16 @@ for pair in podman:podman runc:runc debootstrap:debootstrap prometheus:prometheu
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# PostgreSQL: the tests prove the store's guarantees there too, on a throwaway cluster (tests/postgres.py)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing system packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
-# Debian starts these as services on install; remediator runs its own, on its own ports.
-for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
+# Debian starts these as services on install; remediator (and its tests) run their own, on their own ports.
+for svc in prometheus prometheus-alertmanager prometheus-node-exporter postgresql; do
   (systemctl is-active --quiet "$svc" 2>/dev/null && systemctl disable --now "$svc" >/dev/null 2>&1) || true
 done
 

@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -20,3 +21,21 @@ def catalog_copy(tmp_path) -> Path:
     dest = tmp_path / "playbooks"
     shutil.copytree(PROJECT_ROOT / "playbooks", dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def _postgres():
+    """The PostgreSQL cluster, when REMEDIATOR_TEST_DATABASE=postgres (tests/run.sh runs the store tests so)."""
+    if os.environ.get("REMEDIATOR_TEST_DATABASE") != "postgres":
+        yield None
+        return
+    from tests.postgres import Cluster
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def database_url(_postgres) -> str | None:
+    """None (SQLite in the test's data dir), or a fresh PostgreSQL database."""
+    return _postgres.new_database() if _postgres else None

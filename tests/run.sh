@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: lint the catalog, every Molecule scenario, then pytest
-# (unit, integration against lab containers, end to end). Run lab/setup.sh first.
+# (unit, integration against lab containers, end to end), and the store's tests once more on
+# PostgreSQL. Run lab/setup.sh first.
 # Fast inner loop instead: .venv/bin/pytest -m unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,8 @@ molecule test --all
 
 echo "== pytest"
 pytest -ra "$@"
+
+echo "== the store's tests again, on PostgreSQL (a throwaway cluster: tests/postgres.py)"
+REMEDIATOR_TEST_DATABASE=postgres pytest -ra -m unit tests/unit/test_intake.py tests/unit/test_pipeline.py \
+  tests/unit/test_audit.py tests/unit/test_notify.py tests/unit/test_approvals.py tests/unit/test_breaker.py \
+  tests/unit/test_api.py

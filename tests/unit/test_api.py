@@ -20,8 +20,8 @@ AUTH = {"Authorization": "Bearer new-token"}
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return Engine(Settings(data_dir=tmp_path, tokens=["old-token", "new-token"], max_body_bytes=64 * 1024))
+def engine(tmp_path, database_url):
+    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["old-token", "new-token"], max_body_bytes=64 * 1024))
 
 
 @pytest.fixture
@@ -67,10 +67,16 @@ def test_a_payload_that_is_wrong_is_422_with_the_field(client):
     assert r.status_code == 422 and "version" in r.json()["detail"]
 
 
-def test_a_store_that_cannot_take_it_is_503_so_alertmanager_retries(client, engine, tmp_path):
-    db = sqlite3.connect(tmp_path / "remediator.db")
-    db.execute("DROP TABLE alerts")   # a broken store, as seen by the engine
-    db.commit()
+def test_a_store_that_cannot_take_it_is_503_so_alertmanager_retries(client, engine, tmp_path, database_url):
+    if database_url:                  # PostgreSQL: the database turned read-only (as on a failover, or a full disk)
+        with engine.store.engine.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {conn.engine.url.database} SET default_transaction_read_only = on")
+            conn.commit()
+        engine.store.engine.dispose()
+    else:
+        db = sqlite3.connect(tmp_path / "remediator.db")
+        db.execute("DROP TABLE alerts")   # a broken store, as seen by the engine
+        db.commit()
     r = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
     assert r.status_code == 503
     assert "store" in r.json()["detail"]

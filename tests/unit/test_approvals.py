@@ -28,8 +28,8 @@ PREVIEW = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_l
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack",
+def engine(tmp_path, database_url):
+    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack",
                            public_url="http://remediator.example"))
 
 
@@ -173,7 +173,7 @@ def test_drift_says_what_changed():
 
 def test_cli_lists_shows_and_decides(engine, tmp_path):
     runner = CliRunner()
-    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token", "COLUMNS": "200"}
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token", "COLUMNS": "200", **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
     added = runner.invoke(cli, ["approvers", "add", "dora", "--role", "approver"], env=env)
     assert added.exit_code == 0, added.output
     token = re.search(r"rmd_\S+", added.output).group(0)

@@ -8,8 +8,8 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'r.db'}")
+def store(tmp_path, database_url):
+    s = Store(database_url or f"sqlite:///{tmp_path / 'r.db'}")
     s.migrate()
     for i in range(5):
         with s.write() as session:

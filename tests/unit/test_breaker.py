@@ -21,8 +21,8 @@ ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], pagerduty_routing_key=ROUTING_KEY,
+def engine(tmp_path, database_url):
+    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"], pagerduty_routing_key=ROUTING_KEY,
                            breaker_entry_failures=3, breaker_global_failures=5))
 
 
@@ -98,7 +98,7 @@ def test_cli_shows_and_resets(engine, tmp_path):
     for _ in range(3):
         remediated(engine, "clean_logs", IncidentState.FAILED)
     _, token = engine.identities.add("ada", "admin")
-    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "COLUMNS": "200", **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
     shown = CliRunner().invoke(cli, ["breaker", "status"], env=env)
     assert "entry:clean_logs: OPEN since" in shown.output
     done = CliRunner().invoke(cli, ["breaker", "reset", "entry:clean_logs"], env={**env, "REMEDIATOR_APPROVER_TOKEN": token})

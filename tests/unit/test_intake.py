@@ -27,8 +27,8 @@ def inventory():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'r.db'}")
+def store(tmp_path, database_url):
+    s = Store(database_url or f"sqlite:///{tmp_path / 'r.db'}")
     s.migrate()
     return s
 

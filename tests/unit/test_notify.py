@@ -50,8 +50,8 @@ def receivers():
 
 
 @pytest.fixture
-def outbox(tmp_path, receivers):
-    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+def outbox(tmp_path, receivers, database_url):
+    store = Store(database_url or f"sqlite:///{tmp_path / 'r.db'}")
     store.migrate()
     settings = Settings(data_dir=tmp_path, slack_webhook_url=f"{receivers.url}/slack",
                         pagerduty_url=f"{receivers.url}/pagerduty", pagerduty_routing_key=KEY,

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return Engine(Settings(data_dir=tmp_path, webhook_url="http://127.0.0.1:9/hook"))
+def engine(tmp_path, database_url):
+    return Engine(Settings(data_dir=tmp_path, database_url=database_url, webhook_url="http://127.0.0.1:9/hook"))
 
 
 def _post(engine, name):
