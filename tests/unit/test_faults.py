@@ -1,0 +1,37 @@
+"""ansible-runner itself crashing mid-run (fault injected: its run() raises): the run is an error with
+the reason, the incident ends failed saying so, people are paged, and nothing is left marked running."""
+import pytest
+from sqlalchemy import select
+
+from engine import PROJECT_ROOT
+from engine.models import ActionProposal, IncidentState
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store import Incident, OutboxMessage, Run
+
+pytestmark = pytest.mark.unit
+SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes()
+
+
+def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, database_url, monkeypatch):
+    import ansible_runner
+
+    def crash(**_kwargs):
+        raise OSError("[Errno 12] Cannot allocate memory: 'ansible-playbook'")
+
+    monkeypatch.setattr(ansible_runner, "run", crash)
+    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, pagerduty_routing_key="R" * 32,
+                             pagerduty_url="http://127.0.0.1:9/pagerduty"))
+    incident_id = engine.receive(SAMPLE).incidents[0]
+    proposal = ActionProposal(entry="restart_service", params={"unit": "api-gateway", "reason": "down"},
+                              hosts=["api-server-01"], rationale="r", planner="runbook", offered=["restart_service"])
+    engine.pipeline._execute(incident_id, proposal)
+
+    with engine.store.read() as s:
+        inc = s.get(Incident, incident_id)
+        runs = s.execute(select(Run).where(Run.incident_id == incident_id)).scalars().all()
+        paged = s.execute(select(OutboxMessage).where(OutboxMessage.incident_id == incident_id)).scalars().all()
+    assert inc.state == IncidentState.FAILED
+    assert "the run error" in inc.reason and "Cannot allocate memory" in inc.reason
+    assert [(r.mode, r.status) for r in runs] == [("apply", "error")]        # recorded, and not left "running"
+    assert [m.event for m in paged] == ["failed"]
