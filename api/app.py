@@ -5,7 +5,7 @@ become JSON answers in one place (`_domain_error`); nothing here decides or runs
 """
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -56,6 +56,7 @@ def authenticated(request: Request) -> Identity:
 
 
 Auth = Annotated[Identity, Depends(authenticated)]
+Verb = Literal["approve", "reject"]
 
 
 def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
@@ -142,14 +143,10 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     def incident(incident_id: str, _: Auth) -> IncidentDetail:
         return get_incident(engine.store, incident_id)
 
-    @app.post("/incidents/{incident_id}/approve", summary="approve the incident's pending dry run (approver role)")
-    def approve(incident_id: str, decision: Decision, who: Auth) -> dict:
-        state = engine.vote(who, approve=True, incident_id=incident_id, comment=decision.comment, digest=decision.digest)
-        return {"incident": incident_id, "approval": state, "by": who.name}
-
-    @app.post("/incidents/{incident_id}/reject", summary="reject the incident's pending dry run (approver role)")
-    def reject(incident_id: str, decision: Decision, who: Auth) -> dict:
-        state = engine.vote(who, approve=False, incident_id=incident_id, comment=decision.comment, digest=decision.digest)
+    @app.post("/incidents/{incident_id}/{verb}", summary="approve or reject the incident's pending dry run (approver role)")
+    def incident_decide(incident_id: str, verb: Verb, decision: Decision, who: Auth) -> dict:
+        state = engine.vote(who, approve=verb == "approve", incident_id=incident_id, comment=decision.comment,
+                            digest=decision.digest)
         return {"incident": incident_id, "approval": state, "by": who.name}
 
     @app.get("/approvals", response_model=list[ApprovalDetail], summary="approval requests (default: pending)")
@@ -162,14 +159,10 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     def approval(approval_id: str, _: Auth) -> ApprovalDetail:
         return get_approval(engine.store, engine.catalog, approval_id)
 
-    @app.post("/approvals/{approval_id}/approve", summary="approve exactly this dry run (approver role)")
-    def approval_approve(approval_id: str, decision: Decision, who: Auth) -> dict:
-        state = engine.vote(who, approve=True, approval_id=approval_id, comment=decision.comment, digest=decision.digest)
-        return {"approval": approval_id, "state": state, "by": who.name}
-
-    @app.post("/approvals/{approval_id}/reject", summary="reject this dry run (approver role)")
-    def approval_reject(approval_id: str, decision: Decision, who: Auth) -> dict:
-        state = engine.vote(who, approve=False, approval_id=approval_id, comment=decision.comment, digest=decision.digest)
+    @app.post("/approvals/{approval_id}/{verb}", summary="approve or reject exactly this dry run (approver role)")
+    def approval_decide(approval_id: str, verb: Verb, decision: Decision, who: Auth) -> dict:
+        state = engine.vote(who, approve=verb == "approve", approval_id=approval_id, comment=decision.comment,
+                            digest=decision.digest)
         return {"approval": approval_id, "state": state, "by": who.name}
 
     @app.get("/breaker", response_model=list[BreakerView], summary="circuit-breaker scopes; open ones pause automatic runs")
