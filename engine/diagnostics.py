@@ -56,6 +56,9 @@ def _run(executor: Executor, entry: CatalogEntry, params: dict[str, Any], host: 
     result = executor.run(entry, validated, [host], check=False, ident=ident, timeout_s=timeout_s, cancel=cancel)
     report = result.reports.get(host)
     error = "" if report is not None else result.preview.summary
+    if report is not None:   # a read-only run "changes nothing" by design; say what it did instead
+        summary = f"{entry.id}: {host}: reported ({', '.join(sorted(report)[:6])}); read-only"
+        result = result.model_copy(update={"preview": result.preview.model_copy(update={"summary": summary})})
     return DiagnosticOutcome(entry.id, validated, result, report, error)
 
 
