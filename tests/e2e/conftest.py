@@ -56,7 +56,7 @@ class Server:
                     "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
                     "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
                     "REMEDIATOR_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
-                    "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook",
+                    "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook", "COLUMNS": "200",   # the CLI's tables unwrapped
                     **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
         self.log = data_dir / "serve.log"
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ driving Debian's Chromium), reads the dry run and its diff, clicks Approve, and 
 reach `resolved` while the host is rolled back. Screenshots go to var/test-artifacts/approval-page/.
 
 The module's tests run in file order on api-server-01, and put the host back afterwards."""
+import json
 import re
 import time
 
@@ -55,6 +56,17 @@ def waiting(pages) -> str:
     assert d["state"] == "awaiting_approval", d["reason"]
     assert "from 1.4.2 to 1.4.1 and restart webapp" in d["preview"]["summary"]
     return incident_id
+
+
+def test_the_dry_run_reads_the_same_in_the_api_the_cli_and_slack(pages, waiting, receivers):
+    (pending,) = [a for a in pages.client.get("/approvals").json() if a["incident_id"] == waiting]
+    assert "from 1.4.2 to 1.4.1 and restart webapp" in pending["preview"]["summary"]
+    assert pending["risk"] == "approval" and pending["rollback"] and pending["rules"] == ["risky-entries-need-approval"]
+    shown = pages.cli("approvals", "show", pending["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "from 1.4.2 to 1.4.1" in shown.stdout and "+src: /opt/webapp/releases/1.4.1" in shown.stdout
+    slack = receivers.wait_for("slack", lambda b: f"/ui/approvals/{pending['id']}" in json.dumps(b))
+    assert "Needs approval" in slack["text"] and "from 1.4.2 to 1.4.1" in json.dumps(slack)
 
 
 def test_a_dry_run_that_changes_after_approval_is_not_run(pages, alice, waiting):
