@@ -118,7 +118,7 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         result = await run_in_threadpool(engine.receive, bytes(body))
         engine.metrics.webhook_requests.labels("200").inc()
         return {"status": "accepted", "alerts": result.alerts, "new": result.new_alerts,
-                "duplicates": result.duplicates, "incidents": result.incidents}
+                "duplicates": result.duplicates, "incidents": result.incidents, "escalated": result.escalated}
 
     @app.post("/", include_in_schema=False)
     async def wrong_path() -> JSONResponse:

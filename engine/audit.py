@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from engine.store import AuditEvent, AuditHead, Store
 
-__all__ = ["append", "verify", "AuditReport", "GENESIS"]
+__all__ = ["append", "lock", "verify", "AuditReport", "GENESIS"]
 
 GENESIS = "0" * 64
 
@@ -26,12 +26,24 @@ def _digest(prev_hash: str, seq: int, at: str, incident_id: str | None, kind: st
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def lock(session: Session) -> AuditHead:
+    """Take the chain's head for this transaction (a row lock on PostgreSQL), read once and kept.
+
+    Every write that records something appends here, so taking it first serializes writers across
+    processes; what the transaction reads afterwards is what the others committed."""
+    head = session.info.get("audit_head")
+    if head is None:
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+        if head is None:
+            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            session.add(head)
+        session.info["audit_head"] = head   # Store.write(): one session per transaction
+    return head
+
+
 def append(session: Session, kind: str, data: dict[str, Any], incident_id: str | None = None) -> AuditEvent:
     """Add one event inside the caller's write transaction (so it commits with the change it records)."""
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
+    head = lock(session)
     data = json.loads(json.dumps(data, default=str))   # exactly what the JSON column will hold
     seq = head.seq + 1
     at = datetime.now(UTC).isoformat()

@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from engine import audit
@@ -23,7 +23,7 @@ from engine.models import FINAL_STATES, IncidentState
 from engine.store import AlertRow, Approval, Incident, utcnow
 from engine.targets import Inventory, host_from_labels, strip_port
 
-__all__ = ["attach", "AttachOutcome", "transition", "priority_of", "new_incident_id", "note_truncation",
+__all__ = ["Attacher", "AttachOutcome", "transition", "priority_of", "new_incident_id", "note_truncation",
            "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
 
 #: Lower number = worked on first.
@@ -56,42 +56,96 @@ def _starts_at(alert: Alert) -> str:
     return at.replace(microsecond=at.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
 
 
-def attach(session: Session, delivery_id: int, alert: Alert, inventory: Inventory, target_labels: list[str]
-           ) -> AttachOutcome:
-    """Store one alert (unless it is a duplicate) and open, join or close its incident."""
-    starts_at = _starts_at(alert)
-    existing = session.execute(select(AlertRow).where(
-        AlertRow.fingerprint == alert.fingerprint, AlertRow.starts_at == starts_at,
-        AlertRow.status == alert.status)).scalar_one_or_none()
-    if existing is not None:
-        return AttachOutcome(existing.incident_id, new=False)
+class Attacher:
+    """Attach the alerts of one write transaction: what the store knows about them is read once.
 
-    host, how = host_from_labels(alert.labels, inventory, target_labels)
-    row = AlertRow(delivery_id=delivery_id, fingerprint=alert.fingerprint, starts_at=starts_at, status=alert.status,
-                   alertname=alert.alertname, severity=alert.severity, labels=dict(alert.labels),
-                   annotations=dict(alert.annotations), generator_url=alert.generatorURL)
-    if alert.status == "firing":
-        incident = _open_incident(session, alert, _correlation_key(alert, host, target_labels), host, how)
-    else:
-        incident = _incident_of_firing(session, alert, starts_at)
-    row.incident_id = incident.id if incident else None
-    try:
-        with session.begin_nested():   # another process may have stored the same alert meanwhile
-            session.add(row)
-    except IntegrityError:
-        return AttachOutcome(incident.id if incident else None, new=False)
+    Dedup and correlation look up every alert of the batch in two queries instead of two per
+    alert, and the rows go in together; an alert seen earlier in the same batch counts as stored.
+    The audit head is locked first, so a second process's intake waits and then sees these rows."""
 
-    if incident is None:
-        audit.append(session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint, "alertname": alert.alertname})
-        return AttachOutcome(None, new=True)
-    audit.append(session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
-                                                     "alertname": alert.alertname, "labels": dict(alert.labels)},
-                 incident.id)
-    if alert.status == "resolved":
-        session.flush()
-        return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(session, incident))
-    incident.firing = True
-    return AttachOutcome(incident.id, new=True)
+    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, target_labels: list[str]):
+        self.session, self.inventory, self.target_labels = session, inventory, target_labels
+        audit.lock(session)
+        fingerprints = sorted({a.fingerprint for a in alerts})
+        self.known: dict[tuple[str, str, str], str | None] = {}
+        for chunk in _chunks(fingerprints):
+            for fp, starts_at, status, incident_id in session.execute(select(
+                    AlertRow.fingerprint, AlertRow.starts_at, AlertRow.status, AlertRow.incident_id)
+                    .where(AlertRow.fingerprint.in_(chunk))):
+                self.known[(fp, starts_at, status)] = incident_id
+        self.targets = {id(a): host_from_labels(a.labels, inventory, target_labels)
+                        for a in alerts if a.status == "firing"}
+        keys = sorted({_correlation_key(a, self.targets[id(a)][0], target_labels)
+                       for a in alerts if a.status == "firing"})
+        self.open: dict[str, Incident] = {}
+        for chunk in _chunks(keys):
+            for incident in session.execute(select(Incident).where(Incident.correlation_key.in_(chunk),
+                                                                   Incident.state.in_(_OPEN))
+                                            .order_by(Incident.created_at)).scalars():
+                self.open[incident.correlation_key] = incident   # the newest wins
+        self._rows: list[dict[str, Any]] = []
+        self.hostless: dict[str, int] = {}   # incidents opened for no inventory host -> the delivery that opened them
+
+    def attach(self, delivery_id: int, alert: Alert) -> AttachOutcome:
+        """Store one alert (unless it is a duplicate) and open, join or close its incident."""
+        starts_at = _starts_at(alert)
+        identity = (alert.fingerprint, starts_at, alert.status)
+        if identity in self.known:
+            return AttachOutcome(self.known[identity], new=False)
+        if alert.status == "firing":
+            host, how = self.targets[id(alert)]
+            incident = self._open_incident(alert, _correlation_key(alert, host, self.target_labels), host, how)
+            if host is None:
+                self.hostless.setdefault(incident.id, delivery_id)
+        else:
+            firing = self.known.get((alert.fingerprint, starts_at, "firing"))
+            incident = self.session.get(Incident, firing) if firing else None
+        self.known[identity] = incident.id if incident else None
+        self._rows.append(dict(delivery_id=delivery_id, incident_id=incident.id if incident else None,
+                               fingerprint=alert.fingerprint, starts_at=starts_at, status=alert.status,
+                               alertname=alert.alertname, severity=alert.severity, labels=dict(alert.labels),
+                               annotations=dict(alert.annotations), generator_url=alert.generatorURL,
+                               received_at=utcnow()))
+        if incident is None:
+            audit.append(self.session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint,
+                                                                    "alertname": alert.alertname})
+            return AttachOutcome(None, new=True)
+        audit.append(self.session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
+                                                              "alertname": alert.alertname, "labels": dict(alert.labels)},
+                     incident.id)
+        if alert.status == "resolved":
+            self.flush()   # still_firing() reads the rows
+            return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(self.session, incident))
+        incident.firing = True
+        return AttachOutcome(incident.id, new=True)
+
+    def flush(self) -> None:
+        """Write the alert rows attached so far (one statement)."""
+        self.session.flush()   # their new incidents first
+        if self._rows:
+            self.session.execute(insert(AlertRow), self._rows)
+            self._rows = []
+
+    def _open_incident(self, alert: Alert, key: str, host: str | None, how: str) -> Incident:
+        incident = self.open.get(key)
+        if incident is not None and incident.state in _OPEN:
+            audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
+            return incident
+        incident = Incident(id=new_incident_id(), correlation_key=key, alertname=alert.alertname, host=host,
+                            severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
+                            firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
+                            evidence={}, reason="" if host else how, generator_url=alert.generatorURL,
+                            created_at=utcnow(), updated_at=utcnow())
+        self.session.add(incident)
+        self.open[key] = incident
+        audit.append(self.session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,
+                                                       "severity": alert.severity, "key": key}, incident.id)
+        return incident
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
 
 
 def _correlation_key(alert: Alert, host: str | None, target_labels: list[str]) -> str:
@@ -100,30 +154,6 @@ def _correlation_key(alert: Alert, host: str | None, target_labels: list[str]) -
         return f"{alert.alertname}|{host}"
     raw = next((strip_port(alert.labels[name]) for name in target_labels if alert.labels.get(name)), alert.fingerprint)
     return f"{alert.alertname}|?{raw}"
-
-
-def _open_incident(session: Session, alert: Alert, key: str, host: str | None, how: str) -> Incident:
-    incident = session.execute(select(Incident).where(Incident.correlation_key == key, Incident.state.in_(_OPEN))
-                               .order_by(Incident.created_at.desc()).limit(1)).scalar_one_or_none()
-    if incident is not None:
-        audit.append(session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
-        return incident
-    incident = Incident(id=new_incident_id(), correlation_key=key, alertname=alert.alertname, host=host,
-                        severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
-                        firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
-                        evidence={}, reason="" if host else how, generator_url=alert.generatorURL)
-    session.add(incident)
-    session.flush()
-    audit.append(session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,
-                                              "severity": alert.severity, "key": key}, incident.id)
-    return incident
-
-
-def _incident_of_firing(session: Session, alert: Alert, starts_at: str) -> Incident | None:
-    firing = session.execute(select(AlertRow).where(
-        AlertRow.fingerprint == alert.fingerprint, AlertRow.starts_at == starts_at, AlertRow.status == "firing",
-        AlertRow.incident_id.is_not(None))).scalars().first()
-    return session.get(Incident, firing.incident_id) if firing else None
 
 
 def still_firing(session: Session, incident_id: str) -> bool:

@@ -62,6 +62,7 @@ class Engine:
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics)
         self.notifier = Notifier(self.store, settings)
+        self.intake = intake.GroupCommit(self.store, self.inventory, settings)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -111,9 +112,12 @@ class Engine:
     def receive(self, body: bytes) -> intake.IntakeResult:
         """A webhook body: validated, stored (before the caller answers), then the workers are woken."""
         payload = intake.parse_payload(body)
-        result = intake.accept(self.store, payload, self.inventory, self.settings)
+        result = self.intake.accept(payload)
         self.metrics.alerts.labels("new").inc(result.new_alerts)
         self.metrics.alerts.labels("duplicate").inc(result.duplicates)
+        for _ in result.escalated:
+            self.metrics.closed.labels("escalated").inc()
+            self.metrics.time_to_close.labels("escalated").observe(0)
         self.pipeline.wake()
         if payload.truncatedAlerts and self.settings.alertmanager_url:
             # After the answer's data is safe: fetching the rest must not hold up (or fail) the 200.
