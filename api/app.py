@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, Field
 
 from api import ui
@@ -88,6 +89,11 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         return JSONResponse({"error": type(exc).__name__, "detail": exc.message}, status_code=exc.status, headers=headers)
 
     app.add_exception_handler(ui.LoginRequired, ui.to_login)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        # The sender hung up before its body arrived: nothing was stored, it sends again (no traceback).
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

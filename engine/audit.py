@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from engine.store import AuditEvent, AuditHead, Store
@@ -41,17 +41,25 @@ def lock(session: Session) -> AuditHead:
     return head
 
 
-def append(session: Session, kind: str, data: dict[str, Any], incident_id: str | None = None) -> AuditEvent:
+def append(session: Session, kind: str, data: dict[str, Any], incident_id: str | None = None) -> None:
     """Add one event inside the caller's write transaction (so it commits with the change it records)."""
     head = lock(session)
     data = json.loads(json.dumps(data, default=str))   # exactly what the JSON column will hold
     seq = head.seq + 1
     at = datetime.now(UTC).isoformat()
     digest = _digest(head.hash, seq, at, incident_id, kind, data)
-    event = AuditEvent(seq=seq, at=at, incident_id=incident_id, kind=kind, data=data, prev_hash=head.hash, hash=digest)
-    session.add(event)
+    # Written in one statement when the transaction commits: an intake batch appends hundreds.
+    session.info.setdefault("audit_pending", []).append(
+        {"seq": seq, "at": at, "incident_id": incident_id, "kind": kind, "data": data, "prev_hash": head.hash,
+         "hash": digest})
     head.seq, head.hash = seq, digest
-    return event
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    pending = session.info.pop("audit_pending", None)
+    if pending:
+        session.execute(insert(AuditEvent), pending)
 
 
 class AuditReport(BaseModel):

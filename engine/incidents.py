@@ -84,7 +84,7 @@ class Attacher:
                                             .order_by(Incident.created_at)).scalars():
                 self.open[incident.correlation_key] = incident   # the newest wins
         self._rows: list[dict[str, Any]] = []
-        self.hostless: dict[str, int] = {}   # incidents opened for no inventory host -> the delivery that opened them
+        self.hostless: dict[str, tuple[Incident, int]] = {}   # opened for no inventory host, by the delivery
 
     def attach(self, delivery_id: int, alert: Alert) -> AttachOutcome:
         """Store one alert (unless it is a duplicate) and open, join or close its incident."""
@@ -96,7 +96,7 @@ class Attacher:
             host, how = self.targets[id(alert)]
             incident = self._open_incident(alert, _correlation_key(alert, host, self.target_labels), host, how)
             if host is None:
-                self.hostless.setdefault(incident.id, delivery_id)
+                self.hostless.setdefault(incident.id, (incident, delivery_id))
         else:
             firing = self.known.get((alert.fingerprint, starts_at, "firing"))
             incident = self.session.get(Incident, firing) if firing else None

@@ -93,8 +93,8 @@ def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: In
             results.append(IntakeResult(delivery_id=delivery.id, alerts=len(payload.alerts), new_alerts=new,
                                         duplicates=len(payload.alerts) - new, incidents=touched))
         by_delivery = {r.delivery_id: r for r in results}
-        for incident_id, delivery_id in attacher.hostless.items():
-            _escalate_hostless(session, settings, session.get(Incident, incident_id))
+        for incident_id, (incident, delivery_id) in attacher.hostless.items():
+            _escalate_hostless(session, settings, incident)
             by_delivery[delivery_id].escalated.append(incident_id)
         attacher.flush()
         return results

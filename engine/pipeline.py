@@ -41,6 +41,7 @@ class _ShuttingDown(Exception):
 log = logging.getLogger(__name__)
 
 #: Before the real run nothing has changed on a host, so after a crash these are simply worked again.
+_CLAIMABLE = [IncidentState.RECEIVED.value, IncidentState.APPROVED.value]
 _REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING}
 _NOTIFY_ON = {IncidentState.DENIED: NotifyEvent.DENIED, IncidentState.FAILED: NotifyEvent.FAILED,
               IncidentState.ESCALATED: NotifyEvent.ESCALATED, IncidentState.AWAITING_APPROVAL: NotifyEvent.AWAITING_APPROVAL,
@@ -133,13 +134,15 @@ class Pipeline:
 
     def claim(self) -> str | None:
         """Take the most urgent incident whose host is free; None when there is nothing to do."""
+        with self.store.read() as session:   # most wake-ups find nothing: don't queue for the write lock then
+            if session.execute(select(Incident.id).where(Incident.state.in_(_CLAIMABLE)).limit(1)).first() is None:
+                return None
         with self.store.write() as session:
             held = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
             approved_hosts = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state == IncidentState.APPROVED)).all()}
-            queue = session.execute(select(Incident).where(
-                Incident.state.in_([IncidentState.RECEIVED.value, IncidentState.APPROVED.value]))
+            queue = session.execute(select(Incident).where(Incident.state.in_(_CLAIMABLE))
                 .order_by(Incident.priority, Incident.created_at).limit(200)).scalars()
             for inc in queue:
                 if inc.host in held:

@@ -118,7 +118,8 @@ class Engine:
         for _ in result.escalated:
             self.metrics.closed.labels("escalated").inc()
             self.metrics.time_to_close.labels("escalated").observe(0)
-        self.pipeline.wake()
+        if result.new_alerts and set(result.incidents) - set(result.escalated):
+            self.pipeline.wake()
         if payload.truncatedAlerts and self.settings.alertmanager_url:
             # After the answer's data is safe: fetching the rest must not hold up (or fail) the 200.
             threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
