@@ -16,51 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process; peak RSS (VmHWM) of it and its children read from /proc."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], port: int):
-        self.port = port
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code in (200, 503):
-                    time.sleep(1)
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(f"{argv} did not start")
-
-    def rss_mb(self, field: str = "VmRSS") -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+from bench.common import ROOT, TOKEN, Server, free_port, start_remediator
 
 
 def load(port: int, per_request: int, distinct: bool, concurrency: int, seconds: float, salt: str) -> dict:
@@ -100,39 +62,42 @@ def run_all(kind: str, server: Server, seconds: float) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=5, help="load per cell (12 cells per server)")
-    ap.add_argument("--json", type=Path, help="also write every figure here")
-    args = ap.parse_args()
+def run(seconds: float) -> dict:
+    """Benchmark 1 and the memory figures of 4; prints its table, returns every figure."""
     py = sys.executable
     base_port = free_port()
     baseline = Server([py, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(base_port), "--log-level", "warning",
                        "--no-access-log"], {**os.environ, "PYTHONPATH": str(ROOT)}, base_port)
-    base_rows = run_all("baseline", baseline, args.seconds)
+    base_rows = run_all("baseline", baseline, seconds)
     baseline.stop()
 
-    data = Path(tempfile.mkdtemp(prefix="remediator-bench-"))
-    port = free_port()
-    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": TOKEN, "REMEDIATOR_PORT": str(port),
-           "REMEDIATOR_SQLITE_SYNCHRONOUS": "FULL"}
-    remediator = Server([str(Path(py).parent / "remediator"), "serve", "--log-level", "warning"], env, port)
+    remediator = start_remediator()
     idle = remediator.rss_mb()
-    rem_rows = run_all("remediator", remediator, args.seconds)
+    rem_rows = run_all("remediator", remediator, seconds)
     remediator.stop()
 
     print("\n| webhook | fingerprints | concurrency | remediator alerts/s | baseline alerts/s | ratio | "
           "remediator p50 / p99 ms | baseline p50 / p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for r, b in zip(rem_rows[:-1], base_rows[:-1]):
+        r["ratio"] = round(r["alerts_per_s"] / b["alerts_per_s"], 3)
         print(f"| {r['alerts_per_webhook']} alert(s) | {r['fingerprints']} | {r['concurrency']} | {r['alerts_per_s']} | "
-              f"{b['alerts_per_s']} | {r['alerts_per_s'] / b['alerts_per_s']:.2f} | {r['p50_ms']} / {r['p99_ms']} | "
+              f"{b['alerts_per_s']} | {r['ratio']:.2f} | {r['p50_ms']} / {r['p99_ms']} | "
               f"{b['p50_ms']} / {b['p99_ms']} |")
-    print(f"\npeak RSS: remediator idle {idle:.0f} MB, under load {rem_rows[-1]['peak_rss_mb']:.0f} MB; "
-          f"baseline under load {base_rows[-1]['peak_rss_mb']:.0f} MB "
-          f"(ratio {rem_rows[-1]['peak_rss_mb'] / base_rows[-1]['peak_rss_mb']:.1f})")
+    peak, base_peak = rem_rows[-1]["peak_rss_mb"], base_rows[-1]["peak_rss_mb"]
+    print(f"\npeak RSS: remediator idle {idle:.0f} MB, under load {peak:.0f} MB; "
+          f"baseline under load {base_peak:.0f} MB (ratio {peak / base_peak:.1f})")
+    return {"baseline": base_rows, "remediator": rem_rows, "idle_rss_mb": round(idle, 1), "load_rss_mb": peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5, help="load per cell (12 cells per server)")
+    ap.add_argument("--json", type=Path, help="also write every figure here")
+    args = ap.parse_args()
+    figures = run(args.seconds)
     if args.json:
-        args.json.write_text(json.dumps({"baseline": base_rows, "remediator": rem_rows, "idle_rss_mb": idle}, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

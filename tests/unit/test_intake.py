@@ -1,6 +1,7 @@
 """Intake and incidents: payload validation, dedup, correlation, resolved closes, priority."""
 import copy
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -8,7 +9,7 @@ from sqlalchemy import select
 
 from engine import PROJECT_ROOT
 from engine.errors import PayloadError
-from engine.intake import accept, parse_payload
+from engine.intake import GroupCommit, accept, accept_many, parse_payload
 from engine.models import IncidentState
 from engine.settings import Settings
 from engine.store import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
@@ -99,12 +100,46 @@ def test_resend_is_a_duplicate_and_opens_nothing(post, store):
         assert len(s.execute(select(AlertRow)).all()) == 3
 
 
-def test_unknown_hosts_are_kept_apart_and_say_why(post, store):
-    post("alertmanager-firing-grouped.json")
+def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inventory, settings):
+    """A group commit stores several deliveries at once: a resend inside the same batch is still a duplicate."""
+    grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
+    correlated = parse_payload((PAYLOADS / "correlated-firing.json").read_bytes())
+    first, again, other = accept_many(store, [grouped, grouped, correlated], inventory, settings)
+    assert (first.new_alerts, again.duplicates, other.new_alerts) == (3, 3, 3)
+    assert again.incidents == first.incidents
+    assert len(_incidents(store)) == 5
+
+
+def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(store, inventory, settings, monkeypatch):
+    from engine import intake
+    batches = []
+    real = intake.accept_many
+    monkeypatch.setattr(intake, "accept_many", lambda st, payloads, *a: batches.append(len(payloads)) or real(st, payloads, *a))
+    template = json.loads((SAMPLES / "alertmanager-firing-grouped.json").read_text())
+    bodies = []
+    for n in range(24):
+        body = copy.deepcopy(template)
+        body["alerts"] = [{**body["alerts"][0], "fingerprint": f"{n:016x}"}]
+        bodies.append(parse_payload(json.dumps(body).encode()))
+    group = GroupCommit(store, inventory, settings)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(group.accept, bodies))
+    assert [r.new_alerts for r in results] == [1] * 24 and sum(batches) == 24
+    assert len({r.delivery_id for r in results}) == 24
+    assert len(_incidents(store)) == 1   # one alertname on one host: they all correlate
+
+
+def test_unknown_hosts_are_kept_apart_say_why_and_are_escalated_at_once(post, store):
+    result = post("alertmanager-firing-grouped.json")
     by_key = {i.correlation_key: i for i in _incidents(store)}
     assert by_key["ServiceDown|api-server-01"].host == "api-server-01"
+    assert by_key["ServiceDown|api-server-01"].state == IncidentState.RECEIVED
     unknown = by_key["ServiceDown|?api-server-02"]
     assert unknown.host is None and "no inventory host matches instance='api-server-02:8080'" in unknown.reason
+    assert unknown.state == IncidentState.ESCALATED and unknown.id in result.escalated
+    with store.read() as s:
+        notes = s.execute(select(OutboxMessage).where(OutboxMessage.incident_id == unknown.id)).scalars().all()
+    assert [n.event for n in notes] == ["escalated"]
 
 
 def test_alerts_of_one_alertname_on_one_host_correlate(post, store):

@@ -1,0 +1,86 @@
+"""What the benchmarks share: servers as processes on loopback, their memory, the lab, the clock."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token"
+VENV_BIN = Path(sys.executable).parent
+FINAL = {"resolved", "failed", "escalated", "denied", "rejected", "expired"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process; its RSS read from /proc."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path | None = None):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        out = open(log, "w") if log else subprocess.DEVNULL   # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code in (200, 503):
+                    time.sleep(1)
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{argv} did not start (log: {log})")
+
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def start_remediator(**settings: str) -> Server:
+    """`remediator serve` on a free port with a store of its own; settings as REMEDIATOR_<NAME>."""
+    data = Path(tempfile.mkdtemp(prefix="remediator-bench-"))
+    port = free_port()
+    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": TOKEN, "REMEDIATOR_PORT": str(port),
+           "REMEDIATOR_SQLITE_SYNCHRONOUS": "FULL", "COLUMNS": "200",
+           **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
+    return Server([str(VENV_BIN / "remediator"), "serve", "--log-level", "warning"], env, port, log=data / "serve.log")
+
+
+def client(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+
+def wait_final(http: httpx.Client, incident_id: str, timeout_s: float = 300, poll_s: float = 0.05) -> dict:
+    """Poll an incident until its state is final; its detail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        detail = http.get(f"/incidents/{incident_id}").json()
+        if detail["state"] in FINAL:
+            return detail
+        time.sleep(poll_s)
+    raise TimeoutError(f"incident {incident_id} is not final after {timeout_s} s: {detail['state']}")
+
+
+def lab_exec(host: str, *argv: str) -> str:
+    """Run a command in a lab container (to break a service before a fix)."""
+    return subprocess.run(["podman", "exec", f"remediator-lab-{host}", *argv], capture_output=True, text=True).stdout.strip()
+
+
+def lab_up() -> None:
+    subprocess.run([str(VENV_BIN / "remediator"), "lab", "up"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
