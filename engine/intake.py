@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from engine import audit, incidents
@@ -21,7 +22,7 @@ from engine.errors import PayloadError, StoreUnavailable
 from engine.models import IncidentState
 from engine.notify import NotifyEvent, notify_incident
 from engine.settings import Settings
-from engine.store import Delivery, Incident, Store
+from engine.store import Delivery, Incident, Store, utcnow
 from engine.targets import Inventory
 
 __all__ = ["parse_payload", "accept", "accept_many", "GroupCommit", "note_refetch", "IntakeResult"]
@@ -69,17 +70,17 @@ def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: In
                 ) -> list[IntakeResult]:
     """Store several deliveries in ONE transaction (one fsync), in order: the group commit's unit."""
     with store.write() as session:
-        deliveries = [Delivery(group_key=p.groupKey, status=p.status, alerts_count=len(p.alerts),
-                               truncated=p.truncatedAlerts, body=p.model_dump(mode="json")) for p in payloads]
-        session.add_all(deliveries)
-        session.flush()
+        # Core statements, not ORM objects: one INSERT for every delivery of the batch.
+        delivery_ids = session.execute(insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), [
+            {"group_key": p.groupKey, "status": p.status, "alerts_count": len(p.alerts), "truncated": p.truncatedAlerts,
+             "body": p.model_dump(mode="json"), "received_at": utcnow(), "new_alerts": 0} for p in payloads]).scalars().all()
         attacher = incidents.Attacher(session, [a for p in payloads for a in p.alerts], inventory, settings.target_labels)
         results = []
-        for payload, delivery in zip(payloads, deliveries):
+        for payload, delivery_id in zip(payloads, delivery_ids):
             touched: list[str] = []
             new = 0
             for alert in payload.alerts:
-                outcome = attacher.attach(delivery.id, alert)
+                outcome = attacher.attach(delivery_id, alert)
                 new += outcome.new
                 if outcome.closed_from in _PEOPLE_WERE_TOLD:
                     notify_incident(session, settings, session.get(Incident, outcome.incident_id),
@@ -89,14 +90,16 @@ def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: In
             if payload.truncatedAlerts:
                 attacher.flush()
                 incidents.note_truncation(session, touched, payload.truncatedAlerts)
-            delivery.new_alerts = new
-            results.append(IntakeResult(delivery_id=delivery.id, alerts=len(payload.alerts), new_alerts=new,
+            results.append(IntakeResult(delivery_id=delivery_id, alerts=len(payload.alerts), new_alerts=new,
                                         duplicates=len(payload.alerts) - new, incidents=touched))
         by_delivery = {r.delivery_id: r for r in results}
         for incident_id, (incident, delivery_id) in attacher.hostless.items():
             _escalate_hostless(session, settings, incident)
             by_delivery[delivery_id].escalated.append(incident_id)
         attacher.flush()
+        counted = [{"id": r.delivery_id, "new_alerts": r.new_alerts} for r in results if r.new_alerts]
+        if counted:
+            session.execute(update(Delivery), counted)
         return results
 
 

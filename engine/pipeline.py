@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -203,8 +204,6 @@ class Pipeline:
                                 data={"planner": plan.planner, "fallback": plan.fallback})
 
         params = self.validated(plan)
-        found = self._diagnose(inc, plan, params, evidence)
-        plan = plan.model_copy(update={"evidence": sorted(found)})
         decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan, params))
         decision = self._breaker_check(plan.entry, decision)
         if inc.interrupted == "apply" and decision.verdict == Verdict.ALLOW:
@@ -212,23 +211,48 @@ class Pipeline:
                 "the last real run was cut off by a restart and may have changed the host; a person decides "
                 "from this new dry run whether it runs again"])
         proposal = plan.model_copy(update={"params": params or plan.params})
+        if decision.verdict == Verdict.DENY:   # the evidence is for the person it goes to; nothing else runs
+            proposal = self._planned(inc.id, proposal, decision, self._diagnose(inc, plan, params, evidence))
+            return self._finish(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
+
+        # The entry's diagnostics and the check run are both read-only: they run side by side, and
+        # both are in before anything is asked of a person or run for real.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"diagnose-{inc.id}") as pool:
+            gathering = pool.submit(self._diagnose, inc, plan, params, evidence)
+            proposal = self._planned(inc.id, proposal, decision, {})
+            preview_result = self._check(inc.id, proposal, check_no=1)
+            found = gathering.result()
+        proposal = self._with_evidence(inc.id, proposal, found)
+        if preview_result is None:
+            return
+        if decision.verdict == Verdict.APPROVE:
+            return self._await_approval(inc.id, decision, preview_result)
+        self._execute(inc.id, proposal)
+
+    def _planned(self, incident_id: str, proposal: ActionProposal, decision: PolicyDecision, found: dict[str, Any]
+                 ) -> ActionProposal:
+        """Record the plan and the verdict (and the evidence, when it is in already)."""
+        if found:
+            proposal = proposal.model_copy(update={"evidence": sorted(found)})
         with self.store.write() as session:
-            row = session.get(Incident, inc.id)
+            row = session.get(Incident, incident_id)
             row.evidence = found
             row.entry = proposal.entry
             row.proposal = proposal.model_dump(mode="json")
             row.decision = decision.model_dump(mode="json")
             incidents.transition(session, row, IncidentState.PLANNED, proposal.rationale,
                                  data={"proposal": row.proposal, "decision": row.decision})
-        if decision.verdict == Verdict.DENY:
-            return self._finish(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
+        return proposal
 
-        preview_result = self._check(inc.id, proposal, check_no=1)
-        if preview_result is None:
-            return
-        if decision.verdict == Verdict.APPROVE:
-            return self._await_approval(inc.id, decision, preview_result)
-        self._execute(inc.id, proposal)
+    def _with_evidence(self, incident_id: str, proposal: ActionProposal, found: dict[str, Any]) -> ActionProposal:
+        """The evidence gathered beside the check run, on the incident and its proposal."""
+        proposal = proposal.model_copy(update={"evidence": sorted(found)})
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            row.evidence = found
+            row.proposal = proposal.model_dump(mode="json")
+            audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
+        return proposal
 
     def _breaker_check(self, entry: str, decision: PolicyDecision) -> PolicyDecision:
         """While a circuit breaker is open, what policy would allow needs a person instead."""
