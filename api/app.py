@@ -23,7 +23,7 @@ from engine.breaker import BreakerView
 from engine.errors import AuthError, PayloadError, RemediatorError
 from engine.identities import Identity, Role
 from engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
-from engine.queries import IncidentDetail, IncidentSummary, get_incident, list_incidents
+from engine.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
 from engine.service import Engine
 
 __all__ = ["create_app"]
@@ -121,10 +121,14 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
                 raise PayloadError(f"the body is over {limit} bytes", status=413)
         if signatures is not None:
             signatures.verify(request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), bytes(body))
-        result = await run_in_threadpool(engine.receive, bytes(body))
+        ack = await run_in_threadpool(engine.acknowledge, bytes(body))
         engine.metrics.webhook_requests.labels("200").inc()
-        return {"status": "accepted", "alerts": result.alerts, "new": result.new_alerts,
-                "duplicates": result.duplicates, "incidents": result.incidents, "escalated": result.escalated}
+        return {"status": "accepted", "delivery": ack.delivery, "alerts": ack.alerts}
+
+    @app.get("/deliveries/{delivery_id}", response_model=DeliveryView,
+             summary="one webhook: stored, and once taken in, its new and duplicate alerts and incidents")
+    def delivery(delivery_id: int, _: Auth) -> DeliveryView:
+        return get_delivery(engine.store, delivery_id)
 
     @app.post("/", include_in_schema=False)
     async def wrong_path() -> JSONResponse:

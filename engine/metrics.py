@@ -2,7 +2,7 @@
 backlog are read from the store at scrape time, so they survive a restart and agree across processes."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
@@ -62,6 +62,8 @@ class Metrics:
         self.breaker_opened = Counter("remediator_breaker_opened", "Circuit breakers opened, by scope", ["scope"], registry=r)
         self.llm_tokens = Counter("remediator_llm_tokens", "Tokens the LLM planner used", ["kind"], registry=r)
         self.notifications = Counter("remediator_notifications_sent", "Notifications delivered", ["channel"], registry=r)
+        self.intake_backlog = Gauge("remediator_intake_backlog", "Alerts acknowledged, not yet taken into incidents",
+                                    registry=r)
         if store is not None:
             r.register(_StoreCollector(store))
 

@@ -1,4 +1,4 @@
-"""Read models of incidents for the API and the CLI: a list row, and the whole story of one incident."""
+"""Read models for the API and the CLI: incidents (a list row, the whole story of one) and deliveries."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,9 +8,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from engine.errors import NotFound
-from engine.store import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Run, Store
+from engine.store import AlertRow, Approval, AuditEvent, Delivery, Incident, OutboxMessage, Run, Store
 
-__all__ = ["IncidentSummary", "IncidentDetail", "list_incidents", "get_incident"]
+__all__ = ["IncidentSummary", "IncidentDetail", "DeliveryView", "list_incidents", "get_incident", "get_delivery"]
 
 
 class IncidentSummary(BaseModel):
@@ -125,3 +125,33 @@ def get_incident(store: Store, incident_id: str) -> IncidentDetail:
             notifications=[NotificationView.model_validate(n, from_attributes=True) for n in rows(OutboxMessage, OutboxMessage.id)],
             timeline=[TimelineEvent.model_validate(e, from_attributes=True) for e in rows(AuditEvent, AuditEvent.seq)],
         )
+
+
+class DeliveryView(BaseModel):
+    """One webhook: stored (acknowledged), and once taken in, what it became."""
+
+    id: int
+    received_at: datetime
+    group_key: str
+    status: str
+    alerts: int
+    truncated_alerts: int
+    ingested: bool
+    ingested_at: datetime | None
+    new: int | None = None
+    duplicates: int | None = None
+    incidents: list[str] | None = None
+    escalated: list[str] | None = None
+    error: str | None = None
+
+
+def get_delivery(store: Store, delivery_id: int) -> DeliveryView:
+    with store.read() as session:
+        d = session.get(Delivery, delivery_id)
+        if d is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        outcome = d.outcome or {}
+        return DeliveryView(id=d.id, received_at=d.received_at, group_key=d.group_key, status=d.status,
+                            alerts=d.alerts_count, truncated_alerts=d.truncated, ingested=d.ingested_at is not None,
+                            ingested_at=d.ingested_at, **{k: outcome.get(k) for k in
+                                                          ("new", "duplicates", "incidents", "escalated", "error")})

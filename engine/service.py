@@ -29,7 +29,14 @@ from engine.settings import Settings
 from engine.store import Store
 from engine.targets import host_from_labels, load_inventory
 
-__all__ = ["Engine", "WhatIf"]
+__all__ = ["Engine", "WhatIf", "Acknowledged"]
+
+
+class Acknowledged(BaseModel):
+    """A webhook stored durably; GET /deliveries/{delivery} shows what it became."""
+
+    delivery: int
+    alerts: int
 
 
 class WhatIf(BaseModel):
@@ -62,7 +69,9 @@ class Engine:
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics)
         self.notifier = Notifier(self.store, settings)
-        self.intake = intake.GroupCommit(self.store, self.inventory, settings)
+        self.inbox = intake.GroupCommit(self.store, intake.store_deliveries)
+        self.ingester = intake.Ingester(self.store, self.inventory, settings, on_ingested=self._ingested)
+        self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -72,11 +81,13 @@ class Engine:
     def start(self) -> None:
         """Start the pipeline workers and the housekeeper (notifications, approval expiry)."""
         self.pipeline.start()
+        self.ingester.start()
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
         self._housekeeper.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.ingester.stop()
         self.pipeline.stop()
         if self._housekeeper:
             self._housekeeper.join(15)
@@ -104,26 +115,49 @@ class Engine:
         except Exception as exc:
             checks["store"] = f"unavailable: {exc}"
         checks["workers"] = "ok" if self.pipeline.alive() else "not running"
+        checks["ingester"] = ("not running" if not self.ingester.alive() else
+                              f"{self.ingester.backlog} alerts waiting: {self.ingester.stuck}" if self.ingester.stuck else "ok")
         checks["housekeeper"] = "ok" if self._housekeeper and self._housekeeper.is_alive() else "not running"
         return all(v == "ok" for v in checks.values()), checks
 
     # ---- what the API calls ----------------------------------------------------------------
 
-    def receive(self, body: bytes) -> intake.IntakeResult:
-        """A webhook body: validated, stored (before the caller answers), then the workers are woken."""
+    def acknowledge(self, body: bytes) -> Acknowledged:
+        """The webhook: validate, store durably (group commit), hand to the ingester; then the caller answers 2xx.
+
+        PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when
+        the store cannot take it or the ingester is more than `intake_backlog_max` alerts behind."""
         payload = intake.parse_payload(body)
-        result = self.intake.accept(payload)
-        self.metrics.alerts.labels("new").inc(result.new_alerts)
-        self.metrics.alerts.labels("duplicate").inc(result.duplicates)
-        for _ in result.escalated:
-            self.metrics.closed.labels("escalated").inc()
-            self.metrics.time_to_close.labels("escalated").observe(0)
-        if result.new_alerts and set(result.incidents) - set(result.escalated):
-            self.pipeline.wake()
-        if payload.truncatedAlerts and self.settings.alertmanager_url:
-            # After the answer's data is safe: fetching the rest must not hold up (or fail) the 200.
-            threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
+        if self.ingester.backlog + len(payload.alerts) > self.settings.intake_backlog_max and self.ingester.backlog:
+            raise StoreUnavailable(f"{self.ingester.backlog} alerts are waiting to be taken in (intake_backlog_max "
+                                   f"{self.settings.intake_backlog_max}); send again shortly")
+        # Started before the delivery is stored: recovery at start takes in only what came before.
+        self.ingester.start()   # no-op when running (the API without a started engine still takes alerts in)
+        delivery_id = self.inbox.submit(payload)
+        self.ingester.put(delivery_id, payload)
+        return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
+
+    def receive(self, body: bytes) -> intake.IntakeResult:
+        """Validate, store and take in one webhook body in the caller's thread (the CLI and tests): its full result."""
+        payload = intake.parse_payload(body)
+        result = intake.accept(self.store, payload, self.inventory, self.settings)
+        self._ingested([(payload, result)])
         return result
+
+    def _ingested(self, done: list[tuple[AlertmanagerPayload, intake.IntakeResult]]) -> None:
+        """After deliveries were taken in: metrics, wake the workers, fetch what truncated groups left out."""
+        wake = False
+        for payload, result in done:
+            self.metrics.alerts.labels("new").inc(result.new_alerts)
+            self.metrics.alerts.labels("duplicate").inc(result.duplicates)
+            for _ in result.escalated:
+                self.metrics.closed.labels("escalated").inc()
+                self.metrics.time_to_close.labels("escalated").observe(0)
+            wake = wake or bool(result.new_alerts and set(result.incidents) - set(result.escalated))
+            if payload.truncatedAlerts and self.settings.alertmanager_url:
+                threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
+        if wake:
+            self.pipeline.wake()
 
     def refetch_truncated(self, payload: AlertmanagerPayload, result: intake.IntakeResult) -> int:
         """Fetch a truncated group's missing alerts from the Alertmanager API and take them in; returns how many were new."""

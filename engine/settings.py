@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     planner: Literal["runbook", "llm"] = "runbook"
     target_labels: list[str] = Field(default_factory=lambda: ["instance", "host", "nodename"])
     workers: int = Field(2, ge=1, le=64, description="incidents worked on at once (global concurrency)")
+    intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "
+                                    "above this the webhook answers 503 (Alertmanager retries)")
     run_timeout_s: int = Field(300, ge=5)
     diagnostic_timeout_s: int = Field(120, ge=5)
     approval_ttl_s: int = Field(1800, ge=10)

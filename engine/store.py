@@ -32,7 +32,7 @@ class Base(DeclarativeBase):
 
 
 class Delivery(Base):
-    """One webhook request, as received (kept for replay; pruned by retention)."""
+    """One webhook request, as received: acknowledged once stored, then taken into incidents (ingested)."""
 
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -43,6 +43,8 @@ class Delivery(Base):
     new_alerts: Mapped[int] = mapped_column(Integer, default=0)
     truncated: Mapped[int] = mapped_column(Integer, default=0)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ingested_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)   # None: acknowledged, not yet taken in
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)                 # new, duplicates, incidents, escalated
 
 
 class AlertRow(Base):

@@ -79,6 +79,17 @@ class Server:
         return self.client.post("/webhook/alertmanager", content=payload_file.read_bytes(),
                                 headers={"content-type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
 
+    def taken_in(self, response: httpx.Response, timeout_s: float = 30) -> dict:
+        """What an acknowledged webhook became (GET /deliveries/{id}, once the ingester took it in)."""
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            delivery = self.client.get(f"/deliveries/{response.json()['delivery']}").json()
+            if delivery["ingested"]:
+                return delivery
+            time.sleep(0.05)
+        raise AssertionError(f"delivery {response.json()} not taken in after {timeout_s} s\n{self.log.read_text()[-3000:]}")
+
     def wait_state(self, incident_id: str, states: set[str], timeout_s: float = 180) -> dict:
         deadline = time.monotonic() + timeout_s
         detail: dict = {}

@@ -51,7 +51,7 @@ def alice(pages) -> str:
 @pytest.fixture(scope="module")
 def waiting(pages) -> str:
     r = pages.post(PAYLOADS / "bad-release-api-server-01.json")
-    (incident_id,) = r.json()["incidents"]
+    (incident_id,) = pages.taken_in(r)["incidents"]
     d = pages.wait_state(incident_id, {"awaiting_approval", "denied", "escalated", "failed"})
     assert d["state"] == "awaiting_approval", d["reason"]
     assert "from 1.4.2 to 1.4.1 and restart webapp" in d["preview"]["summary"]

@@ -33,7 +33,7 @@ def test_the_model_fixes_the_stopped_gateway(llm_server, model):
 
     r = llm_server.post(SAMPLES / "alertmanager-firing-grouped.json")
     assert r.status_code == 200, r.text
-    details = [llm_server.wait_state(i, FINAL) for i in r.json()["incidents"]]
+    details = [llm_server.wait_state(i, FINAL) for i in llm_server.taken_in(r)["incidents"]]
     (fixed,) = [d for d in details if d["host"] == "api-server-01"]
     assert fixed["state"] == "resolved", fixed["reason"]
     assert on_host("api-server-01", "systemctl", "is-active", "api-gateway").stdout.strip() == "active"
@@ -58,7 +58,7 @@ def test_an_obeyed_injection_is_refused_and_nothing_runs(llm_server, model):
     model.add("restart sshd instead", [
         {"tool_calls": [{"name": "restart_service", "arguments": {"unit": "sshd", "reason": "as asked", "rationale": "as asked"}}]}])
     r = llm_server.post(PAYLOADS / "llm-injected-annotation.json")
-    (incident_id,) = r.json()["incidents"]
+    (incident_id,) = llm_server.taken_in(r)["incidents"]
     d = llm_server.wait_state(incident_id, FINAL)
     assert d["state"] == "denied"
     assert "may only restart the unit the alert names" in d["reason"]
@@ -72,7 +72,7 @@ def test_a_failing_endpoint_falls_back_to_the_runbook(llm_server, model):
     model.add("model endpoint failing", [{"status": 500, "message": "out of memory"}])
     on_host("app-server-01", "systemctl", "stop", "webapp")
     r = llm_server.post(PAYLOADS / "llm-endpoint-fails.json")
-    (incident_id,) = r.json()["incidents"]
+    (incident_id,) = llm_server.taken_in(r)["incidents"]
     d = llm_server.wait_state(incident_id, FINAL)
     assert d["state"] == "resolved", d["reason"]
     assert on_host("app-server-01", "systemctl", "is-active", "webapp").stdout.strip() == "active"

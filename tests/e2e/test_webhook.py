@@ -49,10 +49,11 @@ def test_sample_alert_restarts_the_stopped_service(server, receivers):
 
     r = server.post(GROUPED)
     assert r.status_code == 200, r.text
-    assert r.json()["new"] == 3 and len(r.json()["incidents"]) == 3
+    taken = server.taken_in(r)
+    assert taken["new"] == 3 and len(taken["incidents"]) == 3
 
     incidents = {d["host"]: d for d in (server.wait_state(i, {"resolved", "escalated", "failed", "denied"})
-                                        for i in r.json()["incidents"])}
+                                        for i in taken["incidents"])}
     fixed = incidents["api-server-01"]
     assert fixed["state"] == "resolved", fixed["reason"]
     assert on_host("api-server-01", "systemctl", "is-active", "api-gateway").stdout.strip() == "active"
@@ -68,9 +69,9 @@ def test_sample_alert_restarts_the_stopped_service(server, receivers):
         assert kind in kinds, kinds
 
     # The two hosts that are not in the inventory are escalated, never guessed.
-    escalated = [d for d in (server.client.get(f"/incidents/{i}").json() for i in r.json()["incidents"])
+    escalated = [d for d in (server.client.get(f"/incidents/{i}").json() for i in taken["incidents"])
                  if d["host"] is None]
-    assert len(escalated) == 2
+    assert len(escalated) == 2 and sorted(taken["escalated"]) == sorted(d["id"] for d in escalated)
     assert all(d["state"] == "escalated" and "no inventory host matches" in d["reason"] for d in escalated)
 
     # Slack heard both outcomes; PagerDuty resolved the fixed incident and was paged for the others.
@@ -89,7 +90,8 @@ def test_resend_is_not_a_second_run(server):
     before = {i["id"]: len(_runs(server, i["id"])) for i in server.client.get("/incidents").json()}
     r = server.post(GROUPED)
     assert r.status_code == 200
-    assert r.json()["new"] == 0 and r.json()["duplicates"] == 3
+    taken = server.taken_in(r)
+    assert taken["new"] == 0 and taken["duplicates"] == 3
     time.sleep(3)   # give a (wrongly) woken worker time to start something
     after = {i["id"]: len(_runs(server, i["id"])) for i in server.client.get("/incidents").json()}
     assert after == before
@@ -98,7 +100,7 @@ def test_resend_is_not_a_second_run(server):
 def test_hostile_label_never_runs(server, receivers):
     r = server.post(PAYLOADS / "hostile-service-label.json")
     assert r.status_code == 200
-    (incident_id,) = r.json()["incidents"]
+    (incident_id,) = server.taken_in(r)["incidents"]
     d = server.wait_state(incident_id, {"denied", "escalated", "failed", "resolved"})
     assert d["state"] == "denied"
     assert "unit name" in d["reason"]
@@ -113,7 +115,7 @@ def test_hostile_label_never_runs(server, receivers):
 
 def test_approval_runs_exactly_the_previewed_rollback(server, receivers):
     r = server.post(PAYLOADS / "bad-release-app-server-01.json")
-    (incident_id,) = r.json()["incidents"]
+    (incident_id,) = server.taken_in(r)["incidents"]
     d = server.wait_state(incident_id, {"awaiting_approval", "denied", "escalated", "failed"})
     assert d["state"] == "awaiting_approval", d["reason"]
     assert "1.4.2 to 1.4.1" in d["preview"]["summary"]
@@ -139,10 +141,10 @@ def test_approval_runs_exactly_the_previewed_rollback(server, receivers):
 
 def test_resolved_alert_closes_a_waiting_incident(server, receivers):
     r = server.post(PAYLOADS / "bad-release-api-server-01.json")
-    (incident_id,) = r.json()["incidents"]
+    (incident_id,) = server.taken_in(r)["incidents"]
     assert server.wait_state(incident_id, {"awaiting_approval", "denied", "escalated"})["state"] == "awaiting_approval"
     r = server.post(PAYLOADS / "bad-release-api-server-01-resolved.json")
-    assert r.status_code == 200 and r.json()["incidents"] == [incident_id]
+    assert r.status_code == 200 and server.taken_in(r)["incidents"] == [incident_id]
     d = server.client.get(f"/incidents/{incident_id}").json()
     assert d["state"] == "resolved" and not d["firing"]
     assert "nothing was changed" in d["reason"]

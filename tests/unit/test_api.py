@@ -39,10 +39,18 @@ def test_both_rotated_tokens_work_and_nothing_else(client):
     assert client.get("/catalog").status_code == 401
 
 
-def test_accepted_alerts_are_readable_at_once(client):
+def _taken_in(client, engine, response) -> dict:
+    """What an acknowledged webhook became, once the ingester took it in."""
+    assert response.status_code == 200, response.text
+    assert engine.ingester.wait_idle(10)
+    return client.get(f"/deliveries/{response.json()['delivery']}", headers=AUTH).json()
+
+
+def test_an_acknowledged_webhook_is_stored_then_taken_in(client, engine):
     r = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
-    body = r.json()
-    assert body["status"] == "accepted" and body["new"] == 3
+    assert r.json()["status"] == "accepted" and r.json()["alerts"] == 3
+    body = _taken_in(client, engine, r)
+    assert body["ingested"] and body["new"] == 3 and len(body["escalated"]) == 2
     listed = client.get("/incidents", headers=AUTH).json()
     assert {i["id"] for i in listed} == set(body["incidents"])
     detail = client.get(f"/incidents/{body['incidents'][0]}", headers=AUTH).json()
@@ -75,7 +83,8 @@ def test_a_store_that_cannot_take_it_is_503_so_alertmanager_retries(client, engi
         engine.store.engine.dispose()
     else:
         db = sqlite3.connect(tmp_path / "remediator.db")
-        db.execute("DROP TABLE alerts")   # a broken store, as seen by the engine
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("DROP TABLE deliveries")   # a broken store, as seen by the engine
         db.commit()
     r = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
     assert r.status_code == 503
@@ -89,7 +98,7 @@ def test_health_says_what_is_wrong(client):
 
 
 def test_approving_what_is_not_waiting_is_409_and_unknown_is_404(client, engine):
-    incident = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH).json()["incidents"][0]
+    incident = _taken_in(client, engine, client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH))["incidents"][0]
     _, token = engine.identities.add("alice", "approver")
     alice = {"Authorization": f"Bearer {token}"}
     r = client.post(f"/incidents/{incident}/approve", json={}, headers=alice)
@@ -100,12 +109,13 @@ def test_approving_what_is_not_waiting_is_409_and_unknown_is_404(client, engine)
     assert r.status_code == 422 and "comment" in r.json()["detail"]
 
 
-def test_catalog_and_metrics(client):
+def test_catalog_and_metrics(client, engine):
     entries = {e["id"]: e for e in client.get("/catalog", headers=AUTH).json()}
     assert entries["restart_service"]["parameters"]["required"] == ["unit", "reason"]
     assert entries["service_status"]["kind"] == "diagnostic"
     client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
     client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
+    assert engine.ingester.wait_idle(10)
     metrics = client.get("/metrics").text
     assert 'remediator_alerts_received_total{outcome="duplicate"} 3.0' in metrics
     # api-server-01 waits for a worker; 02 and 03 are in no inventory: escalated at intake, nothing to run
@@ -113,6 +123,7 @@ def test_catalog_and_metrics(client):
     assert 'remediator_incidents{state="escalated"} 2.0' in metrics
     assert 'remediator_incidents_closed_total{state="escalated"} 2.0' in metrics
     assert 'remediator_webhook_requests_total{code="200"} 2.0' in metrics
+    assert "remediator_intake_backlog 0.0" in metrics
 
 
 BAD = yaml.safe_load((PROJECT_ROOT / "tests/fixtures/payloads/bad-requests.yml").read_text())

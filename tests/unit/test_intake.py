@@ -1,6 +1,7 @@
 """Intake and incidents: payload validation, dedup, correlation, resolved closes, priority."""
 import copy
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import select
 
 from engine import PROJECT_ROOT
 from engine.errors import PayloadError
-from engine.intake import GroupCommit, accept, accept_many, parse_payload
+from engine.intake import GroupCommit, Ingester, accept, accept_many, ingest, parse_payload, store_deliveries
 from engine.models import IncidentState
 from engine.settings import Settings
 from engine.store import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
@@ -110,23 +111,46 @@ def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inve
     assert len(_incidents(store)) == 5
 
 
-def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(store, inventory, settings, monkeypatch):
-    from engine import intake
+def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(store, inventory, settings):
     batches = []
-    real = intake.accept_many
-    monkeypatch.setattr(intake, "accept_many", lambda st, payloads, *a: batches.append(len(payloads)) or real(st, payloads, *a))
+
+    def write(session, payloads):
+        batches.append(len(payloads))
+        return store_deliveries(session, payloads)
     template = json.loads((SAMPLES / "alertmanager-firing-grouped.json").read_text())
     bodies = []
     for n in range(24):
         body = copy.deepcopy(template)
         body["alerts"] = [{**body["alerts"][0], "fingerprint": f"{n:016x}"}]
         bodies.append(parse_payload(json.dumps(body).encode()))
-    group = GroupCommit(store, inventory, settings)
+    inbox = GroupCommit(store, write)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(group.accept, bodies))
-    assert [r.new_alerts for r in results] == [1] * 24 and sum(batches) == 24
-    assert len({r.delivery_id for r in results}) == 24
+        ids = list(pool.map(inbox.submit, bodies))
+    assert len(set(ids)) == 24 and sum(batches) == 24
+    with store.write() as session:
+        results = ingest(session, list(zip(ids, bodies)), inventory, settings)
+    assert [r.new_alerts for r in results] == [1] * 24
     assert len(_incidents(store)) == 1   # one alertname on one host: they all correlate
+    with store.write() as session:       # taken in once: a second pass (recovery and the queue) does nothing
+        assert ingest(session, list(zip(ids, bodies)), inventory, settings) == []
+
+
+def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inventory, settings):
+    """A crash between the 2xx and taking it in: the next start takes it in, once."""
+    grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
+    with store.write() as session:
+        (delivery_id,) = store_deliveries(session, [grouped])
+    done = []
+    ingester = Ingester(store, inventory, settings, on_ingested=done.extend)
+    ingester.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        ingester.stop()
+    assert [r.delivery_id for _, r in done] == [delivery_id] and done[0][1].new_alerts == 3
+    assert len(_incidents(store)) == 3
 
 
 def test_unknown_hosts_are_kept_apart_say_why_and_are_escalated_at_once(post, store):
