@@ -84,3 +84,23 @@ def lab_exec(host: str, *argv: str) -> str:
 
 def lab_up() -> None:
     subprocess.run([str(VENV_BIN / "remediator"), "lab", "up"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def taken_in(http: httpx.Client, response: httpx.Response, timeout_s: float = 60) -> dict:
+    """What an acknowledged webhook became (GET /deliveries/{id}), once the ingester took it in."""
+    response.raise_for_status()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        delivery = http.get(f"/deliveries/{response.json()['delivery']}").json()
+        if delivery["ingested"]:
+            return delivery
+        time.sleep(0.01)
+    raise TimeoutError(f"delivery {response.json()} not taken in after {timeout_s} s")
+
+
+def intake_backlog(server: Server) -> float:
+    """remediator_intake_backlog: alerts acknowledged, not yet taken into incidents."""
+    for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("remediator_intake_backlog "):
+            return float(line.split()[1])
+    raise RuntimeError("no remediator_intake_backlog in /metrics")

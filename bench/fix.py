@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT, VENV_BIN, client, lab_exec, lab_up, start_remediator, wait_final
+from bench.common import ROOT, VENV_BIN, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
 
 HOST, UNIT = "api-server-01", "api-gateway"
 SAMPLE = json.loads((ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_text())
@@ -50,7 +50,7 @@ def remediator_round() -> dict:
             t0 = time.time()
             r = http.post("/webhook/alertmanager", content=_alert_body(), headers={"content-type": "application/json"})
             acked = time.time()
-            (incident_id,) = r.json()["incidents"]
+            (incident_id,) = taken_in(http, r)["incidents"]
             detail = wait_final(http, incident_id)
             done = time.time()
     finally:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT, client, lab_exec, lab_up, start_remediator, wait_final
+from bench.common import ROOT, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
 
 FIXES = [("app-server-01", "webapp"), ("app-server-02", "webapp"), ("api-server-01", "api-gateway")]
 HOSTS = ["app-server-01", "app-server-02", "api-server-01", "db-primary-01"]
@@ -58,8 +58,7 @@ def _break(hosts: list[tuple[str, str]]) -> None:
 
 def _post(http, body: bytes) -> list[str]:
     r = http.post("/webhook/alertmanager", content=body, headers={"content-type": "application/json"})
-    r.raise_for_status()
-    return r.json()["incidents"]
+    return taken_in(http, r)["incidents"]
 
 
 def _alone(workers: int, alertname: str, host: str, service: str) -> float:

@@ -225,6 +225,7 @@ class Ingester:
         self._thread: threading.Thread | None = None
         self._stop = False
         self.max_batch_alerts = 5000
+        self.linger_s = 0.01
 
     def start(self) -> None:
         """Start taking in: first what was acknowledged before a restart (oldest first), then the queue."""
@@ -296,6 +297,11 @@ class Ingester:
                     self._cv.wait()
                 if self._stop:
                     return
+            # A moment for more to arrive: under a storm one bigger batch costs far less than many
+            # small ones (the queries and the flush are per batch), and it keeps the GIL for the
+            # webhook's answers. Alone, an alert reaches its incident this much later.
+            time.sleep(self.linger_s)
+            with self._cv:
                 batch = self._take()
             self._ingest(batch)
 

@@ -35,8 +35,15 @@ echo "== posting $(basename "$sample") (ServiceDown for api-server-01, -02, -03)
 curl -fsS -X POST "$url/webhook/alertmanager" -H "Authorization: Bearer $token" \
      -H 'Content-Type: application/json' --data-binary @"$sample"
 echo
-incident=$(.venv/bin/remediator incidents list --json | python3 -c \
-  'import json,sys; print(next(i["id"] for i in json.load(sys.stdin) if i["host"] == "api-server-01"))')
+# The 200 means the delivery is stored; the ingester opens its incidents a moment later.
+incident=
+for _ in $(seq 50); do
+  incident=$(.venv/bin/remediator incidents list --json | python3 -c \
+    'import json,sys; print(next((i["id"] for i in json.load(sys.stdin) if i["host"] == "api-server-01"), ""))')
+  [ -n "$incident" ] && break
+  sleep 0.2
+done
+[ -n "$incident" ] || { echo "no incident for api-server-01"; tail -20 var/serve.log; exit 1; }
 for _ in $(seq 120); do
   state=$(curl -fs -H "Authorization: Bearer $token" "$url/incidents/$incident" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
   case $state in resolved|failed|escalated|denied|awaiting_approval) break;; esac
