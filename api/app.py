@@ -21,7 +21,7 @@ from engine.alerts import AlertmanagerPayload
 from engine.approvals import ApprovalDetail, get_approval, list_approvals
 from engine.breaker import BreakerView
 from engine.errors import AuthError, PayloadError, RemediatorError
-from engine.identities import Identity, Role
+from engine.identities import TOKEN_PREFIX, Identity, Role
 from engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 from engine.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
 from engine.service import Engine
@@ -45,7 +45,7 @@ class NewApprover(BaseModel):
     role: Role = Role.APPROVER
 
 
-def authenticated(request: Request) -> Identity:
+async def authenticated(request: Request) -> Identity:
     """The identity of the bearer token: a service token of the settings, or an approver's; 401 otherwise."""
     engine: Engine = request.app.state.engine
     if not engine.settings.tokens and engine.settings.allow_unauthenticated:
@@ -53,7 +53,9 @@ def authenticated(request: Request) -> Identity:
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise AuthError("send Authorization: Bearer <token> (one of REMEDIATOR_TOKENS, or an approver's token)")
-    return engine.identities.authenticate(credential)
+    if credential.strip().startswith(TOKEN_PREFIX):   # a person's: argon2 and the store, off the event loop
+        return await run_in_threadpool(engine.identities.authenticate, credential)
+    return engine.identities.authenticate(credential)   # service tokens: constant-time compares only
 
 
 Auth = Annotated[Identity, Depends(authenticated)]
