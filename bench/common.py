@@ -1,13 +1,17 @@
 """What the benchmarks share: servers as processes on loopback, their memory, the lab, the clock."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -104,3 +108,14 @@ def intake_backlog(server: Server) -> float:
         if line.startswith("remediator_intake_backlog "):
             return float(line.split()[1])
     raise RuntimeError("no remediator_intake_backlog in /metrics")
+
+
+def main(doc: str, run: Callable[[Any], dict], option: str, **spec: Any) -> None:
+    """A benchmark's own command: the one option its `run` takes, and --json to keep the figures."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument(option, **spec)
+    ap.add_argument("--json", type=Path, help="also write every figure here")
+    args = ap.parse_args()
+    figures = run(getattr(args, option.lstrip("-")))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))

@@ -14,16 +14,14 @@ an hour, so every remediator round has a store of its own). Medians are compared
 """
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import statistics
 import subprocess
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-from bench.common import ROOT, VENV_BIN, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
+from bench.common import main, ROOT, VENV_BIN, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
 
 HOST, UNIT = "api-server-01", "api-gateway"
 SAMPLE = json.loads((ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_text())
@@ -105,15 +103,5 @@ def run(repeat: int) -> dict:
             "baseline_median_s": round(base_s, 3), "ratio": round(rem_s / base_s, 3)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    figures = run(args.repeat)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, "--repeat", type=int, default=3, help="rounds; medians are compared")

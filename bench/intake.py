@@ -13,16 +13,14 @@ inventory, so they are escalated as they are taken in, without Ansible: this mea
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-from bench.common import ROOT, TOKEN, Server, free_port, intake_backlog, start_remediator
+from bench.common import main, ROOT, TOKEN, Server, free_port, intake_backlog, start_remediator
 
 
 def load(port: int, per_request: int, distinct: bool, concurrency: int, seconds: float, salt: str) -> dict:
@@ -98,15 +96,5 @@ def run(seconds: float) -> dict:
     return {"baseline": base_rows, "remediator": rem_rows, "idle_rss_mb": round(idle, 1), "load_rss_mb": peak}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=5, help="load per cell (12 cells per server)")
-    ap.add_argument("--json", type=Path, help="also write every figure here")
-    args = ap.parse_args()
-    figures = run(args.seconds)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, "--seconds", type=float, default=5, help="load per cell (12 cells per server)")

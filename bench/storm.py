@@ -15,7 +15,6 @@ the workers. Peak RSS of the engine during the storm.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import secrets
@@ -23,9 +22,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
-from bench.common import ROOT, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
+from bench.common import main, ROOT, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
 
 FIXES = [("app-server-01", "webapp"), ("app-server-02", "webapp"), ("api-server-01", "api-gateway")]
 HOSTS = ["app-server-01", "app-server-02", "api-server-01", "db-primary-01"]
@@ -127,15 +125,5 @@ def run(workers: int) -> dict:
     return figures
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=3, help="REMEDIATOR_WORKERS: incidents worked on at once")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    figures = run(args.workers)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, "--workers", type=int, default=2, help="REMEDIATOR_WORKERS: incidents worked on at once")
