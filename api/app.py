@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -129,7 +129,7 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
 
     @app.get("/deliveries/{delivery_id}", response_model=DeliveryView,
              summary="one webhook: stored, and once taken in, its new and duplicate alerts and incidents")
-    def delivery(delivery_id: int, _: Auth) -> DeliveryView:
+    def delivery(delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _: Auth) -> DeliveryView:
         return get_delivery(engine.store, delivery_id)
 
     @app.post("/", include_in_schema=False)

@@ -97,6 +97,12 @@ def test_health_says_what_is_wrong(client):
     assert r.json()["checks"]["store"] == "ok" and r.json()["checks"]["workers"] == "not running"
 
 
+def test_a_delivery_that_does_not_exist_is_404_and_one_that_cannot_is_422(client):
+    assert client.get("/deliveries/12345", headers=AUTH).status_code == 404
+    r = client.get(f"/deliveries/{2**63}", headers=AUTH)   # past a 64-bit integer: found by the fuzz test
+    assert r.status_code == 422 and "delivery_id" in r.json()["detail"]
+
+
 def test_approving_what_is_not_waiting_is_409_and_unknown_is_404(client, engine):
     incident = _taken_in(client, engine, client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH))["incidents"][0]
     _, token = engine.identities.add("alice", "approver")
