@@ -212,8 +212,9 @@ class Ingester:
     """Takes acknowledged deliveries into incidents, in batches, on a thread of its own.
 
     Deliveries come from `put()` (just acknowledged, still in memory) and, first after a start, from
-    the store (acknowledged before a crash, never taken in). `backlog` counts the alerts waiting: the webhook answers 503 above
-    `intake_backlog_max`, so a storm slows Alertmanager down instead of filling memory."""
+    the store (acknowledged before a crash, never taken in). `backlog` counts the alerts waiting: the
+    webhook answers 503 above `intake_backlog_max`, so a storm slows Alertmanager down instead of
+    filling memory."""
 
     def __init__(self, store: Store, inventory: Inventory, settings: Settings,
                  on_ingested: Callable[[list[tuple[AlertmanagerPayload, IntakeResult]]], None]):
@@ -268,10 +269,10 @@ class Ingester:
             self._cv.notify_all()
 
     def wait_idle(self, timeout_s: float = 30) -> bool:
-        """Block until everything queued is taken in (tests, stop, recovery); False on timeout."""
+        """Block until everything put is taken in (tests); False on timeout or with no thread running."""
         deadline = time.monotonic() + timeout_s
         with self._cv:
-            while self._queue or self.backlog:
+            while self.backlog:   # counts the queue and the batch in hand
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.alive():
                     return False
