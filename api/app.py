@@ -16,14 +16,14 @@ from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, Field
 
 from api import ui
-from engine import breaker
-from engine.alerts import AlertmanagerPayload
-from engine.approvals import ApprovalDetail, get_approval, list_approvals
-from engine.breaker import BreakerView
+from engine.decide import breaker
+from engine.model.alerts import AlertmanagerPayload
+from engine.people.approvals import ApprovalDetail, get_approval, list_approvals
+from engine.decide.breaker import BreakerView
 from engine.errors import AuthError, PayloadError, RemediatorError
-from engine.identities import TOKEN_PREFIX, Identity, Role
-from engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
-from engine.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
+from engine.people.identities import TOKEN_PREFIX, Identity, Role
+from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
+from engine.store.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
 from engine.service import Engine
 
 __all__ = ["create_app"]

@@ -18,11 +18,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from engine.approvals import get_approval, list_approvals
+from engine.people.approvals import get_approval, list_approvals
 from engine.errors import AuthError, Forbidden, RemediatorError
-from engine.identities import Identity, Role
-from engine.models import FINAL_STATES
-from engine.queries import get_incident
+from engine.people.identities import Identity, Role
+from engine.model.records import FINAL_STATES
+from engine.store.queries import get_incident
 from engine.service import Engine
 
 __all__ = ["router", "error_page", "to_login", "LoginRequired"]

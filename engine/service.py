@@ -11,23 +11,24 @@ import threading
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from engine import approvals, intake
-from engine.catalog import load_catalog
+from engine.people import approvals
+from engine.intake import inbox
+from engine.catalog.loader import load_catalog
 from engine.errors import StoreUnavailable
-from engine.alertmanager import AlertmanagerAPIError, fetch_group_alerts
-from engine.alerts import Alert, AlertmanagerPayload
-from engine.identities import Identities, Identity
-from engine.metrics import Metrics
-from engine.diagnostics import Evidence
-from engine.models import ActionProposal, Escalation, PolicyDecision, Preview, Transcript, Verdict
-from engine.notify import Notifier
-from engine.pipeline import Pipeline
-from engine.planners import PlanningContext, PlanningSession, make_planner
-from engine.policy import load_policy
-from engine.runner import AnsibleExecutor, Executor
+from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from engine.model.alerts import Alert, AlertmanagerPayload
+from engine.people.identities import Identities, Identity
+from engine.outbound.metrics import Metrics
+from engine.decide.evidence import Evidence
+from engine.model.records import ActionProposal, Escalation, PolicyDecision, Preview, Transcript, Verdict
+from engine.outbound.notify import Notifier
+from engine.pipeline.worker import Pipeline
+from engine.decide.planners import PlanningContext, PlanningSession, make_planner
+from engine.decide.policy import load_policy
+from engine.run.runner import AnsibleExecutor, Executor
 from engine.settings import Settings
-from engine.store import Store
-from engine.targets import host_from_labels, load_inventory
+from engine.store.db import Store
+from engine.intake.targets import host_from_labels, load_inventory
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
 
@@ -69,8 +70,8 @@ class Engine:
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics)
         self.notifier = Notifier(self.store, settings)
-        self.inbox = intake.GroupCommit(self.store, intake.store_deliveries)
-        self.ingester = intake.Ingester(self.store, self.inventory, settings, on_ingested=self._ingested)
+        self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
+        self.ingester = inbox.Ingester(self.store, self.inventory, settings, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
@@ -127,7 +128,7 @@ class Engine:
 
         PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when
         the store cannot take it or the ingester is more than `intake_backlog_max` alerts behind."""
-        payload = intake.parse_payload(body)
+        payload = inbox.parse_payload(body)
         if self.ingester.backlog + len(payload.alerts) > self.settings.intake_backlog_max and self.ingester.backlog:
             raise StoreUnavailable(f"{self.ingester.backlog} alerts are waiting to be taken in (intake_backlog_max "
                                    f"{self.settings.intake_backlog_max}); send again shortly")
@@ -137,14 +138,14 @@ class Engine:
         self.ingester.put(delivery_id, payload)
         return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
 
-    def receive(self, body: bytes) -> intake.IntakeResult:
+    def receive(self, body: bytes) -> inbox.IntakeResult:
         """Validate, store and take in one webhook body in the caller's thread (the CLI and tests): its full result."""
-        payload = intake.parse_payload(body)
-        result = intake.accept(self.store, payload, self.inventory, self.settings)
+        payload = inbox.parse_payload(body)
+        result = inbox.accept(self.store, payload, self.inventory, self.settings)
         self._ingested([(payload, result)])
         return result
 
-    def _ingested(self, done: list[tuple[AlertmanagerPayload, intake.IntakeResult]]) -> None:
+    def _ingested(self, done: list[tuple[AlertmanagerPayload, inbox.IntakeResult]]) -> None:
         """After deliveries were taken in: metrics, wake the workers, fetch what truncated groups left out."""
         wake = False
         for payload, result in done:
@@ -159,21 +160,21 @@ class Engine:
         if wake:
             self.pipeline.wake()
 
-    def refetch_truncated(self, payload: AlertmanagerPayload, result: intake.IntakeResult) -> int:
+    def refetch_truncated(self, payload: AlertmanagerPayload, result: inbox.IntakeResult) -> int:
         """Fetch a truncated group's missing alerts from the Alertmanager API and take them in; returns how many were new."""
         assert self.settings.alertmanager_url
         try:
             alerts = fetch_group_alerts(self.settings.alertmanager_url, dict(payload.groupLabels), payload.receiver)
         except AlertmanagerAPIError as exc:
             log.warning("truncated delivery %s: %s", result.delivery_id, exc)
-            intake.note_refetch(self.store, result, f"could not fetch the {payload.truncatedAlerts} alerts left out: {exc}")
+            inbox.note_refetch(self.store, result, f"could not fetch the {payload.truncatedAlerts} alerts left out: {exc}")
             return 0
         if not alerts:
-            intake.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
+            inbox.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
             return 0
         full = payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0})
-        fetched = intake.accept(self.store, full, self.inventory, self.settings)
-        intake.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
+        fetched = inbox.accept(self.store, full, self.inventory, self.settings)
+        inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
                                                 f"{fetched.new_alerts} of them new")
         self.pipeline.wake()
         return fetched.new_alerts

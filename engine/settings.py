@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description="bearer tokens the API accepts")
     allow_unauthenticated: bool = False
     max_body_bytes: int = 1_048_576
-    webhook_hmac_secret: SecretStr | None = Field(None, description="when set, webhooks must also be HMAC-signed (engine/signing.py)")
+    webhook_hmac_secret: SecretStr | None = Field(None, description="when set, webhooks must also be HMAC-signed (engine/intake/signing.py)")
     webhook_hmac_window_s: int = Field(300, ge=10, description="how far a signed request's timestamp may be from now")
 
     # where things are
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     ui_secret: SecretStr | None = Field(None, description="signs the approval pages' session cookies; default: a key kept in data_dir/ui-secret")
     ui_session_s: int = Field(8 * 3600, ge=60, description="how long a login to the approval pages lasts")
 
-    # the circuit breaker (engine/breaker.py)
+    # the circuit breaker (engine/decide/breaker.py)
     breaker_entry_failures: int = Field(3, ge=1, description="consecutive failed remediations of one entry that pause it")
     breaker_global_failures: int = Field(5, ge=1, description="consecutive failed remediations of any entry that pause all")
     breaker_window_s: int = Field(3600, ge=60, description="failures older than this do not count")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from engine import PROJECT_ROOT
-from engine.catalog import Catalog, load_catalog
+from engine.catalog.loader import Catalog, load_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from engine import PROJECT_ROOT
-from engine.catalog import load_catalog
-from engine.chaos import drills_of
+from engine.catalog.loader import load_catalog
+from engine.lab.drills import drills_of
 from tests.e2e.conftest import free_port
 from tests.standins import Receivers
 

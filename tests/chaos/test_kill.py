@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from engine import lab
-from engine.models import FINAL_STATES
+from engine.lab import fleet
+from engine.model.records import FINAL_STATES
 from tests.e2e.conftest import INVENTORY, SAMPLES, Server, free_port
 from tests.standins import Receivers
 
@@ -59,10 +59,10 @@ def _post(server: Server, body: bytes) -> set[str]:
 
 @pytest.fixture(scope="module")
 def fleet():
-    lab.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
+    fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
     with Receivers() as receivers:
         yield receivers
-    lab.down(INVENTORY)
+    fleet.down(INVENTORY)
 
 
 def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, fleet):

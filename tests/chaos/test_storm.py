@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import lab
+from engine.lab import fleet
 from tests.e2e.conftest import INVENTORY, Server
 from tests.standins import Receivers
 
@@ -17,13 +17,13 @@ SETTLED = {"resolved", "failed", "escalated", "denied", "awaiting_approval"}
 
 @pytest.fixture(scope="module")
 def storm_server(tmp_path_factory):
-    lab.up(INVENTORY)
+    fleet.up(INVENTORY)
     receivers = Receivers()
     server = Server(tmp_path_factory.mktemp("storm"), receivers)
     yield server
     server.stop()
     receivers.close()
-    lab.down(INVENTORY)
+    fleet.down(INVENTORY)
 
 
 def test_storm(storm_server):

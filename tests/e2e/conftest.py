@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import PROJECT_ROOT, lab
+from engine import PROJECT_ROOT
+from engine.lab import fleet
 from tests.standins import Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
@@ -25,9 +26,9 @@ REMEDIATOR = Path(sys.executable).parent / "remediator"
 @pytest.fixture(scope="session")
 def lab_fleet():
     """app-server-01 and api-server-01, fresh; removed after the session."""
-    lab.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
+    fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
     yield
-    lab.down(INVENTORY)
+    fleet.down(INVENTORY)
 
 
 @pytest.fixture(scope="session")

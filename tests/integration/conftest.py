@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import PROJECT_ROOT, lab
-from engine.runner import AnsibleExecutor
+from engine import PROJECT_ROOT
+from engine.lab import fleet
+from engine.run.runner import AnsibleExecutor
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
 
@@ -12,9 +13,9 @@ INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
 @pytest.fixture(scope="session")
 def lab_host():
     """app-server-01, fresh; the lab is taken down after the session."""
-    lab.up(INVENTORY, hosts=["app-server-01"])
+    fleet.up(INVENTORY, hosts=["app-server-01"])
     yield "app-server-01"
-    lab.down(INVENTORY)
+    fleet.down(INVENTORY)
 
 
 @pytest.fixture

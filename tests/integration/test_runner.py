@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from engine.models import RunStatus
+from engine.model.records import RunStatus
 from tests.integration.conftest import on_host
 
 pytestmark = pytest.mark.integration

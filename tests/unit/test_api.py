@@ -11,7 +11,7 @@ from api.app import create_app
 from engine import PROJECT_ROOT
 from engine.service import Engine
 from engine.settings import Settings
-from engine.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 pytestmark = pytest.mark.unit
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"

@@ -10,14 +10,15 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.app import create_app
-from engine import PROJECT_ROOT, approvals
-from engine.cli import app as cli
-from engine.models import ActionProposal, IncidentState, PolicyDecision, Verdict
-from engine.notify import Notification, NotifyEvent, slack_payload
-from engine.preview import build_preview
+from engine import PROJECT_ROOT
+from engine.people import approvals
+from engine.cli.main import app as cli
+from engine.model.records import ActionProposal, IncidentState, PolicyDecision, Verdict
+from engine.outbound.notify import Notification, NotifyEvent, slack_payload
+from engine.run.preview import build_preview
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store import Approval, AuditEvent, Incident, OutboxMessage, utcnow
+from engine.store.db import Approval, AuditEvent, Incident, OutboxMessage, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy import update
 
-from engine import audit
-from engine.store import AuditEvent, Store
+from engine.store import audit
+from engine.store.db import AuditEvent, Store
 
 pytestmark = pytest.mark.unit
 

@@ -6,14 +6,14 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.app import create_app
-from engine import breaker
-from engine.cli import app as cli
+from engine.decide import breaker
+from engine.cli.main import app as cli
 from engine.errors import Forbidden
-from engine.incidents import new_incident_id
-from engine.models import IncidentState, PolicyDecision, Verdict
+from engine.intake.incidents import new_incident_id
+from engine.model.records import IncidentState, PolicyDecision, Verdict
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store import AuditEvent, Incident, OutboxMessage, Run, utcnow
+from engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
 
 pytestmark = pytest.mark.unit
 ALLOW = PolicyDecision(verdict=Verdict.ALLOW, reasons=["safe"], rules=["safe-entries-run-automatically"])

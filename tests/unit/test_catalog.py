@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from engine import PROJECT_ROOT
-from engine.catalog import EntryKind, load_catalog, markdown_table
+from engine.catalog.loader import EntryKind, load_catalog, markdown_table
 from engine.errors import ConfigError, ProposalError
 
 pytestmark = pytest.mark.unit
@@ -100,13 +100,13 @@ def test_a_role_without_its_playbook_fails_closed(catalog_copy):
 
 
 def test_every_remediation_declares_a_drill(catalog):
-    from engine.catalog import EntryKind
+    from engine.catalog.loader import EntryKind
     missing = [e.id for e in catalog.of_kind(EntryKind.REMEDIATION) if e.meta.drill is None]
     assert missing == [], f"remediations without a drill in meta/remediator.yml: {missing}"
 
 
 def test_drills_load_and_name_known_entries(catalog):
-    from engine.chaos import drills_of
+    from engine.lab.drills import drills_of
     names = [name for name, _, _ in drills_of(catalog)]
     assert len(names) == len(set(names))
     assert {"db-corruption", "api-service-down"} <= set(names)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from engine import PROJECT_ROOT
-from engine.catalog import DiagnosticCall
-from engine.diagnostics import bind_params, expectation_met
+from engine.catalog.loader import DiagnosticCall
+from engine.decide.evidence import bind_params, expectation_met
 from engine.errors import ConfigError
-from engine.prometheus import alert_expression
+from engine.outbound.prometheus import alert_expression
 from engine.settings import load_settings
 
 pytestmark = pytest.mark.unit

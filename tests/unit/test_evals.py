@@ -8,12 +8,12 @@ import pytest
 
 from engine import PROJECT_ROOT
 from engine.errors import ConfigError
-from engine.evals import load_cases, run_case
-from engine.llm import LLMPlanner
-from engine.planners import RunbookPlanner, load_runbooks
-from engine.policy import load_policy
+from engine.evals.cases import load_cases, run_case
+from engine.decide.llm import LLMPlanner
+from engine.decide.planners import RunbookPlanner, load_runbooks
+from engine.decide.policy import load_policy
 from engine.settings import Settings
-from engine.targets import load_inventory
+from engine.intake.targets import load_inventory
 from tests.e2e.conftest import REMEDIATOR
 from tests.scripted_llm import ScriptedLLM
 

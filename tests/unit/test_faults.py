@@ -4,10 +4,10 @@ import pytest
 from sqlalchemy import select
 
 from engine import PROJECT_ROOT
-from engine.models import ActionProposal, IncidentState
+from engine.model.records import ActionProposal, IncidentState
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store import Incident, OutboxMessage, Run
+from engine.store.db import Incident, OutboxMessage, Run
 
 pytestmark = pytest.mark.unit
 SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes()

@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from engine import PROJECT_ROOT
 from engine.errors import PayloadError
-from engine.intake import GroupCommit, Ingester, accept, accept_many, ingest, parse_payload, store_deliveries
-from engine.models import IncidentState
+from engine.intake.inbox import GroupCommit, Ingester, accept, accept_many, ingest, parse_payload, store_deliveries
+from engine.model.records import IncidentState
 from engine.settings import Settings
-from engine.store import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
-from engine.targets import load_inventory
+from engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
+from engine.intake.targets import load_inventory
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

@@ -6,14 +6,14 @@ import pytest
 import yaml
 
 from engine import PROJECT_ROOT
-from engine.alerts import AlertmanagerPayload
-from engine.diagnostics import Evidence
-from engine.evals import RecordedExecutor, load_cases
-from engine.llm import LLMPlanner, catalog_tools
-from engine.models import ActionProposal, Escalation
-from engine.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
+from engine.model.alerts import AlertmanagerPayload
+from engine.decide.evidence import Evidence
+from engine.evals.cases import RecordedExecutor, load_cases
+from engine.decide.llm import LLMPlanner, catalog_tools
+from engine.model.records import ActionProposal, Escalation
+from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
 from engine.settings import Settings
-from engine.untrusted import Fence
+from engine.decide.untrusted import Fence
 from tests.conftest import FIXTURES
 from tests.scripted_llm import ScriptedLLM, check_request
 

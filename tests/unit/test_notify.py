@@ -2,9 +2,9 @@
 import pytest
 from sqlalchemy import select
 
-from engine.notify import Notification, NotifyEvent, Notifier, enqueue, pagerduty_payload, slack_payload
+from engine.outbound.notify import Notification, NotifyEvent, Notifier, enqueue, pagerduty_payload, slack_payload
 from engine.settings import Settings
-from engine.store import OutboxMessage, Store
+from engine.store.db import OutboxMessage, Store
 from tests.standins import Receivers, _pagerduty, _slack
 
 pytestmark = pytest.mark.unit

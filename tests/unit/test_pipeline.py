@@ -5,11 +5,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from engine.approvals import expire_due
-from engine.models import IncidentState
+from engine.people.approvals import expire_due
+from engine.model.records import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
+from engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

@@ -4,10 +4,10 @@ import pytest
 
 from engine import PROJECT_ROOT
 from engine.errors import ConfigError
-from engine.models import ActionProposal, Verdict
-from engine.policy import PolicyContext, load_policy
-from engine.preview import build_preview
-from engine.targets import load_inventory
+from engine.model.records import ActionProposal, Verdict
+from engine.decide.policy import PolicyContext, load_policy
+from engine.run.preview import build_preview
+from engine.intake.targets import load_inventory
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

@@ -11,11 +11,11 @@ from api.app import create_app
 from sqlalchemy import select
 
 from engine import PROJECT_ROOT, logs
-from engine.models import IncidentState
-from engine.planners import PlanningContext, PlanningSession
+from engine.model.records import IncidentState
+from engine.decide.planners import PlanningContext, PlanningSession
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store import AuditEvent
+from engine.store.db import AuditEvent
 from tests.scripted_llm import ScriptedLLM
 from tests.standins import Receivers
 

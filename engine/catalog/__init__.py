@@ -1,0 +1,1 @@
+"""The catalog of vetted playbooks: Ansible roles with argument specs and remediator metadata."""

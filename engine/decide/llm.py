@@ -1,0 +1,243 @@
+"""The LLM planner: a model, over any OpenAI-compatible API, chooses one catalog entry by calling tools.
+
+The tools are generated from the catalog and nothing else exists: one per read-only diagnostic
+(run on the incident's host; the result goes back to the model), one per remediation (its JSON schema
+is the entry's argument spec, plus a `rationale`), and `escalate(reason)`. A remediation or escalate
+call that validates ends the conversation; one that does not goes back with the error, a bounded
+number of times. The host is the alert's, never the model's.
+
+An alert that an operator's runbook always escalates (security, corruption, failover) is escalated
+without asking the model. Whatever goes wrong (endpoint down, timeout, prose or garbage, rounds, time or tokens spent) the
+runbook planner answers instead, and the proposal says so. What the model proposes is only data:
+policy, check mode and approval judge it exactly as they judge a runbook's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import openai
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from engine.catalog.loader import Catalog, CatalogEntry, EntryKind
+from engine.errors import ProposalError
+from engine.model.records import ActionProposal, Escalation, ToolCallRecord, Transcript
+from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
+from engine.settings import Settings
+from engine.decide.untrusted import Fence, clean
+
+__all__ = ["LLMPlanner", "catalog_tools", "ESCALATE"]
+
+log = logging.getLogger(__name__)
+
+ESCALATE = "escalate"
+_PROMPTS = Environment(loader=PackageLoader("engine.decide", "prompts"), undefined=StrictUndefined, autoescape=False,
+                       keep_trailing_newline=True)
+
+
+class _GiveUp(Exception):
+    """The model gave no usable answer; the reason goes into the incident."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _schema(entry: CatalogEntry) -> dict[str, Any]:
+    schema = entry.json_schema()
+    props = {name: {k: v for k, v in prop.items() if k != "title"} for name, prop in schema.get("properties", {}).items()}
+    return {"type": "object", "properties": props, "required": schema.get("required", []), "additionalProperties": False}
+
+
+def catalog_tools(catalog: Catalog) -> list[dict[str, Any]]:
+    """The OpenAI `tools` list: every catalog entry, and escalate; generated, never written by hand."""
+    tools = []
+    for entry in sorted(catalog, key=lambda e: (e.meta.kind != EntryKind.DIAGNOSTIC, e.id)):
+        params = _schema(entry)
+        if entry.meta.kind == EntryKind.DIAGNOSTIC:
+            about = f"Read-only diagnostic. {entry.meta.summary} Use: {entry.meta.when_to_use}"
+        else:
+            about = (f"REMEDIATION (ends planning; risk {entry.meta.risk}). {entry.meta.summary} "
+                     f"Use: {entry.meta.when_to_use}" + (f" Not: {entry.meta.when_not_to_use}" if entry.meta.when_not_to_use else ""))
+            params["properties"]["rationale"] = {"type": "string", "maxLength": 1000,
+                                                 "description": "Why this remediation, citing the evidence."}
+            params["required"] = [*params["required"], "rationale"]
+        tools.append({"type": "function", "function": {"name": entry.id, "description": about.strip(), "parameters": params}})
+    tools.append({"type": "function", "function": {
+        "name": ESCALATE, "description": "Hand the incident to a person: no remediation fits, the evidence is unclear, or it needs a human.",
+        "parameters": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 1000,
+                                                                    "description": "What a person should look at, and why."}},
+                       "required": ["reason"], "additionalProperties": False}}})
+    return tools
+
+
+class LLMPlanner:
+    """Plans through a model; the runbooks' escalations bind it, and they answer when the model fails."""
+
+    name = "llm"
+
+    def __init__(self, settings: Settings, catalog: Catalog, fallback: RunbookPlanner, client: openai.OpenAI | None = None):
+        self.settings = settings
+        self.catalog = catalog
+        self.fallback = fallback
+        self.client = client or openai.OpenAI(base_url=settings.llm_base_url, api_key=settings.llm_api_key.get_secret_value(),
+                                              timeout=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
+        self.tools = catalog_tools(catalog)
+        self.diagnostics = sorted(e.id for e in catalog.of_kind(EntryKind.DIAGNOSTIC))
+        self.remediations = sorted(e.id for e in catalog.of_kind(EntryKind.REMEDIATION))
+
+    def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
+        """The model's choice, or the fallback's (saying why); the transcript is left in `session`."""
+        session = session or PlanningSession()
+        binding = self.fallback.binding_escalation(ctx)
+        if binding is not None:   # the operator said this alert is for people; the model is not asked
+            return binding
+        transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=self.settings.llm_base_url)
+        session.transcript = transcript
+        try:
+            choice = self._converse(ctx, session, transcript)
+            transcript.outcome = "proposal" if isinstance(choice, ActionProposal) else "escalation"
+            return choice
+        except _GiveUp as exc:
+            log.warning("LLM planner gave up for %s: %s", ctx.ref or ctx.host, exc.reason)
+            transcript.outcome, transcript.fallback_reason = "fallback", exc.reason
+            note = f"LLM planner gave no usable answer ({exc.reason}); the {self.fallback.name} planner answered"
+            choice = self.fallback.plan(ctx, session)
+            session.transcript = transcript    # the fallback must not replace the record of what failed
+            if isinstance(choice, Escalation):
+                return choice.model_copy(update={"fallback": note, "reason": f"{note}: {choice.reason}"})
+            return choice.model_copy(update={"fallback": note, "rationale": f"{note}: {choice.rationale}"})
+
+    # ---- the conversation --------------------------------------------------------------------
+
+    def _opening(self, ctx: PlanningContext, fence: Fence) -> list[dict[str, Any]]:
+        s = self.settings
+        system = _PROMPTS.get_template("llm_system.j2").render(host=ctx.host, max_rounds=s.llm_max_rounds)
+        alert_block = fence.wrap("alert labels and annotations", {"labels": ctx.labels, "annotations": ctx.annotations},
+                                 s.llm_max_text_chars, s.llm_max_result_chars)
+        user = _PROMPTS.get_template("llm_alert.j2").render(
+            alertname=clean(ctx.alertname, 200), severity=clean(ctx.severity, 50), host=ctx.host, ref=ctx.ref,
+            alert_block=alert_block, diagnostics=self.diagnostics, remediations=self.remediations)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def _converse(self, ctx: PlanningContext, session: PlanningSession, transcript: Transcript) -> ActionProposal | Escalation:
+        s = self.settings
+        fence = Fence()
+        messages = self._opening(ctx, fence)
+        transcript.messages = messages
+        deadline = time.monotonic() + s.llm_budget_s
+        invalid, last_error = 0, ""
+        for rnd in range(1, s.llm_max_rounds + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
+            if transcript.prompt_tokens + transcript.completion_tokens >= s.llm_max_tokens:
+                raise _GiveUp(f"the token budget of {s.llm_max_tokens} is spent")
+            message = self._ask(messages, min(s.llm_timeout_s, remaining), transcript)
+            transcript.rounds = rnd
+            calls = list(message.tool_calls or [])
+            messages.append({"role": "assistant", "content": message.content,
+                             **({"tool_calls": [{"id": c.id, "type": "function",
+                                                 "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                                                for c in calls]} if calls else {})})
+            if not calls:
+                invalid, last_error = invalid + 1, "prose instead of a tool call"
+                if invalid > s.llm_max_invalid:
+                    raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error})")
+                messages.append({"role": "user", "content": "Answer only by calling one of the tools."})
+                continue
+            final: ActionProposal | Escalation | None = None
+            for call in calls:
+                if final is not None:
+                    result, record = "ignored: a final answer was already given", None
+                else:
+                    final, result, record = self._call(ctx, session, fence, rnd, call.function.name,
+                                                       call.function.arguments or "", message.content or "")
+                    if record is not None and not record.valid:
+                        invalid, last_error = invalid + 1, record.error
+                if record is not None:
+                    transcript.calls.append(record)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            if final is not None:
+                return final
+            if invalid > s.llm_max_invalid:
+                raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error[:300]})")
+        raise _GiveUp(f"no remediation or escalation after {s.llm_max_rounds} rounds")
+
+    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript) -> Any:
+        started = time.monotonic()
+        try:
+            response = self.client.chat.completions.create(model=self.settings.llm_model, messages=messages,
+                                                           tools=self.tools, temperature=0, timeout=timeout_s)
+        except openai.APITimeoutError:
+            if timeout_s < self.settings.llm_timeout_s:
+                raise _GiveUp(f"the time budget of {self.settings.llm_budget_s:g} s is spent (the model was still answering)") from None
+            raise _GiveUp(f"the model did not answer within {timeout_s:g} s") from None
+        except openai.APIConnectionError as exc:
+            raise _GiveUp(f"cannot reach the model at {self.settings.llm_base_url} ({exc.__cause__ or exc})") from None
+        except openai.APIStatusError as exc:
+            raise _GiveUp(f"the model endpoint answered HTTP {exc.status_code}: {clean(str(exc.message), 200)}") from None
+        except (openai.OpenAIError, ValueError, TypeError, KeyError) as exc:
+            raise _GiveUp(f"the model endpoint's answer is not usable ({type(exc).__name__}: {clean(str(exc), 200)})") from None
+        finally:
+            transcript.latency_ms.append(int((time.monotonic() - started) * 1000))
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            transcript.prompt_tokens += usage.prompt_tokens or 0
+            transcript.completion_tokens += usage.completion_tokens or 0
+        if not getattr(response, "choices", None):
+            raise _GiveUp("the model endpoint answered without a choice")
+        return response.choices[0].message
+
+    def _call(self, ctx: PlanningContext, session: PlanningSession, fence: Fence, rnd: int, name: str, raw: str,
+              said: str) -> tuple[ActionProposal | Escalation | None, str, ToolCallRecord]:
+        """One tool call: (a final answer or None, what goes back to the model, the record)."""
+        def refuse(kind: str, error: str) -> tuple[None, str, ToolCallRecord]:
+            return None, json.dumps({"error": error}), ToolCallRecord(round=rnd, name=clean(name, 100), arguments=raw[:2000],
+                                                                      kind=kind, valid=False, error=error)
+
+        try:
+            args = json.loads(raw or "{}")
+        except json.JSONDecodeError as exc:
+            return refuse("unknown", f"the arguments are not JSON ({exc.msg}); send a JSON object")
+        if not isinstance(args, dict):
+            return refuse("unknown", "the arguments must be a JSON object")
+
+        if name == ESCALATE:
+            reason = args.get("reason")
+            if not isinstance(reason, str) or not reason.strip():
+                return refuse("escalate", "escalate needs a reason (a non-empty string)")
+            reason = clean(reason, 1000)
+            return (Escalation(reason=f"the model escalates: {reason}", planner=self.name), "escalated",
+                    ToolCallRecord(round=rnd, name=name, arguments=raw[:2000], kind="escalate", valid=True))
+
+        entry = self.catalog.entries.get(name)
+        if entry is None:
+            return refuse("unknown", f"there is no tool {clean(name, 100)!r}; the tools are: "
+                                     f"{', '.join([*self.diagnostics, *self.remediations, ESCALATE])}")
+        if entry.meta.kind == EntryKind.DIAGNOSTIC:
+            try:
+                params = entry.validate_params(args)
+            except ProposalError as exc:
+                return refuse("diagnostic", exc.message)
+            if session.diagnose is None:
+                result = json.dumps({"error": "diagnostics cannot run here; decide from the alert"})
+            else:
+                outcome = session.diagnose(entry.id, params)
+                shown = outcome.report if outcome.report is not None else {"error": outcome.error}
+                result = fence.wrap(f"output of {entry.id} on {ctx.host}", shown, self.settings.llm_max_text_chars,
+                                    self.settings.llm_max_result_chars)
+            return None, result, ToolCallRecord(round=rnd, name=name, arguments=raw[:2000], kind="diagnostic", valid=True,
+                                                result=result[:4000])
+
+        rationale = args.pop("rationale", None)
+        try:
+            params = entry.validate_params(args)
+        except ProposalError as exc:
+            return refuse("remediation", exc.message)
+        why = clean(rationale if isinstance(rationale, str) and rationale.strip() else said or "(no rationale given)", 1000)
+        proposal = ActionProposal(entry=entry.id, params=params, hosts=[ctx.host], rationale=f"the model: {why}",
+                                  evidence=[], planner=self.name, offered=self.remediations)
+        return proposal, "proposed", ToolCallRecord(round=rnd, name=name, arguments=raw[:2000], kind="remediation", valid=True)

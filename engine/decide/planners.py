@@ -1,0 +1,177 @@
+"""Planners choose ONE catalog entry and fill its parameters. Their output is data, never a command.
+
+RunbookPlanner (the default) is deterministic: runbooks/*.yml map alert matchers to an entry, and
+parameter values come from labels by plain substitution (`${labels.service}`, `${host}`); alert
+text is never templated. No runbook matches: escalate.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.catalog.loader import Catalog, EntryKind
+from engine.errors import ConfigError, ProposalError
+from engine.model.records import ActionProposal, Escalation, Transcript
+
+if TYPE_CHECKING:
+    from engine.decide.evidence import DiagnosticOutcome
+    from engine.settings import Settings
+
+__all__ = ["PlanningContext", "PlanningSession", "Planner", "RunbookPlanner", "Runbook", "load_runbooks", "make_planner"]
+
+
+class PlanningContext(BaseModel):
+    """What a planner may look at: the incident's alert and its (already mapped) host."""
+
+    model_config = ConfigDict(frozen=True)
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    host: str
+    severity: str = "none"
+    ref: str = ""                           # the incident id (or eval case) the planning is for
+    evidence: dict[str, Any] = {}
+
+
+@dataclass
+class PlanningSession:
+    """What a planner may use while planning one incident, and what it leaves behind for the record."""
+
+    #: run a read-only diagnostic on the incident's host: (entry id, parameters) -> outcome
+    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome] | None = None
+    #: set by planners that talk to a model: the whole conversation
+    transcript: Transcript | None = None
+
+
+class Planner(Protocol):
+    name: str
+
+    def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation: ...
+
+
+class _Template(string.Template):
+    # ${labels.service}, ${annotations.summary}, ${host}: names only, no expressions.
+    idpattern = r"(?:labels|annotations)\.[a-zA-Z_][a-zA-Z0-9_]*|host|alertname"
+
+
+class RunbookAction(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    entry: str
+    params: dict[str, Any] = {}
+
+
+class Runbook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    match: dict[str, str]                  # label -> exact value, or "~regex"
+    action: RunbookAction | None = None
+    escalate: str | None = None            # a reason: this alert always needs a person
+    rationale: str = ""
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for label, want in self.match.items():
+            have = labels.get(label)
+            if have is None:
+                return False
+            if want.startswith("~"):
+                if not re.fullmatch(want[1:], have):
+                    return False
+            elif have != want:
+                return False
+        return True
+
+
+def load_runbooks(directory: Path, catalog: Catalog) -> list[Runbook]:
+    """All runbooks, in file then list order; fail closed naming the file and the runbook."""
+    books: list[Runbook] = []
+    for path in sorted(directory.glob("*.yml")):
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        for i, raw in enumerate(doc.get("runbooks") or []):
+            try:
+                book = Runbook.model_validate(raw)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                raise ConfigError(f"{path}: runbooks[{i}].{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+            if (book.action is None) == (book.escalate is None):
+                raise ConfigError(f"{path}: runbook {book.name}: give exactly one of action or escalate")
+            if book.action:
+                try:
+                    entry = catalog.get(book.action.entry)
+                except ProposalError as exc:
+                    raise ConfigError(f"{path}: runbook {book.name}: {exc.message}") from None
+                if entry.meta.kind != EntryKind.REMEDIATION:
+                    raise ConfigError(f"{path}: runbook {book.name}: {entry.id} is not a remediation")
+            books.append(book)
+    return books
+
+
+def _substitute(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        try:
+            return _Template(value).substitute(names)
+        except KeyError as exc:
+            raise ProposalError(f"the alert has no {exc.args[0]} to fill in") from None
+    if isinstance(value, list):
+        return [_substitute(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, names) for k, v in value.items()}
+    return value
+
+
+class RunbookPlanner:
+    """The deterministic default planner."""
+
+    name = "runbook"
+
+    def __init__(self, runbooks: list[Runbook], catalog: Catalog):
+        self.runbooks = runbooks
+        self.catalog = catalog
+
+    def _match(self, ctx: PlanningContext) -> Runbook | None:
+        labels = {"alertname": ctx.alertname, **ctx.labels}
+        return next((b for b in self.runbooks if b.matches(labels)), None)
+
+    def binding_escalation(self, ctx: PlanningContext) -> Escalation | None:
+        """An operator's `escalate` runbook for this alert: no planner may act on it."""
+        book = self._match(ctx)
+        if book is None or not book.escalate:
+            return None
+        return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
+
+    def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
+        """The first matching runbook's entry and parameters (the session is not needed: runbooks ask nothing)."""
+        book = self._match(ctx)
+        if book is None:
+            return Escalation(reason=f"no runbook matches alert {ctx.alertname!r}; a person must look", planner=self.name)
+        if book.escalate:
+            return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
+        assert book.action is not None
+        names = {f"labels.{k}": v for k, v in ctx.labels.items()}
+        names |= {f"annotations.{k}": v for k, v in ctx.annotations.items()}
+        names |= {"host": ctx.host, "alertname": ctx.alertname}
+        try:
+            params = _substitute(book.action.params, names)
+        except ProposalError as exc:
+            return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
+        return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host],
+                              rationale=book.rationale or f"runbook {book.name} matches {ctx.alertname}",
+                              evidence=sorted(ctx.evidence), planner=self.name, offered=[book.action.entry])
+
+
+def make_planner(settings: Settings, catalog: Catalog, name: str | None = None) -> Planner:
+    """The planner the settings name (or `name`): runbook, or llm with the runbook planner behind it."""
+    runbooks = RunbookPlanner(load_runbooks(settings.runbooks_dir, catalog), catalog)
+    if (name or settings.planner) == "llm":
+        from engine.decide.llm import LLMPlanner   # the llm module builds on this one
+        return LLMPlanner(settings, catalog, fallback=runbooks)
+    return runbooks

@@ -1,0 +1,1 @@
+"""The planner eval: recorded incidents scored offline (`remediator eval`)."""

@@ -1,0 +1,1 @@
+"""Step 1: webhooks in, stored durably, taken into incidents (dedup, correlation, targets)."""

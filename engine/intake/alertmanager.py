@@ -1,0 +1,53 @@
+"""Alertmanager's HTTP API (v2): the full alert set of a group, when a webhook was truncated.
+
+`truncatedAlerts > 0` means the receiver's `max_alerts` left alerts out of the notification; the
+API still has them. Their text is as untrusted as the webhook's and goes through the same model.
+"""
+from __future__ import annotations
+
+import httpx
+from pydantic import ValidationError
+
+from engine.model.alerts import Alert
+
+__all__ = ["fetch_group_alerts", "AlertmanagerAPIError"]
+
+
+class AlertmanagerAPIError(Exception):
+    pass
+
+
+def _matcher(name: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{name}="{escaped}"'
+
+
+def fetch_group_alerts(base_url: str, group_labels: dict[str, str], receiver: str, timeout_s: float = 10.0,
+                       client: httpx.Client | None = None) -> list[Alert]:
+    """Active alerts of one group (its groupLabels as matchers) routed to `receiver`."""
+    params: list[tuple[str, str]] = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
+    params += [("filter", _matcher(k, v)) for k, v in sorted(group_labels.items())]
+    if receiver:
+        params.append(("receiver", f"^(?:{receiver})$"))
+    http = client or httpx.Client(timeout=timeout_s)
+    try:
+        r = http.get(f"{base_url.rstrip('/')}/api/v2/alerts", params=params)
+        r.raise_for_status()
+        raw = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise AlertmanagerAPIError(f"GET {base_url}/api/v2/alerts failed: {exc}") from None
+    finally:
+        if client is None:
+            http.close()
+    if not isinstance(raw, list):
+        raise AlertmanagerAPIError("the Alertmanager API did not answer with a list of alerts")
+    alerts = []
+    for item in raw:
+        try:
+            alerts.append(Alert.model_validate({
+                "status": "firing", "labels": item.get("labels", {}), "annotations": item.get("annotations", {}),
+                "startsAt": item["startsAt"], "endsAt": item.get("endsAt"), "generatorURL": item.get("generatorURL", ""),
+                "fingerprint": item["fingerprint"]}))
+        except (KeyError, ValidationError, AttributeError):
+            continue   # one malformed alert must not hide the others
+    return alerts

@@ -1,0 +1,1 @@
+"""The records that cross boundaries: alerts, proposals, decisions, previews, run results, states."""

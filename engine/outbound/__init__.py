@@ -1,0 +1,1 @@
+"""What remediator tells the world: notifications, metrics, and what it asks Prometheus."""

@@ -1,0 +1,1 @@
+"""Approvers, their tokens and their votes on a dry run."""

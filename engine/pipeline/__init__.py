@@ -1,0 +1,1 @@
+"""The workers that move an incident through its states, step by step."""

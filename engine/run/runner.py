@@ -1,0 +1,90 @@
+"""Runs catalog playbooks through ansible-runner: one private data dir per run, check or apply.
+
+Every value from an alert or a planner goes in as unsafe extra vars (CatalogEntry.extravars), env
+files are not written (suppress_env_files), and a run has a timeout and can be cancelled. The
+playbooks bound their own long tasks on the host (task `timeout:`), because a killed
+ansible-playbook does not stop a command already started there.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import ansible_runner
+
+from engine.catalog.loader import CatalogEntry
+from engine.model.records import RunResult, RunStatus
+from engine.run.preview import build_preview, reports_from_events
+
+__all__ = ["Executor", "AnsibleExecutor"]
+
+
+class Executor(Protocol):
+    def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
+            timeout_s: int, cancel: threading.Event | None = None) -> RunResult: ...
+
+
+class AnsibleExecutor:
+    """The real executor: ansible_runner.run() against the configured inventory."""
+
+    def __init__(self, runs_dir: Path, inventory: Path, forks: int = 5):
+        self.runs_dir = runs_dir
+        self.inventory = inventory
+        self.forks = forks
+
+    def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
+            timeout_s: int, cancel: threading.Event | None = None) -> RunResult:
+        private = self.runs_dir / ident
+        if private.exists():
+            shutil.rmtree(private)
+        private.mkdir(parents=True, mode=0o700)
+        events: list[dict[str, Any]] = []
+        started = time.monotonic()
+        cmdline = "--check --diff" if check else "--diff"
+        try:
+            r = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(entry.playbook.parent),
+                playbook=entry.playbook.name,
+                inventory=str(self.inventory),
+                limit=",".join(hosts),
+                extravars=entry.extravars(params, hosts),
+                cmdline=cmdline,
+                forks=self.forks,
+                ident="run",
+                quiet=True,
+                suppress_env_files=True,
+                timeout=timeout_s,
+                cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+                event_handler=lambda ev: events.append(ev) or True,
+                envvars={"ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles"),
+                         "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
+                         # ansible-playbook from the same installation as this engine, even when
+                         # `remediator` was started by its full path with the venv not on PATH
+                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+            )
+            status = {"successful": RunStatus.SUCCESSFUL, "failed": RunStatus.FAILED, "timeout": RunStatus.TIMEOUT,
+                      "canceled": RunStatus.CANCELED}.get(r.status, RunStatus.ERROR)
+            rc = r.rc
+        except Exception as exc:   # ansible-runner itself broke: an outcome of the run, not a crash of ours
+            status, rc = RunStatus.ERROR, None
+            events.append({"event": "error", "event_data": {"msg": str(exc)}})
+        preview = build_preview(entry.id, events, check, hosts)
+        duration = round(time.monotonic() - started, 3)
+        if status in (RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR):
+            # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
+            task = next((e.get("event_data", {}).get("task") for e in reversed(events)
+                         if e.get("event") == "playbook_on_task_start"), None)
+            preview = preview.model_copy(update={"ok": False, "summary": (
+                f"{entry.id}: the run was stopped ({status.value}) after {duration:.0f} s"
+                + (f", in task {task!r}" if task else "") + ("" if check else "; it may have done part of its work")
+                + "." + (f" {events[-1]['event_data'].get('msg', '')}" if status == RunStatus.ERROR else ""))})
+        return RunResult(ident=ident, entry=entry.id, check=check, status=status, rc=rc, preview=preview,
+                         reports=reports_from_events(entry.id, events), artifact_dir=str(private),
+                         duration_s=duration)

@@ -1,0 +1,1 @@
+"""The SQL store, its migrations, the audit chain and the read models."""
