@@ -21,7 +21,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from engine.people.approvals import get_approval, list_approvals
 from engine.errors import AuthError, Forbidden, RemediatorError
 from engine.people.identities import Identity, Role
-from engine.model.records import FINAL_STATES
+from engine.model.states import FINAL_STATES
 from engine.store.queries import get_incident
 from engine.service import Engine
 

@@ -8,12 +8,13 @@ RemediatorError                 anything a user can act on; .status is the HTTP 
 ├── NotFound                    no such incident, entry or approval (404)
 ├── ConflictError               the request does not fit the current state (409)
 ├── ProposalError               a planner's proposal is not valid data (unknown entry, bad parameter)
-└── StoreUnavailable            the store cannot take the write now (503; Alertmanager retries)
+├── StoreUnavailable            the store cannot take the write now (503; Alertmanager retries)
+└── IllegalTransition           a move the incident lifecycle does not allow (a bug: 500)
 """
 
 __all__ = [
     "RemediatorError", "ConfigError", "PayloadError", "AuthError", "Forbidden", "NotFound",
-    "ConflictError", "ProposalError", "StoreUnavailable",
+    "ConflictError", "ProposalError", "StoreUnavailable", "IllegalTransition",
 ]
 
 
@@ -65,3 +66,7 @@ class ProposalError(RemediatorError):
 
 class StoreUnavailable(RemediatorError):
     status = 503
+
+
+class IllegalTransition(RemediatorError):
+    """A move that engine/model/states.py's TRANSITIONS does not allow: a bug, never done silently."""

@@ -22,6 +22,7 @@ from engine.outbound.metrics import Metrics
 from engine.decide.evidence import Evidence
 from engine.model.records import ActionProposal, Escalation, PolicyDecision, Preview, Transcript, Verdict
 from engine.outbound.notify import Notifier
+from engine.pipeline.lifecycle import Lifecycle
 from engine.pipeline.worker import Pipeline
 from engine.decide.planners import PlanningContext, PlanningSession, make_planner
 from engine.decide.policy import load_policy
@@ -67,11 +68,13 @@ class Engine:
         self.policy = load_policy(settings.policies_dir, self.catalog, self.inventory)
         self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory)
         self.metrics = Metrics(self.store)
+        self.lifecycle = Lifecycle(settings, self.metrics)
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
-                                 planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics)
+                                 planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics,
+                                 lifecycle=self.lifecycle)
         self.notifier = Notifier(self.store, settings)
         self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
-        self.ingester = inbox.Ingester(self.store, self.inventory, settings, on_ingested=self._ingested)
+        self.ingester = inbox.Ingester(self.store, self.inventory, self.lifecycle, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
@@ -97,7 +100,7 @@ class Engine:
     def _housekeep(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                approvals.expire_due(self.store, self.settings)
+                approvals.expire_due(self.store, self.lifecycle)
                 sent = self.notifier.deliver_due()
                 if sent:
                     log.info("delivered %d notifications", sent)
@@ -141,7 +144,7 @@ class Engine:
     def receive(self, body: bytes) -> inbox.IntakeResult:
         """Validate, store and take in one webhook body in the caller's thread (the CLI and tests): its full result."""
         payload = inbox.parse_payload(body)
-        result = inbox.accept(self.store, payload, self.inventory, self.settings)
+        result = inbox.accept(self.store, payload, self.inventory, self.lifecycle)
         self._ingested([(payload, result)])
         return result
 
@@ -151,9 +154,6 @@ class Engine:
         for payload, result in done:
             self.metrics.alerts.labels("new").inc(result.new_alerts)
             self.metrics.alerts.labels("duplicate").inc(result.duplicates)
-            for _ in result.escalated:
-                self.metrics.closed.labels("escalated").inc()
-                self.metrics.time_to_close.labels("escalated").observe(0)
             wake = wake or bool(result.new_alerts and set(result.incidents) - set(result.escalated))
             if payload.truncatedAlerts and self.settings.alertmanager_url:
                 threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
@@ -173,7 +173,7 @@ class Engine:
             inbox.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
             return 0
         full = payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0})
-        fetched = inbox.accept(self.store, full, self.inventory, self.settings)
+        fetched = inbox.accept(self.store, full, self.inventory, self.lifecycle)
         inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
                                                 f"{fetched.new_alerts} of them new")
         self.pipeline.wake()
@@ -183,10 +183,10 @@ class Engine:
              comment: str = "", digest: str | None = None) -> str:
         """A person's decision on a pending approval (by its id, or the incident's); wakes the workers."""
         if approval_id is not None:
-            state = approvals.vote(self.store, self.settings, approval_id, who, approve=approve, comment=comment, digest=digest)
+            state = approvals.vote(self.store, self.lifecycle, approval_id, who, approve=approve, comment=comment, digest=digest)
         else:
             assert incident_id is not None
-            state = approvals.vote_on_incident(self.store, self.settings, incident_id, who, approve=approve,
+            state = approvals.vote_on_incident(self.store, self.lifecycle, incident_id, who, approve=approve,
                                                comment=comment, digest=digest)
         self.pipeline.wake()
         return state

@@ -350,14 +350,15 @@ def _identities(settings: Settings):
 
 def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None) -> None:
     from engine.people import approvals
+    from engine.pipeline.lifecycle import Lifecycle
     settings = load_settings()
     who = _identities(settings).authenticate(token)
     store = _store(settings)
     if approval_id is not None:
-        state = approvals.vote(store, settings, approval_id, who, approve=approve, comment=comment)
+        state = approvals.vote(store, Lifecycle(settings), approval_id, who, approve=approve, comment=comment)
     else:
         assert incident_id is not None
-        state = approvals.vote_on_incident(store, settings, incident_id, who, approve=approve, comment=comment)
+        state = approvals.vote_on_incident(store, Lifecycle(settings), incident_id, who, approve=approve, comment=comment)
     console.print(f"{approval_id or incident_id}: {state} (by {who.name})"
                   + (" — a running `remediator serve` re-checks and runs exactly that dry run" if state == "approved" else "")
                   + (" — another distinct approver is needed" if state == "pending" else ""))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from engine.store import audit
 from engine.errors import NotFound
 from engine.people.identities import Identity, Role
-from engine.model.records import IncidentState
+from engine.model.states import IncidentState
 from engine.settings import Settings
 from engine.store.db import BreakerRow, Incident, Run, Store, utcnow
 

@@ -28,9 +28,8 @@ from engine.store import audit
 from engine.intake import incidents
 from engine.model.alerts import AlertmanagerPayload
 from engine.errors import PayloadError, StoreUnavailable
-from engine.model.records import IncidentState
-from engine.outbound.notify import NotifyEvent, notify_incident
-from engine.settings import Settings
+from engine.model.states import IncidentState
+from engine.pipeline.lifecycle import Lifecycle
 from engine.store.db import Delivery, Incident, Store, utcnow
 from engine.intake.targets import Inventory
 
@@ -41,8 +40,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: An incident closed from these states was announced (approval requested): announce the close too.
-_PEOPLE_WERE_TOLD = {IncidentState.AWAITING_APPROVAL.value, IncidentState.APPROVED.value}
 
 
 def parse_payload(body: bytes) -> AlertmanagerPayload:
@@ -79,17 +76,17 @@ class IntakeResult:
                 "escalated": self.escalated}
 
 
-def accept(store: Store, payload: AlertmanagerPayload, inventory: Inventory, settings: Settings) -> IntakeResult:
+def accept(store: Store, payload: AlertmanagerPayload, inventory: Inventory, lifecycle: Lifecycle) -> IntakeResult:
     """Store one delivery and take it in, in one transaction; StoreUnavailable when the store can't."""
-    return accept_many(store, [payload], inventory, settings)[0]
+    return accept_many(store, [payload], inventory, lifecycle)[0]
 
 
-def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: Inventory, settings: Settings
+def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: Inventory, lifecycle: Lifecycle
                 ) -> list[IntakeResult]:
     """Store several deliveries and take them in, in ONE transaction, in order (no inbox in between)."""
     with store.write() as session:
         ids = store_deliveries(session, payloads)
-        return ingest(session, list(zip(ids, payloads)), inventory, settings)
+        return ingest(session, list(zip(ids, payloads)), inventory, lifecycle)
 
 
 def store_deliveries(session: Session, payloads: list[AlertmanagerPayload]) -> list[int]:
@@ -100,7 +97,7 @@ def store_deliveries(session: Session, payloads: list[AlertmanagerPayload]) -> l
 
 
 def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], inventory: Inventory,
-           settings: Settings) -> list[IntakeResult]:
+           lifecycle: Lifecycle) -> list[IntakeResult]:
     """Take stored deliveries into alerts and incidents, in order, and mark them taken in.
 
     A delivery already taken in (recovery and the queue may both hold it) is skipped: it has no result."""
@@ -109,7 +106,7 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
     deliveries = [(d, p) for d, p in deliveries if d in waiting]
     if not deliveries:
         return []
-    attacher = incidents.Attacher(session, [a for _, p in deliveries for a in p.alerts], inventory, settings.target_labels)
+    attacher = incidents.Attacher(session, [a for _, p in deliveries for a in p.alerts], inventory, lifecycle)
     results = []
     for delivery_id, payload in deliveries:
         touched: list[str] = []
@@ -117,9 +114,6 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
         for alert in payload.alerts:
             outcome = attacher.attach(delivery_id, alert)
             new += outcome.new
-            if outcome.closed_from in _PEOPLE_WERE_TOLD:
-                notify_incident(session, settings, session.get(Incident, outcome.incident_id),
-                                NotifyEvent.AUTO_RESOLVED, "the alert resolved before anything ran; nothing was changed")
             if outcome.incident_id and outcome.incident_id not in touched:
                 touched.append(outcome.incident_id)
         if payload.truncatedAlerts:
@@ -129,7 +123,7 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
                                     duplicates=len(payload.alerts) - new, incidents=touched))
     by_delivery = {r.delivery_id: r for r in results}
     for incident_id, (incident, delivery_id) in attacher.hostless.items():
-        _escalate_hostless(session, settings, incident)
+        _escalate_hostless(session, lifecycle, incident)
         by_delivery[delivery_id].escalated.append(incident_id)
     attacher.flush()
     now = utcnow()
@@ -147,13 +141,12 @@ def pending(store: Store, upto: int, limit: int = 500) -> list[tuple[int, Alertm
     return [(row.id, AlertmanagerPayload.model_validate(row.body)) for row in rows]
 
 
-def _escalate_hostless(session: Session, settings: Settings, incident: Incident) -> None:
+def _escalate_hostless(session: Session, lifecycle: Lifecycle, incident: Incident) -> None:
     """An incident on no inventory host can't be diagnosed or fixed: tell people now, not via a worker."""
     if incident.state != IncidentState.RECEIVED:   # closed meanwhile by its resolved alert
         return
     reason = f"no target host: {incident.reason}"
-    incidents.transition(session, incident, IncidentState.ESCALATED, reason)
-    notify_incident(session, settings, incident, NotifyEvent.ESCALATED, reason)
+    lifecycle.close(session, incident, IncidentState.ESCALATED, reason)
 
 
 class GroupCommit(Generic[T, R]):
@@ -217,9 +210,9 @@ class Ingester:
     webhook answers 503 above `intake_backlog_max`, so a storm slows Alertmanager down instead of
     filling memory."""
 
-    def __init__(self, store: Store, inventory: Inventory, settings: Settings,
+    def __init__(self, store: Store, inventory: Inventory, lifecycle: Lifecycle,
                  on_ingested: Callable[[list[tuple[AlertmanagerPayload, IntakeResult]]], None]):
-        self.store, self.inventory, self.settings, self.on_ingested = store, inventory, settings, on_ingested
+        self.store, self.inventory, self.lifecycle, self.on_ingested = store, inventory, lifecycle, on_ingested
         self._cv = threading.Condition()
         self._queue: deque[tuple[int, AlertmanagerPayload]] = deque()
         self.backlog = 0
@@ -311,7 +304,7 @@ class Ingester:
         while True:
             try:
                 with self.store.write() as session:
-                    results = ingest(session, batch, self.inventory, self.settings)
+                    results = ingest(session, batch, self.inventory, self.lifecycle)
                 break
             except StoreUnavailable as exc:   # acknowledged, so never dropped: try again
                 log.warning("cannot take in %d deliveries yet: %s", len(batch), exc.message)

@@ -19,11 +19,13 @@ from sqlalchemy.orm import Session
 
 from engine.store import audit
 from engine.model.alerts import Alert
-from engine.model.records import FINAL_STATES, IncidentState
+from engine.model.states import FINAL_STATES, ApprovalState, IncidentState
+from engine.outbound.notify import NotifyEvent
+from engine.pipeline.lifecycle import Lifecycle
 from engine.store.db import AlertRow, Approval, Incident, utcnow
 from engine.intake.targets import Inventory, host_from_labels, strip_port
 
-__all__ = ["Attacher", "AttachOutcome", "transition", "priority_of", "new_incident_id", "note_truncation",
+__all__ = ["Attacher", "AttachOutcome", "priority_of", "new_incident_id", "note_truncation",
            "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
 
 #: Lower number = worked on first.
@@ -63,8 +65,9 @@ class Attacher:
     alert, and the rows go in together; an alert seen earlier in the same batch counts as stored.
     The audit head is locked first, so a second process's intake waits and then sees these rows."""
 
-    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, target_labels: list[str]):
-        self.session, self.inventory, self.target_labels = session, inventory, target_labels
+    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, lifecycle: Lifecycle):
+        self.session, self.inventory, self.lifecycle = session, inventory, lifecycle
+        self.target_labels = target_labels = lifecycle.settings.target_labels
         audit.lock(session)
         fingerprints = sorted({a.fingerprint for a in alerts})
         self.known: dict[tuple[str, str, str], str | None] = {}
@@ -115,7 +118,7 @@ class Attacher:
                      incident.id)
         if alert.status == "resolved":
             self.flush()   # still_firing() reads the rows
-            return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(self.session, incident))
+            return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(self.session, incident, self.lifecycle))
         incident.firing = True
         return AttachOutcome(incident.id, new=True)
 
@@ -164,7 +167,7 @@ def still_firing(session: Session, incident_id: str) -> bool:
     return any(st == "firing" and (f, s) not in resolved for f, s, st in rows)
 
 
-def close_if_quiet(session: Session, incident: Incident) -> str | None:
+def close_if_quiet(session: Session, incident: Incident, lifecycle: Lifecycle) -> str | None:
     """After a resolved alert: mark the incident not firing; close it if nothing has run yet.
 
     Returns the state it was closed from, or None when it stays as it is."""
@@ -175,12 +178,14 @@ def close_if_quiet(session: Session, incident: Incident) -> str | None:
     if state not in _CLOSABLE:
         return None
     for approval in session.execute(select(Approval).where(Approval.incident_id == incident.id,
-                                                           Approval.state == "pending")).scalars():
-        approval.state = "canceled"
+                                                           Approval.state == ApprovalState.PENDING)).scalars():
+        approval.state = ApprovalState.CANCELED
         approval.decided_at = utcnow()
         approval.comment = "the alert resolved"
-    transition(session, incident, IncidentState.RESOLVED,
-               "the alert resolved before anything ran; nothing was changed", event="incident.auto_resolved")
+    # People were told only once an approval was requested: then they hear that it resolved on its own.
+    told = state in (IncidentState.AWAITING_APPROVAL, IncidentState.APPROVED)
+    lifecycle.close(session, incident, IncidentState.RESOLVED, "the alert resolved before anything ran; nothing was changed",
+                    event="incident.auto_resolved", notice=NotifyEvent.AUTO_RESOLVED if told else None)
     return state.value
 
 
@@ -192,17 +197,3 @@ def note_truncation(session: Session, incident_ids: list[str], truncated: int) -
             continue
         incident.truncated = max(incident.truncated, truncated)
         audit.append(session, "delivery.truncated", {"truncated_alerts": truncated}, incident_id)
-
-
-def transition(session: Session, incident: Incident, state: IncidentState, reason: str = "", *,
-               event: str | None = None, data: dict[str, Any] | None = None) -> None:
-    """Move an incident to `state`, with one audit event that says why."""
-    previous = incident.state
-    incident.state = state
-    if reason:
-        incident.reason = reason
-    if state in FINAL_STATES:
-        incident.closed_at = utcnow()
-        incident.claimed_at = None
-    audit.append(session, event or f"incident.{state.value}",
-                 {"from": previous, "to": state.value, "reason": reason, **(data or {})}, incident.id)

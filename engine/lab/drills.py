@@ -26,7 +26,7 @@ from engine.catalog.loader import Catalog, Drill, Probe
 from engine.errors import ConfigError
 from engine.people.identities import Identities
 from engine.lab.fleet import LabHost, lab_hosts
-from engine.model.records import FINAL_STATES, IncidentState
+from engine.model.states import FINAL_STATES, IncidentState
 from engine.lab.monitoring import Monitoring
 from engine.settings import Settings
 from engine.store.db import Store

@@ -8,34 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+
 __all__ = [
-    "IncidentState", "FINAL_STATES", "HELD_STATES", "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
+    "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
     "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",
 ]
-
-
-class IncidentState(StrEnum):
-    RECEIVED = "received"
-    DIAGNOSING = "diagnosing"
-    PLANNED = "planned"
-    DENIED = "denied"
-    AWAITING_APPROVAL = "awaiting_approval"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    CHECKING = "checking"
-    EXECUTING = "executing"
-    VERIFYING = "verifying"
-    RESOLVED = "resolved"
-    FAILED = "failed"
-    ESCALATED = "escalated"
-
-
-FINAL_STATES = frozenset({IncidentState.DENIED, IncidentState.REJECTED, IncidentState.EXPIRED,
-                          IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED})
-#: States in which a worker holds the incident, and so its host (one remediation per host at a time).
-HELD_STATES = frozenset({IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING,
-                         IncidentState.EXECUTING, IncidentState.VERIFYING})
 
 
 class Verdict(StrEnum):

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from engine.model.records import IncidentState
+from engine.model.states import IncidentState
 from engine.store.db import Incident, OutboxMessage, Store
 
 __all__ = ["Metrics"]

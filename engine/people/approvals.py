@@ -24,8 +24,9 @@ from engine.intake import incidents
 from engine.catalog.loader import Catalog
 from engine.errors import ConflictError, NotFound
 from engine.people.identities import Identity, Role
-from engine.model.records import IncidentState, Preview
-from engine.outbound.notify import NotifyEvent, notify_incident
+from engine.model.records import Preview
+from engine.model.states import IncidentState
+from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
 from engine.store.db import Approval, ApprovalVote, Incident, Store, utcnow
 
@@ -58,7 +59,7 @@ def _pending(session: Session, approval_id: str) -> tuple[Approval, Incident]:
     return approval, inc
 
 
-def vote(store: Store, settings: Settings, approval_id: str, who: Identity, *, approve: bool, comment: str = "",
+def vote(store: Store, lifecycle: Lifecycle, approval_id: str, who: Identity, *, approve: bool, comment: str = "",
          digest: str | None = None) -> str:
     """One person's approve or reject; returns the approval's state (pending while more approvers are needed)."""
     who.require(Role.APPROVER, "approve or reject")
@@ -79,18 +80,17 @@ def vote(store: Store, settings: Settings, approval_id: str, who: Identity, *, a
         if not approve:
             _close(approval, "rejected", who.name, comment)
             reason = f"rejected by {who.name}" + (f": {comment}" if comment else "")
-            incidents.transition(session, inc, IncidentState.REJECTED, reason, data=data)
-            notify_incident(session, settings, inc, NotifyEvent.REJECTED, reason)
+            lifecycle.close(session, inc, IncidentState.REJECTED, reason, data=data)
             return approval.state
         approvers = {v.approver for v in votes if v.decision == "approve"} | {who.name}
         if len(approvers) < approval.required:
             return approval.state     # pending: another person must approve
         _close(approval, "approved", ", ".join(sorted(approvers)), comment)
-        incidents.transition(session, inc, IncidentState.APPROVED, f"approved by {approval.decided_by}", data=data)
+        lifecycle.move(session, inc, IncidentState.APPROVED, f"approved by {approval.decided_by}", data=data)
         return approval.state
 
 
-def vote_on_incident(store: Store, settings: Settings, incident_id: str, who: Identity, *, approve: bool,
+def vote_on_incident(store: Store, lifecycle: Lifecycle, incident_id: str, who: Identity, *, approve: bool,
                      comment: str = "", digest: str | None = None) -> str:
     """`vote()` on the incident's pending request."""
     who.require(Role.APPROVER, "approve or reject")
@@ -102,14 +102,14 @@ def vote_on_incident(store: Store, settings: Settings, incident_id: str, who: Id
                                                                 Approval.state == "pending")).scalar_one_or_none()
     if approval_id is None:
         raise ConflictError(f"incident {incident_id} is {inc.state}, not awaiting approval")
-    return vote(store, settings, approval_id, who, approve=approve, comment=comment, digest=digest)
+    return vote(store, lifecycle, approval_id, who, approve=approve, comment=comment, digest=digest)
 
 
 def _close(approval: Approval, state: str, by: str, comment: str) -> None:
     approval.state, approval.decided_by, approval.decided_at, approval.comment = state, by[:128], utcnow(), comment
 
 
-def expire_due(store: Store, settings: Settings) -> int:
+def expire_due(store: Store, lifecycle: Lifecycle) -> int:
     """Expire pending requests past their deadline (the incident is expired, and people are paged)."""
     with store.write() as session:
         due = session.execute(select(Approval).where(Approval.state == "pending", Approval.expires_at <= utcnow())).scalars().all()
@@ -117,9 +117,9 @@ def expire_due(store: Store, settings: Settings) -> int:
             _close(approval, "expired", "", "")
             inc = session.get(Incident, approval.incident_id)
             if inc is not None and inc.state == IncidentState.AWAITING_APPROVAL:
-                reason = f"nobody approved within {settings.approval_ttl_s} s; nothing was run, a person must look"
-                incidents.transition(session, inc, IncidentState.EXPIRED, reason)
-                notify_incident(session, settings, inc, NotifyEvent.EXPIRED, reason)
+                reason = (f"nobody approved within {lifecycle.settings.approval_ttl_s} s; nothing was run, "
+                          "a person must look")
+                lifecycle.close(session, inc, IncidentState.EXPIRED, reason)
         return len(due)
 
 

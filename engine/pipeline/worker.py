@@ -26,14 +26,16 @@ from engine.catalog.loader import Catalog
 from engine.decide.evidence import DiagnosticOutcome, Evidence, run_verify
 from engine.errors import ProposalError, StoreUnavailable
 from engine.outbound.metrics import Metrics
-from engine.model.records import HELD_STATES, ActionProposal, Escalation, IncidentState, PolicyDecision, RunResult, RunStatus, Verdict
-from engine.outbound.notify import NotifyEvent, notify_incident
+from engine.model.records import ActionProposal, Escalation, PolicyDecision, RunResult, RunStatus, Verdict
+from engine.model.states import HELD_STATES, IncidentState
+from engine.outbound.notify import NotifyEvent
+from engine.pipeline.lifecycle import Lifecycle
 from engine.decide.planners import Planner, PlanningContext, PlanningSession
 from engine.decide.policy import Policy, PolicyContext
 from engine.outbound.prometheus import Prometheus, PrometheusError, alert_expression
 from engine.run.runner import Executor
 from engine.settings import Settings
-from engine.store.db import Approval, BreakerRow, Incident, Run, Store, utcnow
+from engine.store.db import Approval, Incident, Run, Store, utcnow
 from engine.intake.targets import Inventory
 
 __all__ = ["Pipeline"]
@@ -47,14 +49,11 @@ log = logging.getLogger(__name__)
 #: Before the real run nothing has changed on a host, so after a crash these are simply worked again.
 _CLAIMABLE = [IncidentState.RECEIVED.value, IncidentState.APPROVED.value]
 _REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING}
-_NOTIFY_ON = {IncidentState.DENIED: NotifyEvent.DENIED, IncidentState.FAILED: NotifyEvent.FAILED,
-              IncidentState.ESCALATED: NotifyEvent.ESCALATED, IncidentState.AWAITING_APPROVAL: NotifyEvent.AWAITING_APPROVAL,
-              IncidentState.EXPIRED: NotifyEvent.EXPIRED, IncidentState.REJECTED: NotifyEvent.REJECTED}
 
 
 class Pipeline:
     def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, inventory: Inventory, planner: Planner,
-                 policy: Policy, executor: Executor, metrics: Metrics):
+                 policy: Policy, executor: Executor, metrics: Metrics, lifecycle: Lifecycle):
         self.settings = settings
         self.store = store
         self.catalog = catalog
@@ -63,6 +62,7 @@ class Pipeline:
         self.policy = policy
         self.executor = executor
         self.metrics = metrics
+        self.lifecycle = lifecycle
         self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self._stop = threading.Event()
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
@@ -107,7 +107,7 @@ class Pipeline:
         with self.store.write() as session:
             for inc in session.execute(select(Incident).where(Incident.state.in_([s.value for s in HELD_STATES]))).scalars():
                 if IncidentState(inc.state) in _REQUEUE_ON_START:
-                    incidents.transition(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
+                    self.lifecycle.move(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
                                          event="incident.requeued")
                     continue
                 step = "apply" if inc.state == IncidentState.EXECUTING else "verify"
@@ -118,7 +118,7 @@ class Pipeline:
                 reason = (f"remediator restarted during the real run of {inc.entry} on {inc.host}, which may have changed "
                           f"it: diagnosed and checked again, and a person decides before it runs again" if step == "apply"
                           else f"remediator restarted while verifying {inc.entry} on {inc.host}: verifying again")
-                incidents.transition(session, inc, IncidentState.RECEIVED, reason, event="incident.interrupted",
+                self.lifecycle.move(session, inc, IncidentState.RECEIVED, reason, event="incident.interrupted",
                                      data={"step": step, "runs": [r.ident for r in cut]})
 
     def _loop(self) -> None:
@@ -156,7 +156,7 @@ class Pipeline:
                 nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
                 inc.claimed_at = utcnow()
                 inc.attempts += 1
-                incidents.transition(session, inc, nxt, event="incident.claimed", data={"state": nxt.value})
+                self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value})
                 return inc.id
         return None
 
@@ -181,17 +181,17 @@ class Pipeline:
                 with self.store.write() as session:
                     inc = session.get(Incident, incident_id)
                     if inc is not None and IncidentState(inc.state) in HELD_STATES:
-                        self._final(session, inc, IncidentState.ESCALATED,
+                        self.lifecycle.close(session, inc, IncidentState.ESCALATED,
                                     f"remediator hit an internal error ({type(exc).__name__}: {exc}); a person must look")
             except Exception:
                 log.exception("incident %s: could not record the error", incident_id)
 
     def _from_received(self, inc: Incident) -> None:
         if inc.host is None:
-            return self._finish(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
+            return self._close(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
         if inc.interrupted == "verify" and inc.proposal:
             proposal = ActionProposal.model_validate(inc.proposal)
-            self._step(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
+            self._move(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
             return self._verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
         evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self._cancel,
@@ -203,7 +203,7 @@ class Pipeline:
         if session.transcript is not None:
             self._record_transcript(inc.id, session)
         if isinstance(plan, Escalation):
-            return self._finish(inc.id, IncidentState.ESCALATED, plan.reason,
+            return self._close(inc.id, IncidentState.ESCALATED, plan.reason,
                                 data={"planner": plan.planner, "fallback": plan.fallback})
 
         params = self.validated(plan)
@@ -216,7 +216,7 @@ class Pipeline:
         proposal = plan.model_copy(update={"params": params or plan.params})
         if decision.verdict == Verdict.DENY:   # the evidence is for the person it goes to; nothing else runs
             proposal = self._planned(inc.id, proposal, decision, self._diagnose(inc, plan, params, evidence))
-            return self._finish(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
+            return self._close(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
 
         # The entry's diagnostics and the check run are both read-only: they run side by side, and
         # both are in before anything is asked of a person or run for real.
@@ -243,7 +243,7 @@ class Pipeline:
             row.entry = proposal.entry
             row.proposal = proposal.model_dump(mode="json")
             row.decision = decision.model_dump(mode="json")
-            incidents.transition(session, row, IncidentState.PLANNED, proposal.rationale,
+            self.lifecycle.move(session, row, IncidentState.PLANNED, proposal.rationale,
                                  data={"proposal": row.proposal, "decision": row.decision})
         return proposal
 
@@ -314,7 +314,7 @@ class Pipeline:
         with self.store.write() as session:
             row = session.get(Incident, incident_id)
             if row.state != IncidentState.CHECKING:
-                incidents.transition(session, row, IncidentState.CHECKING)
+                self.lifecycle.move(session, row, IncidentState.CHECKING)
             attempt = row.attempts
         result = self.executor.run(entry, proposal.params, proposal.hosts, check=True,
                                    ident=f"{incident_id}-a{attempt}-check{check_no}",
@@ -327,11 +327,11 @@ class Pipeline:
             audit.append(session, "check.preview", {"summary": result.preview.summary, "ok": result.preview.ok,
                                                     "digest": result.preview.digest, "run": result.ident}, incident_id)
         if result.status != RunStatus.SUCCESSFUL and result.preview.ok:
-            self._finish(incident_id, IncidentState.DENIED, f"the dry run did not finish ({result.status}); nothing was run")
+            self._close(incident_id, IncidentState.DENIED, f"the dry run did not finish ({result.status}); nothing was run")
             return None
         stop = self.policy.review(proposal, result.preview)
         if stop is not None:
-            self._finish(incident_id, IncidentState.DENIED, "; ".join(stop.reasons), data={"rules": stop.rules})
+            self._close(incident_id, IncidentState.DENIED, "; ".join(stop.reasons), data={"rules": stop.rules})
             return None
         return result
 
@@ -343,10 +343,11 @@ class Pipeline:
             approval = approvals.request(session, self.settings, row, check.preview, required=decision.approvers,
                                          risk=str(entry.meta.risk), rules=decision.rules, reasons=decision.reasons,
                                          supersedes=supersedes)
-            self._final(session, row, IncidentState.AWAITING_APPROVAL, why or "; ".join(decision.reasons),
-                        data={"approval": approval.id, "digest": approval.preview_digest, "required": approval.required,
-                              "expires_at": approval.expires_at, "supersedes": supersedes},
-                        approval=approval)
+            self.lifecycle.move(session, row, IncidentState.AWAITING_APPROVAL, why or "; ".join(decision.reasons),
+                                notice=NotifyEvent.AWAITING_APPROVAL, approval=approval,
+                                data={"approval": approval.id, "digest": approval.preview_digest,
+                                      "required": approval.required, "expires_at": approval.expires_at,
+                                      "supersedes": supersedes})
 
     def _after_approval(self, inc: Incident) -> None:
         proposal = ActionProposal.model_validate(inc.proposal)
@@ -355,7 +356,7 @@ class Pipeline:
                                        .order_by(Approval.decided_at.desc()).limit(1)).scalar_one_or_none()
             requests = session.execute(select(Approval.id).where(Approval.incident_id == inc.id)).all()
         if approval is None:
-            return self._finish(inc.id, IncidentState.ESCALATED, "approved without an approval record; not running")
+            return self._close(inc.id, IncidentState.ESCALATED, "approved without an approval record; not running")
         result = self._check(inc.id, proposal, check_no=len(requests) + 1)
         if result is None:
             return
@@ -364,7 +365,7 @@ class Pipeline:
             why = (f"the dry run changed after {approval.decided_by} approved it ({'; '.join(changed[:5])}); "
                    f"nothing was run: approve the new dry run")
             if len(requests) >= self.max_drift_requests:
-                return self._finish(inc.id, IncidentState.ESCALATED, why.replace("approve the new dry run",
+                return self._close(inc.id, IncidentState.ESCALATED, why.replace("approve the new dry run",
                                                                              "it keeps changing, a person must look"))
             decision = PolicyDecision.model_validate(inc.decision)
             return self._await_approval(inc.id, decision, result, supersedes=approval.id, why=why)
@@ -377,10 +378,11 @@ class Pipeline:
             # Right before the real run: is the alert still firing? (Acting on a resolved alert hurts.)
             if not incidents.still_firing(session, incident_id):
                 row.firing = False
-                self._final(session, row, IncidentState.RESOLVED,
-                            "the alert resolved before the real run; nothing was changed", event=NotifyEvent.AUTO_RESOLVED)
+                self.lifecycle.close(session, row, IncidentState.RESOLVED,
+                                     "the alert resolved before the real run; nothing was changed",
+                                     notice=NotifyEvent.AUTO_RESOLVED)
                 return
-            incidents.transition(session, row, IncidentState.EXECUTING)
+            self.lifecycle.move(session, row, IncidentState.EXECUTING)
             attempt = row.attempts
         ident = f"{incident_id}-a{attempt}-apply"
         # Recorded before it starts: after a crash, the store knows a real run may have touched the host.
@@ -390,9 +392,9 @@ class Pipeline:
         self._record_run(incident_id, result, "apply", proposal.params, proposal.hosts, run_id=run_id)
         self._unless_stopping(result)
         if result.status != RunStatus.SUCCESSFUL or not result.preview.ok:
-            return self._finish(incident_id, IncidentState.FAILED,
+            return self._close(incident_id, IncidentState.FAILED,
                                 f"the run {result.status}: {result.preview.summary}")
-        self._step(incident_id, IncidentState.VERIFYING, result.preview.summary)
+        self._move(incident_id, IncidentState.VERIFYING, result.preview.summary)
         self._verify(incident_id, proposal, result.preview.summary)
 
     def _verify(self, incident_id: str, proposal: ActionProposal, summary: str) -> None:
@@ -408,7 +410,7 @@ class Pipeline:
         if self._stop.is_set() and not outcome.ok:
             raise _ShuttingDown()
         if not outcome.ok:
-            return self._finish(incident_id, IncidentState.ESCALATED, f"{summary} {outcome.detail}")
+            return self._close(incident_id, IncidentState.ESCALATED, f"{summary} {outcome.detail}")
         detail = outcome.detail
         expr = alert_expression(inc.generator_url)
         if self.prometheus and expr:
@@ -417,9 +419,9 @@ class Pipeline:
             with self.store.write() as session:
                 audit.append(session, "verify.prometheus", {"expr": expr, "cleared": cleared, "detail": seen}, incident_id)
             if not cleared:
-                return self._finish(incident_id, IncidentState.ESCALATED, f"{summary} {detail}; but Prometheus: {seen}")
+                return self._close(incident_id, IncidentState.ESCALATED, f"{summary} {detail}; but Prometheus: {seen}")
             detail += f"; Prometheus: {seen}"
-        self._finish(incident_id, IncidentState.RESOLVED, f"{summary} {detail}", event=NotifyEvent.FIXED)
+        self._close(incident_id, IncidentState.RESOLVED, f"{summary} {detail}", notice=NotifyEvent.FIXED)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -465,29 +467,15 @@ class Pipeline:
                                                   "rc": result.rc, "summary": result.preview.summary[:2000],
                                                   "hosts": hosts}, incident_id)
 
-    def _step(self, incident_id: str, state: IncidentState, reason: str = "") -> None:
+    def _move(self, incident_id: str, state: IncidentState, reason: str = "") -> None:
         with self.store.write() as session:
-            incidents.transition(session, session.get(Incident, incident_id), state, reason)
+            self.lifecycle.move(session, session.get(Incident, incident_id), state, reason)
 
-    def _finish(self, incident_id: str, state: IncidentState, reason: str, *, event: NotifyEvent | None = None,
-                data: dict[str, Any] | None = None) -> None:
+    def _close(self, incident_id: str, state: IncidentState, reason: str, *, notice: NotifyEvent | None = None,
+               data: dict[str, Any] | None = None) -> None:
         with self.store.write() as session:
-            self._final(session, session.get(Incident, incident_id), state, reason, event=event, data=data)
-
-    def _final(self, session, inc: Incident, state: IncidentState, reason: str, *, event: NotifyEvent | None = None,
-               data: dict[str, Any] | None = None, approval: Approval | None = None) -> None:
-        """A state a person hears about: the transition and its notifications, in the caller's transaction."""
-        incidents.transition(session, inc, state, reason, data=data)
-        note_event = event or _NOTIFY_ON.get(state)
-        if state in (IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED, IncidentState.DENIED,
-                     IncidentState.REJECTED, IncidentState.EXPIRED):
-            self.metrics.closed.labels(state.value).inc()
-            self.metrics.time_to_close.labels(state.value).observe((utcnow() - inc.created_at).total_seconds())
-        if note_event is not None:
-            notify_incident(session, self.settings, inc, note_event, reason, approval=approval)
-        if state in (IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED) and inc.entry and \
-                session.execute(select(Run.id).where(Run.incident_id == inc.id, Run.mode == "apply").limit(1)).first():
-            for scope in breaker.record_outcome(session, self.settings, inc):
-                self.metrics.breaker_opened.labels(scope).inc()
-                notify_incident(session, self.settings, inc, NotifyEvent.BREAKER_OPEN,
-                                session.get(BreakerRow, scope).reason, dedup_key=f"breaker:{scope}")
+            inc = session.get(Incident, incident_id)
+            if notice is None:
+                self.lifecycle.close(session, inc, state, reason, data=data)
+            else:
+                self.lifecycle.close(session, inc, state, reason, notice=notice, data=data)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from engine.lab import fleet
-from engine.model.records import FINAL_STATES
+from engine.model.states import FINAL_STATES
 from tests.e2e.conftest import INVENTORY, SAMPLES, Server, free_port
 from tests.standins import Receivers
 

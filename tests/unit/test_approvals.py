@@ -13,8 +13,9 @@ from api.app import create_app
 from engine import PROJECT_ROOT
 from engine.people import approvals
 from engine.cli.main import app as cli
-from engine.model.records import ActionProposal, IncidentState, PolicyDecision, Verdict
-from engine.outbound.notify import Notification, NotifyEvent, slack_payload
+from engine.model.records import ActionProposal, PolicyDecision, Verdict
+from engine.model.states import IncidentState
+from engine.outbound.notify import Notification, NotifyEvent, notify_incident, slack_payload
 from engine.run.preview import build_preview
 from engine.service import Engine
 from engine.settings import Settings
@@ -49,9 +50,9 @@ def people(engine):
     return out
 
 
-def waiting(engine, required: int = 1) -> tuple[str, str]:
+def waiting(engine, required: int = 1, payload: bytes = PAYLOAD) -> tuple[str, str]:
     """An incident waiting for approval of the clean_logs dry run in tests/fixtures/events (as the pipeline leaves it)."""
-    incident_id = engine.receive(PAYLOAD).incidents[0]
+    incident_id = engine.receive(payload).incidents[0]
     proposal = ActionProposal(entry="clean_logs", params={"paths": ["/var/log/webapp"], "patterns": ["*.log"], "min_age_days": 7},
                               hosts=["app-server-01"], rationale="old logs fill the disk", planner="runbook", offered=["clean_logs"])
     decision = PolicyDecision(verdict=Verdict.APPROVE, reasons=["an operator wants to see log deletions"],
@@ -154,7 +155,7 @@ def test_expired_and_stale_digests_are_refused(engine, client, people):
         s.get(Approval, approval_id).expires_at = utcnow() - timedelta(seconds=1)
     r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"])
     assert r.status_code == 409 and "expired" in r.json()["detail"]
-    assert approvals.expire_due(engine.store, engine.settings) == 1
+    assert approvals.expire_due(engine.store, engine.lifecycle) == 1
     assert _state(engine, incident_id) == IncidentState.EXPIRED
     assert client.get(f"/approvals/{approval_id}", headers=SERVICE).json()["state"] == "expired"
 
@@ -246,7 +247,8 @@ def test_slack_links_to_the_page_and_never_approves(engine):
     incident_id, approval_id = waiting(engine, required=2)
     with engine.store.write() as s:
         approval = s.get(Approval, approval_id)
-        engine.pipeline._final(s, s.get(Incident, incident_id), IncidentState.AWAITING_APPROVAL, "policy asks", approval=approval)
+        notify_incident(s, engine.settings, s.get(Incident, incident_id), NotifyEvent.AWAITING_APPROVAL, "policy asks",
+                        approval=approval)
         note = s.execute(select(OutboxMessage).where(OutboxMessage.channel == "slack")).scalars().all()[-1]
     body = slack_payload(Notification.model_validate(note.payload))
     text = json.dumps(body)

@@ -10,7 +10,8 @@ from engine.decide import breaker
 from engine.cli.main import app as cli
 from engine.errors import Forbidden
 from engine.intake.incidents import new_incident_id
-from engine.model.records import IncidentState, PolicyDecision, Verdict
+from engine.model.records import PolicyDecision, Verdict
+from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
@@ -31,13 +32,14 @@ def remediated(engine, entry: str, outcome: IncidentState, host: str = "app-serv
     incident_id = new_incident_id()
     with engine.store.write() as s:
         s.add(Incident(id=incident_id, correlation_key=f"x|{incident_id}", alertname="ServiceDown", host=host,
-                       severity="critical", priority=0, state=IncidentState.VERIFYING.value, labels={}, annotations={},
+                       severity="critical", priority=0, labels={}, annotations={},
+                       state=IncidentState.EXECUTING if outcome == IncidentState.FAILED else IncidentState.VERIFYING,
                        entry=entry))
         s.flush()
         s.add(Run(incident_id=incident_id, ident=f"{incident_id}-apply", entry=entry, mode="apply", hosts=[host], params={},
                   status="successful", rc=0, started_at=utcnow(), finished_at=utcnow(), duration_s=1.0, artifact_dir="",
                   summary=""))
-    engine.pipeline._finish(incident_id, outcome, "the fix did not verify" if outcome != IncidentState.RESOLVED else "fixed")
+    engine.pipeline._close(incident_id, outcome, "the fix did not verify" if outcome != IncidentState.RESOLVED else "fixed")
     return incident_id
 
 

@@ -4,7 +4,8 @@ import pytest
 from sqlalchemy import select
 
 from engine import PROJECT_ROOT
-from engine.model.records import ActionProposal, IncidentState
+from engine.model.records import ActionProposal
+from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Incident, OutboxMessage, Run
@@ -25,6 +26,8 @@ def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, 
     incident_id = engine.receive(SAMPLE).incidents[0]
     proposal = ActionProposal(entry="restart_service", params={"unit": "api-gateway", "reason": "down"},
                               hosts=["api-server-01"], rationale="r", planner="runbook", offered=["restart_service"])
+    with engine.store.write() as s:      # where the pipeline calls _execute: checked, allowed
+        s.get(Incident, incident_id).state = IncidentState.CHECKING
     engine.pipeline._execute(incident_id, proposal)
 
     with engine.store.read() as s:

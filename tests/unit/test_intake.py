@@ -8,10 +8,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from engine.pipeline.lifecycle import Lifecycle
 from engine import PROJECT_ROOT
 from engine.errors import PayloadError
 from engine.intake.inbox import GroupCommit, Ingester, accept, accept_many, ingest, parse_payload, store_deliveries
-from engine.model.records import IncidentState
+from engine.model.states import IncidentState
 from engine.settings import Settings
 from engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
 from engine.intake.targets import load_inventory
@@ -44,7 +45,7 @@ def settings(tmp_path):
 def post(store, inventory, settings):
     def _post(name: str):
         path = SAMPLES / name if (SAMPLES / name).exists() else PAYLOADS / name
-        return accept(store, parse_payload(path.read_bytes()), inventory, settings)
+        return accept(store, parse_payload(path.read_bytes()), inventory, Lifecycle(settings))
     return _post
 
 
@@ -105,7 +106,7 @@ def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inve
     """A group commit stores several deliveries at once: a resend inside the same batch is still a duplicate."""
     grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
     correlated = parse_payload((PAYLOADS / "correlated-firing.json").read_bytes())
-    first, again, other = accept_many(store, [grouped, grouped, correlated], inventory, settings)
+    first, again, other = accept_many(store, [grouped, grouped, correlated], inventory, Lifecycle(settings))
     assert (first.new_alerts, again.duplicates, other.new_alerts) == (3, 3, 3)
     assert again.incidents == first.incidents
     assert len(_incidents(store)) == 5
@@ -128,11 +129,11 @@ def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(sto
         ids = list(pool.map(inbox.submit, bodies))
     assert len(set(ids)) == 24 and sum(batches) == 24
     with store.write() as session:
-        results = ingest(session, list(zip(ids, bodies)), inventory, settings)
+        results = ingest(session, list(zip(ids, bodies)), inventory, Lifecycle(settings))
     assert [r.new_alerts for r in results] == [1] * 24
     assert len(_incidents(store)) == 1   # one alertname on one host: they all correlate
     with store.write() as session:       # taken in once: a second pass (recovery and the queue) does nothing
-        assert ingest(session, list(zip(ids, bodies)), inventory, settings) == []
+        assert ingest(session, list(zip(ids, bodies)), inventory, Lifecycle(settings)) == []
 
 
 def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inventory, settings):
@@ -141,7 +142,7 @@ def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inv
     with store.write() as session:
         (delivery_id,) = store_deliveries(session, [grouped])
     done = []
-    ingester = Ingester(store, inventory, settings, on_ingested=done.extend)
+    ingester = Ingester(store, inventory, Lifecycle(settings), on_ingested=done.extend)
     ingester.start()
     try:
         deadline = time.monotonic() + 10

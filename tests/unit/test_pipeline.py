@@ -6,7 +6,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from engine.people.approvals import expire_due
-from engine.model.records import IncidentState
+from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
@@ -69,7 +69,7 @@ def test_pending_approvals_expire_and_say_so(engine):
     with engine.store.write() as s:
         s.get(Incident, incident_id).state = IncidentState.AWAITING_APPROVAL
         s.add(Approval(id="a1", incident_id=incident_id, preview_digest="d", state="pending", expires_at=utcnow()))
-    assert expire_due(engine.store, engine.settings) == 1
+    assert expire_due(engine.store, engine.lifecycle) == 1
     assert _state(engine, incident_id) == "expired"
     with engine.store.read() as s:
         assert s.get(Approval, "a1").state == "expired"

@@ -11,7 +11,7 @@ from api.app import create_app
 from sqlalchemy import select
 
 from engine import PROJECT_ROOT, logs
-from engine.model.records import IncidentState
+from engine.model.states import IncidentState
 from engine.decide.planners import PlanningContext, PlanningSession
 from engine.service import Engine
 from engine.settings import Settings
@@ -44,7 +44,7 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
                                             host="api-server-01", ref=incident_id), session)     # the endpoint fails: fallback
         engine.pipeline._record_transcript(incident_id, session)
         receivers.fail_next["slack"] = 1                                                          # one failed delivery, kept
-        engine.pipeline._finish(incident_id, IncidentState.ESCALATED, "a person must look")
+        engine.pipeline._close(incident_id, IncidentState.ESCALATED, "a person must look")
         engine.notifier.deliver_due()
         engine.notifier.client.close()
         assert receivers.received["pagerduty"] and receivers.received["pagerduty"][0]["routing_key"] == ROUTING_KEY
