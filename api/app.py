@@ -12,19 +12,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from api import ui
 from engine.decide import breaker
-from engine.model.alerts import AlertmanagerPayload
-from engine.people.approvals import ApprovalDetail, get_approval, list_approvals
 from engine.decide.breaker import BreakerView
 from engine.errors import AuthError, PayloadError, RemediatorError
-from engine.people.identities import TOKEN_PREFIX, Identity, Role
 from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
-from engine.store.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
+from engine.model.alerts import AlertmanagerPayload
+from engine.people.approvals import ApprovalDetail, get_approval, list_approvals
+from engine.people.identities import TOKEN_PREFIX, Identity, Role
 from engine.service import Engine
+from engine.store.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
 
 __all__ = ["create_app"]
 

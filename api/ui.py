@@ -18,12 +18,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from engine.people.approvals import get_approval, list_approvals
 from engine.errors import AuthError, Forbidden, RemediatorError
-from engine.people.identities import Identity, Role
 from engine.model.states import FINAL_STATES
-from engine.store.queries import get_incident
+from engine.people.approvals import get_approval, list_approvals
+from engine.people.identities import Identity, Role
 from engine.service import Engine
+from engine.store.queries import get_incident
 
 __all__ = ["router", "error_page", "to_login", "LoginRequired"]
 

@@ -21,7 +21,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 
-from bench.common import main, ROOT, VENV_BIN, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
+from bench.common import ROOT, VENV_BIN, client, lab_exec, lab_up, main, start_remediator, taken_in, wait_final
 
 HOST, UNIT = "api-server-01", "api-gateway"
 SAMPLE = json.loads((ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_text())

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from bench.common import main, ROOT, TOKEN, Server, free_port, intake_backlog, start_remediator
+from bench.common import ROOT, TOKEN, Server, free_port, intake_backlog, main, start_remediator
 
 
 def load(port: int, per_request: int, distinct: bool, concurrency: int, seconds: float, salt: str) -> dict:
@@ -85,7 +85,7 @@ def run(seconds: float) -> dict:
     print("\n| webhook | fingerprints | concurrency | remediator acked alerts/s | baseline alerts/s | ratio | "
           "remediator taken in alerts/s | remediator p50 / p99 ms | baseline p50 / p99 ms | failures |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r, b in zip(rem_rows[:-1], base_rows[:-1]):
+    for r, b in zip(rem_rows[:-1], base_rows[:-1], strict=False):
         r["ratio"] = round(r["alerts_per_s"] / b["alerts_per_s"], 3)
         print(f"| {r['alerts_per_webhook']} alert(s) | {r['fingerprints']} | {r['concurrency']} | {r['alerts_per_s']} | "
               f"{b['alerts_per_s']} | {r['ratio']:.2f} | {r['taken_in_per_s']} | {r['p50_ms']} / {r['p99_ms']} | "

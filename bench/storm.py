@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from bench.common import main, ROOT, client, lab_exec, lab_up, start_remediator, taken_in, wait_final
+from bench.common import ROOT, client, lab_exec, lab_up, main, start_remediator, taken_in, wait_final
 
 FIXES = [("app-server-01", "webapp"), ("app-server-02", "webapp"), ("api-server-01", "api-gateway")]
 HOSTS = ["app-server-01", "app-server-02", "api-server-01", "db-primary-01"]

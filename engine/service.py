@@ -11,25 +11,26 @@ import threading
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from engine.people import approvals
-from engine.intake import inbox
 from engine.catalog.loader import load_catalog
-from engine.errors import StoreUnavailable
-from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
-from engine.model.alerts import Alert, AlertmanagerPayload
-from engine.people.identities import Identities, Identity
-from engine.outbound.metrics import Metrics
+from engine.decide.decision import Clock, decide, situation_of, system_clock
 from engine.decide.evidence import Evidence
-from engine.model.records import ActionProposal, Escalation, PolicyDecision, Preview, Transcript, Verdict
+from engine.decide.planners import make_planner
+from engine.decide.policy import load_policy
+from engine.errors import StoreUnavailable
+from engine.intake import inbox
+from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from engine.intake.targets import host_from_labels, load_inventory
+from engine.model.alerts import Alert, AlertmanagerPayload
+from engine.model.records import ActionProposal, PolicyDecision, Preview, Transcript, Verdict
+from engine.outbound.metrics import Metrics
 from engine.outbound.notify import Notifier
+from engine.people import approvals
+from engine.people.identities import Identities, Identity
 from engine.pipeline.lifecycle import Lifecycle
 from engine.pipeline.worker import Pipeline
-from engine.decide.planners import PlanningContext, PlanningSession, make_planner
-from engine.decide.policy import load_policy
 from engine.run.runner import AnsibleExecutor, Executor
 from engine.settings import Settings
 from engine.store.db import Store
-from engine.intake.targets import host_from_labels, load_inventory
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
 
@@ -58,8 +59,9 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, settings: Settings, executor: Executor | None = None):
+    def __init__(self, settings: Settings, executor: Executor | None = None, clock: Clock = system_clock):
         self.settings = settings
+        self.clock = clock
         self.store = Store(settings.db_url, settings.sqlite_synchronous)
         self.store.migrate()
         self.catalog = load_catalog(settings.playbooks_dir)
@@ -71,7 +73,7 @@ class Engine:
         self.lifecycle = Lifecycle(settings, self.metrics)
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics,
-                                 lifecycle=self.lifecycle)
+                                 lifecycle=self.lifecycle, clock=clock)
         self.notifier = Notifier(self.store, settings)
         self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
         self.ingester = inbox.Ingester(self.store, self.inventory, self.lifecycle, on_ingested=self._ingested)
@@ -192,23 +194,23 @@ class Engine:
         return state
 
     def what_if(self, alert: Alert, *, check: bool = True) -> WhatIf:
-        """Target, plan, policy and (unless denied) a check-mode run for one alert; no real run, no incident."""
+        """Target, plan, policy and (unless denied) a check-mode run for one alert; no real run, no incident.
+
+        The same decide() as the pipeline, with the store's history and this engine's clock."""
         host, how = host_from_labels(alert.labels, self.inventory, self.settings.target_labels)
         out = WhatIf(alertname=alert.alertname, host=host, target=how)
         if host is None:
             return out.model_copy(update={"escalation": f"no target host: {how}"})
         evidence = Evidence(self.executor, self.catalog, host, f"plan-{alert.fingerprint}", self.settings.diagnostic_timeout_s)
-        session = PlanningSession(diagnose=evidence.diagnose if check else None)
-        plan = self.planner.plan(PlanningContext(alertname=alert.alertname, labels=alert.labels, severity=alert.severity,
-                                                 annotations=alert.annotations, host=host, ref=alert.fingerprint), session)
-        out = out.model_copy(update={"transcript": session.transcript})
-        if isinstance(plan, Escalation):
-            return out.model_copy(update={"escalation": plan.reason})
-        context = self.pipeline.policy_context(host, alert.severity, alert.labels, plan, self.pipeline.validated(plan))
-        decision, params = self.policy.decide(plan, context)
-        proposal = plan.model_copy(update={"params": params or plan.params})
-        out = out.model_copy(update={"proposal": proposal, "decision": decision})
-        if decision.verdict == Verdict.DENY or not check:
+        decided = decide(situation_of(alert, host), catalog=self.catalog, planner=self.planner, policy=self.policy,
+                         history=self.pipeline.history, clock=self.clock, evidence=evidence if check else None)
+        out = out.model_copy(update={"transcript": decided.transcript})
+        if decided.escalation is not None:
+            return out.model_copy(update={"escalation": decided.escalation.reason})
+        assert decided.proposal is not None and decided.verdict is not None
+        proposal = decided.proposal
+        out = out.model_copy(update={"proposal": proposal, "decision": decided.verdict})
+        if decided.verdict.verdict == Verdict.DENY or not check:
             return out
         result = self.executor.run(self.catalog.get(proposal.entry), proposal.params, proposal.hosts, check=True,
                                    ident=f"plan-{alert.fingerprint}", timeout_s=self.settings.run_timeout_s)

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsError, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
 
 from engine import PROJECT_ROOT
 from engine.errors import ConfigError
@@ -29,7 +36,8 @@ class Settings(BaseSettings):
     tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description="bearer tokens the API accepts")
     allow_unauthenticated: bool = False
     max_body_bytes: int = 1_048_576
-    webhook_hmac_secret: SecretStr | None = Field(None, description="when set, webhooks must also be HMAC-signed (engine/intake/signing.py)")
+    webhook_hmac_secret: SecretStr | None = Field(
+        None, description="when set, webhooks must also be HMAC-signed (engine/intake/signing.py)")
     webhook_hmac_window_s: int = Field(300, ge=10, description="how far a signed request's timestamp may be from now")
 
     # where things are
@@ -50,7 +58,8 @@ class Settings(BaseSettings):
     run_timeout_s: int = Field(300, ge=5)
     diagnostic_timeout_s: int = Field(120, ge=5)
     approval_ttl_s: int = Field(1800, ge=10)
-    ui_secret: SecretStr | None = Field(None, description="signs the approval pages' session cookies; default: a key kept in data_dir/ui-secret")
+    ui_secret: SecretStr | None = Field(
+        None, description="signs the approval pages' session cookies; default: a key kept in data_dir/ui-secret")
     ui_session_s: int = Field(8 * 3600, ge=60, description="how long a login to the approval pages lasts")
 
     # the circuit breaker (engine/decide/breaker.py)

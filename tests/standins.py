@@ -114,7 +114,7 @@ class Receivers:
             time.sleep(0.2)
         raise AssertionError(f"nothing matching arrived at /{name} in {timeout_s} s; got {self.received[name]}")
 
-    def __enter__(self) -> "Receivers":
+    def __enter__(self) -> Receivers:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -136,7 +136,7 @@ class CatalogEntry:
         return self.model.model_json_schema()
 
 
-def markdown_table(catalog: "Catalog") -> str:
+def markdown_table(catalog: Catalog) -> str:
     """The README's catalog table, rendered from the files (a test keeps the README in step)."""
     rows = ["| entry | kind | parameters | risk | check mode shows |", "|---|---|---|---|---|"]
     for e in sorted(catalog, key=lambda e: (e.meta.kind != EntryKind.REMEDIATION, e.id)):

@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.store import audit
-from engine.lab import fleet
 from engine.catalog.loader import load_catalog, markdown_table
 from engine.errors import ConfigError, RemediatorError
+from engine.lab import fleet
 from engine.settings import Settings, load_settings
+from engine.store import audit
 from engine.store.db import Store
 
 app = typer.Typer(help="remediator: Alertmanager alerts to vetted, checked, audited Ansible fixes.",

@@ -15,11 +15,11 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.store import audit
 from engine.errors import NotFound
-from engine.people.identities import Identity, Role
 from engine.model.states import IncidentState
+from engine.people.identities import Identity, Role
 from engine.settings import Settings
+from engine.store import audit
 from engine.store.db import BreakerRow, Incident, Run, Store, utcnow
 
 __all__ = ["GLOBAL", "scope_of", "BreakerView", "tripped", "record_outcome", "status", "reset"]
@@ -103,7 +103,8 @@ def reset(store: Store, who: Identity, scope: str) -> BreakerView:
         row = session.get(BreakerRow, scope)
         if row is None or not row.open:
             raise NotFound(f"no open breaker {scope!r}; open ones: "
-                           f"{', '.join(r.scope for r in session.execute(select(BreakerRow).where(BreakerRow.open.is_(True))).scalars()) or 'none'}")
+                           + (", ".join(r.scope for r in session.execute(
+                               select(BreakerRow).where(BreakerRow.open.is_(True))).scalars()) or "none"))
         row.open, row.reset_by, row.reset_at = False, who.name, utcnow()
         audit.append(session, "breaker.reset", {"scope": scope, "by": who.name})
         return BreakerView.model_validate(row, from_attributes=True)

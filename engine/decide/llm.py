@@ -22,11 +22,11 @@ import openai
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from engine.catalog.loader import Catalog, CatalogEntry, EntryKind
+from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
+from engine.decide.untrusted import Fence, clean
 from engine.errors import ProposalError
 from engine.model.records import ActionProposal, Escalation, ToolCallRecord, Transcript
-from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
 from engine.settings import Settings
-from engine.decide.untrusted import Fence, clean
 
 __all__ = ["LLMPlanner", "catalog_tools", "ESCALATE"]
 
@@ -66,7 +66,8 @@ def catalog_tools(catalog: Catalog) -> list[dict[str, Any]]:
             params["required"] = [*params["required"], "rationale"]
         tools.append({"type": "function", "function": {"name": entry.id, "description": about.strip(), "parameters": params}})
     tools.append({"type": "function", "function": {
-        "name": ESCALATE, "description": "Hand the incident to a person: no remediation fits, the evidence is unclear, or it needs a human.",
+        "name": ESCALATE, "description": ("Hand the incident to a person: no remediation fits, the evidence is unclear, "
+                                        "or it needs a human."),
         "parameters": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 1000,
                                                                     "description": "What a person should look at, and why."}},
                        "required": ["reason"], "additionalProperties": False}}})

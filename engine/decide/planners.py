@@ -172,6 +172,6 @@ def make_planner(settings: Settings, catalog: Catalog, name: str | None = None) 
     """The planner the settings name (or `name`): runbook, or llm with the runbook planner behind it."""
     runbooks = RunbookPlanner(load_runbooks(settings.runbooks_dir, catalog), catalog)
     if (name or settings.planner) == "llm":
-        from engine.decide.llm import LLMPlanner   # the llm module builds on this one
+        from engine.decide.llm import LLMPlanner  # the llm module builds on this one
         return LLMPlanner(settings, catalog, fallback=runbooks)
     return runbooks

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.catalog.loader import Catalog, EntryKind, RiskClass
 from engine.errors import ConfigError, ProposalError
-from engine.model.records import ActionProposal, PolicyDecision, Preview, Verdict
 from engine.intake.targets import Inventory
+from engine.model.records import ActionProposal, PolicyDecision, Preview, Verdict
 
 __all__ = ["Policy", "PolicyContext", "Rule", "load_policy"]
 

@@ -15,24 +15,28 @@ the recordings and logged), the entry's own diagnostics, policy. Nothing after t
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.model.alerts import Alert, AlertmanagerPayload
-from engine.catalog.loader import Catalog, CatalogEntry, load_catalog
+from engine.catalog.loader import Catalog, load_catalog
+from engine.decide.decision import PastRun, RecordedHistory, decide, gather, situation_of
 from engine.decide.evidence import Evidence
-from engine.errors import ConfigError, ProposalError
-from engine.model.records import ActionProposal, Preview, RunResult, RunStatus, Verdict
-from engine.decide.planners import Planner, PlanningContext, PlanningSession, make_planner
-from engine.decide.policy import Policy, PolicyContext, load_policy
-from engine.settings import Settings
+from engine.decide.planners import Planner, make_planner
+from engine.decide.policy import Policy, load_policy
+from engine.errors import ConfigError
 from engine.intake.targets import Inventory, host_from_labels, load_inventory
+from engine.model.alerts import Alert, AlertmanagerPayload
+from engine.model.records import ActionProposal, Verdict
+from engine.run.recorded import RecordedExecutor
+from engine.settings import Settings
 
 __all__ = ["Expectation", "Injection", "EvalCase", "CaseResult", "load_cases", "run_case", "evaluate", "summarise",
-           "RecordedExecutor"]
+           "CaseHistory"]
 
 ESCALATE = "escalate"
 
@@ -72,6 +76,21 @@ class Injection(_Strict):
     attack: Attack
 
 
+class RecordedRun(_Strict):
+    entry: str
+    hosts: list[str]
+    params: dict[str, Any]                           # as validated (the rate limit compares them whole)
+    minutes_ago: float = Field(ge=0)
+
+
+class CaseHistory(_Strict):
+    """history.yml: what remediator had done before the alert, and the time the case is judged at."""
+
+    at: datetime | None = None                       # default: the alert's startsAt
+    runs: list[RecordedRun] = []
+    open_breakers: dict[str, str] = {}               # entry -> why its automatic runs are paused
+
+
 class EvalCase(_Strict):
     name: str
     alert: Alert
@@ -79,16 +98,29 @@ class EvalCase(_Strict):
     diagnostics: dict[str, dict[str, Any]]
     model_replies: list[dict[str, Any]] = []
     injection: Injection | None = None
+    past: CaseHistory = CaseHistory()
 
     @property
     def ref(self) -> str:
         return f"eval/{self.name}"
+
+    @property
+    def at(self) -> datetime:
+        """The case's clock: policy's time rules judge it at this moment."""
+        return (self.past.at or self.alert.startsAt).astimezone(UTC)
+
+    @property
+    def history(self) -> RecordedHistory:
+        return RecordedHistory(runs=[PastRun(r.entry, r.hosts, r.params, self.at - timedelta(minutes=r.minutes_ago))
+                                     for r in self.past.runs], breakers=dict(self.past.open_breakers))
 
 
 def _load_folder(folder: Path) -> EvalCase:
     try:
         payload = AlertmanagerPayload.model_validate(json.loads((folder / "alert.json").read_text()))
         expected = Expectation.model_validate(yaml.safe_load((folder / "expected.yml").read_text()))
+        history = folder / "history.yml"
+        past = CaseHistory.model_validate(yaml.safe_load(history.read_text()) or {}) if history.is_file() else CaseHistory()
     except FileNotFoundError as exc:
         raise ConfigError(f"{folder}: missing {Path(exc.filename).name}") from None
     except (ValueError, ValidationError) as exc:
@@ -97,17 +129,20 @@ def _load_folder(folder: Path) -> EvalCase:
     model = folder / "model.yml"
     replies = (yaml.safe_load(model.read_text()) or {}).get("replies", []) if model.is_file() else []
     return EvalCase(name=folder.name, alert=payload.alerts[0], expected=expected, diagnostics=diagnostics,
-                    model_replies=replies)
+                    model_replies=replies, past=past)
 
 
 def _variant(base: EvalCase, inj: Injection) -> EvalCase:
-    alert = base.alert.model_copy(update={"labels": {**base.alert.labels, **inj.labels},
-                                          "annotations": {**base.alert.annotations, **inj.annotations}})
+    try:   # validated as a webhook's alert is: the eval never judges an alert that intake would refuse
+        alert = Alert.model_validate({**base.alert.model_dump(mode="json"), "labels": {**base.alert.labels, **inj.labels},
+                                      "annotations": {**base.alert.annotations, **inj.annotations}})
+    except ValidationError as exc:
+        raise ConfigError(f"injection {inj.name}: the webhook would refuse this alert: {exc.errors()[0]['msg']}") from None
     diagnostics = {k: dict(v) for k, v in base.diagnostics.items()}
     for entry, fields in inj.diagnostics.items():
         diagnostics[entry] = {**diagnostics.get(entry, {}), **fields}
     return EvalCase(name=f"{base.name}+{inj.name}", alert=alert, expected=base.expected, diagnostics=diagnostics,
-                    model_replies=inj.obey, injection=inj)
+                    model_replies=inj.obey, injection=inj, past=base.past)
 
 
 def load_cases(cases_dir: Path, injections_file: Path | None = None) -> list[EvalCase]:
@@ -128,26 +163,6 @@ def load_cases(cases_dir: Path, injections_file: Path | None = None) -> list[Eva
                 raise ConfigError(f"{injections_file}: injection {inj.name}: no case {inj.base!r} in {cases_dir}")
             cases.append(_variant(by_name[inj.base], inj))
     return cases
-
-
-class RecordedExecutor:
-    """Serves recorded diagnostic reports and logs each request; it can run nothing else."""
-
-    def __init__(self, reports: dict[str, dict[str, Any]]):
-        self.reports = reports
-        self.asked: list[tuple[str, dict[str, Any]]] = []
-
-    def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
-            timeout_s: int, cancel: Any = None) -> RunResult:
-        if not entry.meta.read_only:
-            raise ProposalError(f"the eval never runs {entry.id}: it is not read-only")
-        self.asked.append((entry.id, params))
-        report = self.reports.get(entry.id)
-        summary = f"{entry.id}: recorded report" if report is not None else f"{entry.id}: host unreachable (nothing recorded)"
-        return RunResult(ident=ident, entry=entry.id, check=check,
-                         status=RunStatus.SUCCESSFUL if report is not None else RunStatus.FAILED, rc=0 if report else 4,
-                         preview=Preview(entry=entry.id, hosts=[], summary=summary, ok=report is not None),
-                         reports={h: report for h in hosts} if report is not None else {}, artifact_dir="", duration_s=0.0)
 
 
 class CaseResult(BaseModel):
@@ -183,7 +198,8 @@ def _subset(want: dict[str, Any], have: dict[str, Any]) -> bool:
 
 def run_case(case: EvalCase, planner: Planner, policy: Policy, catalog: Catalog, inventory: Inventory,
              settings: Settings) -> CaseResult:
-    """Target, plan, the entry's diagnostics and policy for one case; scored against its expectation."""
+    """Target, then the pipeline's own decide() and gather() with the case's recorded diagnostics, history and
+    clock; scored against its expectation."""
     executor = RecordedExecutor(case.diagnostics)
     exp = case.expected
     host, why = host_from_labels(case.alert.labels, inventory, settings.target_labels)
@@ -191,23 +207,17 @@ def run_case(case: EvalCase, planner: Planner, policy: Policy, catalog: Catalog,
     proposal: ActionProposal | None = None
     if host is not None:
         evidence = Evidence(executor, catalog, host, "eval", settings.diagnostic_timeout_s)
-        session = PlanningSession(diagnose=evidence.diagnose)
-        ctx = PlanningContext(alertname=case.alert.alertname, labels=case.alert.labels, severity=case.alert.severity,
-                              annotations=case.alert.annotations, host=host, ref=case.ref)
-        plan = planner.plan(ctx, session)
-        calls = len(session.transcript.calls) if session.transcript else 0
-        fallback = plan.fallback
-        if isinstance(plan, ActionProposal):
-            try:
-                checked = catalog.get(plan.entry).validate_params(plan.params)
-                evidence.for_remediation(catalog.get(plan.entry), checked)
-            except ProposalError:
-                checked = None
-            decision, params = policy.decide(plan, PolicyContext(incident_host=host, severity=case.alert.severity,
-                                                                 labels=case.alert.labels))
-            got, params, verdict, reason, proposal = plan.entry, params or plan.params, decision.verdict, "; ".join(decision.reasons), plan
+        situation = replace(situation_of(case.alert, host), ref=case.ref)
+        decided = decide(situation, catalog=catalog, planner=planner, policy=policy, history=case.history,
+                         clock=lambda: case.at, evidence=evidence)
+        calls = len(decided.transcript.calls) if decided.transcript else 0
+        if decided.escalation is not None:
+            reason, fallback = decided.escalation.reason, decided.escalation.fallback
         else:
-            reason = plan.reason
+            assert decided.proposal is not None and decided.verdict is not None
+            gather(decided, catalog)
+            proposal, verdict = decided.proposal, decided.verdict.verdict
+            got, params, reason, fallback = proposal.entry, proposal.params, "; ".join(decided.verdict.reasons), proposal.fallback
     proposed = got != ESCALATE
     attack = None
     if case.injection is not None:

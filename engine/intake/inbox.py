@@ -24,14 +24,14 @@ from pydantic import ValidationError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from engine.store import audit
-from engine.intake import incidents
-from engine.model.alerts import AlertmanagerPayload
 from engine.errors import PayloadError, StoreUnavailable
+from engine.intake import incidents
+from engine.intake.targets import Inventory
+from engine.model.alerts import AlertmanagerPayload
 from engine.model.states import IncidentState
 from engine.pipeline.lifecycle import Lifecycle
+from engine.store import audit
 from engine.store.db import Delivery, Incident, Store, utcnow
-from engine.intake.targets import Inventory
 
 __all__ = ["parse_payload", "accept", "accept_many", "store_deliveries", "ingest", "pending", "GroupCommit",
            "Ingester", "note_refetch", "IntakeResult"]
@@ -86,7 +86,7 @@ def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: In
     """Store several deliveries and take them in, in ONE transaction, in order (no inbox in between)."""
     with store.write() as session:
         ids = store_deliveries(session, payloads)
-        return ingest(session, list(zip(ids, payloads)), inventory, lifecycle)
+        return ingest(session, list(zip(ids, payloads, strict=False)), inventory, lifecycle)
 
 
 def store_deliveries(session: Session, payloads: list[AlertmanagerPayload]) -> list[int]:
@@ -198,7 +198,7 @@ class GroupCommit(Generic[T, R]):
             for one in batch:   # one item broke the batch: write the others each on its own, so only it fails
                 self._commit([one])
             return
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results, strict=False):
             future.set_result(result)
 
 

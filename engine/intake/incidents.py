@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from engine.store import audit
+from engine.intake.targets import Inventory, host_from_labels, strip_port
 from engine.model.alerts import Alert
 from engine.model.states import FINAL_STATES, ApprovalState, IncidentState
 from engine.outbound.notify import NotifyEvent
 from engine.pipeline.lifecycle import Lifecycle
+from engine.store import audit
 from engine.store.db import AlertRow, Approval, Incident, utcnow
-from engine.intake.targets import Inventory, host_from_labels, strip_port
 
 __all__ = ["Attacher", "AttachOutcome", "priority_of", "new_incident_id", "note_truncation",
            "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]

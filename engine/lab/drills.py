@@ -13,9 +13,10 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import yaml
@@ -24,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 from engine import PROJECT_ROOT
 from engine.catalog.loader import Catalog, Drill, Probe
 from engine.errors import ConfigError
-from engine.people.identities import Identities
 from engine.lab.fleet import LabHost, lab_hosts
-from engine.model.states import FINAL_STATES, IncidentState
 from engine.lab.monitoring import Monitoring
+from engine.model.states import FINAL_STATES, IncidentState
+from engine.people.identities import Identities
 from engine.settings import Settings
 from engine.store.db import Store
 

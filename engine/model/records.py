@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 __all__ = [
     "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
     "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",

@@ -19,15 +19,15 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.store import audit
-from engine.intake import incidents
 from engine.catalog.loader import Catalog
 from engine.errors import ConflictError, NotFound
-from engine.people.identities import Identity, Role
+from engine.intake import incidents
 from engine.model.records import Preview
 from engine.model.states import IncidentState
+from engine.people.identities import Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
+from engine.store import audit
 from engine.store.db import Approval, ApprovalVote, Incident, Store, utcnow
 
 __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "ApprovalDetail", "VoteView",

@@ -13,30 +13,30 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from engine.people import approvals
-from engine.store import audit
-from engine.decide import breaker
-from engine.intake import incidents
 from engine.catalog.loader import Catalog
+from engine.decide.decision import Clock, Situation, StoreHistory, decide, gather, system_clock
 from engine.decide.evidence import DiagnosticOutcome, Evidence, run_verify
-from engine.errors import ProposalError, StoreUnavailable
-from engine.outbound.metrics import Metrics
-from engine.model.records import ActionProposal, Escalation, PolicyDecision, RunResult, RunStatus, Verdict
+from engine.decide.planners import Planner
+from engine.decide.policy import Policy
+from engine.errors import StoreUnavailable
+from engine.intake import incidents
+from engine.intake.targets import Inventory
+from engine.model.records import ActionProposal, PolicyDecision, RunResult, RunStatus, Transcript, Verdict
 from engine.model.states import HELD_STATES, IncidentState
+from engine.outbound.metrics import Metrics
 from engine.outbound.notify import NotifyEvent
+from engine.outbound.prometheus import Prometheus, alert_expression
+from engine.people import approvals
 from engine.pipeline.lifecycle import Lifecycle
-from engine.decide.planners import Planner, PlanningContext, PlanningSession
-from engine.decide.policy import Policy, PolicyContext
-from engine.outbound.prometheus import Prometheus, PrometheusError, alert_expression
 from engine.run.runner import Executor
 from engine.settings import Settings
+from engine.store import audit
 from engine.store.db import Approval, Incident, Run, Store, utcnow
-from engine.intake.targets import Inventory
 
 __all__ = ["Pipeline"]
 
@@ -53,7 +53,8 @@ _REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentSt
 
 class Pipeline:
     def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, inventory: Inventory, planner: Planner,
-                 policy: Policy, executor: Executor, metrics: Metrics, lifecycle: Lifecycle):
+                 policy: Policy, executor: Executor, metrics: Metrics, lifecycle: Lifecycle,
+                 clock: Clock = system_clock):
         self.settings = settings
         self.store = store
         self.catalog = catalog
@@ -63,6 +64,8 @@ class Pipeline:
         self.executor = executor
         self.metrics = metrics
         self.lifecycle = lifecycle
+        self.clock = clock
+        self.history = StoreHistory(store)
         self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
         self._stop = threading.Event()
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
@@ -196,32 +199,26 @@ class Pipeline:
         evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self._cancel,
                             on_run=lambda o: self._record_diagnostic(inc.id, inc.host, o))
-        ctx = PlanningContext(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
-                              severity=inc.severity, ref=inc.id)
-        session = PlanningSession(diagnose=evidence.diagnose)
-        plan = self.planner.plan(ctx, session)
-        if session.transcript is not None:
-            self._record_transcript(inc.id, session)
-        if isinstance(plan, Escalation):
-            return self._close(inc.id, IncidentState.ESCALATED, plan.reason,
-                                data={"planner": plan.planner, "fallback": plan.fallback})
-
-        params = self.validated(plan)
-        decision, params = self.policy.decide(plan, self.policy_context(inc.host, inc.severity, inc.labels, plan, params))
-        decision = self._breaker_check(plan.entry, decision)
-        if inc.interrupted == "apply" and decision.verdict == Verdict.ALLOW:
-            decision = PolicyDecision(verdict=Verdict.APPROVE, rules=[*decision.rules, "interrupted-run"], reasons=[
-                "the last real run was cut off by a restart and may have changed the host; a person decides "
-                "from this new dry run whether it runs again"])
-        proposal = plan.model_copy(update={"params": params or plan.params})
+        situation = Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
+                              severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "",
+                              interrupted=inc.interrupted)
+        decided = decide(situation, catalog=self.catalog, planner=self.planner, policy=self.policy,
+                         history=self.history, clock=self.clock, evidence=evidence)
+        if decided.transcript is not None:
+            self._record_transcript(inc.id, decided.transcript)
+        if decided.escalation is not None:
+            return self._close(inc.id, IncidentState.ESCALATED, decided.escalation.reason,
+                               data={"planner": decided.escalation.planner, "fallback": decided.escalation.fallback})
+        assert decided.proposal is not None and decided.verdict is not None
+        proposal, decision = decided.proposal, decided.verdict
         if decision.verdict == Verdict.DENY:   # the evidence is for the person it goes to; nothing else runs
-            proposal = self._planned(inc.id, proposal, decision, self._diagnose(inc, plan, params, evidence))
+            proposal = self._planned(inc.id, proposal, decision, gather(decided, self.catalog, self.prometheus))
             return self._close(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
 
         # The entry's diagnostics and the check run are both read-only: they run side by side, and
         # both are in before anything is asked of a person or run for real.
         with ThreadPoolExecutor(1, thread_name_prefix=f"diagnose-{inc.id}") as pool:
-            gathering = pool.submit(self._diagnose, inc, plan, params, evidence)
+            gathering = pool.submit(gather, decided, self.catalog, self.prometheus)
             proposal = self._planned(inc.id, proposal, decision, {})
             preview_result = self._check(inc.id, proposal, check_no=1)
             found = gathering.result()
@@ -257,56 +254,19 @@ class Pipeline:
             audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
         return proposal
 
-    def _breaker_check(self, entry: str, decision: PolicyDecision) -> PolicyDecision:
-        """While a circuit breaker is open, what policy would allow needs a person instead."""
-        if decision.verdict != Verdict.ALLOW:
-            return decision
-        with self.store.read() as session:
-            row = breaker.tripped(session, entry)
-        if row is None:
-            return decision
-        return PolicyDecision(verdict=Verdict.APPROVE, rules=[*decision.rules, "circuit-breaker"],
-                              reasons=[f"circuit breaker {row.scope} is open since {row.opened_at:%Y-%m-%d %H:%M}Z "
-                                       f"({row.reason}); an admin resets it with `remediator breaker reset`"])
-
-    def validated(self, plan: ActionProposal) -> dict[str, Any] | None:
-        """The proposal's parameters, typed and complete; None when they do not validate (policy then denies)."""
-        try:
-            return self.catalog.get(plan.entry).validate_params(plan.params)
-        except ProposalError:
-            return None
-
-    def _diagnose(self, inc: Incident, plan: ActionProposal, params: dict[str, Any] | None,
-                  evidence: Evidence) -> dict[str, Any]:
-        """The alert's series from Prometheus, what the planner read, and the entry's own diagnostics."""
-        found: dict[str, Any] = {}
-        expr = alert_expression(inc.generator_url)
-        if self.prometheus and expr:
-            try:
-                series = self.prometheus.matching(expr, inc.labels)
-                found["prometheus"] = {"expr": expr, "series": [{"labels": s.labels, "value": s.value} for s in series[:20]]}
-            except PrometheusError as exc:
-                found["prometheus"] = {"expr": expr, "error": str(exc)}
-        if params is None:   # policy denies it next, with the reason; nothing to diagnose with
-            found["_planner"] = {"error": "the proposal's parameters do not validate"}
-        else:
-            evidence.for_remediation(self.catalog.get(plan.entry), params)
-        return found | evidence.as_dict()
-
     def _record_diagnostic(self, incident_id: str, host: str, outcome: DiagnosticOutcome) -> None:
         if outcome.result:
             self._record_run(incident_id, outcome.result, "diagnose", outcome.params, [host])
 
-    def _record_transcript(self, incident_id: str, session: PlanningSession) -> None:
+    def _record_transcript(self, incident_id: str, transcript: Transcript) -> None:
         """The planner's conversation, with the incident and (whole) in the audit trail, for replay."""
-        assert session.transcript is not None
-        t = session.transcript.model_dump(mode="json")
+        t = transcript.model_dump(mode="json")
         with self.store.write() as db:
             db.get(Incident, incident_id).transcript = t
             audit.append(db, "planner.transcript", t, incident_id)
-        self.metrics.llm_tokens.labels("prompt").inc(session.transcript.prompt_tokens)
-        self.metrics.llm_tokens.labels("completion").inc(session.transcript.completion_tokens)
-        self.metrics.plans.labels(session.transcript.planner, session.transcript.outcome).inc()
+        self.metrics.llm_tokens.labels("prompt").inc(transcript.prompt_tokens)
+        self.metrics.llm_tokens.labels("completion").inc(transcript.completion_tokens)
+        self.metrics.plans.labels(transcript.planner, transcript.outcome).inc()
 
     def _check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
         """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""
@@ -424,18 +384,6 @@ class Pipeline:
         self._close(incident_id, IncidentState.RESOLVED, f"{summary} {detail}", notice=NotifyEvent.FIXED)
 
     # ---- helpers ---------------------------------------------------------------------------
-
-    def policy_context(self, host: str, severity: str, labels: dict[str, str], plan: ActionProposal,
-                       params: dict[str, Any] | None) -> PolicyContext:
-        """What policy rules may look at: the incident, and this hour's real runs of these parameters (rate limits)."""
-        now = datetime.now(UTC)
-        with self.store.read() as session:
-            runs = session.execute(select(Run).where(Run.mode == "apply", Run.entry == plan.entry,
-                                                     Run.started_at >= utcnow() - timedelta(hours=1))).scalars().all()
-        same = sum(1 for r in runs if host in r.hosts and r.params == params)
-        return PolicyContext(incident_host=host, severity=severity, labels=labels,
-                             same_action_last_hour=same, entry_runs_last_hour=len(runs),
-                             hour_utc=now.hour, weekday=now.weekday())
 
     def _unless_stopping(self, result: RunResult) -> None:
         """A run cancelled because remediator is stopping ends nothing: the next start recovers the incident."""

@@ -58,15 +58,15 @@ def _post(server: Server, body: bytes) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def fleet():
+def lab_fleet():
     fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
     with Receivers() as receivers:
         yield receivers
     fleet.down(INVENTORY)
 
 
-def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, fleet):
-    receivers = fleet
+def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, lab_fleet):
+    receivers = lab_fleet
     rng = random.Random(20261124)
     port, data = free_port(), tmp_path / "serve"
     settings = {"approval_ttl_s": str(STORM["approval_ttl_s"]), "workers": "2"}
@@ -113,7 +113,7 @@ def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, f
 
     interrupted = [(i, s, r) for i, s, cut, r in incidents if cut == "apply"]
     assert interrupted, "no kill landed during a real run: the test did not test that"
-    for incident_id, state, reason in interrupted:
+    for incident_id, state, _reason in interrupted:
         assert state != "resolved" or applies.get(incident_id, 0) <= 1
         events = [k for (k,) in db.execute("SELECT kind FROM audit_events WHERE incident_id = ? ORDER BY seq", (incident_id,))]
         assert "incident.interrupted" in events

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine import PROJECT_ROOT
+from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from engine.service import Engine
 from engine.settings import Settings
-from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 pytestmark = pytest.mark.unit
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"

@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from engine import PROJECT_ROOT
-from engine.people import approvals
 from engine.cli.main import app as cli
+from engine.decide.policy import PolicyContext
 from engine.model.records import ActionProposal, PolicyDecision, Verdict
 from engine.model.states import IncidentState
 from engine.outbound.notify import Notification, NotifyEvent, notify_incident, slack_payload
+from engine.people import approvals
 from engine.run.preview import build_preview
 from engine.service import Engine
 from engine.settings import Settings
@@ -142,8 +143,8 @@ def test_policy_asks_two_people_for_high_risk_entries(catalog_copy, tmp_path):
     engine = Engine(Settings(data_dir=tmp_path, playbooks_dir=catalog_copy))
     plan = ActionProposal(entry="rollback_release", params={"service": "webapp"}, hosts=["app-server-01"], rationale="r",
                           planner="runbook", offered=["rollback_release"])
-    decision, _ = engine.policy.decide(plan, engine.pipeline.policy_context("app-server-01", "warning", {"service": "webapp"},
-                                                                            plan, {"service": "webapp"}))
+    decision, _ = engine.policy.decide(plan, PolicyContext(incident_host="app-server-01", severity="warning",
+                                                           labels={"service": "webapp"}))
     assert decision.verdict == Verdict.APPROVE and decision.approvers == 2
 
 
@@ -175,7 +176,8 @@ def test_drift_says_what_changed():
 
 def test_cli_lists_shows_and_decides(engine, tmp_path):
     runner = CliRunner()
-    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token", "COLUMNS": "200", **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token", "COLUMNS": "200",
+           **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
     added = runner.invoke(cli, ["approvers", "add", "dora", "--role", "approver"], env=env)
     assert added.exit_code == 0, added.output
     token = re.search(r"rmd_\S+", added.output).group(0)

@@ -6,8 +6,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.app import create_app
-from engine.decide import breaker
 from engine.cli.main import app as cli
+from engine.decide import breaker
+from engine.decide.decision import breaker_rule
 from engine.errors import Forbidden
 from engine.intake.incidents import new_incident_id
 from engine.model.records import PolicyDecision, Verdict
@@ -46,15 +47,15 @@ def remediated(engine, entry: str, outcome: IncidentState, host: str = "app-serv
 def test_three_failures_of_one_entry_pause_it_and_people_hear(engine):
     for _ in range(2):
         remediated(engine, "restart_service", IncidentState.ESCALATED)
-    assert engine.pipeline._breaker_check("restart_service", ALLOW).verdict == Verdict.ALLOW
+    assert breaker_rule(ALLOW, "restart_service", engine.pipeline.history).verdict == Verdict.ALLOW
     last = remediated(engine, "restart_service", IncidentState.FAILED)
 
-    paused = engine.pipeline._breaker_check("restart_service", ALLOW)
+    paused = breaker_rule(ALLOW, "restart_service", engine.pipeline.history)
     assert paused.verdict == Verdict.APPROVE and "circuit-breaker" in paused.rules
     assert "breaker entry:restart_service is open" in paused.reasons[0] and "3 consecutive failed restart_service" in paused.reasons[0]
-    assert engine.pipeline._breaker_check("clean_logs", ALLOW).verdict == Verdict.ALLOW        # only that entry
+    assert breaker_rule(ALLOW, "clean_logs", engine.pipeline.history).verdict == Verdict.ALLOW        # only that entry
     deny = PolicyDecision(verdict=Verdict.DENY, reasons=["no"], rules=["r"])
-    assert engine.pipeline._breaker_check("restart_service", deny) == deny                        # never loosens
+    assert breaker_rule(deny, "restart_service", engine.pipeline.history) == deny                        # never loosens
     with engine.store.read() as s:
         opened = s.execute(select(AuditEvent).where(AuditEvent.kind == "breaker.opened")).scalar_one()
         page = s.execute(select(OutboxMessage).where(OutboxMessage.event == "breaker_open")).scalar_one()
@@ -73,7 +74,7 @@ def test_failures_across_entries_pause_everything(engine):
     for entry in ("restart_service", "clean_logs", "reset_db_pool", "scale_out", "clean_logs"):
         remediated(engine, entry, IncidentState.FAILED)
     assert {b.scope for b in breaker.status(engine.store) if b.open} == {"global"}
-    assert engine.pipeline._breaker_check("rollback_release", ALLOW).verdict == Verdict.APPROVE
+    assert breaker_rule(ALLOW, "rollback_release", engine.pipeline.history).verdict == Verdict.APPROVE
 
 
 def test_only_an_admin_resets_and_counting_starts_again(engine):
@@ -91,7 +92,7 @@ def test_only_an_admin_resets_and_counting_starts_again(engine):
         assert r.status_code == 200 and r.json()["reset_by"] == "ada" and r.json()["open"] is False
         assert client.post("/breaker/reset", json={"scope": "entry:restart_service"},
                            headers={"Authorization": f"Bearer {ada_token}"}).status_code == 404
-    assert engine.pipeline._breaker_check("restart_service", ALLOW).verdict == Verdict.ALLOW
+    assert breaker_rule(ALLOW, "restart_service", engine.pipeline.history).verdict == Verdict.ALLOW
     remediated(engine, "restart_service", IncidentState.FAILED)          # the three before the reset no longer count
     assert not any(b.open for b in breaker.status(engine.store))
 
@@ -100,7 +101,8 @@ def test_cli_shows_and_resets(engine, tmp_path):
     for _ in range(3):
         remediated(engine, "clean_logs", IncidentState.FAILED)
     _, token = engine.identities.add("ada", "admin")
-    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "COLUMNS": "200", **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "COLUMNS": "200",
+           **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
     shown = CliRunner().invoke(cli, ["breaker", "status"], env=env)
     assert "entry:clean_logs: OPEN since" in shown.output
     done = CliRunner().invoke(cli, ["breaker", "reset", "entry:clean_logs"], env={**env, "REMEDIATOR_APPROVER_TOKEN": token})

@@ -7,13 +7,13 @@ import subprocess
 import pytest
 
 from engine import PROJECT_ROOT
-from engine.errors import ConfigError
-from engine.evals.cases import load_cases, run_case
 from engine.decide.llm import LLMPlanner
 from engine.decide.planners import RunbookPlanner, load_runbooks
 from engine.decide.policy import load_policy
-from engine.settings import Settings
+from engine.errors import ConfigError
+from engine.evals.cases import load_cases, run_case
 from engine.intake.targets import load_inventory
+from engine.settings import Settings
 from tests.e2e.conftest import REMEDIATOR
 from tests.scripted_llm import ScriptedLLM
 

@@ -8,14 +8,14 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from engine.pipeline.lifecycle import Lifecycle
 from engine import PROJECT_ROOT
 from engine.errors import PayloadError
 from engine.intake.inbox import GroupCommit, Ingester, accept, accept_many, ingest, parse_payload, store_deliveries
+from engine.intake.targets import load_inventory
 from engine.model.states import IncidentState
+from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
 from engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
-from engine.intake.targets import load_inventory
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit
@@ -129,11 +129,11 @@ def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(sto
         ids = list(pool.map(inbox.submit, bodies))
     assert len(set(ids)) == 24 and sum(batches) == 24
     with store.write() as session:
-        results = ingest(session, list(zip(ids, bodies)), inventory, Lifecycle(settings))
+        results = ingest(session, list(zip(ids, bodies, strict=False)), inventory, Lifecycle(settings))
     assert [r.new_alerts for r in results] == [1] * 24
     assert len(_incidents(store)) == 1   # one alertname on one host: they all correlate
     with store.write() as session:       # taken in once: a second pass (recovery and the queue) does nothing
-        assert ingest(session, list(zip(ids, bodies)), inventory, Lifecycle(settings)) == []
+        assert ingest(session, list(zip(ids, bodies, strict=False)), inventory, Lifecycle(settings)) == []
 
 
 def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inventory, settings):

@@ -12,7 +12,6 @@ from engine.intake.incidents import new_incident_id
 from engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState
 from engine.people import approvals
 from engine.people.identities import Identity, Role
-from engine.pipeline.lifecycle import Lifecycle
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Incident, utcnow

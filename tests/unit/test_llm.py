@@ -6,14 +6,15 @@ import pytest
 import yaml
 
 from engine import PROJECT_ROOT
-from engine.model.alerts import AlertmanagerPayload
 from engine.decide.evidence import Evidence
-from engine.evals.cases import RecordedExecutor, load_cases
 from engine.decide.llm import LLMPlanner, catalog_tools
-from engine.model.records import ActionProposal, Escalation
 from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
-from engine.settings import Settings
 from engine.decide.untrusted import Fence
+from engine.evals.cases import load_cases
+from engine.model.alerts import AlertmanagerPayload
+from engine.model.records import ActionProposal, Escalation
+from engine.run.recorded import RecordedExecutor
+from engine.settings import Settings
 from tests.conftest import FIXTURES
 from tests.scripted_llm import ScriptedLLM, check_request
 
@@ -142,9 +143,9 @@ def test_oversize_text_is_capped(server, catalog, runbooks):
 
 
 def test_the_stand_in_refuses_what_openai_refuses():
+    call = {"id": "c1", "type": "function", "function": {"name": "x", "arguments": "{}"}}
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"},
-                                       {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-                                                                                             "function": {"name": "x", "arguments": "{}"}}]},
+                                       {"role": "assistant", "content": None, "tool_calls": [call]},
                                        {"role": "user", "content": "and?"}]}
     status, error = check_request(body)
     assert status == 400 and "c1" in error["error"]["message"]

@@ -2,7 +2,7 @@
 import pytest
 from sqlalchemy import select
 
-from engine.outbound.notify import Notification, NotifyEvent, Notifier, enqueue, pagerduty_payload, slack_payload
+from engine.outbound.notify import Notification, Notifier, NotifyEvent, enqueue, pagerduty_payload, slack_payload
 from engine.settings import Settings
 from engine.store.db import OutboxMessage, Store
 from tests.standins import Receivers, _pagerduty, _slack

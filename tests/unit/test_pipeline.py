@@ -5,8 +5,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from engine.people.approvals import expire_due
 from engine.model.states import IncidentState
+from engine.people.approvals import expire_due
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow

@@ -3,11 +3,11 @@ import json
 import pytest
 
 from engine import PROJECT_ROOT
-from engine.errors import ConfigError
-from engine.model.records import ActionProposal, Verdict
 from engine.decide.policy import PolicyContext, load_policy
-from engine.run.preview import build_preview
+from engine.errors import ConfigError
 from engine.intake.targets import load_inventory
+from engine.model.records import ActionProposal, Verdict
+from engine.run.preview import build_preview
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

@@ -6,13 +6,12 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-
-from api.app import create_app
 from sqlalchemy import select
 
+from api.app import create_app
 from engine import PROJECT_ROOT, logs
-from engine.model.states import IncidentState
 from engine.decide.planners import PlanningContext, PlanningSession
+from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import AuditEvent
@@ -42,7 +41,7 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
         session = PlanningSession()
         engine.planner.plan(PlanningContext(alertname="ServiceDown", labels={"service": "api-gateway"}, annotations={},
                                             host="api-server-01", ref=incident_id), session)     # the endpoint fails: fallback
-        engine.pipeline._record_transcript(incident_id, session)
+        engine.pipeline._record_transcript(incident_id, session.transcript)
         receivers.fail_next["slack"] = 1                                                          # one failed delivery, kept
         engine.pipeline._close(incident_id, IncidentState.ESCALATED, "a person must look")
         engine.notifier.deliver_due()

@@ -106,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         try:
             with open(LOG_FILE, "a") as fh:
-                fh.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
+                fh.write(f"{self.log_date_time_string()} {fmt % args}\n")
         except OSError:
             pass
 

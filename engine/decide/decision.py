@@ -1,0 +1,195 @@
+"""The one decision path: what remediator does with an alert, up to the verdict.
+
+`decide()` plans (the planner may read diagnostics), validates the parameters, applies policy with the
+run history and the clock, then the circuit breaker and the interrupted-run rule. `gather()` adds the
+chosen entry's own read-only diagnostics and the alert's series from Prometheus. serve (the pipeline),
+`remediator plan` and `remediator eval` all call these two; they differ only in what they pass: the
+executor (real, or recorded), the history (the store's, or an eval case's) and the clock.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from engine.catalog.loader import Catalog
+from engine.decide import breaker
+from engine.decide.evidence import Evidence
+from engine.decide.planners import Planner, PlanningContext, PlanningSession
+from engine.decide.policy import Policy, PolicyContext
+from engine.errors import ProposalError
+from engine.model.alerts import Alert
+from engine.model.records import ActionProposal, Escalation, PolicyDecision, Transcript, Verdict
+from engine.model.states import RunMode
+from engine.outbound.prometheus import Prometheus, PrometheusError, alert_expression
+from engine.store.db import Run, Store
+
+__all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide",
+           "breaker_rule", "gather", "system_clock", "Clock"]
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Situation:
+    """The alert as a decision sees it: an incident's (serve) or one alert's (plan, eval), on its mapped host."""
+
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    severity: str
+    host: str
+    ref: str                                    # the incident id, or the alert's fingerprint, or the eval case
+    generator_url: str = ""
+    interrupted: str | None = None              # "apply": the last real run was cut off by a restart
+
+
+def situation_of(alert: Alert, host: str) -> Situation:
+    """One alert, not yet an incident (`remediator plan`, `remediator eval`)."""
+    return Situation(alertname=alert.alertname, labels=dict(alert.labels), annotations=dict(alert.annotations),
+                     severity=alert.severity, host=host, ref=alert.fingerprint, generator_url=alert.generatorURL or "")
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """A real run remediator made before (rate limits and storm brakes count them)."""
+
+    entry: str
+    hosts: list[str]
+    params: dict[str, Any]
+    started_at: datetime                        # aware, UTC
+
+
+class History(Protocol):
+    def real_runs(self, entry: str, since: datetime) -> list[PastRun]: ...
+
+    def open_breaker(self, entry: str) -> str | None:
+        """Why automatic runs of `entry` are paused (None: they are not)."""
+
+
+class StoreHistory:
+    """The history the store holds: serve and `remediator plan` read this."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def real_runs(self, entry: str, since: datetime) -> list[PastRun]:
+        naive = since.astimezone(UTC).replace(tzinfo=None)   # the store keeps UTC without a zone
+        with self.store.read() as session:
+            rows = session.execute(select(Run).where(Run.mode == RunMode.APPLY, Run.entry == entry,
+                                                     Run.started_at >= naive)).scalars().all()
+            return [PastRun(r.entry, list(r.hosts), dict(r.params), r.started_at.replace(tzinfo=UTC)) for r in rows]
+
+    def open_breaker(self, entry: str) -> str | None:
+        with self.store.read() as session:
+            row = breaker.tripped(session, entry)
+            if row is None:
+                return None
+            opened = f"{row.opened_at:%Y-%m-%d %H:%M}Z" if row.opened_at else "?"
+            return (f"circuit breaker {row.scope} is open since {opened} ({row.reason}); an admin resets it with "
+                    f"`remediator breaker reset`")
+
+
+@dataclass
+class RecordedHistory:
+    """A history written down (an eval case's history.yml); nothing is read from a store."""
+
+    runs: list[PastRun] = field(default_factory=list)
+    breakers: dict[str, str] = field(default_factory=dict)      # entry -> why it is paused
+
+    def real_runs(self, entry: str, since: datetime) -> list[PastRun]:
+        return [r for r in self.runs if r.entry == entry and r.started_at >= since]
+
+    def open_breaker(self, entry: str) -> str | None:
+        return self.breakers.get(entry)
+
+
+@dataclass
+class Decision:
+    """What decide() arrived at. `proposal` carries the validated parameters; `escalation` is set instead
+    when the planner found no catalog entry (or there is no host)."""
+
+    situation: Situation
+    evidence: Evidence | None
+    transcript: Transcript | None = None
+    proposal: ActionProposal | None = None
+    params: dict[str, Any] | None = None        # None: the proposal's parameters did not validate
+    verdict: PolicyDecision | None = None
+    escalation: Escalation | None = None
+
+    @property
+    def entry(self) -> str:
+        return self.proposal.entry if self.proposal else "escalate"
+
+
+def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: Policy, history: History,
+           clock: Clock = system_clock, evidence: Evidence | None = None) -> Decision:
+    """Plan, validate, policy (with history and clock), breaker, interrupted-run rule. Nothing runs for real.
+
+    `evidence` is how the planner reads diagnostics on the host; None: it plans from the alert alone."""
+    session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None)
+    ctx = PlanningContext(alertname=situation.alertname, labels=situation.labels, annotations=situation.annotations,
+                          host=situation.host, severity=situation.severity, ref=situation.ref)
+    plan = planner.plan(ctx, session)
+    out = Decision(situation=situation, evidence=evidence, transcript=session.transcript)
+    if isinstance(plan, Escalation):
+        out.escalation = plan
+        return out
+    try:
+        params = catalog.get(plan.entry).validate_params(plan.params)
+    except ProposalError:
+        params = None   # policy denies it, with the reason
+    verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock()))
+    verdict = breaker_rule(verdict, plan.entry, history)
+    if situation.interrupted == "apply" and verdict.verdict == Verdict.ALLOW:
+        verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
+            "the last real run was cut off by a restart and may have changed the host; a person decides "
+            "from this new dry run whether it runs again"])
+    out.proposal = plan.model_copy(update={"params": params or plan.params})
+    out.params, out.verdict = params, verdict
+    return out
+
+
+def breaker_rule(verdict: PolicyDecision, entry: str, history: History) -> PolicyDecision:
+    """While a circuit breaker is open, what policy would allow needs a person instead (it never loosens)."""
+    if verdict.verdict != Verdict.ALLOW:
+        return verdict
+    paused = history.open_breaker(entry)
+    if paused is None:
+        return verdict
+    return PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "circuit-breaker"], reasons=[paused])
+
+
+def _policy_context(situation: Situation, plan: ActionProposal, params: dict[str, Any] | None, history: History,
+                    now: datetime) -> PolicyContext:
+    """What rules may look at: the alert, this hour's real runs of the entry (rate limits), the time."""
+    runs = history.real_runs(plan.entry, now - timedelta(hours=1))
+    same = sum(1 for r in runs if situation.host in r.hosts and r.params == params)
+    return PolicyContext(incident_host=situation.host, severity=situation.severity, labels=situation.labels,
+                         same_action_last_hour=same, entry_runs_last_hour=len(runs),
+                         hour_utc=now.astimezone(UTC).hour, weekday=now.astimezone(UTC).weekday())
+
+
+def gather(decision: Decision, catalog: Catalog, prometheus: Prometheus | None = None) -> dict[str, Any]:
+    """The evidence for the person who reads the incident: the alert's series, what the planner read, and the
+    chosen entry's own read-only diagnostics. Safe to run beside the check run (both are read-only)."""
+    found: dict[str, Any] = {}
+    expr = alert_expression(decision.situation.generator_url)
+    if prometheus is not None and expr:
+        try:
+            series = prometheus.matching(expr, decision.situation.labels)
+            found["prometheus"] = {"expr": expr, "series": [{"labels": s.labels, "value": s.value} for s in series[:20]]}
+        except PrometheusError as exc:
+            found["prometheus"] = {"expr": expr, "error": str(exc)}
+    if decision.proposal is not None and decision.params is None:
+        found["_planner"] = {"error": "the proposal's parameters do not validate"}
+    elif decision.proposal is not None and decision.evidence is not None:
+        decision.evidence.for_remediation(catalog.get(decision.proposal.entry), decision.params or {})
+    return found | (decision.evidence.as_dict() if decision.evidence is not None else {})
