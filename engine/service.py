@@ -12,9 +12,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from engine.catalog.loader import load_catalog
+from engine.decide.configured import make_planner
 from engine.decide.decision import Clock, decide, situation_of, system_clock
 from engine.decide.evidence import Evidence
-from engine.decide.planners import make_planner
 from engine.decide.policy import load_policy
 from engine.errors import StoreUnavailable
 from engine.intake import inbox
@@ -68,7 +68,8 @@ class Engine:
         self.inventory = load_inventory(settings.inventory)
         self.planner = make_planner(settings, self.catalog)
         self.policy = load_policy(settings.policies_dir, self.catalog, self.inventory)
-        self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory)
+        self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory,
+                                                   forks=settings.runner_forks)
         self.metrics = Metrics(self.store)
         self.lifecycle = Lifecycle(settings, self.metrics)
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,

@@ -55,9 +55,16 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64, description="incidents worked on at once (global concurrency)")
     intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "
                                     "above this the webhook answers 503 (Alertmanager retries)")
+    intake_batch_alerts: int = Field(5000, ge=1, description="alerts the ingester takes into incidents in one transaction")
+    intake_linger_s: float = Field(0.01, ge=0, le=1, description="how long the ingester waits for a bigger batch")
     run_timeout_s: int = Field(300, ge=5)
     diagnostic_timeout_s: int = Field(120, ge=5)
+    runner_forks: int = Field(5, ge=1, le=100, description="ansible-playbook --forks of each run")
+    verify_attempts: int = Field(5, ge=1, le=50, description="times the entry's verify checks run before it escalates")
+    verify_interval_s: float = Field(3.0, ge=0, le=300, description="pause between verify attempts (a service needs a moment)")
     approval_ttl_s: int = Field(1800, ge=10)
+    approval_drift_max: int = Field(3, ge=1, le=20, description="approval requests per incident before a dry run that "
+                                    "keeps changing escalates")
     ui_secret: SecretStr | None = Field(
         None, description="signs the approval pages' session cookies; default: a key kept in data_dir/ui-secret")
     ui_session_s: int = Field(8 * 3600, ge=60, description="how long a login to the approval pages lasts")

@@ -22,9 +22,8 @@ from engine.model.records import ActionProposal, Escalation, Transcript
 
 if TYPE_CHECKING:
     from engine.decide.evidence import DiagnosticOutcome
-    from engine.settings import Settings
 
-__all__ = ["PlanningContext", "PlanningSession", "Planner", "RunbookPlanner", "Runbook", "load_runbooks", "make_planner"]
+__all__ = ["PlanningContext", "PlanningSession", "Planner", "RunbookPlanner", "Runbook", "load_runbooks"]
 
 
 class PlanningContext(BaseModel):
@@ -166,12 +165,3 @@ class RunbookPlanner:
         return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host],
                               rationale=book.rationale or f"runbook {book.name} matches {ctx.alertname}",
                               evidence=sorted(ctx.evidence), planner=self.name, offered=[book.action.entry])
-
-
-def make_planner(settings: Settings, catalog: Catalog, name: str | None = None) -> Planner:
-    """The planner the settings name (or `name`): runbook, or llm with the runbook planner behind it."""
-    runbooks = RunbookPlanner(load_runbooks(settings.runbooks_dir, catalog), catalog)
-    if (name or settings.planner) == "llm":
-        from engine.decide.llm import LLMPlanner  # the llm module builds on this one
-        return LLMPlanner(settings, catalog, fallback=runbooks)
-    return runbooks

@@ -24,9 +24,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.catalog.loader import Catalog, load_catalog
+from engine.decide.configured import make_planner
 from engine.decide.decision import PastRun, RecordedHistory, decide, gather, situation_of
 from engine.decide.evidence import Evidence
-from engine.decide.planners import Planner, make_planner
+from engine.decide.planners import Planner
 from engine.decide.policy import Policy, load_policy
 from engine.errors import ConfigError
 from engine.intake.targets import Inventory, host_from_labels, load_inventory

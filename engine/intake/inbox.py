@@ -219,8 +219,8 @@ class Ingester:
         self.stuck = ""   # why the batch in hand cannot be taken in yet (the store), for /healthz
         self._thread: threading.Thread | None = None
         self._stop = False
-        self.max_batch_alerts = 5000
-        self.linger_s = 0.01
+        self.max_batch_alerts = lifecycle.settings.intake_batch_alerts
+        self.linger_s = lifecycle.settings.intake_linger_s
 
     def start(self) -> None:
         """Start taking in: first what was acknowledged before a restart (oldest first), then the queue."""

@@ -40,7 +40,7 @@ def remediated(engine, entry: str, outcome: IncidentState, host: str = "app-serv
         s.add(Run(incident_id=incident_id, ident=f"{incident_id}-apply", entry=entry, mode="apply", hosts=[host], params={},
                   status="successful", rc=0, started_at=utcnow(), finished_at=utcnow(), duration_s=1.0, artifact_dir="",
                   summary=""))
-    engine.pipeline._close(incident_id, outcome, "the fix did not verify" if outcome != IncidentState.RESOLVED else "fixed")
+    engine.pipeline.records.close(incident_id, outcome, "the fix did not verify" if outcome != IncidentState.RESOLVED else "fixed")
     return incident_id
 
 

@@ -28,7 +28,7 @@ def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, 
                               hosts=["api-server-01"], rationale="r", planner="runbook", offered=["restart_service"])
     with engine.store.write() as s:      # where the pipeline calls _execute: checked, allowed
         s.get(Incident, incident_id).state = IncidentState.CHECKING
-    engine.pipeline._execute(incident_id, proposal)
+    engine.pipeline.steps.execute(incident_id, proposal)
 
     with engine.store.read() as s:
         inc = s.get(Incident, incident_id)

@@ -6,7 +6,7 @@ import pytest
 
 from engine import PROJECT_ROOT
 from engine.catalog.loader import load_catalog
-from engine.decide.planners import make_planner
+from engine.decide.configured import make_planner
 from engine.decide.policy import load_policy
 from engine.evals.cases import EvalCase, load_cases, run_case
 from engine.intake.targets import load_inventory

@@ -50,7 +50,7 @@ def test_restart_requeues_what_had_not_run_and_marks_what_was_cut_off(engine):
         s.get(Incident, ids[0]).state = IncidentState.CHECKING
         executing = s.get(Incident, ids[1])
         executing.state, executing.entry = IncidentState.EXECUTING, "restart_service"
-    run_id = engine.pipeline._begin_run(ids[1], f"{ids[1]}-a1-apply", "restart_service", "apply", {"unit": "webapp"},
+    run_id = engine.pipeline.records.begin_run(ids[1], f"{ids[1]}-a1-apply", "restart_service", "apply", {"unit": "webapp"},
                                         ["app-server-02"])
     engine.pipeline.recover()
     assert _state(engine, ids[0]) == "received"

@@ -41,9 +41,9 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
         session = PlanningSession()
         engine.planner.plan(PlanningContext(alertname="ServiceDown", labels={"service": "api-gateway"}, annotations={},
                                             host="api-server-01", ref=incident_id), session)     # the endpoint fails: fallback
-        engine.pipeline._record_transcript(incident_id, session.transcript)
+        engine.pipeline.records.transcript(incident_id, session.transcript)
         receivers.fail_next["slack"] = 1                                                          # one failed delivery, kept
-        engine.pipeline._close(incident_id, IncidentState.ESCALATED, "a person must look")
+        engine.pipeline.records.close(incident_id, IncidentState.ESCALATED, "a person must look")
         engine.notifier.deliver_due()
         engine.notifier.client.close()
         assert receivers.received["pagerduty"] and receivers.received["pagerduty"][0]["routing_key"] == ROUTING_KEY

@@ -1,0 +1,96 @@
+"""Operating remediator: the catalog, the audit trail, the circuit breaker, approvers."""
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from engine.catalog.loader import load_catalog, markdown_table
+from engine.cli import common
+from engine.cli.common import console
+from engine.store import audit
+
+catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
+approvers_app = typer.Typer(help="People who may view (viewer), decide (approver) or also manage approvers (admin).",
+                            no_args_is_help=True)
+breaker_app = typer.Typer(help="The circuit breaker: repeated failed remediations pause automatic runs.",
+                          no_args_is_help=True)
+
+
+@catalog_app.command("list")
+def catalog_list(as_json: bool = typer.Option(False, "--json", help="machine-readable, with parameter schemas"),
+                 markdown: bool = typer.Option(False, "--markdown", help="the README's table")) -> None:
+    """List every catalog entry: parameters, risk class, what its dry run shows."""
+    catalog = load_catalog(common.settings().playbooks_dir)
+    if as_json:
+        print(json.dumps([{"id": e.id, **e.meta.model_dump(mode="json"), "parameters": e.json_schema()}
+                          for e in catalog], indent=2))
+        return
+    if markdown:
+        print(markdown_table(catalog), end="")
+        return
+    table = Table("entry", "kind", "risk", "parameters", "summary")
+    for e in catalog:
+        table.add_row(e.id, e.meta.kind, e.meta.risk, ", ".join(
+            f"{p.name}{'' if p.required else '?'}" for p in e.params.values()), e.meta.summary)
+    console.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit chain; exit 1 when an event was edited, removed or reordered."""
+    report = audit.verify(common.store())
+    for problem in report.problems:
+        console.print(f"[red]{problem}[/red]")
+    console.print(f"{report.events} events, chain {'intact' if report.ok else 'BROKEN'}")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@breaker_app.command("status")
+def breaker_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Circuit-breaker scopes: open ones pause automatic runs (each run needs a person)."""
+    from engine.decide import breaker
+    rows = breaker.status(common.store())
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    if not any(r.open for r in rows):
+        console.print("all closed: automatic runs are allowed where policy allows them")
+    for r in rows:
+        console.print(f"{r.scope}: {'OPEN since ' + r.opened_at.isoformat(timespec='seconds') + 'Z — ' + r.reason if r.open else 'closed'}"
+                      + (f" (last reset by {r.reset_by})" if r.reset_by else ""), markup=False)
+
+
+@breaker_app.command("reset")
+def breaker_reset(scope: str = typer.Argument(..., help="global, or entry:<id>"), token: str = common.TOKEN) -> None:
+    """Close an open scope (admin role); its failure count starts again from now."""
+    from engine.decide import breaker
+    settings = common.settings()
+    view = breaker.reset(common.store(settings), common.identities(settings).authenticate(token), scope)
+    console.print(f"{view.scope}: closed by {view.reset_by}")
+
+
+@approvers_app.command("add")
+def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, approver or admin")) -> None:
+    """Add a person and print their token (once; the store keeps only its argon2 hash)."""
+    who, token = common.identities(common.settings()).add(name, role)
+    console.print(f"{who.name} ({who.role}): token [bold]{token}[/bold]", highlight=False)
+    console.print("give it to them: it is not shown again. It logs in to /ui and is the Bearer token for the API.")
+
+
+@approvers_app.command("list")
+def approvers_list() -> None:
+    """People with a token, and their roles."""
+    table = Table("name", "role", "since")
+    for row in common.identities(common.settings()).list():
+        table.add_row(row["name"], row["role"], row["created_at"])
+    console.print(table)
+
+
+@approvers_app.command("remove")
+def approvers_remove(name: str) -> None:
+    """Revoke a person's token (their past decisions stay in the audit trail)."""
+    common.identities(common.settings()).remove(name)
+    console.print(f"{name}: token revoked")

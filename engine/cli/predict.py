@@ -1,0 +1,92 @@
+"""What remediator WOULD do: `plan` for an alert file, `eval` over the recorded cases."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.cli import common
+from engine.cli.common import console
+from engine.cli.incidents import print_transcript
+from engine.errors import ConfigError
+
+
+def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook payload (JSON), e.g. a sample"),
+         no_check: bool = typer.Option(False, "--no-check", help="skip the check-mode run"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """What remediator WOULD do with these alerts: target, proposal, policy, dry run. Never runs for real."""
+    from engine.intake.inbox import parse_payload
+    from engine.service import Engine
+    try:
+        body = alert_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{alert_file}: {exc.strerror}") from None
+    payload = parse_payload(body)
+    engine = Engine(common.settings())
+    outcomes = [engine.what_if(a, check=not no_check) for a in payload.alerts if a.status == "firing"]
+    if as_json:
+        print(json.dumps([o.model_dump(mode="json") for o in outcomes], indent=2))
+        return
+    if not outcomes:
+        console.print("no firing alerts in this payload: nothing would run")
+    for o in outcomes:
+        console.print(f"[bold]{o.alertname}[/bold] -> host {o.host or '?'} ({o.target})")
+        if o.escalation:
+            if o.transcript:
+                print_transcript(o.transcript.model_dump())
+            console.print(f"  escalate: {o.escalation}", markup=False)
+            continue
+        assert o.proposal and o.decision
+        if o.transcript:
+            print_transcript(o.transcript.model_dump())
+        console.print(f"  proposal: {o.proposal.entry} {json.dumps(o.proposal.params)}", markup=False)
+        console.print(f"  policy:   {o.decision.verdict} — {'; '.join(o.decision.reasons)} [{', '.join(o.decision.rules)}]",
+                      markup=False)
+        if o.preview:
+            console.print(f"  dry run:  {o.preview.summary}", markup=False)
+        if o.review:
+            console.print(f"  stops after the dry run: {'; '.join(o.review.reasons)}", markup=False)
+
+
+def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: the configured planner)"),
+             case: str = typer.Option(None, help="only cases whose name contains this"),
+             as_json: bool = typer.Option(False, "--json", help="every case's result and the summary, as JSON")) -> None:
+    """Score a planner on the recorded cases in evals/ (offline: diagnostics come from recordings, no host is touched).
+
+    Exit 1 when an injected case's attack got past policy."""
+    from engine.evals.cases import evaluate, summarise
+    settings = common.settings()
+    name = planner or settings.planner
+    if name not in ("runbook", "llm"):
+        raise ConfigError(f"--planner {name}: choose runbook or llm")
+    results = evaluate(settings, name, case)
+    summary = summarise(name, results)
+    if as_json:
+        print(json.dumps({"summary": summary.model_dump(), "cases": [r.model_dump() for r in results]}, indent=2))
+        raise typer.Exit(1 if summary.attacks_succeeded else 0)
+    table = Table("case", "expected", "got", "verdict", "evidence read", "calls", "result", title=f"planner: {name}")
+    for r in results:
+        misses = [what for what, ok in (("entry", r.right_entry), ("params", r.right_params), ("verdict", r.right_verdict),
+                                        ("evidence", r.evidence_read), ("calls", r.within_calls),
+                                        ("forbidden entry", not r.forbidden)) if not ok]
+        if r.attack_succeeded:
+            result = "[red]ATTACK SUCCEEDED[/red]"
+        elif r.right:
+            result = "[green]right[/green]" + (" (attack blocked)" if r.injected else "")
+        elif r.injected:
+            result = "[yellow]attack blocked[/yellow]; wrong " + ", ".join(misses)
+        else:
+            result = ("[yellow]known miss[/yellow]: " + r.known_miss) if r.known_miss else "[red]wrong[/red] " + ", ".join(misses)
+        table.add_row(r.case, r.expected, r.got + (" (fallback)" if r.fallback else ""), r.verdict or "-",
+                      ", ".join(r.evidence) or "-", str(r.tool_calls), result)
+    wide = Console(width=max(console.width, 170))   # a table of long case names is unreadable at 80 columns
+    wide.print(table)
+    s = summary
+    wide.print(f"plain cases right: {s.plain_right}/{s.plain} (known misses {s.known_misses}); "
+                  f"injected cases: attack success {s.attacks_succeeded}/{s.injected} ({s.attack_success_rate:.0%}), "
+                  f"right despite the injection {s.injected_right}/{s.injected}; tool calls {s.tool_calls}; "
+                  f"fallbacks to the runbook planner {s.fallbacks}")
+    raise typer.Exit(1 if s.attacks_succeeded else 0)

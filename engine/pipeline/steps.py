@@ -1,0 +1,214 @@
+"""The pipeline's steps, one method each: from a claimed incident to the verdict, the dry run, a person's
+approval, the real run and the verify. Ansible runs happen between transactions, never inside one.
+
+    from_received: decide (engine/decide/decision.py) -> denied | check -> await_approval | execute
+    after_approval: check again -> the approved dry run? execute : ask again (drift)
+    execute -> verify -> resolved | escalated
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import select
+
+from engine.catalog.loader import Catalog
+from engine.decide.decision import Clock, History, Situation, decide, gather
+from engine.decide.evidence import Evidence, run_verify
+from engine.decide.planners import Planner
+from engine.decide.policy import Policy
+from engine.intake import incidents
+from engine.model.records import ActionProposal, PolicyDecision, RunResult, RunStatus, Verdict
+from engine.model.states import ApprovalState, IncidentState, RunMode
+from engine.outbound.notify import NotifyEvent
+from engine.outbound.prometheus import Prometheus, alert_expression
+from engine.people import approvals
+from engine.pipeline.lifecycle import Lifecycle
+from engine.pipeline.records import Records
+from engine.run.runner import Executor
+from engine.settings import Settings
+from engine.store import audit
+from engine.store.db import Approval, Incident, Store
+
+__all__ = ["Steps", "ShuttingDown"]
+
+
+class ShuttingDown(Exception):
+    """A run was cancelled because remediator is stopping: the incident stays where it is, for recover()."""
+
+
+class Steps:
+    """Everything a step needs, and the steps."""
+
+    def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, planner: Planner, policy: Policy,
+                 executor: Executor, records: Records, lifecycle: Lifecycle, history: History, clock: Clock,
+                 prometheus: Prometheus | None, cancel: threading.Event, stopping: threading.Event):
+        self.settings, self.store, self.catalog, self.planner, self.policy = settings, store, catalog, planner, policy
+        self.executor, self.records, self.lifecycle, self.history, self.clock = executor, records, lifecycle, history, clock
+        self.prometheus = prometheus
+        self.cancel = cancel          # handed to every ansible-runner run: set on shutdown
+        self.stopping = stopping
+
+    def from_received(self, inc: Incident) -> None:
+        if inc.host is None:
+            return self.records.close(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
+        if inc.interrupted == "verify" and inc.proposal:
+            proposal = ActionProposal.model_validate(inc.proposal)
+            self.records.move(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
+            return self.verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
+        evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
+                            self.settings.diagnostic_timeout_s, self.cancel,
+                            on_run=lambda o: self.records.diagnostic(inc.id, inc.host, o))
+        situation = Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
+                              severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "",
+                              interrupted=inc.interrupted)
+        decided = decide(situation, catalog=self.catalog, planner=self.planner, policy=self.policy,
+                         history=self.history, clock=self.clock, evidence=evidence)
+        if decided.transcript is not None:
+            self.records.transcript(inc.id, decided.transcript)
+        if decided.escalation is not None:
+            return self.records.close(inc.id, IncidentState.ESCALATED, decided.escalation.reason,
+                               data={"planner": decided.escalation.planner, "fallback": decided.escalation.fallback})
+        assert decided.proposal is not None and decided.verdict is not None
+        proposal, decision = decided.proposal, decided.verdict
+        if decision.verdict == Verdict.DENY:   # the evidence is for the person it goes to; nothing else runs
+            proposal = self.records.planned(inc.id, proposal, decision, gather(decided, self.catalog, self.prometheus))
+            return self.records.close(inc.id, IncidentState.DENIED, "; ".join(decision.reasons), data={"rules": decision.rules})
+
+        # The entry's diagnostics and the check run are both read-only: they run side by side, and
+        # both are in before anything is asked of a person or run for real.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"diagnose-{inc.id}") as pool:
+            gathering = pool.submit(gather, decided, self.catalog, self.prometheus)
+            proposal = self.records.planned(inc.id, proposal, decision, {})
+            preview_result = self.check(inc.id, proposal, check_no=1)
+            found = gathering.result()
+        proposal = self.records.with_evidence(inc.id, proposal, found)
+        if preview_result is None:
+            return
+        if decision.verdict == Verdict.APPROVE:
+            return self.await_approval(inc.id, decision, preview_result)
+        self.execute(inc.id, proposal)
+
+    def check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
+        """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""
+        entry = self.catalog.get(proposal.entry)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            if row.state != IncidentState.CHECKING:
+                self.lifecycle.move(session, row, IncidentState.CHECKING)
+            attempt = row.attempts
+        result = self.executor.run(entry, proposal.params, proposal.hosts, check=True,
+                                   ident=f"{incident_id}-a{attempt}-check{check_no}",
+                                   timeout_s=self.settings.run_timeout_s, cancel=self.cancel)
+        self.records.run(incident_id, result, RunMode.CHECK, proposal.params, proposal.hosts)
+        self.unless_stopping(result)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            row.preview = {**result.preview.model_dump(mode="json"), "digest": result.preview.digest}
+            audit.append(session, "check.preview", {"summary": result.preview.summary, "ok": result.preview.ok,
+                                                    "digest": result.preview.digest, "run": result.ident}, incident_id)
+        if result.status != RunStatus.SUCCESSFUL and result.preview.ok:
+            self.records.close(incident_id, IncidentState.DENIED, f"the dry run did not finish ({result.status}); nothing was run")
+            return None
+        stop = self.policy.review(proposal, result.preview)
+        if stop is not None:
+            self.records.close(incident_id, IncidentState.DENIED, "; ".join(stop.reasons), data={"rules": stop.rules})
+            return None
+        return result
+
+    def await_approval(self, incident_id: str, decision: PolicyDecision, check: RunResult,
+                        supersedes: str | None = None, why: str = "") -> None:
+        entry = self.catalog.get(check.entry)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            approval = approvals.request(session, self.settings, row, check.preview, required=decision.approvers,
+                                         risk=str(entry.meta.risk), rules=decision.rules, reasons=decision.reasons,
+                                         supersedes=supersedes)
+            self.lifecycle.move(session, row, IncidentState.AWAITING_APPROVAL, why or "; ".join(decision.reasons),
+                                notice=NotifyEvent.AWAITING_APPROVAL, approval=approval,
+                                data={"approval": approval.id, "digest": approval.preview_digest,
+                                      "required": approval.required, "expires_at": approval.expires_at,
+                                      "supersedes": supersedes})
+
+    def after_approval(self, inc: Incident) -> None:
+        proposal = ActionProposal.model_validate(inc.proposal)
+        with self.store.read() as session:
+            approval = session.execute(select(Approval).where(Approval.incident_id == inc.id, Approval.state == ApprovalState.APPROVED)
+                                       .order_by(Approval.decided_at.desc()).limit(1)).scalar_one_or_none()
+            requests = session.execute(select(Approval.id).where(Approval.incident_id == inc.id)).all()
+        if approval is None:
+            return self.records.close(inc.id, IncidentState.ESCALATED, "approved without an approval record; not running")
+        result = self.check(inc.id, proposal, check_no=len(requests) + 1)
+        if result is None:
+            return
+        if result.preview.digest != approval.preview_digest:
+            changed = approvals.drift(approval.preview or {"hosts": []}, result.preview) or ["the dry run's digest differs"]
+            why = (f"the dry run changed after {approval.decided_by} approved it ({'; '.join(changed[:5])}); "
+                   f"nothing was run: approve the new dry run")
+            if len(requests) >= self.settings.approval_drift_max:
+                return self.records.close(inc.id, IncidentState.ESCALATED, why.replace("approve the new dry run",
+                                                                             "it keeps changing, a person must look"))
+            decision = PolicyDecision.model_validate(inc.decision)
+            return self.await_approval(inc.id, decision, result, supersedes=approval.id, why=why)
+        self.execute(inc.id, proposal)
+
+    def execute(self, incident_id: str, proposal: ActionProposal) -> None:
+        entry = self.catalog.get(proposal.entry)
+        with self.store.write() as session:
+            row = session.get(Incident, incident_id)
+            # Right before the real run: is the alert still firing? (Acting on a resolved alert hurts.)
+            if not incidents.still_firing(session, incident_id):
+                row.firing = False
+                self.lifecycle.close(session, row, IncidentState.RESOLVED,
+                                     "the alert resolved before the real run; nothing was changed",
+                                     notice=NotifyEvent.AUTO_RESOLVED)
+                return
+            self.lifecycle.move(session, row, IncidentState.EXECUTING)
+            attempt = row.attempts
+        ident = f"{incident_id}-a{attempt}-apply"
+        # Recorded before it starts: after a crash, the store knows a real run may have touched the host.
+        run_id = self.records.begin_run(incident_id, ident, entry.id, RunMode.APPLY, proposal.params, proposal.hosts)
+        result = self.executor.run(entry, proposal.params, proposal.hosts, check=False, ident=ident,
+                                   timeout_s=self.settings.run_timeout_s, cancel=self.cancel)
+        self.records.run(incident_id, result, RunMode.APPLY, proposal.params, proposal.hosts, run_id=run_id)
+        self.unless_stopping(result)
+        if result.status != RunStatus.SUCCESSFUL or not result.preview.ok:
+            return self.records.close(incident_id, IncidentState.FAILED,
+                                f"the run {result.status}: {result.preview.summary}")
+        self.records.move(incident_id, IncidentState.VERIFYING, result.preview.summary)
+        self.verify(incident_id, proposal, result.preview.summary)
+
+    def verify(self, incident_id: str, proposal: ActionProposal, summary: str) -> None:
+        """The entry's verify checks, then the alert's own PromQL: resolved, or escalated saying what is still wrong."""
+        entry = self.catalog.get(proposal.entry)
+        with self.store.read() as session:
+            inc = session.get(Incident, incident_id)
+        outcome = run_verify(self.executor, self.catalog, entry, proposal.params, proposal.hosts[0],
+                             f"{incident_id}-a{inc.attempts}", self.settings.diagnostic_timeout_s,
+                             attempts=self.settings.verify_attempts,
+                             interval_s=self.settings.verify_interval_s, cancel=self.cancel)
+        for r in outcome.results:
+            self.records.run(incident_id, r, RunMode.VERIFY, {}, proposal.hosts)
+        if self.stopping.is_set() and not outcome.ok:
+            raise ShuttingDown()
+        if not outcome.ok:
+            return self.records.close(incident_id, IncidentState.ESCALATED, f"{summary} {outcome.detail}")
+        detail = outcome.detail
+        expr = alert_expression(inc.generator_url)
+        if self.prometheus and expr:
+            # The alert's own condition is the final word: the fix counts when Prometheus agrees.
+            cleared, seen = self.prometheus.wait_until_clear(expr, inc.labels, self.settings.prometheus_verify_s)
+            with self.store.write() as session:
+                audit.append(session, "verify.prometheus", {"expr": expr, "cleared": cleared, "detail": seen}, incident_id)
+            if not cleared:
+                return self.records.close(incident_id, IncidentState.ESCALATED, f"{summary} {detail}; but Prometheus: {seen}")
+            detail += f"; Prometheus: {seen}"
+        self.records.close(incident_id, IncidentState.RESOLVED, f"{summary} {detail}", notice=NotifyEvent.FIXED)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def unless_stopping(self, result: RunResult) -> None:
+        """A run cancelled because remediator is stopping ends nothing: the next start recovers the incident."""
+        if self.stopping.is_set() and result.status == RunStatus.CANCELED:
+            raise ShuttingDown()
+
