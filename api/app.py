@@ -218,5 +218,5 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
             app.openapi_schema = spec
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi   # type: ignore[method-assign]   # FastAPI's documented way to customise the spec
     return app

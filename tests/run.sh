@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: lint the catalog, every Molecule scenario, then pytest
-# (unit, integration against lab containers, end to end), and the store's tests once more on
+# The whole test suite, as CI runs it: the gates (ruff, mypy), lint the catalog, every Molecule scenario, then pytest
+# (unit, integration against lab containers, end to end; coverage floor), and the store's tests once more on
 # PostgreSQL. Run lab/setup.sh first.
 # Fast inner loop instead: .venv/bin/pytest -m unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== gates: ruff, mypy"
+ruff check .
+mypy engine api
 
 echo "== ansible-lint (production profile)"
 ansible-lint --profile production playbooks/ molecule/
@@ -13,8 +17,8 @@ ansible-lint --profile production playbooks/ molecule/
 echo "== molecule: every scenario"
 molecule test --all
 
-echo "== pytest"
-pytest -ra "$@"
+echo "== pytest (with the coverage floor of pyproject.toml)"
+pytest -ra --cov --cov-report=term "$@"
 
 echo "== the store's tests again, on PostgreSQL (a throwaway cluster: tests/postgres.py)"
 REMEDIATOR_TEST_DATABASE=postgres pytest -ra -m unit tests/unit/test_intake.py tests/unit/test_pipeline.py \

@@ -220,7 +220,7 @@ def _model(entry_id: str, params: dict[str, ParamSpec]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for p in params.values():
         if p.choices:
-            typ: Any = Literal[tuple(p.choices)]  # type: ignore[misc]
+            typ: Any = Literal[tuple(p.choices)]
         elif p.type == "list":
             inner = str if p.elements in (None, "str") else int
             typ = list[inner]  # type: ignore[valid-type]

@@ -59,7 +59,8 @@ def breaker_status(as_json: bool = typer.Option(False, "--json")) -> None:
     if not any(r.open for r in rows):
         console.print("all closed: automatic runs are allowed where policy allows them")
     for r in rows:
-        console.print(f"{r.scope}: {'OPEN since ' + r.opened_at.isoformat(timespec='seconds') + 'Z — ' + r.reason if r.open else 'closed'}"
+        since = r.opened_at.isoformat(timespec="seconds") + "Z" if r.opened_at else "?"
+        console.print(f"{r.scope}: {'OPEN since ' + since + ' — ' + r.reason if r.open else 'closed'}"
                       + (f" (last reset by {r.reset_by})" if r.reset_by else ""), markup=False)
 
 

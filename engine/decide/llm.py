@@ -170,8 +170,9 @@ class LLMPlanner:
     def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript) -> Any:
         started = time.monotonic()
         try:
-            response = self.client.chat.completions.create(model=self.settings.llm_model, messages=messages,
-                                                           tools=self.tools, temperature=0, timeout=timeout_s)
+            response = self.client.chat.completions.create(  # the messages and tools are the API's own JSON shapes
+                model=self.settings.llm_model, messages=messages, tools=self.tools,  # type: ignore[arg-type]
+                temperature=0, timeout=timeout_s)
         except openai.APITimeoutError:
             if timeout_s < self.settings.llm_timeout_s:
                 raise _GiveUp(f"the time budget of {self.settings.llm_budget_s:g} s is spent (the model was still answering)") from None

@@ -94,7 +94,7 @@ class Policy:
         if proposal.hosts != [ctx.incident_host]:
             return self._deny("structure", f"hosts {proposal.hosts} are outside the alert's scope ({ctx.incident_host})"), {}
 
-        activation = {k: celpy.json_to_cel(v) for k, v in {
+        facts: dict[str, Any] = {
             "entry": {"id": entry.id, "risk": str(entry.meta.risk), "read_only": entry.meta.read_only},
             "params": params, "hosts": proposal.hosts, "host_groups": self.inventory.hosts[ctx.incident_host],
             "environment": self.inventory.environment(ctx.incident_host), "severity": ctx.severity,
@@ -102,7 +102,8 @@ class Policy:
             "history": {"same_action_last_hour": ctx.same_action_last_hour,
                         "entry_runs_last_hour": ctx.entry_runs_last_hour},
             "time": {"hour_utc": ctx.hour_utc, "weekday": ctx.weekday},
-        }.items()}
+        }
+        activation = {k: celpy.json_to_cel(v) for k, v in facts.items()}
         matched: list[Rule] = []
         for rule, program in self.rules:
             if rule.entries is not None and entry.id not in rule.entries:

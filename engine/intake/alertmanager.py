@@ -25,7 +25,7 @@ def _matcher(name: str, value: str) -> str:
 def fetch_group_alerts(base_url: str, group_labels: dict[str, str], receiver: str, timeout_s: float = 10.0,
                        client: httpx.Client | None = None) -> list[Alert]:
     """Active alerts of one group (its groupLabels as matchers) routed to `receiver`."""
-    params: list[tuple[str, str]] = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
+    params: list[tuple[str, str | int | float | bool | None]] = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
     params += [("filter", _matcher(k, v)) for k, v in sorted(group_labels.items())]
     if receiver:
         params.append(("receiver", f"^(?:{receiver})$"))

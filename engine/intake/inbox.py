@@ -193,7 +193,7 @@ class GroupCommit(Generic[T, R]):
             return
         except Exception:
             if len(batch) == 1:
-                batch[0][1].set_exception(sys.exc_info()[1])   # type: ignore[arg-type]
+                batch[0][1].set_exception(sys.exc_info()[1])
                 return
             for one in batch:   # one item broke the batch: write the others each on its own, so only it fails
                 self._commit([one])
@@ -274,7 +274,8 @@ class Ingester:
         return True
 
     def _take(self) -> list[tuple[int, AlertmanagerPayload]]:
-        batch, alerts = [], 0
+        batch: list[tuple[int, AlertmanagerPayload]] = []
+        alerts = 0
         while self._queue and (not batch or alerts + len(self._queue[0][1].alerts) <= self.max_batch_alerts):
             item = self._queue.popleft()
             batch.append(item)

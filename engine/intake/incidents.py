@@ -95,6 +95,7 @@ class Attacher:
         identity = (alert.fingerprint, starts_at, alert.status)
         if identity in self.known:
             return AttachOutcome(self.known[identity], new=False)
+        incident: Incident | None
         if alert.status == "firing":
             host, how = self.targets[id(alert)]
             incident = self._open_incident(alert, _correlation_key(alert, host, self.target_labels), host, how)

@@ -7,6 +7,7 @@ that is not a lab container.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -262,7 +263,7 @@ def run_drills(settings: Settings, catalog: Catalog, server: Server, only: str |
         with server.client() as api, server.client(token) as approver:
             for name, entry, drill in drills_of(catalog, only):
                 results.append(run_drill(name, entry, drill, hosts, api, monitoring.url("alertmanager"),
-                                         progress=lambda message, name=name: progress(name, message), approver=approver))
+                                         progress=functools.partial(progress, name), approver=approver))
                 progress(name, "pass" if results[-1].ok else "FAIL")
     finally:
         identities.remove(name_)

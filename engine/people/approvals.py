@@ -28,7 +28,7 @@ from engine.people.identities import Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
 from engine.store import audit
-from engine.store.db import Approval, ApprovalVote, Incident, Store, utcnow
+from engine.store.db import Approval, ApprovalVote, Incident, Store, incident_row, utcnow
 
 __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "ApprovalDetail", "VoteView",
            "list_approvals", "get_approval"]
@@ -50,7 +50,7 @@ def _pending(session: Session, approval_id: str) -> tuple[Approval, Incident]:
     approval = session.get(Approval, approval_id)
     if approval is None:
         raise NotFound(f"no approval {approval_id!r}")
-    inc = session.get(Incident, approval.incident_id)
+    inc = incident_row(session, approval.incident_id)
     if approval.state != "pending" or inc.state != IncidentState.AWAITING_APPROVAL:
         raise ConflictError(f"approval {approval_id} is {approval.state} (incident {inc.id} is {inc.state}); "
                             f"nothing is waiting for a decision")
@@ -187,7 +187,7 @@ class ApprovalDetail(BaseModel):
 
 
 def _detail(session: Session, catalog: Catalog, a: Approval) -> ApprovalDetail:
-    inc = session.get(Incident, a.incident_id)
+    inc = incident_row(session, a.incident_id)
     proposal = inc.proposal or {}
     votes = session.execute(select(ApprovalVote).where(ApprovalVote.approval_id == a.id).order_by(ApprovalVote.id)).scalars()
     entry = catalog.entries.get(proposal.get("entry", ""))

@@ -11,7 +11,7 @@ from engine.outbound.metrics import Metrics
 from engine.outbound.notify import NotifyEvent
 from engine.pipeline.lifecycle import Lifecycle
 from engine.store import audit
-from engine.store.db import Incident, Run, Store, utcnow
+from engine.store.db import Run, Store, incident_row, utcnow
 
 __all__ = ["Records"]
 
@@ -28,7 +28,7 @@ class Records:
         if found:
             proposal = proposal.model_copy(update={"evidence": sorted(found)})
         with self.store.write() as session:
-            row = session.get(Incident, incident_id)
+            row = incident_row(session, incident_id)
             row.evidence = found
             row.entry = proposal.entry
             row.proposal = proposal.model_dump(mode="json")
@@ -41,7 +41,7 @@ class Records:
         """The evidence gathered beside the check run, on the incident and its proposal."""
         proposal = proposal.model_copy(update={"evidence": sorted(found)})
         with self.store.write() as session:
-            row = session.get(Incident, incident_id)
+            row = incident_row(session, incident_id)
             row.evidence = found
             row.proposal = proposal.model_dump(mode="json")
             audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
@@ -55,7 +55,7 @@ class Records:
         """The planner's conversation, with the incident and (whole) in the audit trail, for replay."""
         t = transcript.model_dump(mode="json")
         with self.store.write() as db:
-            db.get(Incident, incident_id).transcript = t
+            incident_row(db, incident_id).transcript = t
             audit.append(db, "planner.transcript", t, incident_id)
         self.metrics.llm_tokens.labels("prompt").inc(transcript.prompt_tokens)
         self.metrics.llm_tokens.labels("completion").inc(transcript.completion_tokens)
@@ -88,12 +88,12 @@ class Records:
 
     def move(self, incident_id: str, state: IncidentState, reason: str = "") -> None:
         with self.store.write() as session:
-            self.lifecycle.move(session, session.get(Incident, incident_id), state, reason)
+            self.lifecycle.move(session, incident_row(session, incident_id), state, reason)
 
     def close(self, incident_id: str, state: IncidentState, reason: str, *, notice: NotifyEvent | None = None,
                data: dict[str, Any] | None = None) -> None:
         with self.store.write() as session:
-            inc = session.get(Incident, incident_id)
+            inc = incident_row(session, incident_id)
             if notice is None:
                 self.lifecycle.close(session, inc, state, reason, data=data)
             else:

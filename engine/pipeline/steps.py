@@ -28,7 +28,7 @@ from engine.pipeline.records import Records
 from engine.run.runner import Executor
 from engine.settings import Settings
 from engine.store import audit
-from engine.store.db import Approval, Incident, Store
+from engine.store.db import Approval, Incident, Store, incident_row
 
 __all__ = ["Steps", "ShuttingDown"]
 
@@ -52,13 +52,14 @@ class Steps:
     def from_received(self, inc: Incident) -> None:
         if inc.host is None:
             return self.records.close(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
+        host = inc.host
         if inc.interrupted == "verify" and inc.proposal:
             proposal = ActionProposal.model_validate(inc.proposal)
             self.records.move(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
             return self.verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
         evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self.cancel,
-                            on_run=lambda o: self.records.diagnostic(inc.id, inc.host, o))
+                            on_run=lambda o: self.records.diagnostic(inc.id, host, o))
         situation = Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
                               severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "",
                               interrupted=inc.interrupted)
@@ -93,7 +94,7 @@ class Steps:
         """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""
         entry = self.catalog.get(proposal.entry)
         with self.store.write() as session:
-            row = session.get(Incident, incident_id)
+            row = incident_row(session, incident_id)
             if row.state != IncidentState.CHECKING:
                 self.lifecycle.move(session, row, IncidentState.CHECKING)
             attempt = row.attempts
@@ -103,7 +104,7 @@ class Steps:
         self.records.run(incident_id, result, RunMode.CHECK, proposal.params, proposal.hosts)
         self.unless_stopping(result)
         with self.store.write() as session:
-            row = session.get(Incident, incident_id)
+            row = incident_row(session, incident_id)
             row.preview = {**result.preview.model_dump(mode="json"), "digest": result.preview.digest}
             audit.append(session, "check.preview", {"summary": result.preview.summary, "ok": result.preview.ok,
                                                     "digest": result.preview.digest, "run": result.ident}, incident_id)
@@ -120,7 +121,7 @@ class Steps:
                         supersedes: str | None = None, why: str = "") -> None:
         entry = self.catalog.get(check.entry)
         with self.store.write() as session:
-            row = session.get(Incident, incident_id)
+            row = incident_row(session, incident_id)
             approval = approvals.request(session, self.settings, row, check.preview, required=decision.approvers,
                                          risk=str(entry.meta.risk), rules=decision.rules, reasons=decision.reasons,
                                          supersedes=supersedes)
@@ -155,7 +156,7 @@ class Steps:
     def execute(self, incident_id: str, proposal: ActionProposal) -> None:
         entry = self.catalog.get(proposal.entry)
         with self.store.write() as session:
-            row = session.get(Incident, incident_id)
+            row = incident_row(session, incident_id)
             # Right before the real run: is the alert still firing? (Acting on a resolved alert hurts.)
             if not incidents.still_firing(session, incident_id):
                 row.firing = False
@@ -182,7 +183,7 @@ class Steps:
         """The entry's verify checks, then the alert's own PromQL: resolved, or escalated saying what is still wrong."""
         entry = self.catalog.get(proposal.entry)
         with self.store.read() as session:
-            inc = session.get(Incident, incident_id)
+            inc = incident_row(session, incident_id)
         outcome = run_verify(self.executor, self.catalog, entry, proposal.params, proposal.hosts[0],
                              f"{incident_id}-a{inc.attempts}", self.settings.diagnostic_timeout_s,
                              attempts=self.settings.verify_attempts,

@@ -44,6 +44,10 @@ class AnsibleExecutor:
             shutil.rmtree(private)
         private.mkdir(parents=True, mode=0o700)
         events: list[dict[str, Any]] = []
+
+        def keep(event: dict[str, Any]) -> bool:
+            events.append(event)
+            return True   # and let ansible-runner write the event's artifact too
         started = time.monotonic()
         cmdline = "--check --diff" if check else "--diff"
         try:
@@ -61,7 +65,7 @@ class AnsibleExecutor:
                 suppress_env_files=True,
                 timeout=timeout_s,
                 cancel_callback=(lambda: cancel.is_set()) if cancel else None,
-                event_handler=lambda ev: events.append(ev) or True,
+                event_handler=keep,
                 envvars={"ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles"),
                          "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
                          "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",

@@ -30,14 +30,22 @@ from sqlalchemy import (
 from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from engine.errors import StoreUnavailable
+from engine.errors import NotFound, StoreUnavailable
 
-__all__ = ["Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
+__all__ = ["incident_row", "utcnow", "Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
            "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def incident_row(session: Session, incident_id: str) -> Incident:
+    """The incident a worker holds: it exists (NotFound otherwise, a bug)."""
+    row = session.get(Incident, incident_id)
+    if row is None:
+        raise NotFound(f"no incident {incident_id!r}")
+    return row
 
 
 class Base(DeclarativeBase):
