@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,45 +14,23 @@ from typing import Any
 
 import httpx
 
+from engine.lab.harness import ServeProcess, free_port
+from engine.model.states import FINAL_STATES
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 VENV_BIN = Path(sys.executable).parent
-FINAL = {"resolved", "failed", "escalated", "denied", "rejected", "expired"}
+FINAL = {s.value for s in FINAL_STATES}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process; its RSS read from /proc."""
+class Server(ServeProcess):
+    """A server process on loopback (engine/lab/harness.py); its RSS read from /proc."""
 
     def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path | None = None):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        out = open(log, "w") if log else subprocess.DEVNULL   # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code in (200, 503):
-                    time.sleep(1)
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(f"{argv} did not start (log: {log})")
-
-    def rss_mb(self, field: str = "VmRSS") -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
+        log = log or Path(tempfile.mkdtemp(prefix="bench-")) / "server.log"
+        # a bare server has no store: 503 from its /healthz still means it answers
+        super().__init__(env, port, log, argv=argv, healthy_codes=(200, 503), cwd=ROOT)
+        time.sleep(1)
 
 
 def start_remediator(**settings: str) -> Server:

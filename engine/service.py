@@ -75,7 +75,8 @@ class Engine:
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics,
                                  lifecycle=self.lifecycle, clock=clock)
-        self.notifier = Notifier(self.store, settings)
+        self.notifier = Notifier(self.store, settings,
+                                 on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
         self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
         self.ingester = inbox.Ingester(self.store, self.inventory, self.lifecycle, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)

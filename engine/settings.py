@@ -99,10 +99,6 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     notify_max_attempts: int = 8
 
-    # the lab's own Prometheus and Alertmanager (`remediator lab up`)
-    lab_prometheus_port: int = 19090
-    lab_alertmanager_port: int = 19093
-
     @field_validator("tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:

@@ -25,14 +25,13 @@ from engine.catalog.loader import Catalog, CatalogEntry, EntryKind
 from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
 from engine.decide.untrusted import Fence, clean
 from engine.errors import ProposalError
-from engine.model.records import ActionProposal, Escalation, ToolCallRecord, Transcript
+from engine.model.records import ESCALATE, ActionProposal, Escalation, ToolCallRecord, Transcript
 from engine.settings import Settings
 
 __all__ = ["LLMPlanner", "catalog_tools", "ESCALATE"]
 
 log = logging.getLogger(__name__)
 
-ESCALATE = "escalate"
 _PROMPTS = Environment(loader=PackageLoader("engine.decide", "prompts"), undefined=StrictUndefined, autoescape=False,
                        keep_trailing_newline=True)
 

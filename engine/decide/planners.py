@@ -36,7 +36,6 @@ class PlanningContext(BaseModel):
     host: str
     severity: str = "none"
     ref: str = ""                           # the incident id (or eval case) the planning is for
-    evidence: dict[str, Any] = {}
 
 
 @dataclass
@@ -164,4 +163,4 @@ class RunbookPlanner:
             return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
         return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host],
                               rationale=book.rationale or f"runbook {book.name} matches {ctx.alertname}",
-                              evidence=sorted(ctx.evidence), planner=self.name, offered=[book.action.entry])
+                              planner=self.name, offered=[book.action.entry])

@@ -32,14 +32,13 @@ from engine.decide.policy import Policy, load_policy
 from engine.errors import ConfigError
 from engine.intake.targets import Inventory, host_from_labels, load_inventory
 from engine.model.alerts import Alert, AlertmanagerPayload
-from engine.model.records import ActionProposal, Verdict
+from engine.model.records import ESCALATE, ActionProposal, Verdict
 from engine.run.recorded import RecordedExecutor
 from engine.settings import Settings
 
 __all__ = ["Expectation", "Injection", "EvalCase", "CaseResult", "load_cases", "run_case", "evaluate", "summarise",
            "CaseHistory"]
 
-ESCALATE = "escalate"
 
 
 class _Strict(BaseModel):

@@ -33,7 +33,7 @@ def load_inventory(path: Path) -> Inventory:
     hosts, host_vars = {}, {}
     for host in manager.get_hosts():
         hosts[host.name] = sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped"))
-        host_vars[host.name] = {k: v for k, v in host.get_vars().items() if k in ("environment", "lab_port")}
+        host_vars[host.name] = {k: v for k, v in host.get_vars().items() if k == "environment"}
     if not hosts:
         raise ConfigError(f"{path}: the inventory has no hosts")
     return Inventory(hosts=hosts, host_vars=host_vars)

@@ -10,6 +10,7 @@ from engine.catalog.loader import load_catalog
 from engine.cli import common
 from engine.cli.common import console
 from engine.lab import fleet
+from engine.lab.harness import lab_token
 from engine.settings import Settings
 
 lab_app = typer.Typer(help="The lab fleet: Podman hosts from inventory/lab.yml.", no_args_is_help=True)
@@ -31,7 +32,7 @@ def lab_up(monitoring: bool = typer.Option(True, "--monitoring/--no-monitoring",
     for h in hosts:
         console.print(f"{h.name}: up (container {h.container}, webapp on 127.0.0.1:{h.port})")
     if monitoring:
-        token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
+        token = lab_token(settings)
         for m in _monitoring(settings).up(hosts, token):
             console.print(f"{m.name}: up on {m.url} (pid {m.pid})")
         console.print(f"alerts go to http://127.0.0.1:{settings.port}/webhook/alertmanager; for evidence and verify, "
@@ -88,7 +89,7 @@ def demo() -> None:
     from engine.lab import drills
     settings = common.settings()
     hosts = fleet.up(settings.inventory)
-    token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
+    token = lab_token(settings)
     monitoring = _monitoring(settings)
     monitoring.up(hosts, token)
     console.print(f"lab: {len(hosts)} hosts; Prometheus {monitoring.url('prometheus')}, "

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,7 @@ from engine import PROJECT_ROOT
 from engine.catalog.loader import Catalog, Drill, Probe
 from engine.errors import ConfigError
 from engine.lab.fleet import LabHost, lab_hosts
+from engine.lab.harness import ServeProcess, healthy, lab_token
 from engine.lab.monitoring import Monitoring
 from engine.model.states import FINAL_STATES, IncidentState
 from engine.people.identities import Identities
@@ -211,40 +210,27 @@ class Server:
 
     def __init__(self, settings: Settings, monitoring: Monitoring, log: Path, pid_file: Path | None = None):
         self.url = f"http://127.0.0.1:{settings.port}"
-        self.token = settings.tokens[0].get_secret_value() if settings.tokens else "example-token"
-        self.proc: subprocess.Popen | None = None
+        self.token = lab_token(settings)
+        self.process: ServeProcess | None = None
         self.started = False
-        if self._healthy():
+        if healthy(self.url):
             return
-        env = {**os.environ, "REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or self.token,
+        env = {"REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or self.token,
                "REMEDIATOR_PROMETHEUS_URL": monitoring.url("prometheus"),
                "REMEDIATOR_ALERTMANAGER_URL": monitoring.url("alertmanager")}
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "remediator"), "serve"], env=env,
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=pid_file is not None)
+        log.unlink(missing_ok=True)   # this run's log only
+        self.process = ServeProcess(env, settings.port, log, new_session=pid_file is not None)
         if pid_file is not None:
-            pid_file.write_text(str(self.proc.pid))
-        deadline = time.monotonic() + 60
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise ConfigError(f"remediator serve did not start: {log.read_text()[-1500:]}")
-            time.sleep(0.5)
+            pid_file.write_text(str(self.process.pid))
         self.started = True
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def client(self, token: str | None = None) -> httpx.Client:
         """An HTTP client with the service token (or another, e.g. an approver's)."""
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
+        if self.process is not None:
+            self.process.stop(30)
 
 
 def run_drills(settings: Settings, catalog: Catalog, server: Server, only: str | None = None,

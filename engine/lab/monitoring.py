@@ -20,6 +20,7 @@ import jinja2
 from engine import PROJECT_ROOT
 from engine.errors import RemediatorError
 from engine.lab.fleet import LabHost
+from engine.lab.harness import LabSettings
 from engine.settings import Settings
 
 __all__ = ["Monitoring", "MonitorStatus", "TEMPLATES"]
@@ -53,8 +54,8 @@ class Monitoring:
     @classmethod
     def for_lab(cls, settings: Settings) -> Monitoring:
         """The lab's monitoring as the settings place it (state under DATA_DIR/lab)."""
-        return cls(settings.data_dir / "lab", settings.lab_prometheus_port, settings.lab_alertmanager_port,
-                   settings.port)
+        ports = LabSettings()
+        return cls(settings.data_dir / "lab", ports.prometheus_port, ports.alertmanager_port, settings.port)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

@@ -9,9 +9,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
+    "ESCALATE", "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
     "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",
 ]
+
+
+#: What a planner (or the eval) answers when no catalog entry fits: the incident goes to a person.
+ESCALATE = "escalate"
 
 
 class Verdict(StrEnum):

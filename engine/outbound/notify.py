@@ -9,6 +9,7 @@ and never stored in the outbox.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 
@@ -162,10 +163,12 @@ class _Permanent(Exception):
 class Notifier:
     """Sends due outbox rows; one call of deliver_due() is one pass."""
 
-    def __init__(self, store: Store, settings: Settings, client: httpx.Client | None = None):
+    def __init__(self, store: Store, settings: Settings, client: httpx.Client | None = None,
+                 on_sent: Callable[[str], None] = lambda _channel: None):
         self.store = store
         self.settings = settings
         self.client = client or httpx.Client(timeout=10.0)
+        self.on_sent = on_sent      # the channel of each delivered notification (the metrics count them)
 
     def _request(self, channel: str, note: Notification) -> tuple[str, dict]:
         s = self.settings
@@ -213,6 +216,7 @@ class Notifier:
                 if not error:
                     row.sent_at = utcnow()
                     sent += 1
+                    self.on_sent(row.channel)
                     continue
                 row.last_error = error[:2000]
                 if permanent or row.attempts >= self.settings.notify_max_attempts:

@@ -1,9 +1,7 @@
 import os
 import signal
-import socket
 import string
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from engine import PROJECT_ROOT
 from engine.lab import fleet
+from engine.lab.harness import REMEDIATOR, ServeProcess, free_port
 from tests.standins import Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
@@ -20,7 +19,6 @@ HERE = Path(__file__).parent
 PAYLOADS = HERE / "payloads"
 TOKEN = "e2e-token-" + "x" * 22
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"   # PagerDuty integration keys are 32 characters
-REMEDIATOR = Path(sys.executable).parent / "remediator"
 
 
 @pytest.fixture(scope="session")
@@ -38,43 +36,23 @@ def receivers():
     r.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`remediator serve` as a process, and an HTTP client that speaks to it with the token."""
+class Server(ServeProcess):
+    """`remediator serve` as a process (engine/lab/harness.py), and an HTTP client that speaks to it with the token."""
 
     def __init__(self, data_dir: Path, receivers: Receivers, port: int | None = None, *, new_session: bool = False,
                  **settings: str):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = port or free_port()
         self.data_dir = data_dir
         self.env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
-                    "REMEDIATOR_PORT": str(self.port), "REMEDIATOR_PUBLIC_URL": self.url,
+                    "REMEDIATOR_PORT": str(port), "REMEDIATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
                     "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
                     "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
                     "REMEDIATOR_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
                     "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook", "COLUMNS": "200",   # the CLI's tables unwrapped
                     **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
-        self.log = data_dir / "serve.log"
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([str(REMEDIATOR), "serve"], env=self.env, stdout=self.log.open("a"),
-                                     stderr=subprocess.STDOUT, start_new_session=new_session)
+        super().__init__(self.env, port, data_dir / "serve.log", new_session=new_session)
         self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"remediator serve exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"remediator serve did not become healthy: {self.log.read_text()[-3000:]}")
 
     def post(self, payload_file: Path, **kwargs) -> httpx.Response:
         return self.client.post("/webhook/alertmanager", content=payload_file.read_bytes(),
@@ -110,12 +88,8 @@ class Server:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    def stop(self, timeout_s: float = 30) -> None:
+        super().stop(timeout_s)
 
 
 @pytest.fixture(scope="session")

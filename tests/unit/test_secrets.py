@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.app import create_app
 from engine import PROJECT_ROOT, logs
@@ -14,7 +14,7 @@ from engine.decide.planners import PlanningContext, PlanningSession
 from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store.db import AuditEvent
+from engine.store.db import AuditEvent, OutboxMessage
 from tests.scripted_llm import ScriptedLLM
 from tests.standins import Receivers
 
@@ -47,6 +47,12 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
         engine.notifier.deliver_due()
         engine.notifier.client.close()
         assert receivers.received["pagerduty"] and receivers.received["pagerduty"][0]["routing_key"] == ROUTING_KEY
+        with engine.store.read() as s:   # each delivered notification counted once (the retried one too)
+            delivered = dict(s.execute(select(OutboxMessage.channel, func.count()).where(OutboxMessage.sent_at.is_not(None))
+                                       .group_by(OutboxMessage.channel)).all())
+        assert delivered["slack"] >= 1 and delivered["pagerduty"] >= 1
+        for channel, n in delivered.items():
+            assert engine.metrics.registry.get_sample_value("remediator_notifications_sent_total", {"channel": channel}) == n
 
         with TestClient(create_app(engine, start_engine=False)) as client:
             answers = [client.get(path, headers={"Authorization": f"Bearer {token}"}).text
