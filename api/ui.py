@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from engine.errors import AuthError, Forbidden, RemediatorError
-from engine.model.states import FINAL_STATES
+from engine.model.states import FINAL_STATES, ApprovalState
 from engine.people.approvals import get_approval, list_approvals
 from engine.people.identities import Identity, Role
 from engine.service import Engine
@@ -114,9 +114,9 @@ def router(engine: Engine) -> APIRouter:
     @r.get("/approvals", response_class=HTMLResponse)
     def approvals_page(request: Request) -> HTMLResponse:
         me, csrf = session(request)
-        decided = [a for a in list_approvals(engine.store, engine.catalog, None, 50) if a.state != "pending"][:20]
+        decided = [a for a in list_approvals(engine.store, engine.catalog, None, 50) if a.state != ApprovalState.PENDING][:20]
         return page(request, "approvals.html", me=me, csrf=csrf, decided=decided,
-                    pending=list_approvals(engine.store, engine.catalog, "pending"))
+                    pending=list_approvals(engine.store, engine.catalog, ApprovalState.PENDING))
 
     @r.get("/approvals/{approval_id}", response_class=HTMLResponse)
     def approval_page(request: Request, approval_id: str, error: str = "") -> HTMLResponse:
@@ -137,7 +137,7 @@ def router(engine: Engine) -> APIRouter:
                 raise
             return RedirectResponse(f"/ui/approvals/{approval_id}?error={quote(exc.message)}", status_code=303)
         a = get_approval(engine.store, engine.catalog, approval_id)
-        target = f"/ui/incidents/{a.incident_id}" if a.state != "pending" else f"/ui/approvals/{approval_id}"
+        target = f"/ui/incidents/{a.incident_id}" if a.state != ApprovalState.PENDING else f"/ui/approvals/{approval_id}"
         return RedirectResponse(target, status_code=303)
 
     @r.post("/approvals/{approval_id}/approve")
@@ -154,7 +154,7 @@ def router(engine: Engine) -> APIRouter:
     def incident_page(request: Request, incident_id: str) -> HTMLResponse:
         me, csrf = session(request)
         d = get_incident(engine.store, incident_id)
-        pending = next((a.id for a in d.approvals if a.state == "pending"), None)
+        pending = next((a.id for a in d.approvals if a.state == ApprovalState.PENDING), None)
         return page(request, "incident.html", me=me, csrf=csrf, d=d, pending=pending,
                     refresh=None if d.state in FINAL_STATES else 3)
 

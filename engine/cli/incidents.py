@@ -9,6 +9,7 @@ from rich.table import Table
 from engine.catalog.loader import load_catalog
 from engine.cli import common
 from engine.cli.common import console
+from engine.model.states import ApprovalState
 
 incidents_app = typer.Typer(help="Incidents in the store: what came in and what was done.", no_args_is_help=True)
 approvals_app = typer.Typer(help="Approval requests: the dry run a person decides on.", no_args_is_help=True)
@@ -52,12 +53,12 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
                   f"state [bold]{d.state}[/bold]  firing={d.firing}")
     console.print(f"reason: {d.reason}", markup=False)
     if d.proposal:
-        console.print(f"proposal: {d.proposal['entry']} {json.dumps(d.proposal['params'])} on {d.proposal['hosts']} "
-                      f"({d.proposal['planner']}: {d.proposal['rationale']})", markup=False)
+        console.print(f"proposal: {d.proposal.entry} {json.dumps(d.proposal.params)} on {d.proposal.hosts} "
+                      f"({d.proposal.planner}: {d.proposal.rationale})", markup=False)
     if d.transcript:
         print_transcript(d.transcript)
     if d.decision:
-        console.print(f"decision: {d.decision['verdict']} — {'; '.join(d.decision['reasons'])}", markup=False)
+        console.print(f"decision: {d.decision.verdict} — {'; '.join(d.decision.reasons)}", markup=False)
     if d.preview:
         console.print(f"dry run: {d.preview['summary']}", markup=False)
     for r in d.runs:
@@ -81,8 +82,8 @@ def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = 
         assert incident_id is not None
         state = approvals.vote_on_incident(db, Lifecycle(settings), incident_id, who, approve=approve, comment=comment)
     console.print(f"{approval_id or incident_id}: {state} (by {who.name})"
-                  + (" — a running `remediator serve` re-checks and runs exactly that dry run" if state == "approved" else "")
-                  + (" — another distinct approver is needed" if state == "pending" else ""))
+                  + (" — a running `remediator serve` re-checks and runs exactly that dry run" if state == ApprovalState.APPROVED else "")
+                  + (" — another distinct approver is needed" if state == ApprovalState.PENDING else ""))
 
 
 @incidents_app.command("approve")
@@ -149,7 +150,7 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
     for k, v in facts:
         out(f"{k:>13}  {v}", markup=False, highlight=False)
     out(f"\n{'evidence':>13}  " + ", ".join(sorted(a.evidence)), markup=False)
-    if a.state == "pending":
+    if a.state == ApprovalState.PENDING:
         out(f"\ndecide: remediator approvals approve {a.id} --comment …   (or reject; REMEDIATOR_APPROVER_TOKEN)")
 
 

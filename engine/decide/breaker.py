@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.errors import NotFound
-from engine.model.states import IncidentState
+from engine.model.states import IncidentState, RunMode
 from engine.people.identities import Identity, Role
 from engine.settings import Settings
 from engine.store import audit
@@ -49,7 +49,7 @@ def tripped(session: Session, entry: str) -> BreakerRow | None:
 
 
 def _consecutive_failures(session: Session, settings: Settings, entry: str | None, since: datetime) -> int:
-    applied = select(Run.incident_id).where(Run.mode == "apply")
+    applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
     q = (select(Incident.state).where(Incident.id.in_(applied), Incident.closed_at.is_not(None), Incident.closed_at >= since,
                                       Incident.state.in_([*_FAILED, IncidentState.RESOLVED.value]))
          .order_by(Incident.closed_at.desc()).limit(max(settings.breaker_entry_failures, settings.breaker_global_failures)))

@@ -148,7 +148,7 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
         params = None   # policy denies it, with the reason
     verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock()))
     verdict = breaker_rule(verdict, plan.entry, history)
-    if situation.interrupted == "apply" and verdict.verdict == Verdict.ALLOW:
+    if situation.interrupted == RunMode.APPLY and verdict.verdict == Verdict.ALLOW:
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
             "the last real run was cut off by a restart and may have changed the host; a person decides "
             "from this new dry run whether it runs again"])

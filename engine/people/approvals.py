@@ -23,7 +23,7 @@ from engine.catalog.loader import Catalog
 from engine.errors import ConflictError, NotFound
 from engine.intake import incidents
 from engine.model.records import Preview
-from engine.model.states import IncidentState
+from engine.model.states import ApprovalState, IncidentState
 from engine.people.identities import Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
@@ -37,7 +37,7 @@ __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "Approv
 def request(session: Session, settings: Settings, inc: Incident, preview: Preview, *, required: int, risk: str,
             rules: list[str], reasons: list[str], supersedes: str | None = None) -> Approval:
     """A new pending request for this incident's dry run (in the caller's transaction)."""
-    approval = Approval(id=incidents.new_incident_id(), incident_id=inc.id, preview_digest=preview.digest, state="pending",
+    approval = Approval(id=incidents.new_incident_id(), incident_id=inc.id, preview_digest=preview.digest, state=ApprovalState.PENDING,
                         expires_at=utcnow() + timedelta(seconds=settings.approval_ttl_s),
                         preview={**preview.model_dump(mode="json"), "digest": preview.digest},
                         required=max(1, required), risk=risk, rules=rules, reasons="; ".join(reasons),
@@ -51,7 +51,7 @@ def _pending(session: Session, approval_id: str) -> tuple[Approval, Incident]:
     if approval is None:
         raise NotFound(f"no approval {approval_id!r}")
     inc = incident_row(session, approval.incident_id)
-    if approval.state != "pending" or inc.state != IncidentState.AWAITING_APPROVAL:
+    if approval.state != ApprovalState.PENDING or inc.state != IncidentState.AWAITING_APPROVAL:
         raise ConflictError(f"approval {approval_id} is {approval.state} (incident {inc.id} is {inc.state}); "
                             f"nothing is waiting for a decision")
     if approval.expires_at <= utcnow():
@@ -78,14 +78,14 @@ def vote(store: Store, lifecycle: Lifecycle, approval_id: str, who: Identity, *,
                 "digest": approval.preview_digest, "decision": "approve" if approve else "reject"}
         audit.append(session, "approval.vote", data, inc.id)
         if not approve:
-            _close(approval, "rejected", who.name, comment)
+            _close(approval, ApprovalState.REJECTED, who.name, comment)
             reason = f"rejected by {who.name}" + (f": {comment}" if comment else "")
             lifecycle.close(session, inc, IncidentState.REJECTED, reason, data=data)
             return approval.state
         approvers = {v.approver for v in votes if v.decision == "approve"} | {who.name}
         if len(approvers) < approval.required:
             return approval.state     # pending: another person must approve
-        _close(approval, "approved", ", ".join(sorted(approvers)), comment)
+        _close(approval, ApprovalState.APPROVED, ", ".join(sorted(approvers)), comment)
         lifecycle.move(session, inc, IncidentState.APPROVED, f"approved by {approval.decided_by}", data=data)
         return approval.state
 
@@ -99,7 +99,7 @@ def vote_on_incident(store: Store, lifecycle: Lifecycle, incident_id: str, who: 
         if inc is None:
             raise NotFound(f"no incident {incident_id!r}")
         approval_id = session.execute(select(Approval.id).where(Approval.incident_id == incident_id,
-                                                                Approval.state == "pending")).scalar_one_or_none()
+                                                                Approval.state == ApprovalState.PENDING)).scalar_one_or_none()
     if approval_id is None:
         raise ConflictError(f"incident {incident_id} is {inc.state}, not awaiting approval")
     return vote(store, lifecycle, approval_id, who, approve=approve, comment=comment, digest=digest)
@@ -112,9 +112,10 @@ def _close(approval: Approval, state: str, by: str, comment: str) -> None:
 def expire_due(store: Store, lifecycle: Lifecycle) -> int:
     """Expire pending requests past their deadline (the incident is expired, and people are paged)."""
     with store.write() as session:
-        due = session.execute(select(Approval).where(Approval.state == "pending", Approval.expires_at <= utcnow())).scalars().all()
+        due = session.execute(select(Approval).where(Approval.state == ApprovalState.PENDING,
+                                                     Approval.expires_at <= utcnow())).scalars().all()
         for approval in due:
-            _close(approval, "expired", "", "")
+            _close(approval, ApprovalState.EXPIRED, "", "")
             inc = session.get(Incident, approval.incident_id)
             if inc is not None and inc.state == IncidentState.AWAITING_APPROVAL:
                 reason = (f"nobody approved within {lifecycle.settings.approval_ttl_s} s; nothing was run, "
@@ -188,16 +189,16 @@ class ApprovalDetail(BaseModel):
 
 def _detail(session: Session, catalog: Catalog, a: Approval) -> ApprovalDetail:
     inc = incident_row(session, a.incident_id)
-    proposal = inc.proposal or {}
+    proposal = inc.proposal
     votes = session.execute(select(ApprovalVote).where(ApprovalVote.approval_id == a.id).order_by(ApprovalVote.id)).scalars()
-    entry = catalog.entries.get(proposal.get("entry", ""))
+    entry = catalog.entries.get(proposal.entry) if proposal else None
     return ApprovalDetail(
         id=a.id, incident_id=inc.id, state=a.state, incident_state=inc.state, requested_at=a.requested_at,
         expires_at=a.expires_at, required=a.required, votes=[VoteView.model_validate(v, from_attributes=True) for v in votes],
-        digest=a.preview_digest, entry=proposal.get("entry"), params=proposal.get("params", {}),
-        hosts=proposal.get("hosts", []), risk=a.risk or (str(entry.meta.risk) if entry else ""), rules=a.rules or [],
-        reasons=a.reasons, rationale=proposal.get("rationale", ""),
-        planner=proposal.get("planner", "") + (f" ({proposal['fallback']})" if proposal.get("fallback") else ""),
+        digest=a.preview_digest, entry=proposal.entry if proposal else None, params=proposal.params if proposal else {},
+        hosts=proposal.hosts if proposal else [], risk=a.risk or (str(entry.meta.risk) if entry else ""), rules=a.rules or [],
+        reasons=a.reasons, rationale=proposal.rationale if proposal else "",
+        planner=(proposal.planner + (f" ({proposal.fallback})" if proposal.fallback else "")) if proposal else "",
         alertname=inc.alertname, severity=inc.severity, labels=inc.labels, annotations=inc.annotations,
         evidence=inc.evidence or {}, preview=a.preview or inc.preview, rollback=entry.meta.rollback if entry else "",
         supersedes=a.supersedes, decided_by=a.decided_by, decided_at=a.decided_at)

@@ -31,10 +31,10 @@ class Records:
             row = incident_row(session, incident_id)
             row.evidence = found
             row.entry = proposal.entry
-            row.proposal = proposal.model_dump(mode="json")
-            row.decision = decision.model_dump(mode="json")
+            row.proposal, row.decision = proposal, decision
             self.lifecycle.move(session, row, IncidentState.PLANNED, proposal.rationale,
-                                 data={"proposal": row.proposal, "decision": row.decision})
+                                 data={"proposal": proposal.model_dump(mode="json"),
+                                       "decision": decision.model_dump(mode="json")})
         return proposal
 
     def with_evidence(self, incident_id: str, proposal: ActionProposal, found: dict[str, Any]) -> ActionProposal:
@@ -43,7 +43,7 @@ class Records:
         with self.store.write() as session:
             row = incident_row(session, incident_id)
             row.evidence = found
-            row.proposal = proposal.model_dump(mode="json")
+            row.proposal = proposal
             audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
         return proposal
 

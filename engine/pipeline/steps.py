@@ -53,8 +53,8 @@ class Steps:
         if inc.host is None:
             return self.records.close(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
         host = inc.host
-        if inc.interrupted == "verify" and inc.proposal:
-            proposal = ActionProposal.model_validate(inc.proposal)
+        if inc.interrupted == RunMode.VERIFY and inc.proposal:
+            proposal = inc.proposal
             self.records.move(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
             return self.verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
         evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
@@ -132,7 +132,8 @@ class Steps:
                                       "supersedes": supersedes})
 
     def after_approval(self, inc: Incident) -> None:
-        proposal = ActionProposal.model_validate(inc.proposal)
+        proposal, decision = inc.proposal, inc.decision
+        assert proposal is not None and decision is not None, "approved before it was planned"
         with self.store.read() as session:
             approval = session.execute(select(Approval).where(Approval.incident_id == inc.id, Approval.state == ApprovalState.APPROVED)
                                        .order_by(Approval.decided_at.desc()).limit(1)).scalar_one_or_none()
@@ -149,7 +150,6 @@ class Steps:
             if len(requests) >= self.settings.approval_drift_max:
                 return self.records.close(inc.id, IncidentState.ESCALATED, why.replace("approve the new dry run",
                                                                              "it keeps changing, a person must look"))
-            decision = PolicyDecision.model_validate(inc.decision)
             return self.await_approval(inc.id, decision, result, supersedes=approval.id, why=why)
         self.execute(inc.id, proposal)
 

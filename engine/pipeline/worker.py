@@ -18,7 +18,7 @@ from engine.decide.planners import Planner
 from engine.decide.policy import Policy
 from engine.errors import StoreUnavailable
 from engine.intake.targets import Inventory
-from engine.model.states import HELD_STATES, IncidentState, RunState
+from engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
 from engine.outbound.metrics import Metrics
 from engine.outbound.prometheus import Prometheus
 from engine.pipeline.lifecycle import Lifecycle
@@ -101,13 +101,13 @@ class Pipeline:
                     self.lifecycle.move(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
                                          event="incident.requeued")
                     continue
-                step = "apply" if inc.state == IncidentState.EXECUTING else "verify"
+                step = RunMode.APPLY if inc.state == IncidentState.EXECUTING else RunMode.VERIFY
                 cut = session.execute(select(Run).where(Run.incident_id == inc.id, Run.status == RunState.RUNNING)).scalars().all()
                 for run in cut:
                     run.status, run.finished_at = RunState.INTERRUPTED, utcnow()
                 inc.interrupted = step
                 reason = (f"remediator restarted during the real run of {inc.entry} on {inc.host}, which may have changed "
-                          f"it: diagnosed and checked again, and a person decides before it runs again" if step == "apply"
+                          f"it: diagnosed and checked again, and a person decides before it runs again" if step == RunMode.APPLY
                           else f"remediator restarted while verifying {inc.entry} on {inc.host}: verifying again")
                 self.lifecycle.move(session, inc, IncidentState.RECEIVED, reason, event="incident.interrupted",
                                      data={"step": step, "runs": [r.ident for r in cut]})

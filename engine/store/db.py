@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
@@ -31,9 +33,29 @@ from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from engine.errors import NotFound, StoreUnavailable
+from engine.model.records import ActionProposal, PolicyDecision
 
 __all__ = ["incident_row", "utcnow", "Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
            "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
+
+
+class ModelJSON(TypeDecorator):
+    """A JSON column that holds one pydantic model: written as its JSON, read back as the model (parsed once, here)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, model: type[BaseModel]):
+        super().__init__()
+        self.model = model
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return (value if isinstance(value, self.model) else self.model.model_validate(value)).model_dump(mode="json")
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self.model.model_validate(value)
 
 
 def utcnow() -> datetime:
@@ -103,8 +125,8 @@ class Incident(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    proposal: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    proposal: Mapped[ActionProposal | None] = mapped_column(ModelJSON(ActionProposal))
+    decision: Mapped[PolicyDecision | None] = mapped_column(ModelJSON(PolicyDecision))
     preview: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from engine.errors import NotFound
+from engine.model.records import ActionProposal, PolicyDecision
 from engine.store.db import AlertRow, Approval, AuditEvent, Delivery, Incident, OutboxMessage, Run, Store
 
 __all__ = ["IncidentSummary", "IncidentDetail", "DeliveryView", "list_incidents", "get_incident", "get_delivery"]
@@ -83,8 +84,8 @@ class IncidentDetail(IncidentSummary):
     annotations: dict[str, str]
     truncated_alerts: int
     evidence: dict[str, Any]
-    proposal: dict[str, Any] | None
-    decision: dict[str, Any] | None
+    proposal: ActionProposal | None
+    decision: PolicyDecision | None
     preview: dict[str, Any] | None
     transcript: dict[str, Any] | None = None   # the LLM planner's conversation (planner: llm)
     alerts: list[AlertView]

@@ -61,7 +61,7 @@ def waiting(engine, required: int = 1, payload: bytes = PAYLOAD) -> tuple[str, s
     with engine.store.write() as session:
         inc = session.get(Incident, incident_id)
         inc.state, inc.entry = IncidentState.AWAITING_APPROVAL, "clean_logs"
-        inc.proposal, inc.decision = proposal.model_dump(mode="json"), decision.model_dump(mode="json")
+        inc.proposal, inc.decision = proposal, decision
         inc.preview = {**PREVIEW.model_dump(mode="json"), "digest": PREVIEW.digest}
         approval = approvals.request(session, engine.settings, inc, PREVIEW, required=required, risk="safe",
                                      rules=decision.rules, reasons=decision.reasons)

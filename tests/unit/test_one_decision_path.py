@@ -57,7 +57,8 @@ def _serve(case: EvalCase, settings: Settings) -> tuple:
         inc = session.get(Incident, incident_id)
         if inc.proposal is None:
             return "escalate", {}, None
-        return inc.proposal["entry"], inc.proposal["params"], inc.decision["verdict"]
+        assert inc.decision is not None
+        return inc.proposal.entry, inc.proposal.params, inc.decision.verdict.value
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
