@@ -1,20 +1,29 @@
 """Fakes for driving the engine without Ansible or a wall clock: data in, behaviour out.
 
 RecordedExecutor (engine/run/recorded.py) serves recorded diagnostics and, with checks=True, check runs
-that change nothing; FixedClock is a clock that says what it is told; seed_history writes an eval
-case's history.yml into a store, so serve and `remediator plan` see what `remediator eval` sees.
+that change nothing; ScriptedExecutor plays a whole remediation (reports in order, a check run's recorded
+events, a real run that succeeds); RecordingNotifier delivers the outbox to a list instead of Slack and
+PagerDuty; FixedClock is a clock that says what it is told; seed_history writes an eval case's
+history.yml into a store, so serve and `remediator plan` see what `remediator eval` sees.
 """
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from sqlalchemy import select
+
+from engine.catalog.loader import CatalogEntry
 from engine.decide import breaker
 from engine.decide.decision import RecordedHistory
+from engine.model.records import Preview, RunResult, RunStatus
 from engine.model.states import IncidentState, RunMode
+from engine.outbound.notify import Notification
+from engine.run.preview import build_preview
 from engine.run.recorded import RecordedExecutor
-from engine.store.db import BreakerRow, Incident, Run, Store
+from engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utcnow
 
-__all__ = ["RecordedExecutor", "FixedClock", "seed_history"]
+__all__ = ["RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
 
 
 class FixedClock:
@@ -42,3 +51,54 @@ def seed_history(store: Store, history: RecordedHistory) -> None:
                             duration_s=1.0, artifact_dir="", summary="recorded"))
         for entry, reason in history.breakers.items():
             session.add(BreakerRow(scope=breaker.scope_of(entry), open=True, opened_at=datetime(2026, 1, 1), reason=reason))
+
+
+class ScriptedExecutor:
+    """Plays a remediation without Ansible: each diagnostic answers its reports in order (the last one again
+    when they run out), a check run answers the Preview of the recorded events given for its entry, a real
+    run succeeds. Every call is kept in `calls` as (entry, mode)."""
+
+    def __init__(self, reports: dict[str, list[dict[str, Any]]], checks: dict[str, list[dict[str, Any]]]):
+        self.reports = {k: list(v) for k, v in reports.items()}
+        self.checks = checks
+        self.calls: list[tuple[str, str]] = []
+
+    def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
+            timeout_s: int, cancel: Any = None) -> RunResult:
+        mode = "diagnose" if entry.meta.read_only else ("check" if check else "apply")
+        self.calls.append((entry.id, mode))
+        if entry.meta.read_only:
+            queue = self.reports.get(entry.id, [])
+            report = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else None)
+            preview = Preview(entry=entry.id, hosts=[], summary=f"{entry.id}: scripted", ok=report is not None)
+            return RunResult(ident=ident, entry=entry.id, check=check, rc=0 if report else 4,
+                             status=RunStatus.SUCCESSFUL if report else RunStatus.FAILED, preview=preview,
+                             reports={h: report for h in hosts} if report else {}, artifact_dir="", duration_s=0.0)
+        if check:
+            events = [{**e, "event_data": {**e.get("event_data", {}), "host": hosts[0]}} for e in self.checks[entry.id]]
+            preview = build_preview(entry.id, events, check=True, hosts=hosts)   # the recorded run, on this host
+        else:
+            preview = Preview(entry=entry.id, hosts=[], summary=f"{entry.id}: done (scripted)", ok=True)
+        return RunResult(ident=ident, entry=entry.id, check=check, status=RunStatus.SUCCESSFUL, rc=0, preview=preview,
+                         artifact_dir="", duration_s=0.0)
+
+
+class RecordingNotifier:
+    """Takes the outbox as a Notifier would and keeps each notification (no HTTP)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.sent: list[tuple[str, Notification]] = []
+
+    def deliver_due(self) -> int:
+        with self.store.write() as session:
+            due = session.execute(select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+                                  .order_by(OutboxMessage.id)).scalars().all()
+            for row in due:
+                self.sent.append((row.channel, Notification.model_validate(row.payload)))
+                row.sent_at = utcnow()
+        return len(due)
+
+    def events(self, channel: str | None = None) -> list[str]:
+        self.deliver_due()
+        return [n.event.value for c, n in self.sent if channel in (None, c)]

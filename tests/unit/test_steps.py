@@ -1,0 +1,109 @@
+"""The pipeline's steps through the store, without Ansible (tests/fakes.py plays the runs): the fix that
+verifies, the fix that does not, the person who approves the dry run, and the dry run that drifts after."""
+import json
+
+import pytest
+from sqlalchemy import select
+
+from engine.model.states import ApprovalState, IncidentState
+from engine.people import approvals
+from engine.people.identities import Identity, Role
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store.db import Approval, AuditEvent, Incident, Run
+from tests.conftest import FIXTURES
+from tests.fakes import RecordingNotifier, ScriptedExecutor
+
+pytestmark = pytest.mark.unit
+DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
+UP = {**DOWN, "active_state": "active", "sub_state": "running"}
+CHECK = json.loads((FIXTURES / "events" / "restart_service-check.json").read_text())
+ALICE = Identity(name="alice", role=Role.APPROVER, approver_id="a1")
+
+
+def _engine(tmp_path, database_url, reports, **settings) -> tuple[Engine, ScriptedExecutor, RecordingNotifier]:
+    executor = ScriptedExecutor({"service_status": reports}, {"restart_service": CHECK})
+    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, verify_interval_s=0,
+                             slack_webhook_url="http://127.0.0.1:9/slack", **settings), executor=executor)
+    return engine, executor, RecordingNotifier(engine.store)
+
+
+def _work(engine) -> None:
+    """What a worker thread does, once per claimable incident, in this thread."""
+    while (incident_id := engine.pipeline.claim()) is not None:
+        engine.pipeline.work(incident_id)
+
+
+def _incident(engine, incident_id) -> Incident:
+    with engine.store.read() as s:
+        return s.get(Incident, incident_id)
+
+
+def _runs(engine, incident_id) -> list[str]:
+    with engine.store.read() as s:
+        return [r.mode for r in s.execute(select(Run).where(Run.incident_id == incident_id).order_by(Run.id)).scalars()]
+
+
+def test_a_fix_that_verifies(tmp_path, database_url):
+    engine, executor, notes = _engine(tmp_path, database_url, [DOWN, UP])
+    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
+    _work(engine)
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.RESOLVED, inc.reason
+    assert inc.proposal.entry == "restart_service" and inc.proposal.params["unit"] == "webapp"
+    assert inc.evidence["service_status"]["report"]["active_state"] == "failed"     # what it read before it acted
+    assert executor.calls == [("service_status", "diagnose"), ("restart_service", "check"),
+                              ("restart_service", "apply"), ("service_status", "diagnose")]
+    assert _runs(engine, incident_id) == ["diagnose", "check", "apply", "verify"]
+    assert "verified on attempt 1" in inc.reason
+    assert notes.events("slack") == ["fixed"]
+    assert engine.metrics.registry.get_sample_value("remediator_incidents_closed_total", {"state": "resolved"}) == 1
+
+
+def test_a_fix_that_does_not_verify_escalates_saying_what_is_still_wrong(tmp_path, database_url):
+    engine, _, notes = _engine(tmp_path, database_url, [DOWN], verify_attempts=2)
+    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
+    _work(engine)
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.ESCALATED
+    assert "not fixed after 2 checks" in inc.reason and "active_state is 'failed', expected 'active'" in inc.reason
+    assert _runs(engine, incident_id) == ["diagnose", "check", "apply", "verify", "verify"]
+    assert notes.events("slack") == ["escalated"]
+
+
+def test_a_person_approves_the_dry_run_and_exactly_it_runs(tmp_path, database_url):
+    engine, executor, notes = _engine(tmp_path, database_url, [DOWN, UP])
+    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
+    _work(engine)
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.AWAITING_APPROVAL                       # a database host: a person decides
+    assert ("restart_service", "apply") not in executor.calls
+    with engine.store.read() as s:
+        (approval,) = s.execute(select(Approval).where(Approval.incident_id == incident_id)).scalars()
+    assert approvals.vote(engine.store, engine.lifecycle, approval.id, ALICE, approve=True) == ApprovalState.APPROVED
+    _work(engine)
+    assert _incident(engine, incident_id).state == IncidentState.RESOLVED
+    assert _runs(engine, incident_id) == ["diagnose", "check", "check", "apply", "verify"]   # checked again first
+    assert notes.events("slack") == ["awaiting_approval", "fixed"]
+
+
+def test_a_dry_run_that_drifts_after_approval_is_asked_again_then_escalated(tmp_path, database_url):
+    engine, executor, notes = _engine(tmp_path, database_url, [DOWN], approval_drift_max=2)
+    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
+    _work(engine)
+    for round_ in range(2):
+        # the host changed since the person read the dry run: the next check shows another diff
+        executor.checks["restart_service"] = [{**e, "event_data": {**e["event_data"], "res": {
+            **e["event_data"].get("res", {}), "diff": {"before": f"round {round_}", "after": "x"}}}} for e in CHECK]
+        with engine.store.read() as s:
+            pending = s.execute(select(Approval).where(Approval.incident_id == incident_id,
+                                                       Approval.state == ApprovalState.PENDING)).scalar_one()
+        approvals.vote(engine.store, engine.lifecycle, pending.id, ALICE, approve=True)
+        _work(engine)
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.ESCALATED and "it keeps changing" in inc.reason
+    assert ("restart_service", "apply") not in executor.calls                  # nothing ran for real
+    with engine.store.read() as s:
+        kinds = [e.kind for e in s.execute(select(AuditEvent).where(AuditEvent.incident_id == incident_id)).scalars()]
+    assert kinds.count("incident.awaiting_approval") == 2
+    assert notes.events("slack") == ["awaiting_approval", "awaiting_approval", "escalated"]
