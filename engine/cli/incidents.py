@@ -60,7 +60,7 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
     if d.decision:
         console.print(f"decision: {d.decision.verdict} — {'; '.join(d.decision.reasons)}", markup=False)
     if d.preview:
-        console.print(f"dry run: {d.preview['summary']}", markup=False)
+        console.print(f"dry run: {d.preview.summary}", markup=False)
     for r in d.runs:
         console.print(f"run {r.mode:8} {r.entry:16} {r.status:10} {r.duration_s or 0:6.1f}s  {r.summary[:120]}", markup=False)
     for n in d.notifications:
@@ -113,7 +113,7 @@ def approvals_list(state: str = typer.Option("pending", help="pending, approved,
         approved = sum(1 for v in a.votes if v.decision == "approve")
         table.add_row(a.id, a.incident_id, f"{a.entry} on {', '.join(a.hosts)}", a.risk, a.state,
                       f"{approved}/{a.required}", a.expires_at.isoformat(timespec="seconds"),
-                      (a.preview or {}).get("summary", "")[:80])
+                      (a.preview.summary if a.preview else "")[:80])
     console.print(table)
 
 
@@ -131,16 +131,15 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
     out = console.print
     out(f"[bold]{a.entry}[/bold] on {', '.join(a.hosts)} — approval {a.id} is [bold]{a.state}[/bold] "
         f"(incident {a.incident_id}: {a.incident_state})")
-    preview = a.preview or {}
-    out(f"\n[bold]Dry run[/bold]: {preview.get('summary', 'none')}", highlight=False)
-    for h in preview.get("hosts", []):
-        out(f"  [bold]{h['host']}[/bold]: {h['changed']} change(s)" + (" FAILED" if h["failed"] else ""))
-        for t in h["tasks"]:
-            if not t["changed"] and t["status"] not in ("failed", "unreachable"):
+    out(f"\n[bold]Dry run[/bold]: {a.preview.summary if a.preview else 'none'}", highlight=False)
+    for h in a.preview.hosts if a.preview else []:
+        out(f"  [bold]{h.host}[/bold]: {h.changed} change(s)" + (" FAILED" if h.failed else ""))
+        for t in h.tasks:
+            if not t.changed and t.status not in ("failed", "unreachable"):
                 continue
-            out(f"    {t['status']:9} {t['task']}  {t['msg']}", markup=False)
-            if t["diff"]:
-                out(Syntax(t["diff"], "diff", theme="ansi_dark", line_numbers=False, word_wrap=True))
+            out(f"    {t.status:9} {t.task}  {t.msg}", markup=False)
+            if t.diff:
+                out(Syntax(t.diff, "diff", theme="ansi_dark", line_numbers=False, word_wrap=True))
     facts = [("alert", f"{a.alertname} ({a.severity})"), ("parameters", json.dumps(a.params)),
              ("planner", f"{a.planner}: {a.rationale}"), ("policy asked", f"{a.reasons} [{', '.join(a.rules)}]"),
              ("risk", f"{a.risk}; needs {a.required} distinct approver(s)"), ("roll back", a.rollback or "-"),

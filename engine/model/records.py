@@ -6,7 +6,7 @@ import json
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 __all__ = [
     "ESCALATE", "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
@@ -110,6 +110,13 @@ class Preview(_Frozen):
     summary: str
     ok: bool
 
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_is_derived(cls, data: Any) -> Any:
+        # a stored preview carries its digest; it is computed again from what would change, never trusted
+        return {k: v for k, v in data.items() if k != "digest"} if isinstance(data, dict) else data
+
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def digest(self) -> str:
         """Hash of what would change (for binding an approval to exactly this preview)."""

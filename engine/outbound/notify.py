@@ -101,7 +101,7 @@ def notify_incident(session: Session, settings: Settings, incident: Incident, ev
     return enqueue(session, settings, Notification(
         event=event, incident_id=incident.id, alertname=incident.alertname, host=incident.host,
         severity=incident.severity, state=incident.state, text=text, entry=incident.entry,
-        preview=(incident.preview or {}).get("summary", ""), url=f"{base}/ui/incidents/{incident.id}",
+        preview=incident.preview.summary if incident.preview else "", url=f"{base}/ui/incidents/{incident.id}",
         dedup_key=dedup_key, **extra))
 
 

@@ -39,7 +39,7 @@ def request(session: Session, settings: Settings, inc: Incident, preview: Previe
     """A new pending request for this incident's dry run (in the caller's transaction)."""
     approval = Approval(id=incidents.new_incident_id(), incident_id=inc.id, preview_digest=preview.digest, state=ApprovalState.PENDING,
                         expires_at=utcnow() + timedelta(seconds=settings.approval_ttl_s),
-                        preview={**preview.model_dump(mode="json"), "digest": preview.digest},
+                        preview=preview,
                         required=max(1, required), risk=risk, rules=rules, reasons="; ".join(reasons),
                         supersedes=supersedes)
     session.add(approval)
@@ -124,12 +124,12 @@ def expire_due(store: Store, lifecycle: Lifecycle) -> int:
         return len(due)
 
 
-def drift(approved: dict[str, Any], now: Preview) -> list[str]:
+def drift(approved: Preview | None, now: Preview) -> list[str]:
     """What differs, materially, between the approved dry run and the new one (empty: the same)."""
-    def changes(p: dict[str, Any]) -> dict[str, dict[str, tuple]]:
-        return {h["host"]: {t["task"]: (t["status"], t["diff"], tuple(t["items"])) for t in h["tasks"] if t["changed"]}
-                for h in p["hosts"]}
-    before, after = changes(approved), changes(now.model_dump(mode="json"))
+    def changes(p: Preview | None) -> dict[str, dict[str, tuple]]:
+        return {h.host: {t.task: (t.status, t.diff, tuple(t.items)) for t in h.tasks if t.changed}
+                for h in (p.hosts if p else [])}
+    before, after = changes(approved), changes(now)
     out = []
     for host in sorted(set(before) | set(after)):
         if host not in before or host not in after:
@@ -180,7 +180,7 @@ class ApprovalDetail(BaseModel):
     labels: dict[str, str]
     annotations: dict[str, str]
     evidence: dict[str, Any]
-    preview: dict[str, Any] | None
+    preview: Preview | None
     rollback: str
     supersedes: str | None
     decided_by: str

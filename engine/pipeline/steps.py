@@ -105,7 +105,7 @@ class Steps:
         self.unless_stopping(result)
         with self.store.write() as session:
             row = incident_row(session, incident_id)
-            row.preview = {**result.preview.model_dump(mode="json"), "digest": result.preview.digest}
+            row.preview = result.preview
             audit.append(session, "check.preview", {"summary": result.preview.summary, "ok": result.preview.ok,
                                                     "digest": result.preview.digest, "run": result.ident}, incident_id)
         if result.status != RunStatus.SUCCESSFUL and result.preview.ok:
@@ -144,7 +144,7 @@ class Steps:
         if result is None:
             return
         if result.preview.digest != approval.preview_digest:
-            changed = approvals.drift(approval.preview or {"hosts": []}, result.preview) or ["the dry run's digest differs"]
+            changed = approvals.drift(approval.preview, result.preview) or ["the dry run's digest differs"]
             why = (f"the dry run changed after {approval.decided_by} approved it ({'; '.join(changed[:5])}); "
                    f"nothing was run: approve the new dry run")
             if len(requests) >= self.settings.approval_drift_max:

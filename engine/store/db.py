@@ -33,7 +33,7 @@ from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from engine.errors import NotFound, StoreUnavailable
-from engine.model.records import ActionProposal, PolicyDecision
+from engine.model.records import ActionProposal, PolicyDecision, Preview
 
 __all__ = ["incident_row", "utcnow", "Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
            "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
@@ -127,7 +127,7 @@ class Incident(Base):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     proposal: Mapped[ActionProposal | None] = mapped_column(ModelJSON(ActionProposal))
     decision: Mapped[PolicyDecision | None] = mapped_column(ModelJSON(PolicyDecision))
-    preview: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    preview: Mapped[Preview | None] = mapped_column(ModelJSON(Preview))
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     entry: Mapped[str | None] = mapped_column(String(128))
@@ -207,7 +207,7 @@ class Approval(Base):
     decided_by: Mapped[str] = mapped_column(String(128), default="")
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
     comment: Mapped[str] = mapped_column(Text, default="")
-    preview: Mapped[dict[str, Any] | None] = mapped_column(JSON)           # the dry run this request shows
+    preview: Mapped[Preview | None] = mapped_column(ModelJSON(Preview))           # the dry run this request shows
     required: Mapped[int] = mapped_column(Integer, default=1)              # distinct approvers needed
     risk: Mapped[str] = mapped_column(String(16), default="")
     rules: Mapped[list[Any]] = mapped_column(JSON, default=list)           # the policy rules that asked

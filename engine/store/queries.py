@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from engine.errors import NotFound
-from engine.model.records import ActionProposal, PolicyDecision
+from engine.model.records import ActionProposal, PolicyDecision, Preview
 from engine.store.db import AlertRow, Approval, AuditEvent, Delivery, Incident, OutboxMessage, Run, Store
 
 __all__ = ["IncidentSummary", "IncidentDetail", "DeliveryView", "list_incidents", "get_incident", "get_delivery"]
@@ -86,7 +86,7 @@ class IncidentDetail(IncidentSummary):
     evidence: dict[str, Any]
     proposal: ActionProposal | None
     decision: PolicyDecision | None
-    preview: dict[str, Any] | None
+    preview: Preview | None
     transcript: dict[str, Any] | None = None   # the LLM planner's conversation (planner: llm)
     alerts: list[AlertView]
     runs: list[RunView]

@@ -162,7 +162,7 @@ def test_expired_and_stale_digests_are_refused(engine, client, people):
 
 
 def test_drift_says_what_changed():
-    approved = {**PREVIEW.model_dump(mode="json")}
+    approved = PREVIEW
     assert approvals.drift(approved, PREVIEW) == []
     other = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_logs-check.json").read_text()),
                           check=True, hosts=["app-server-01"])
