@@ -145,13 +145,6 @@ class Engine:
         self.ingester.put(delivery_id, payload)
         return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
 
-    def receive(self, body: bytes) -> inbox.IntakeResult:
-        """Validate, store and take in one webhook body in the caller's thread (the CLI and tests): its full result."""
-        payload = inbox.parse_payload(body)
-        result = inbox.accept(self.store, payload, self.inventory, self.lifecycle)
-        self._ingested([(payload, result)])
-        return result
-
     def _ingested(self, done: list[tuple[AlertmanagerPayload, inbox.IntakeResult]]) -> None:
         """After deliveries were taken in: metrics, wake the workers, fetch what truncated groups left out."""
         wake = False

@@ -1,10 +1,12 @@
 """Fakes for driving the engine without Ansible or a wall clock: data in, behaviour out.
 
-RecordedExecutor (engine/run/recorded.py) serves recorded diagnostics and, with checks=True, check runs
-that change nothing; ScriptedExecutor plays a whole remediation (reports in order, a check run's recorded
-events, a real run that succeeds); RecordingNotifier delivers the outbox to a list instead of Slack and
-PagerDuty; FixedClock is a clock that says what it is told; seed_history writes an eval case's
-history.yml into a store, so serve and `remediator plan` see what `remediator eval` sees.
+- RecordedExecutor (engine/run/recorded.py) serves recorded diagnostics and, with checks=True, check runs
+  that change nothing; ScriptedExecutor plays a whole remediation (reports in order, a check run's recorded
+  events, a real run that succeeds).
+- RecordingNotifier delivers the outbox to a list instead of Slack and PagerDuty.
+- take_in stores a webhook and takes it into incidents at once; FixedClock says what it is told;
+  seed_history writes an eval case's history.yml into a store, so serve and `remediator plan` see what
+  `remediator eval` sees.
 """
 from __future__ import annotations
 
@@ -16,14 +18,22 @@ from sqlalchemy import select
 from engine.catalog.loader import CatalogEntry
 from engine.decide import breaker
 from engine.decide.decision import RecordedHistory
+from engine.intake.inbox import IntakeResult, accept, parse_payload
 from engine.model.records import Preview, RunResult, RunStatus
 from engine.model.states import IncidentState, RunMode
 from engine.outbound.notify import Notification
 from engine.run.preview import build_preview
 from engine.run.recorded import RecordedExecutor
+from engine.service import Engine
 from engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utcnow
 
-__all__ = ["RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
+__all__ = ["take_in", "RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
+
+
+def take_in(engine: Engine, body: bytes) -> IntakeResult:
+    """A webhook body stored and taken into incidents in this thread (serve acknowledges first and takes it in on
+    its ingester's thread); what it became, at once."""
+    return accept(engine.store, parse_payload(body), engine.inventory, engine.lifecycle)
 
 
 class FixedClock:

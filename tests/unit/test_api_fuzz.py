@@ -12,6 +12,7 @@ from api.app import create_app
 from engine import PROJECT_ROOT
 from engine.service import Engine
 from engine.settings import Settings
+from tests.fakes import take_in
 
 pytestmark = pytest.mark.fuzz
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.fuzz
 _DATA = Path(tempfile.mkdtemp(prefix="remediator-fuzz-"))
 _ENGINE = Engine(Settings(data_dir=_DATA, tokens=["service-token"]))
 _, TOKEN = _ENGINE.identities.add("fuzz-admin", "admin")
-_ENGINE.receive((PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes())
+take_in(_ENGINE, (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes())
 APP = create_app(_ENGINE, start_engine=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 

@@ -22,6 +22,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Incident, OutboxMessage, utcnow
 from tests.conftest import FIXTURES
+from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit
 SERVICE = {"Authorization": "Bearer service-token"}
@@ -53,7 +54,7 @@ def people(engine):
 
 def waiting(engine, required: int = 1, payload: bytes = PAYLOAD) -> tuple[str, str]:
     """An incident waiting for approval of the clean_logs dry run in tests/fixtures/events (as the pipeline leaves it)."""
-    incident_id = engine.receive(payload).incidents[0]
+    incident_id = take_in(engine, payload).incidents[0]
     proposal = ActionProposal(entry="clean_logs", params={"paths": ["/var/log/webapp"], "patterns": ["*.log"], "min_age_days": 7},
                               hosts=["app-server-01"], rationale="old logs fill the disk", planner="runbook", offered=["clean_logs"])
     decision = PolicyDecision(verdict=Verdict.APPROVE, reasons=["an operator wants to see log deletions"],

@@ -9,6 +9,7 @@ from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Incident, OutboxMessage, Run
+from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit
 SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes()
@@ -23,7 +24,7 @@ def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, 
     monkeypatch.setattr(ansible_runner, "run", crash)
     engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, pagerduty_routing_key="R" * 32,
                              pagerduty_url="http://127.0.0.1:9/pagerduty"))
-    incident_id = engine.receive(SAMPLE).incidents[0]
+    incident_id = take_in(engine, SAMPLE).incidents[0]
     proposal = ActionProposal(entry="restart_service", params={"unit": "api-gateway", "reason": "down"},
                               hosts=["api-server-01"], rationale="r", planner="runbook", offered=["restart_service"])
     with engine.store.write() as s:      # where the pipeline calls _execute: checked, allowed

@@ -15,6 +15,7 @@ from engine.people.identities import Identity, Role
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Incident, utcnow
+from tests.fakes import take_in
 from tests.unit.test_approvals import PAYLOAD, waiting
 
 PAYLOADS = PROJECT_ROOT / "tests/fixtures/payloads"
@@ -76,7 +77,7 @@ def test_every_move_is_checked_against_the_table(engine):
 
 
 def test_move_refuses_a_final_state_and_close_a_held_one(engine):
-    incident_id = engine.receive(PAYLOAD).incidents[0]
+    incident_id = take_in(engine, PAYLOAD).incidents[0]
     with engine.store.write() as session:
         inc = session.get(Incident, incident_id)
         with pytest.raises(IllegalTransition, match="only close"):
@@ -96,10 +97,10 @@ def test_rejected_expired_auto_resolved_and_hostless_are_closed_and_counted(engi
         session.get(Approval, approval_id).expires_at = utcnow() - timedelta(seconds=1)
     assert approvals.expire_due(engine.store, engine.lifecycle) == 1
 
-    hostless = engine.receive((PAYLOADS / "unknown-host-two-ports.json").read_bytes())
-    quiet = engine.receive((PAYLOADS / "correlated-firing.json").read_bytes()).incidents
-    engine.receive((PAYLOADS / "correlated-resolved-one.json").read_bytes())
-    engine.receive((PAYLOADS / "correlated-resolved-rest.json").read_bytes())
+    hostless = take_in(engine, (PAYLOADS / "unknown-host-two-ports.json").read_bytes())
+    quiet = take_in(engine, (PAYLOADS / "correlated-firing.json").read_bytes()).incidents
+    take_in(engine, (PAYLOADS / "correlated-resolved-one.json").read_bytes())
+    take_in(engine, (PAYLOADS / "correlated-resolved-rest.json").read_bytes())
 
     with engine.store.read() as session:
         assert session.get(Incident, rejected).state == S.REJECTED

@@ -13,7 +13,7 @@ from engine.intake.targets import load_inventory
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Incident
-from tests.fakes import FixedClock, RecordedExecutor, seed_history
+from tests.fakes import FixedClock, RecordedExecutor, seed_history, take_in
 
 pytestmark = pytest.mark.unit
 CASES = load_cases(PROJECT_ROOT / "evals" / "cases")
@@ -48,7 +48,7 @@ def _plan(case: EvalCase, settings: Settings) -> tuple:
 
 def _serve(case: EvalCase, settings: Settings) -> tuple:
     engine = _engine(case, settings)
-    (incident_id,) = engine.receive(_payload(case)).incidents
+    (incident_id,) = take_in(engine, _payload(case)).incidents
     claimed = engine.pipeline.claim()
     if claimed is not None:
         assert claimed == incident_id

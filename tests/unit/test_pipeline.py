@@ -11,6 +11,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
+from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +22,7 @@ def engine(tmp_path, database_url):
 
 
 def _post(engine, name):
-    return engine.receive((FIXTURES / "payloads" / name).read_bytes())
+    return take_in(engine, (FIXTURES / "payloads" / name).read_bytes())
 
 
 def _state(engine, incident_id):

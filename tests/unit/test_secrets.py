@@ -15,6 +15,7 @@ from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import AuditEvent, OutboxMessage
+from tests.fakes import take_in
 from tests.scripted_llm import ScriptedLLM
 from tests.standins import Receivers
 
@@ -37,7 +38,7 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
         _, approver = engine.identities.add("alice", "approver")
         secrets = [SERVICE, SLACK_PATH, ROUTING_KEY, LLM_KEY, approver, approver.split("_", 2)[2]]
 
-        incident_id = engine.receive(SAMPLE).incidents[0]
+        incident_id = take_in(engine, SAMPLE).incidents[0]
         session = PlanningSession()
         engine.planner.plan(PlanningContext(alertname="ServiceDown", labels={"service": "api-gateway"}, annotations={},
                                             host="api-server-01", ref=incident_id), session)     # the endpoint fails: fallback

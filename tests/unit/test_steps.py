@@ -12,7 +12,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
-from tests.fakes import RecordingNotifier, ScriptedExecutor
+from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in
 
 pytestmark = pytest.mark.unit
 DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
@@ -46,7 +46,7 @@ def _runs(engine, incident_id) -> list[str]:
 
 def test_a_fix_that_verifies(tmp_path, database_url):
     engine, executor, notes = _engine(tmp_path, database_url, [DOWN, UP])
-    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
     _work(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.RESOLVED, inc.reason
@@ -62,7 +62,7 @@ def test_a_fix_that_verifies(tmp_path, database_url):
 
 def test_a_fix_that_does_not_verify_escalates_saying_what_is_still_wrong(tmp_path, database_url):
     engine, _, notes = _engine(tmp_path, database_url, [DOWN], verify_attempts=2)
-    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
     _work(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.ESCALATED
@@ -73,7 +73,7 @@ def test_a_fix_that_does_not_verify_escalates_saying_what_is_still_wrong(tmp_pat
 
 def test_a_person_approves_the_dry_run_and_exactly_it_runs(tmp_path, database_url):
     engine, executor, notes = _engine(tmp_path, database_url, [DOWN, UP])
-    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
     _work(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.AWAITING_APPROVAL                       # a database host: a person decides
@@ -89,7 +89,7 @@ def test_a_person_approves_the_dry_run_and_exactly_it_runs(tmp_path, database_ur
 
 def test_a_dry_run_that_drifts_after_approval_is_asked_again_then_escalated(tmp_path, database_url):
     engine, executor, notes = _engine(tmp_path, database_url, [DOWN], approval_drift_max=2)
-    (incident_id,) = engine.receive((FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
     _work(engine)
     for round_ in range(2):
         # the host changed since the person read the dry run: the next check shows another diff
