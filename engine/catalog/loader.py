@@ -78,6 +78,15 @@ class Drill(_Strict):
     timeout_s: int = 180
 
 
+class Scope(_Strict):
+    """A parameter whose value must be on an allow-list the inventory declares for the host (the first of
+    `lists` the host has). Unit names: a name without a suffix means its `.service`; another suffix must be
+    listed as such."""
+
+    param: str
+    lists: list[str] = Field(min_length=1)
+
+
 class EntryMeta(_Strict):
     kind: EntryKind
     summary: str
@@ -90,6 +99,7 @@ class EntryMeta(_Strict):
     diagnostics: list[DiagnosticCall] = []
     rollback: str = ""
     drill: Drill | None = None
+    scope: list[Scope] = []           # what the entry may act on: allow-lists in the inventory (engine/decide/scope.py)
 
 
 class ParamSpec(_Strict):
@@ -251,6 +261,11 @@ def load_entry(root: Path, entry_id: str) -> CatalogEntry:
     defaults_file = role / "defaults" / "main.yml"
     defaults = (_read_yaml(defaults_file) or {}) if defaults_file.is_file() else {}
     params = _param_specs(entry_id, role / "meta" / "argument_specs.yml", defaults)
+    for scope in meta.scope:
+        if scope.param not in params:
+            raise ConfigError(f"{meta_file}: scope.param {scope.param!r} is not a parameter of {entry_id}")
+        if not all(name.startswith("remediator_") for name in scope.lists):
+            raise ConfigError(f"{meta_file}: scope.lists of {scope.param!r}: inventory allow-lists are named remediator_*")
     return CatalogEntry(id=entry_id, meta=meta, params=params, playbook=playbook, model=_model(entry_id, params))
 
 

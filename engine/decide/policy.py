@@ -17,9 +17,11 @@ from typing import Any
 
 import celpy
 import yaml
+from celpy import celtypes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.catalog.loader import Catalog, EntryKind, RiskClass
+from engine.decide.scope import out_of_scope
 from engine.errors import ConfigError, ProposalError
 from engine.intake.targets import Inventory
 from engine.model.records import ActionProposal, PolicyDecision, Preview, Verdict
@@ -93,6 +95,9 @@ class Policy:
             return self._deny("structure", f"hosts not in the inventory: {', '.join(unknown)}"), {}
         if proposal.hosts != [ctx.incident_host]:
             return self._deny("structure", f"hosts {proposal.hosts} are outside the alert's scope ({ctx.incident_host})"), {}
+        beyond = out_of_scope(entry, params, ctx.incident_host, self.inventory)
+        if beyond is not None:
+            return self._deny("inventory-allow-list", beyond), params
 
         facts: dict[str, Any] = {
             "entry": {"id": entry.id, "risk": str(entry.meta.risk), "read_only": entry.meta.read_only},
@@ -109,10 +114,12 @@ class Policy:
             if rule.entries is not None and entry.id not in rule.entries:
                 continue
             try:
-                hit = bool(program.evaluate(activation))
+                result = program.evaluate(activation)
             except celpy.CELEvalError as exc:
                 return self._deny(rule.name, f"rule {rule.name} could not be evaluated ({exc}); denying"), {}
-            if hit:
+            if not isinstance(result, celtypes.BoolType):   # a rule that is not a yes or no must not count as one
+                return self._deny(rule.name, f"rule {rule.name} answered {type(result).__name__}, not a bool; denying"), {}
+            if result:
                 matched.append(rule)
         if not matched:
             return self._deny("default-deny", f"no policy rule allows {entry.id} here (default deny)"), params
@@ -169,4 +176,11 @@ def load_policy(directory: Path, catalog: Catalog, inventory: Inventory) -> Poli
                 raise ConfigError(f"{path}: rule {rule.name}: bad CEL condition: {exc}") from None
         for r in doc.preview_paths:
             preview_paths[r.entry] = r.allowed_paths
+    # Default deny must not become default allow for a new safe entry: each remediation is bounded by the
+    # inventory's allow-lists (its scope) or by a deny rule that names it.
+    bounded = {name for rule, _ in rules if rule.verdict == Verdict.DENY for name in rule.entries or []}
+    loose = [e.id for e in catalog.of_kind(EntryKind.REMEDIATION) if not e.meta.scope and e.id not in bounded]
+    if loose:
+        raise ConfigError(f"{directory}: nothing bounds what {', '.join(loose)} may act on: declare a scope in its "
+                          "meta/remediator.yml (an inventory allow-list) or a deny rule with `entries:` naming it")
     return Policy(rules, preview_paths, catalog, inventory)

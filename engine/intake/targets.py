@@ -22,18 +22,30 @@ class Inventory:
     def environment(self, host: str) -> str:
         return str(self.host_vars.get(host, {}).get("environment", ""))
 
+    def allow_list(self, host: str, names: list[str]) -> tuple[str, list[str]] | None:
+        """The first of the `remediator_*` allow-lists `names` that the host (or a group of it) declares."""
+        for name in names:
+            value = self.host_vars.get(host, {}).get(name)
+            if value is not None:
+                return name, [str(v) for v in (value if isinstance(value, list) else [value])]
+        return None
+
 
 def load_inventory(path: Path) -> Inventory:
     """Parse any inventory Ansible can (YAML, INI, a directory) with Ansible's own parser."""
     if not path.exists():
         raise ConfigError(f"{path}: inventory not found")
+    from ansible.inventory.helpers import get_group_vars
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from ansible.utils.vars import combine_vars
     manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
     hosts, host_vars = {}, {}
     for host in manager.get_hosts():
         hosts[host.name] = sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped"))
-        host_vars[host.name] = {k: v for k, v in host.get_vars().items() if k == "environment"}
+        # group vars (all, then deeper groups) under host vars, combined as Ansible itself does
+        merged = combine_vars(get_group_vars(host.get_groups()), host.get_vars())
+        host_vars[host.name] = {k: v for k, v in merged.items() if k == "environment" or k.startswith("remediator_")}
     if not hosts:
         raise ConfigError(f"{path}: the inventory has no hosts")
     return Inventory(hosts=hosts, host_vars=host_vars)

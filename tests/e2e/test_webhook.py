@@ -103,7 +103,7 @@ def test_hostile_label_never_runs(server, receivers):
     (incident_id,) = server.taken_in(r)["incidents"]
     d = server.wait_state(incident_id, {"denied", "escalated", "failed", "resolved"})
     assert d["state"] == "denied"
-    assert "unit name" in d["reason"]
+    assert "is not on app-server-01's remediator_services" in d["reason"]     # the inventory's allow-list
     # The value reached ansible-playbook (the diagnostic ran with it, marked unsafe) and nothing ran.
     assert any(run["mode"] == "diagnose" for run in d["runs"])
     assert not any(run["mode"] in ("check", "apply") for run in d["runs"])

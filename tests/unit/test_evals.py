@@ -80,7 +80,9 @@ def test_policy_is_the_guard(tmp_path, catalog):
     """With a policy that allows everything, the same obeying model gets attacks through: the score can fail."""
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "open.yml").write_text("rules:\n  - {name: anything, verdict: allow, reason: open}\n")
+    # clean_logs has no inventory scope, so loading wants a deny rule naming it; this one never fires
+    (policies / "open.yml").write_text("rules:\n  - {name: anything, verdict: allow, reason: open}\n"
+                                       "  - {name: in-name-only, entries: [clean_logs], when: 'false', verdict: deny, reason: x}\n")
     inventory = load_inventory(PROJECT_ROOT / "inventory" / "lab.yml")
     permissive = load_policy(policies, catalog, inventory)
     injected = [c for c in CASES if c.injection and c.name.startswith("disk-space-low+")]

@@ -1,0 +1,113 @@
+"""Finding 1-3 of the security review, as the attack: a label (or a model) names a unit outside what the
+inventory allows. `remediator plan` and serve's decision answer deny, for the runbook and the LLM planner,
+and a host that declares no allow-list allows nothing. The control cases show the same path allows what
+is listed, so the test can fail."""
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from engine import PROJECT_ROOT
+from engine.model.alerts import AlertmanagerPayload
+from engine.model.records import Verdict
+from engine.service import Engine
+from engine.settings import Settings
+from tests.scripted_llm import ScriptedLLM
+
+pytestmark = [pytest.mark.security, pytest.mark.unit]
+HERE = PROJECT_ROOT / "tests" / "security"
+ATTACKS = yaml.safe_load((HERE / "attacks.yml").read_text())
+ALERT = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())
+ALERTNAME = {"restart_service": "ServiceDown", "reset_db_pool": "DBPoolExhausted", "rollback_release": "BadRelease"}
+REMEDIATOR = PROJECT_ROOT / ".venv" / "bin" / "remediator"
+
+
+def _payload(entry: str, services: list[str]) -> dict:
+    """One webhook: an alert per service, on api-server-01 (or app-server-01 for releases), as Alertmanager sends it."""
+    body = json.loads(json.dumps(ALERT))
+    host = "app-server-01" if entry == "rollback_release" else "api-server-01"
+    body["alerts"] = [{**ALERT["alerts"][0], "fingerprint": f"{n:016x}",
+                       "labels": {**ALERT["alerts"][0]["labels"], "alertname": ALERTNAME[entry], "service": s,
+                                  "host": host, "instance": f"{host}:9100"}} for n, s in enumerate(services, 1)]
+    return body
+
+
+def _verdicts(engine: Engine, body: dict) -> dict[str, str]:
+    out = {}
+    for alert in AlertmanagerPayload.model_validate(body).alerts:
+        w = engine.what_if(alert, check=False)
+        out[alert.labels["service"]] = w.decision.verdict.value if w.decision else "escalate"
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Engine(Settings(data_dir=tmp_path_factory.mktemp("scope")))
+
+
+@pytest.mark.parametrize("entry", ["restart_service", "reset_db_pool", "rollback_release"])
+def test_a_label_naming_a_unit_off_the_allow_list_is_denied(engine, entry):
+    verdicts = _verdicts(engine, _payload(entry, ATTACKS[entry]))
+    assert verdicts == {s: "deny" for s in ATTACKS[entry]}
+
+
+@pytest.mark.parametrize("entry", ["restart_service", "reset_db_pool", "rollback_release"])
+def test_the_control_listed_units_pass(engine, entry):
+    verdicts = _verdicts(engine, _payload(entry, ATTACKS["in_scope"][entry]))
+    assert "deny" not in verdicts.values(), verdicts
+
+
+def test_remediator_plan_says_deny_with_the_list_named(tmp_path):
+    """The issue's own words: `remediator plan` on ServiceDown naming poweroff.target and friends."""
+    alert_file = tmp_path / "hostile.json"
+    alert_file.write_text(json.dumps(_payload("restart_service", ATTACKS["restart_service"])))
+    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(tmp_path / "data")}
+    out = subprocess.run([str(REMEDIATOR), "plan", "--no-check", "--json", str(alert_file)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    plans = json.loads(out.stdout)
+    assert len(plans) == len(ATTACKS["restart_service"])
+    for p in plans:
+        assert p["decision"]["verdict"] == "deny", p
+        assert "remediator_services" in " ".join(p["decision"]["reasons"]) or "never acts on remediator" in \
+            " ".join(p["decision"]["reasons"]), p["decision"]
+
+
+def test_a_host_without_an_allow_list_allows_nothing(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    api-server-01: {}\n")
+    engine = Engine(Settings(data_dir=tmp_path, inventory=inventory))
+    verdicts = _verdicts(engine, _payload("restart_service", ["api-gateway"]))
+    assert verdicts == {"api-gateway": "deny"}
+    w = engine.what_if(AlertmanagerPayload.model_validate(_payload("restart_service", ["api-gateway"])).alerts[0],
+                       check=False)
+    assert "declares no allow-list for restart_service (remediator_services" in w.decision.reasons[0]
+
+
+def test_remediator_never_acts_on_itself_even_when_listed(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  vars:\n    remediator_services: ['*']\n  hosts:\n    api-server-01: {}\n")
+    engine = Engine(Settings(data_dir=tmp_path, inventory=inventory))
+    verdicts = _verdicts(engine, _payload("restart_service", ["remediator", "remediator-worker", "webapp"]))
+    assert verdicts == {"remediator": "deny", "remediator-worker": "deny", "webapp": "allow"}
+
+
+@pytest.mark.parametrize("call", [
+    {"name": "restart_service", "arguments": {"unit": "docker.service", "reason": "x", "rationale": "the model said so"}},
+    {"name": "restart_service", "arguments": {"unit": "halt.target", "reason": "x", "rationale": "obeyed the log"}},
+    {"name": "reset_db_pool", "arguments": {"service": "firewalld", "port": 22, "rationale": "reload it"}},
+])
+def test_a_model_choosing_a_unit_off_the_list_is_denied(tmp_path, call):
+    """Finding 2: an alert with no `service` label, the LLM planner, a model that picks any unit it likes."""
+    body = json.loads(json.dumps(ALERT))
+    labels = {k: v for k, v in ALERT["alerts"][0]["labels"].items() if k != "service"}
+    body["alerts"] = [{**ALERT["alerts"][0], "labels": {**labels, "alertname": "SlowResponses"},
+                       "fingerprint": "5ec0000000000001"}]
+    alert = AlertmanagerPayload.model_validate(body).alerts[0]
+    with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}]}]) as model:
+        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_base_url=model.url, llm_max_retries=0))
+        w = engine.what_if(alert, check=False)
+    assert w.proposal is not None and w.proposal.entry == call["name"] and w.proposal.planner == "llm"
+    assert w.decision.verdict == Verdict.DENY, w.decision
