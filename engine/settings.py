@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     llm_max_rounds: int = Field(8, ge=1, le=25, description="model turns per incident")
     llm_budget_s: float = Field(120, gt=0, description="wall time the model may take per incident")
     llm_max_tokens: int = Field(40_000, ge=1000, description="prompt + completion tokens per incident")
+    llm_max_calls_per_answer: int = Field(4, ge=1, le=20, description="tool calls of one answer that are acted "
+                                          "on; the rest are answered 'ignored'")
+    llm_max_diagnostics: int = Field(8, ge=0, le=50, description="diagnostics the model may run per incident")
     llm_max_invalid: int = Field(2, ge=0, le=10, description="tool calls that fail validation, sent back to the model, before giving up")
     llm_max_text_chars: int = Field(2000, ge=100, description="cap on any one untrusted string shown to the model")
     llm_max_result_chars: int = Field(6000, ge=500, description="cap on one diagnostic result shown to the model")

@@ -128,7 +128,7 @@ class LLMPlanner:
         messages = self._opening(ctx, fence)
         transcript.messages = messages
         deadline = time.monotonic() + s.llm_budget_s
-        invalid, last_error = 0, ""
+        invalid, last_error, diagnosed = 0, "", 0
         for rnd in range(1, s.llm_max_rounds + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -149,10 +149,19 @@ class LLMPlanner:
                 messages.append({"role": "user", "content": "Answer only by calling one of the tools."})
                 continue
             final: ActionProposal | Escalation | None = None
-            for call in calls:
+            for n, call in enumerate(calls):
+                diagnostic = call.function.name in self.diagnostics
+                # Every call gets an answer (the protocol wants one per id), but only a bounded few are acted on.
                 if final is not None:
                     result, record = "ignored: a final answer was already given", None
+                elif n >= s.llm_max_calls_per_answer:
+                    result, record = f"ignored: at most {s.llm_max_calls_per_answer} tool calls per answer are acted on", None
+                elif diagnostic and diagnosed >= s.llm_max_diagnostics:
+                    result, record = f"refused: at most {s.llm_max_diagnostics} diagnostics per incident; decide now", None
+                elif time.monotonic() >= deadline:
+                    raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
                 else:
+                    diagnosed += diagnostic
                     final, result, record = self._call(ctx, session, fence, rnd, call.function.name,
                                                        call.function.arguments or "", message.content or "")
                     if record is not None and not record.valid:

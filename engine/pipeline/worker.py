@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from engine.catalog.loader import Catalog
 from engine.decide.decision import Clock, StoreHistory, system_clock
@@ -136,14 +136,17 @@ class Pipeline:
             held = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
             approved_hosts = {h for (h,) in session.execute(select(Incident.host).where(
-                Incident.state == IncidentState.APPROVED)).all()}
-            queue = session.execute(select(Incident).where(Incident.state.in_(_CLAIMABLE))
-                .order_by(Incident.priority, Incident.created_at).limit(200)).scalars()
-            for inc in queue:
-                if inc.host in held:
-                    continue
-                if inc.state == IncidentState.RECEIVED and inc.host in approved_hosts:
-                    continue   # an approved run on this host goes first
+                Incident.state == IncidentState.APPROVED, Incident.host.is_not(None))).all()}
+            # The busy hosts are left out in the query itself: however many incidents wait on a held host,
+            # the first row is always one a worker can take (no starving a free host behind them).
+            q = select(Incident).where(Incident.state.in_(_CLAIMABLE))
+            if held:
+                q = q.where(or_(Incident.host.is_(None), Incident.host.not_in(held)))
+            if approved_hosts:   # an approved run on a host goes before new work on it
+                q = q.where(or_(Incident.state == IncidentState.APPROVED, Incident.host.is_(None),
+                                Incident.host.not_in(approved_hosts)))
+            inc = session.execute(q.order_by(Incident.priority, Incident.created_at).limit(1)).scalar_one_or_none()
+            if inc is not None:
                 nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
                 inc.claimed_at = utcnow()
                 inc.attempts += 1

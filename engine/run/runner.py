@@ -67,7 +67,9 @@ class AnsibleExecutor:
                 cancel_callback=(lambda: cancel.is_set()) if cancel else None,
                 event_handler=keep,
                 envvars={"ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles"),
-                         "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                         # ansible-runner turns host-key checking off unless told: on, and the inventory
+                         # decides per host or group (ansible_host_key_checking), never this engine
+                         "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
                          "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
                          # ansible-playbook from the same installation as this engine, even when
                          # `remediator` was started by its full path with the venv not on PATH

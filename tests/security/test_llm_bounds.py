@@ -1,0 +1,39 @@
+"""Finding 15: one model answer with 200 tool calls ran 200 diagnostics despite a 1 s budget. Only a few calls
+of an answer are acted on, and diagnostics per incident are capped; every call still gets its answer."""
+import json
+
+import pytest
+
+from engine import PROJECT_ROOT
+from engine.decide.evidence import Evidence
+from engine.decide.llm import LLMPlanner
+from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
+from engine.model.records import ActionProposal
+from engine.run.recorded import RecordedExecutor
+from engine.settings import Settings
+from tests.scripted_llm import ScriptedLLM
+
+pytestmark = [pytest.mark.security, pytest.mark.unit]
+REPORT = json.loads((PROJECT_ROOT / "evals/cases/service-down/diagnostics/service_status.json").read_text())
+
+
+def test_two_hundred_tool_calls_in_one_answer_run_four(catalog):
+    def flood(k: int) -> list[dict]:   # 200 distinct diagnostics (the same question twice is asked once anyway)
+        return [{"name": "service_status", "arguments": {"unit": "api-gateway", "lines": 200 * k + n}} for n in range(1, 201)]
+    decide = [{"name": "restart_service", "arguments": {"unit": "api-gateway", "reason": "down", "rationale": "r"}}]
+    ctx = PlanningContext(alertname="ServiceDown", labels={"service": "api-gateway"}, annotations={},
+                          host="api-server-01", ref="flood")
+    with ScriptedLLM([{"match": "Reference: flood.", "replies": [{"tool_calls": flood(0)}, {"tool_calls": flood(1)},
+                                                                  {"tool_calls": flood(2)}, {"tool_calls": decide}]}]) as model:
+        settings = Settings(llm_base_url=model.url, llm_max_retries=0, llm_max_calls_per_answer=4, llm_max_diagnostics=6,
+                            llm_max_tokens=1_000_000)   # the flood is big; tokens are not what this test bounds
+        executor = RecordedExecutor({"service_status": REPORT})
+        session = PlanningSession(diagnose=Evidence(executor, catalog, ctx.host, "t", 30).diagnose)
+        runbooks = RunbookPlanner(load_runbooks(PROJECT_ROOT / "runbooks", catalog), catalog)
+        answer = LLMPlanner(settings, catalog, fallback=runbooks).plan(ctx, session)
+        answers = [m for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+    assert isinstance(answer, ActionProposal) and answer.planner == "llm"
+    assert len(executor.asked) == 6                       # 4 of the first answer, 2 more, then the cap
+    assert len(answers) == 600                            # every call answered (the protocol wants one per id)
+    assert sum("ignored: at most 4 tool calls" in m["content"] for m in answers) == 588
+    assert sum("at most 6 diagnostics per incident" in m["content"] for m in answers) == 6
