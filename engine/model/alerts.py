@@ -8,13 +8,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["Alert", "AlertmanagerPayload", "LABEL_VALUE_MAX"]
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 LABEL_VALUE_MAX = 4096
 ANNOTATION_MAX = 16384
+#: Labels the store keeps in columns of their own (engine/store/db.py): refused at the edge when longer, so that
+#: a delivery that was acknowledged can always be taken in (on PostgreSQL a longer value fails the insert).
+STORED_LABEL_MAX = {"alertname": 256, "severity": 64}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -55,6 +58,13 @@ class Alert(BaseModel):
     endsAt: datetime | None = None
     generatorURL: str = Field("", max_length=4096)
     fingerprint: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F]+$")
+
+    @model_validator(mode="after")
+    def _fits_the_store(self) -> Alert:
+        for name, limit in STORED_LABEL_MAX.items():
+            if len(self.labels.get(name, "")) > limit:
+                raise ValueError(f"label {name}: value of {len(self.labels[name])} characters, at most {limit}")
+        return self
 
     @property
     def alertname(self) -> str:
