@@ -193,13 +193,13 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     @app.post("/approvers", status_code=201, summary="add a person; the token is in this answer only (admin role)")
     def approvers_add(new: NewApprover, who: Auth) -> dict:
         who.require(Role.ADMIN, "add approvers")
-        identity, token = engine.identities.add(new.name, new.role.value)
+        identity, token = engine.identities.add(new.name, new.role.value, by=who.name)
         return {"name": identity.name, "role": identity.role.value, "token": token}
 
     @app.delete("/approvers/{name}", summary="revoke a person's token (admin role)")
     def approvers_remove(name: str, who: Auth) -> dict:
         who.require(Role.ADMIN, "remove approvers")
-        engine.identities.remove(name)
+        engine.identities.remove(name, by=who.name)
         return {"removed": name}
 
     @app.get("/catalog", summary="every catalog entry, with its parameter schema")

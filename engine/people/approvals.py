@@ -28,7 +28,7 @@ from engine.people.identities import Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
 from engine.store import audit
-from engine.store.db import Approval, ApprovalVote, Incident, Store, incident_row, utcnow
+from engine.store.db import Approval, ApprovalVote, Approver, Incident, Store, incident_row, utcnow
 
 __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "ApprovalDetail", "VoteView",
            "list_approvals", "get_approval"]
@@ -71,6 +71,12 @@ def vote(store: Store, lifecycle: Lifecycle, approval_id: str, who: Identity, *,
         if any(v.approver == who.name for v in votes):
             raise ConflictError(f"{who.name} has already decided on approval {approval.id}"
                                 + ("; it needs another, distinct approver" if approval.required > 1 else ""))
+        if approve and approval.required > 1 and who.approver_id is not None:
+            account = session.get(Approver, who.approver_id)
+            if account is not None and account.created_at > approval.requested_at:
+                # Otherwise one admin mints a second approver on the spot and is both "distinct" people.
+                raise ConflictError(f"{who.name}'s token was issued after this request opened; it needs "
+                                    f"{approval.required} distinct approvers who held the role before it")
         comment = comment.strip()[:2000]
         session.add(ApprovalVote(approval_id=approval.id, approver=who.name, decision="approve" if approve else "reject",
                                  comment=comment, digest=approval.preview_digest))

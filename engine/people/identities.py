@@ -26,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from engine.errors import AuthError, ConflictError, Forbidden, NotFound
+from engine.store import audit
 from engine.store.db import Approver, Store, utcnow
 
 __all__ = ["Role", "Identity", "Identities", "TOKEN_PREFIX"]
@@ -124,8 +125,8 @@ class Identities:
 
     # ---- management ----------------------------------------------------------------------
 
-    def add(self, name: str, role: str) -> tuple[Identity, str]:
-        """A new person and their token (shown this once; only its hash is kept)."""
+    def add(self, name: str, role: str, by: str = "the command line") -> tuple[Identity, str]:
+        """A new person and their token (shown this once; only its hash is kept); audited, with who added them."""
         if not _NAME.match(name) or name.lower() in _RESERVED:
             raise ConflictError(f"approver name {name!r}: letters, digits and ._@- (up to 64), not one of {sorted(_RESERVED)}")
         try:
@@ -141,10 +142,11 @@ class Identities:
             row = Approver(id=secrets.token_hex(8), name=name, role=role_.value, token_id=token_id,
                            token_hash=_HASHER.hash(secret))
             session.add(row)
+            audit.append(session, "approver.added", {"name": name, "role": role_.value, "by": by})
         return Identity(name=name, role=role_, approver_id=row.id), f"{TOKEN_PREFIX}{token_id}_{secret}"
 
-    def remove(self, name: str) -> None:
-        """Revoke a person's token (the row stays: the audit trail names them)."""
+    def remove(self, name: str, by: str = "the command line") -> None:
+        """Revoke a person's token (the row stays: the audit trail names them); audited."""
         with self.store.write() as session:
             row = session.execute(select(Approver).where(Approver.name == name, Approver.disabled_at.is_(None))
                                   ).scalar_one_or_none()
@@ -152,6 +154,7 @@ class Identities:
                 raise NotFound(f"no active approver named {name}")
             row.disabled_at = utcnow()
             row.name = f"{row.name}~{row.id}"   # frees the name for a new token
+            audit.append(session, "approver.removed", {"name": name, "role": row.role, "by": by})
         with self._lock:
             self._cache.clear()
 

@@ -1,0 +1,53 @@
+"""Finding 9: one admin could mint a second approver and satisfy "two distinct approvers", and adding and removing
+approvers was not audited. A token issued after a request opened does not count toward its distinct people, and
+every change of who may decide is in the audit trail with who made it."""
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from engine.people import approvals
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store.db import AuditEvent
+from tests.unit.test_approvals import waiting
+
+pytestmark = [pytest.mark.security, pytest.mark.unit]
+
+
+@pytest.fixture
+def engine(tmp_path, database_url):
+    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+
+
+def test_an_admin_cannot_mint_the_second_approver_of_a_request(engine):
+    ada, _ = engine.identities.add("ada", "admin")
+    _, approval_id = waiting(engine, required=2)          # high risk: two distinct people
+    assert approvals.vote(engine.store, engine.lifecycle, approval_id, ada, approve=True) == "pending"
+    sock, _ = engine.identities.add("sock-puppet", "approver", by="ada")   # minted on the spot
+    with pytest.raises(Exception, match="issued after this request opened"):
+        approvals.vote(engine.store, engine.lifecycle, approval_id, sock, approve=True)
+    bob, _ = engine.identities.add("bob", "approver")                     # the control: a real second person...
+    with pytest.raises(Exception, match="issued after this request opened"):
+        approvals.vote(engine.store, engine.lifecycle, approval_id, bob, approve=True)   # ...but also too late
+
+
+def test_a_second_approver_who_held_the_role_before_counts(engine):
+    ada, _ = engine.identities.add("ada", "admin")
+    bob, _ = engine.identities.add("bob", "approver")
+    _, approval_id = waiting(engine, required=2)
+    assert approvals.vote(engine.store, engine.lifecycle, approval_id, ada, approve=True) == "pending"
+    assert approvals.vote(engine.store, engine.lifecycle, approval_id, bob, approve=True) == "approved"
+
+
+def test_adding_and_removing_approvers_is_audited_with_who_did_it(engine):
+    _, admin_token = engine.identities.add("ada", "admin")
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        auth = {"Authorization": f"Bearer {admin_token}"}
+        assert client.post("/approvers", json={"name": "carol", "role": "approver"}, headers=auth).status_code == 201
+        assert client.delete("/approvers/carol", headers=auth).status_code == 200
+    with engine.store.read() as s:
+        events = [(e.kind, e.data) for e in s.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()]
+    assert ("approver.added", {"name": "ada", "role": "admin", "by": "the command line"}) in events
+    assert ("approver.added", {"name": "carol", "role": "approver", "by": "ada"}) in events
+    assert ("approver.removed", {"name": "carol", "role": "approver", "by": "ada"}) in events
