@@ -160,8 +160,13 @@ class Engine:
     def refetch_truncated(self, payload: AlertmanagerPayload, result: inbox.IntakeResult) -> int:
         """Fetch a truncated group's missing alerts from the Alertmanager API and take them in; returns how many were new."""
         assert self.settings.alertmanager_url
-        try:
-            alerts = fetch_group_alerts(self.settings.alertmanager_url, dict(payload.groupLabels), payload.receiver)
+        if payload.receiver != self.settings.alertmanager_receiver:
+            inbox.note_refetch(self.store, result, f"not fetched: the delivery names receiver {payload.receiver!r}, not "
+                                                   f"remediator's ({self.settings.alertmanager_receiver!r})")
+            return 0
+        try:   # the receiver is the configured one, never the body's: a sender cannot pull in other routes' alerts
+            alerts = fetch_group_alerts(self.settings.alertmanager_url, dict(payload.groupLabels),
+                                        self.settings.alertmanager_receiver, limit=self.settings.alertmanager_refetch_max)
         except AlertmanagerAPIError as exc:
             log.warning("truncated delivery %s: %s", result.delivery_id, exc)
             inbox.note_refetch(self.store, result, f"could not fetch the {payload.truncatedAlerts} alerts left out: {exc}")

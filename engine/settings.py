@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     prometheus_url: str | None = None
     prometheus_verify_s: int = Field(90, ge=0, description="how long the alert's expression may take to clear after a fix")
     alertmanager_url: str | None = None
+    alertmanager_receiver: str = Field("remediator", min_length=1, max_length=512, description="the receiver in "
+                                       "Alertmanager's config that posts to remediator: a truncated group is fetched for it alone")
+    alertmanager_refetch_max: int = Field(1000, ge=1, le=10_000, description="alerts fetched for one truncated group")
     slack_webhook_url: SecretStr | None = None
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     pagerduty_routing_key: SecretStr | None = None

@@ -5,6 +5,8 @@ API still has them. Their text is as untrusted as the webhook's and goes through
 """
 from __future__ import annotations
 
+import re
+
 import httpx
 from pydantic import ValidationError
 
@@ -23,12 +25,14 @@ def _matcher(name: str, value: str) -> str:
 
 
 def fetch_group_alerts(base_url: str, group_labels: dict[str, str], receiver: str, timeout_s: float = 10.0,
-                       client: httpx.Client | None = None) -> list[Alert]:
-    """Active alerts of one group (its groupLabels as matchers) routed to `receiver`."""
+                       client: httpx.Client | None = None, limit: int = 1000) -> list[Alert]:
+    """Active alerts of one group (its groupLabels as matchers) routed to `receiver` (a name, matched exactly),
+    at most `limit` of them. A group without labels is refused: no filter would fetch every alert there is."""
+    if not group_labels:
+        raise AlertmanagerAPIError("the delivery names no group labels; fetching without them would pull in every alert")
     params: list[tuple[str, str | int | float | bool | None]] = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
     params += [("filter", _matcher(k, v)) for k, v in sorted(group_labels.items())]
-    if receiver:
-        params.append(("receiver", f"^(?:{receiver})$"))
+    params.append(("receiver", f"^(?:{re.escape(receiver)})$"))   # a name, never a pattern
     http = client or httpx.Client(timeout=timeout_s)
     try:
         r = http.get(f"{base_url.rstrip('/')}/api/v2/alerts", params=params)
@@ -41,8 +45,8 @@ def fetch_group_alerts(base_url: str, group_labels: dict[str, str], receiver: st
             http.close()
     if not isinstance(raw, list):
         raise AlertmanagerAPIError("the Alertmanager API did not answer with a list of alerts")
-    alerts = []
-    for item in raw:
+    alerts: list[Alert] = []
+    for item in raw[:limit]:
         try:
             alerts.append(Alert.model_validate({
                 "status": "firing", "labels": item.get("labels", {}), "annotations": item.get("annotations", {}),

@@ -1,0 +1,68 @@
+"""Finding 14: the refetch of a truncated group filtered Alertmanager's API by the body's own `receiver` (pasted into
+a regex) and `groupLabels` (empty: no filter), so a sender could pull in alerts routed to other receivers. Against a
+real Alertmanager with a second route: only remediator's receiver, matched exactly, and a group filter required."""
+import json
+import subprocess
+
+import pytest
+
+from engine import PROJECT_ROOT
+from engine.intake.inbox import parse_payload
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store.db import Incident
+from tests.e2e.conftest import _wait_ready, free_port
+from tests.fakes import take_in
+
+pytestmark = pytest.mark.security
+SAMPLE = json.loads((PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory):
+    work = tmp_path_factory.mktemp("am")
+    url = f"http://127.0.0.1:{free_port()}"
+    log = work / "alertmanager.log"
+    proc = subprocess.Popen(["prometheus-alertmanager", f"--config.file={PROJECT_ROOT / 'tests/security/alertmanager-two-receivers.yml'}",
+                             f"--storage.path={work / 'data'}", f"--web.listen-address={url.removeprefix('http://')}",
+                             "--cluster.listen-address="], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    _wait_ready(f"{url}/-/ready", proc, log)
+    for labels in (["alertname=SecretLeak", "team=secops", "instance=api-server-01:9100", "severity=critical"],
+                   ["alertname=ServiceDown", "instance=api-server-01:9100", "service=api-gateway", "severity=critical"]):
+        added = subprocess.run(["amtool", f"--alertmanager.url={url}", "alert", "add", *labels], capture_output=True, text=True)
+        assert added.returncode == 0, added.stderr
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def _truncated(receiver: str, group: dict[str, str]):
+    body = {**SAMPLE, "receiver": receiver, "groupLabels": group, "truncatedAlerts": 5, "alerts": SAMPLE["alerts"][:1]}
+    return parse_payload(json.dumps(body).encode())
+
+
+def _alertnames(engine: Engine) -> set[str]:
+    with engine.store.read() as s:
+        return {i.alertname for i in s.query(Incident).all()}
+
+
+@pytest.mark.parametrize("receiver,group", [
+    (".*", {"alertname": "SecretLeak"}),                  # a pattern for the receiver
+    ("secops", {"alertname": "SecretLeak"}),              # another route's receiver by name
+    ("remediator|secops", {"alertname": "SecretLeak"}),   # an alternation
+    ("remediator", {"alertname": "SecretLeak"}),          # our receiver, their group: their alert is not routed to us
+    ("remediator", {}),                                   # no group filter: everything
+])
+def test_a_truncated_delivery_cannot_pull_in_another_routes_alerts(tmp_path, alertmanager, receiver, group):
+    engine = Engine(Settings(data_dir=tmp_path, alertmanager_url=alertmanager))
+    payload = _truncated(receiver, group)
+    result = take_in(engine, payload.model_dump_json().encode())
+    engine.refetch_truncated(payload, result)
+    assert "SecretLeak" not in _alertnames(engine)
+
+
+def test_the_control_our_own_group_is_fetched(tmp_path, alertmanager):
+    engine = Engine(Settings(data_dir=tmp_path, alertmanager_url=alertmanager))
+    payload = _truncated("remediator", {"alertname": "ServiceDown"})
+    result = take_in(engine, payload.model_dump_json().encode())
+    assert engine.refetch_truncated(payload, result) >= 1
