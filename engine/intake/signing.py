@@ -49,10 +49,11 @@ class SignatureCheck:
         if abs(now - ts) > self.window_s:
             raise AuthError(f"{TIMESTAMP_HEADER} is {int(now - ts)} s away from now; at most {self.window_s} s is accepted "
                             "(check the sender's clock, or this is a replay)")
-        if not hmac.compare_digest(sign(self.secret, ts, body), signature.strip()):
+        expected = sign(self.secret, ts, body)
+        if not hmac.compare_digest(expected, signature.strip()):
             raise AuthError(f"{SIGNATURE_HEADER} does not match the body (wrong secret, or the body was changed)")
-        with self._lock:
+        with self._lock:   # keyed on the signature as computed, so no spelling of the header replays it
             self._seen = {s: t for s, t in self._seen.items() if t > now - self.window_s}
-            if signature in self._seen:
+            if expected in self._seen:
                 raise AuthError("this signed request was already received (a replay); sign each request anew")
-            self._seen[signature] = ts
+            self._seen[expected] = ts
