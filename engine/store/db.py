@@ -6,6 +6,7 @@ The schema is owned by Alembic (engine/store/migrations); `Store.migrate()` brin
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -266,7 +267,10 @@ class Store:
         if self.is_sqlite:
             path = url.removeprefix("sqlite:///")
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # The store holds alerts, evidence and approvers' hashes: the owner's alone. SQLite gives its
+                # -wal and -shm files the database file's mode.
+                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
