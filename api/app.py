@@ -33,7 +33,8 @@ class Decision(BaseModel):
     """An approver's decision; who decides is the token's identity, not a field."""
 
     comment: str = Field("", max_length=2000)
-    digest: str | None = Field(None, description="the dry run's digest you looked at; refused if it changed")
+    digest: str | None = Field(None, description="the dry run's digest you looked at: required to approve (422 without "
+                                                 "it), refused if the dry run changed (409)")
 
 
 class BreakerReset(BaseModel):

@@ -16,7 +16,7 @@ from engine.decide.configured import make_planner
 from engine.decide.decision import Clock, decide, situation_of, system_clock
 from engine.decide.evidence import Evidence
 from engine.decide.policy import load_policy
-from engine.errors import StoreUnavailable
+from engine.errors import PayloadError, StoreUnavailable
 from engine.intake import inbox
 from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
 from engine.intake.targets import host_from_labels, load_inventory
@@ -25,7 +25,7 @@ from engine.model.records import ActionProposal, PolicyDecision, Preview, Transc
 from engine.outbound.metrics import Metrics
 from engine.outbound.notify import Notifier
 from engine.people import approvals
-from engine.people.identities import Identities, Identity
+from engine.people.identities import Identities, Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
 from engine.pipeline.worker import Pipeline
 from engine.run.runner import AnsibleExecutor, Executor
@@ -184,6 +184,10 @@ class Engine:
     def vote(self, who: Identity, *, approve: bool, approval_id: str | None = None, incident_id: str | None = None,
              comment: str = "", digest: str | None = None) -> str:
         """A person's decision on a pending approval (by its id, or the incident's); wakes the workers."""
+        who.require(Role.APPROVER, "approve or reject")
+        if approve and not digest:   # the page and the API always show it: approving blind is refused
+            raise PayloadError("approving needs the digest of the dry run you read (`digest`, shown by GET "
+                               "/approvals/{id}); it binds your approval to exactly that dry run")
         if approval_id is not None:
             state = approvals.vote(self.store, self.lifecycle, approval_id, who, approve=approve, comment=comment, digest=digest)
         else:

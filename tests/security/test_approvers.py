@@ -51,3 +51,15 @@ def test_adding_and_removing_approvers_is_audited_with_who_did_it(engine):
     assert ("approver.added", {"name": "ada", "role": "admin", "by": "the command line"}) in events
     assert ("approver.added", {"name": "carol", "role": "approver", "by": "ada"}) in events
     assert ("approver.removed", {"name": "carol", "role": "approver", "by": "ada"}) in events
+
+
+def test_approving_without_the_digest_of_the_dry_run_is_refused(engine):
+    """Finding 17: `digest` was optional when voting, so an approval was not bound to what the person read."""
+    _, token = engine.identities.add("alice", "approver")
+    _, approval_id = waiting(engine)
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        blind = client.post(f"/approvals/{approval_id}/approve", json={}, headers=auth)
+        assert blind.status_code == 422 and "digest" in blind.json()["detail"]
+        shown = client.get(f"/approvals/{approval_id}", headers=auth).json()["digest"]
+        assert client.post(f"/approvals/{approval_id}/approve", json={"digest": shown}, headers=auth).status_code == 200

@@ -107,9 +107,10 @@ def test_approving_what_is_not_waiting_is_409_and_unknown_is_404(client, engine)
     incident = _taken_in(client, engine, client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH))["incidents"][0]
     _, token = engine.identities.add("alice", "approver")
     alice = {"Authorization": f"Bearer {token}"}
-    r = client.post(f"/incidents/{incident}/approve", json={}, headers=alice)
+    seen = {"digest": "0" * 64}
+    r = client.post(f"/incidents/{incident}/approve", json=seen, headers=alice)
     assert r.status_code == 409 and "not awaiting approval" in r.json()["detail"]
-    assert client.post("/incidents/nope/approve", json={}, headers=alice).status_code == 404
+    assert client.post("/incidents/nope/approve", json=seen, headers=alice).status_code == 404
     assert client.get("/incidents/nope", headers=AUTH).status_code == 404
     r = client.post(f"/incidents/{incident}/approve", json={"comment": 5}, headers=alice)
     assert r.status_code == 422 and "comment" in r.json()["detail"]

@@ -89,7 +89,7 @@ def test_an_approver_approves_exactly_the_dry_run(engine, client, people):
     with engine.store.read() as s:
         vote = s.execute(select(AuditEvent).where(AuditEvent.kind == "approval.vote")).scalar_one()
     assert vote.data["by"] == "alice" and vote.data["digest"] == PREVIEW.digest and vote.data["comment"] == "ok"
-    again = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["bob"])
+    again = client.post(f"/approvals/{approval_id}/approve", json={"digest": PREVIEW.digest}, headers=people["bob"])
     assert again.status_code == 409 and "nothing is waiting" in again.json()["detail"]
 
 
@@ -106,11 +106,11 @@ def test_reject_stops_it_and_tells_people(engine, client, people):
 
 def test_the_engine_never_approves_its_own_request_and_roles_hold(engine, client, people):
     incident_id, approval_id = waiting(engine)
-    r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=SERVICE)
+    r = client.post(f"/approvals/{approval_id}/approve", json={"digest": PREVIEW.digest}, headers=SERVICE)
     assert r.status_code == 403 and "never approves its own requests" in r.json()["detail"]
-    r = client.post(f"/incidents/{incident_id}/approve", json={}, headers=SERVICE)
+    r = client.post(f"/incidents/{incident_id}/approve", json={"digest": PREVIEW.digest}, headers=SERVICE)
     assert r.status_code == 403
-    r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["vera"])
+    r = client.post(f"/approvals/{approval_id}/approve", json={"digest": PREVIEW.digest}, headers=people["vera"])
     assert r.status_code == 403 and "vera is viewer" in r.json()["detail"]
     assert client.post("/approvers", json={"name": "mallory", "role": "admin"}, headers=people["alice"]).status_code == 403
     assert client.get("/approvers", headers=SERVICE).status_code == 403
@@ -119,7 +119,7 @@ def test_the_engine_never_approves_its_own_request_and_roles_hold(engine, client
     made = client.post("/approvers", json={"name": "carol", "role": "approver"}, headers=people["ada"])
     assert made.status_code == 201 and made.json()["token"].startswith("rmd_")
     carol = {"Authorization": f"Bearer {made.json()['token']}"}
-    assert client.post(f"/approvals/{approval_id}/approve", json={}, headers=carol).json()["by"] == "carol"
+    assert client.post(f"/approvals/{approval_id}/approve", json={"digest": PREVIEW.digest}, headers=carol).json()["by"] == "carol"
     assert client.delete("/approvers/carol", headers=people["ada"]).status_code == 200
     engine.identities._cache.clear()
     assert client.get("/approvals", headers=carol).status_code == 401          # revoked
@@ -128,11 +128,12 @@ def test_the_engine_never_approves_its_own_request_and_roles_hold(engine, client
 
 def test_high_risk_takes_two_distinct_approvers(engine, client, people):
     incident_id, approval_id = waiting(engine, required=2)
-    assert client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"]).json()["state"] == "pending"
+    seen = {"digest": PREVIEW.digest}
+    assert client.post(f"/approvals/{approval_id}/approve", json=seen, headers=people["alice"]).json()["state"] == "pending"
     assert _state(engine, incident_id) == IncidentState.AWAITING_APPROVAL
-    twice = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"])
+    twice = client.post(f"/approvals/{approval_id}/approve", json={"digest": PREVIEW.digest}, headers=people["alice"])
     assert twice.status_code == 409 and "another, distinct approver" in twice.json()["detail"]
-    assert client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["bob"]).json()["state"] == "approved"
+    assert client.post(f"/approvals/{approval_id}/approve", json=seen, headers=people["bob"]).json()["state"] == "approved"
     assert _state(engine, incident_id) == IncidentState.APPROVED
     detail = client.get(f"/approvals/{approval_id}", headers=SERVICE).json()
     assert detail["decided_by"] == "alice, bob" and [v["approver"] for v in detail["votes"]] == ["alice", "bob"]
@@ -155,7 +156,7 @@ def test_expired_and_stale_digests_are_refused(engine, client, people):
     assert r.status_code == 409 and "digest differs" in r.json()["detail"]
     with engine.store.write() as s:
         s.get(Approval, approval_id).expires_at = utcnow() - timedelta(seconds=1)
-    r = client.post(f"/approvals/{approval_id}/approve", json={}, headers=people["alice"])
+    r = client.post(f"/approvals/{approval_id}/approve", json={"digest": PREVIEW.digest}, headers=people["alice"])
     assert r.status_code == 409 and "expired" in r.json()["detail"]
     assert approvals.expire_due(engine.store, engine.lifecycle) == 1
     assert _state(engine, incident_id) == IncidentState.EXPIRED
