@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from api import ui
 from engine.decide import breaker
 from engine.decide.breaker import BreakerView
-from engine.errors import AuthError, PayloadError, RemediatorError
+from engine.errors import AuthError, Forbidden, PayloadError, RemediatorError
 from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 from engine.model.alerts import AlertmanagerPayload
 from engine.people.approvals import ApprovalDetail, get_approval, list_approvals
@@ -108,7 +108,10 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
 
     @app.post("/webhook/alertmanager", summary="Alertmanager webhook (v4)", openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerPayload"}}}}})
-    async def webhook(request: Request, _: Auth) -> dict:
+    async def webhook(request: Request, who: Auth) -> dict:
+        if who.is_person:   # people decide; they do not send the alerts they would then approve
+            raise Forbidden(f"{who.name}'s token is a person's ({who.role.value}): alerts are posted with a service "
+                            "token (REMEDIATOR_TOKENS), the one Alertmanager's receiver holds")
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if kind != "application/json" and not kind.endswith("+json"):
             raise PayloadError(f"Content-Type {kind!r}: send the Alertmanager webhook as application/json", status=415)

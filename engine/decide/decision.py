@@ -20,6 +20,7 @@ from engine.decide import breaker
 from engine.decide.evidence import Evidence
 from engine.decide.planners import Planner, PlanningContext, PlanningSession
 from engine.decide.policy import Policy, PolicyContext
+from engine.decide.scope import unit_name
 from engine.errors import ProposalError
 from engine.model.alerts import Alert
 from engine.model.records import ActionProposal, Escalation, PolicyDecision, Transcript, Verdict
@@ -146,7 +147,7 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
         params = catalog.get(plan.entry).validate_params(plan.params)
     except ProposalError:
         params = None   # policy denies it, with the reason
-    verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock()))
+    verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock(), catalog))
     verdict = breaker_rule(verdict, plan.entry, history)
     if situation.interrupted == RunMode.APPLY and verdict.verdict == Verdict.ALLOW:
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
@@ -167,11 +168,21 @@ def breaker_rule(verdict: PolicyDecision, entry: str, history: History) -> Polic
     return PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "circuit-breaker"], reasons=[paused])
 
 
+def _acts_on(catalog: Catalog, entry: str, params: dict[str, Any] | None) -> Any:
+    """What a run acts on, for counting repeats: its scoped units or services as systemd names them (`webapp` and
+    `webapp.service` are one unit, whatever the free-text `reason`); all its parameters for an unscoped entry."""
+    scopes = catalog.get(entry).meta.scope if entry in catalog.entries else []
+    if not scopes or params is None:
+        return params
+    return tuple(unit_name(str(params.get(s.param, ""))) for s in scopes)
+
+
 def _policy_context(situation: Situation, plan: ActionProposal, params: dict[str, Any] | None, history: History,
-                    now: datetime) -> PolicyContext:
+                    now: datetime, catalog: Catalog) -> PolicyContext:
     """What rules may look at: the alert, this hour's real runs of the entry (rate limits), the time."""
     runs = history.real_runs(plan.entry, now - timedelta(hours=1))
-    same = sum(1 for r in runs if situation.host in r.hosts and r.params == params)
+    target = _acts_on(catalog, plan.entry, params)
+    same = sum(1 for r in runs if situation.host in r.hosts and _acts_on(catalog, r.entry, r.params) == target)
     return PolicyContext(incident_host=situation.host, severity=situation.severity, labels=situation.labels,
                          same_action_last_hour=same, entry_runs_last_hour=len(runs),
                          hour_utc=now.astimezone(UTC).hour, weekday=now.astimezone(UTC).weekday())

@@ -38,7 +38,7 @@ class PolicyContext(BaseModel):
     incident_host: str
     severity: str = "none"
     labels: dict[str, str] = {}
-    same_action_last_hour: int = 0      # runs of this entry with these params on this host
+    same_action_last_hour: int = 0      # real runs of this entry on this host acting on the same unit/service
     entry_runs_last_hour: int = 0
     hour_utc: int = 0
     weekday: int = 0                    # Monday = 0

@@ -1,0 +1,40 @@
+"""Finding 4: the "4th restart within an hour" limit counted only runs with identical parameters, free-text `reason`
+included, and `webapp` apart from `webapp.service`. It counts what the runs act on: the unit, as systemd names it."""
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine import PROJECT_ROOT
+from engine.catalog.loader import load_catalog
+from engine.decide.configured import make_planner
+from engine.decide.decision import PastRun, RecordedHistory, Situation, decide
+from engine.decide.policy import load_policy
+from engine.intake.targets import load_inventory
+from engine.settings import Settings
+
+pytestmark = [pytest.mark.security, pytest.mark.unit]
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+SITUATION = Situation(alertname="ServiceDown", labels={"alertname": "ServiceDown", "service": "api-gateway"},
+                      annotations={}, severity="critical", host="api-server-01", ref="rate")
+
+
+def _verdict(past: list[dict]) -> str:
+    catalog = load_catalog(PROJECT_ROOT / "playbooks")
+    inventory = load_inventory(PROJECT_ROOT / "inventory" / "lab.yml")
+    history = RecordedHistory(runs=[PastRun("restart_service", ["api-server-01"], p, NOW - timedelta(minutes=10 * (n + 1)))
+                                    for n, p in enumerate(past)])
+    decided = decide(SITUATION, catalog=catalog, planner=make_planner(Settings(), catalog),
+                     policy=load_policy(PROJECT_ROOT / "policies", catalog, inventory), history=history, clock=lambda: NOW)
+    assert decided.verdict is not None
+    return decided.verdict.verdict.value
+
+
+def test_three_restarts_of_one_unit_count_however_they_were_spelled_or_explained():
+    assert _verdict([{"unit": "api-gateway.service", "reason": "first"},
+                     {"unit": "api-gateway", "reason": "the second time"},
+                     {"unit": "api-gateway", "reason": "ServiceDown on api-server-01"}]) == "approve"
+
+
+def test_the_control_restarts_of_another_unit_do_not_count():
+    assert _verdict([{"unit": "webapp", "reason": "x"}] * 3) == "allow"
+    assert _verdict([{"unit": "api-gateway", "reason": "x"}] * 2) == "allow"
