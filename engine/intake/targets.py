@@ -18,6 +18,12 @@ class Inventory:
 
     hosts: dict[str, list[str]]                      # host -> groups
     host_vars: dict[str, dict] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)   # a host's name and ansible_host, case-folded -> host
+
+    def resolve(self, value: str) -> str | None:
+        """The inventory host a label value names: by name or ansible_host, any case, port and trailing dot dropped."""
+        key = strip_port(value).strip().rstrip(".").casefold()
+        return self.aliases.get(key)
 
     def environment(self, host: str) -> str:
         return str(self.host_vars.get(host, {}).get("environment", ""))
@@ -40,15 +46,19 @@ def load_inventory(path: Path) -> Inventory:
     from ansible.parsing.dataloader import DataLoader
     from ansible.utils.vars import combine_vars
     manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
-    hosts, host_vars = {}, {}
+    hosts: dict[str, list[str]] = {}
+    host_vars: dict[str, dict] = {}
+    aliases: dict[str, str] = {}
     for host in manager.get_hosts():
         hosts[host.name] = sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped"))
         # group vars (all, then deeper groups) under host vars, combined as Ansible itself does
         merged = combine_vars(get_group_vars(host.get_groups()), host.get_vars())
         host_vars[host.name] = {k: v for k, v in merged.items() if k == "environment" or k.startswith("remediator_")}
+        for alias in (host.name, str(merged.get("ansible_host", host.name))):
+            aliases.setdefault(alias.rstrip(".").casefold(), host.name)
     if not hosts:
         raise ConfigError(f"{path}: the inventory has no hosts")
-    return Inventory(hosts=hosts, host_vars=host_vars)
+    return Inventory(hosts=hosts, host_vars=host_vars, aliases=aliases)
 
 
 def strip_port(value: str) -> str:
@@ -58,16 +68,18 @@ def strip_port(value: str) -> str:
 
 
 def host_from_labels(labels: dict[str, str], inventory: Inventory, label_order: list[str]) -> tuple[str | None, str]:
-    """(host, how it was found) or (None, why not), trying the labels in order; ports are stripped."""
-    tried = []
-    for label in label_order:
-        value = labels.get(label)
-        if not value:
-            continue
-        name = strip_port(value)
-        if name in inventory.hosts:
-            return name, f"label {label}={value!r}"
-        tried.append(f"{label}={value!r}")
-    if tried:
-        return None, f"no inventory host matches {', '.join(tried)}"
-    return None, f"the alert has none of the labels {', '.join(label_order)}"
+    """(host, how it was found) or (None, why not). Every target label the alert carries must name the same
+    inventory host: a label that names none, or two that name different hosts, leave the alert for a person
+    (otherwise a `host` label could retarget a fix that `instance` points elsewhere)."""
+    present = [(label, labels[label]) for label in label_order if labels.get(label)]
+    if not present:
+        return None, f"the alert has none of the labels {', '.join(label_order)}"
+    named = [(label, value, inventory.resolve(value)) for label, value in present]
+    hosts = {host for _, _, host in named if host}
+    if not hosts:
+        return None, f"no inventory host matches {', '.join(f'{label}={value!r}' for label, value in present)}"
+    if len(hosts) > 1 or any(host is None for _, _, host in named):
+        said = "; ".join(f"{label}={value!r} is {host or 'no inventory host'}" for label, value, host in named)
+        return None, f"the target labels disagree ({said}): a person must say which host this alert is about"
+    label, value, host = named[0]
+    return host, f"label {label}={value!r}" + (f" (and {len(named) - 1} more agreeing)" if len(named) > 1 else "")
