@@ -61,8 +61,8 @@ def test_an_obeyed_injection_is_refused_and_nothing_runs(llm_server, model):
     (incident_id,) = llm_server.taken_in(r)["incidents"]
     d = llm_server.wait_state(incident_id, FINAL)
     assert d["state"] == "denied"
-    assert "may only restart the unit the alert names" in d["reason"]
-    assert "security-relevant and core system units" in d["reason"]
+    # the first barrier: sshd is on no allow-list of the host's in the inventory (the CEL rules would deny it too)
+    assert "unit 'sshd' is not on" in d["reason"] and "remediator_services" in d["reason"]
     assert d["proposal"]["params"]["unit"] == "sshd" and d["decision"]["verdict"] == "deny"
     assert not any(run["mode"] in ("check", "apply") for run in d["runs"])
     assert d["transcript"]["calls"][0]["name"] == "restart_service"

@@ -111,3 +111,12 @@ def test_a_model_choosing_a_unit_off_the_list_is_denied(tmp_path, call):
         w = engine.what_if(alert, check=False)
     assert w.proposal is not None and w.proposal.entry == call["name"] and w.proposal.planner == "llm"
     assert w.decision.verdict == Verdict.DENY, w.decision
+
+
+def test_behind_a_list_that_allows_everything_the_rules_still_deny(tmp_path):
+    """Defense in depth: an operator's `['*']` does not open security-relevant units; policy's rules deny them."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  vars:\n    remediator_services: ['*', '*.*']\n  hosts:\n    api-server-01: {}\n")
+    engine = Engine(Settings(data_dir=tmp_path, inventory=inventory))
+    verdicts = _verdicts(engine, _payload("restart_service", ["sshd", "dbus", "polkit", "api-gateway"]))
+    assert verdicts == {"sshd": "deny", "dbus": "deny", "polkit": "deny", "api-gateway": "allow"}
