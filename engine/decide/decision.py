@@ -125,10 +125,6 @@ class Decision:
     verdict: PolicyDecision | None = None
     escalation: Escalation | None = None
 
-    @property
-    def entry(self) -> str:
-        return self.proposal.entry if self.proposal else "escalate"
-
 
 def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: Policy, history: History,
            clock: Clock = system_clock, evidence: Evidence | None = None) -> Decision:

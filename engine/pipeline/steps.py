@@ -57,7 +57,7 @@ class Steps:
             proposal = inc.proposal
             self.records.move(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
             return self.verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
-        evidence = Evidence(self.executor, self.catalog, inc.host, f"{inc.id}-a{inc.attempts}",
+        evidence = Evidence(self.executor, self.catalog, host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self.cancel,
                             on_run=lambda o: self.records.diagnostic(inc.id, host, o))
         situation = Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
