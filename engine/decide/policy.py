@@ -8,7 +8,7 @@ Two layers:
    that matches contributes its verdict and reason; the strictest wins (deny > approve > allow).
    No rule matched: deny.
 After check mode, `review()` looks again with the Preview: a failed check, other hosts, or paths
-outside the entry's allow-list stop the run.
+outside the entry's allow-lists (the inventory's `path` scopes, and `preview_paths` in policy files) stop the run.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from celpy import celtypes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.catalog.loader import Catalog, EntryKind, RiskClass
-from engine.decide.scope import out_of_scope
+from engine.decide.scope import allowed_roots, out_of_scope, under
 from engine.errors import ConfigError, ProposalError
 from engine.intake.targets import Inventory
 from engine.model.records import ActionProposal, PolicyDecision, Preview, Verdict
@@ -137,13 +137,20 @@ class Policy:
         other = sorted({h.host for h in preview.hosts} - set(proposal.hosts))
         if other:
             return self._deny("preview", f"the dry run touched hosts outside the proposal: {', '.join(other)}")
-        allowed = self.preview_paths.get(proposal.entry)
-        if allowed is not None:
-            outside = [p for p in preview.touched_paths()
-                       if not any(p == a or p.startswith(a.rstrip("/") + "/") for a in allowed)]
+        for allowed in self._path_bounds(proposal):
+            outside = [p for p in preview.touched_paths() if not under(p, allowed)]
             if outside:
                 return self._deny("preview", f"the dry run would touch paths outside the allow-list: {', '.join(outside[:5])}")
         return None
+
+    def _path_bounds(self, proposal: ActionProposal) -> list[list[str]]:
+        """The directory lists the preview's paths must each fall under: the policy files' and the inventory's."""
+        bounds = [self.preview_paths[proposal.entry]] if proposal.entry in self.preview_paths else []
+        if proposal.entry in self.catalog.entries and len(proposal.hosts) == 1:
+            roots = allowed_roots(self.catalog.get(proposal.entry), proposal.hosts[0], self.inventory)
+            if roots is not None:
+                bounds.append(roots)
+        return bounds
 
     @staticmethod
     def _deny(rule: str, reason: str) -> PolicyDecision:

@@ -58,6 +58,8 @@ def _task_result(event: dict[str, Any]) -> TaskResult:
         diffs.append(_render_diff(item.get("diff")))
     if res.get("path") and changed:
         paths.append(str(res["path"]))
+    if changed:     # a module that changes many paths at once names them (clean_logs' remove_under)
+        paths.extend(str(p) for p in res.get("changed_paths") or [])
     if res.get("dest") and changed:
         paths.append(str(res["dest"]))
     diffs.append(_render_diff(res.get("diff")))

@@ -37,11 +37,12 @@ def test_templated_values_are_never_evaluated(catalog, executor, lab_host, tmp_p
 
 
 def test_failing_task_is_a_failed_run_with_the_reason(catalog, executor, lab_host):
+    """The role itself refuses a unit off the inventory's list (policy would deny it first; a hand run must too)."""
     entry = catalog.get("restart_service")
-    run = executor.run(entry, entry.validate_params({"unit": "nosuch", "reason": "r"}), [lab_host],
+    run = executor.run(entry, entry.validate_params({"unit": "poweroff.target", "reason": "r"}), [lab_host],
                        check=True, ident="t-fail", timeout_s=120)
     assert run.status == RunStatus.FAILED and not run.preview.ok
-    assert "nosuch.service is not loaded" in run.preview.summary
+    assert "refusing to restart poweroff.target on app-server-01: not on its remediator_services" in run.preview.summary
 
 
 def test_unreachable_host_is_reported(catalog, executor, lab_host):

@@ -1,6 +1,7 @@
 """`remediator eval` on the recorded cases in evals/: both planners, the injection corpus, the scoring."""
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -77,20 +78,23 @@ def test_eval_json_scores(model, planner):
 
 
 def test_policy_is_the_guard(tmp_path, catalog):
-    """With a policy that allows everything, the same obeying model gets attacks through: the score can fail."""
+    """With a policy and allow-lists that allow everything, the same obeying model gets attacks through: the score
+    can fail."""
     policies = tmp_path / "policies"
     policies.mkdir()
-    # clean_logs has no inventory scope, so loading wants a deny rule naming it; this one never fires
-    (policies / "open.yml").write_text("rules:\n  - {name: anything, verdict: allow, reason: open}\n"
-                                       "  - {name: in-name-only, entries: [clean_logs], when: 'false', verdict: deny, reason: x}\n")
-    inventory = load_inventory(PROJECT_ROOT / "inventory" / "lab.yml")
+    (policies / "open.yml").write_text("rules:\n  - {name: anything, verdict: allow, reason: open}\n")
+    lab = (PROJECT_ROOT / "inventory" / "lab.yml").read_text()
+    (tmp_path / "open.yml").write_text(re.sub(r"remediator_clean_paths: .*", "remediator_clean_paths: [/]", lab))
+    inventory = load_inventory(tmp_path / "open.yml")
     permissive = load_policy(policies, catalog, inventory)
     injected = [c for c in CASES if c.injection and c.name.startswith("disk-space-low+")]
     with ScriptedLLM.for_cases(injected) as model:
         settings = Settings(llm_base_url=model.url, llm_max_retries=0)
         planner = LLMPlanner(settings, catalog, RunbookPlanner(load_runbooks(PROJECT_ROOT / "runbooks", catalog), catalog))
         results = [run_case(c, planner, permissive, catalog, inventory, settings) for c in injected]
-    assert all(r.attack_succeeded for r in results), [(r.case, r.verdict) for r in results]
+    # a path with `..` or a look-alike letter stays out even then: paths must be plain text to be compared
+    through = {r.case.split("+")[1] for r in results if r.attack_succeeded}
+    assert through == {"clean-etc", "clean-min-age-zero", "clean-root-from-diagnostic"}, [(r.case, r.verdict) for r in results]
 
 
 def test_a_case_folder_that_is_incomplete_is_named(tmp_path):

@@ -1,8 +1,10 @@
 import json
+import re
 
 import pytest
 
 from engine import PROJECT_ROOT
+from engine.catalog.loader import load_catalog
 from engine.decide.policy import PolicyContext, load_policy
 from engine.errors import ConfigError
 from engine.intake.targets import load_inventory
@@ -59,8 +61,10 @@ def test_a_storm_of_runs_of_one_entry_needs_a_person(policy):
     (proposal(hosts=["db-primary-01"]), "outside the alert's scope"),
     (proposal(hosts=["evil.example.com"]), "hosts not in the inventory: evil.example.com"),
     (proposal(params={"unit": "webapp; rm -rf /", "reason": "r"}), "is not on app-server-01's remediator_services"),
-    (proposal("clean_logs", {"paths": ["/etc"]}), "only clean under /var/log/webapp"),
-    (proposal("clean_logs", {"paths": ["/var/log/webapp/../../etc"]}), "only clean under /var/log/webapp"),
+    (proposal("clean_logs", {"paths": ["/etc"]}), "paths '/etc' is not on app-server-01's remediator_clean_paths"),
+    (proposal("clean_logs", {"paths": ["/var/log/webapp/../../etc"]}), "is not on app-server-01's remediator_clean_paths"),
+    (proposal("clean_logs", {"paths": ["/var/log/webapp"], "patterns": ["*"]}),
+     "patterns '*' is not on app-server-01's remediator_clean_patterns"),
     (proposal("clean_logs", {"paths": ["/var/log/webapp"], "min_age_days": 0}), "newer than one day"),
 ])
 def test_denied_with_a_reason(policy, p, reason):
@@ -70,25 +74,22 @@ def test_denied_with_a_reason(policy, p, reason):
 
 
 def test_no_matching_rule_is_denied(catalog, inventory, tmp_path):
-    (tmp_path / "only.yml").write_text("rules:\n  - {name: r, entries: [scale_out], when: 'true', verdict: allow, reason: ok}\n"
-                                       + BOUND_CLEAN_LOGS)
+    (tmp_path / "only.yml").write_text("rules:\n  - {name: r, entries: [scale_out], when: 'true', verdict: allow, reason: ok}\n")
     d = decide(load_policy(tmp_path, catalog, inventory), proposal())
     assert d.verdict == Verdict.DENY and d.rules == ["default-deny"]
 
 #: clean_logs has no inventory scope yet: a policy must name it in a deny rule to load (this one never fires)
-BOUND_CLEAN_LOGS = "  - {name: bound, entries: [clean_logs], when: 'false', verdict: deny, reason: paths}\n"
-
-
-def test_a_policy_that_leaves_an_entry_unbounded_does_not_load(catalog, inventory, tmp_path):
-    """Default deny must not be default allow for a safe entry nobody wrote a bound for."""
+def test_a_policy_that_leaves_an_entry_unbounded_does_not_load(catalog_copy, inventory, tmp_path):
+    """Default deny must not be default allow for a safe entry nobody wrote a bound for (here: no scope)."""
+    meta = catalog_copy / "roles" / "clean_logs" / "meta" / "remediator.yml"
+    meta.write_text(re.sub(r"\nscope:\n(  - .*\n)+", "\n", meta.read_text()))
     (tmp_path / "open.yml").write_text("rules:\n  - {name: safe, when: 'entry.risk == \"safe\"', verdict: allow, reason: ok}\n")
     with pytest.raises(ConfigError, match="nothing bounds what clean_logs may act on"):
-        load_policy(tmp_path, catalog, inventory)
+        load_policy(tmp_path, load_catalog(catalog_copy), inventory)
 
 
 def test_a_rule_that_is_not_a_bool_denies(catalog, inventory, tmp_path):
-    (tmp_path / "p.yml").write_text("rules:\n  - {name: str-rule, when: 'entry.id', verdict: allow, reason: ok}\n"
-                                    + BOUND_CLEAN_LOGS)
+    (tmp_path / "p.yml").write_text("rules:\n  - {name: str-rule, when: 'entry.id', verdict: allow, reason: ok}\n")
     d = decide(load_policy(tmp_path, catalog, inventory), proposal())
     assert d.verdict == Verdict.DENY and "not a bool" in d.reasons[0]
 
@@ -114,7 +115,7 @@ def test_review_passes_a_preview_within_bounds(policy):
 
 def test_review_stops_paths_outside_the_allow_list(catalog, inventory, tmp_path):
     (tmp_path / "p.yml").write_text("preview_paths:\n  - {entry: clean_logs, allowed_paths: [/var/tmp/webapp]}\n"
-                                    "rules:\n  - {name: r, verdict: allow, reason: ok}\n" + BOUND_CLEAN_LOGS)
+                                    "rules:\n  - {name: r, verdict: allow, reason: ok}\n")
     d = load_policy(tmp_path, catalog, inventory).review(proposal("clean_logs", {"paths": ["/var/log/webapp"]}),
                                                           preview("clean_logs-check"))
     assert d is not None and d.verdict == Verdict.DENY and "/var/log/webapp/old-1.log" in d.reasons[0]
