@@ -19,6 +19,7 @@ from engine.decide.policy import load_policy
 from engine.errors import PayloadError, StoreUnavailable
 from engine.intake import inbox
 from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from engine.intake.ingester import Ingester
 from engine.intake.targets import host_from_labels, load_inventory
 from engine.model.alerts import Alert, AlertmanagerPayload
 from engine.model.records import ActionProposal, PolicyDecision, Preview, Transcript, Verdict
@@ -56,6 +57,7 @@ class WhatIf(BaseModel):
     transcript: Transcript | None = None
 
 log = logging.getLogger(__name__)
+REFETCH_SENDER = "remediator:refetch"   # what fetching a truncated group's other alerts records as their poster
 
 
 class Engine:
@@ -78,7 +80,7 @@ class Engine:
         self.notifier = Notifier(self.store, settings,
                                  on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
         self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
-        self.ingester = inbox.Ingester(self.store, self.inventory, self.lifecycle, on_ingested=self._ingested)
+        self.ingester = Ingester(self.store, self.inventory, self.lifecycle, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
@@ -130,7 +132,7 @@ class Engine:
 
     # ---- what the API calls ----------------------------------------------------------------
 
-    def acknowledge(self, body: bytes) -> Acknowledged:
+    def acknowledge(self, body: bytes, sender: str) -> Acknowledged:
         """The webhook: validate, store durably (group commit), hand to the ingester; then the caller answers 2xx.
 
         PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when
@@ -141,7 +143,7 @@ class Engine:
                                    f"{self.settings.intake_backlog_max}); send again shortly")
         # Started before the delivery is stored: recovery at start takes in only what came before.
         self.ingester.start()   # no-op when running (the API without a started engine still takes alerts in)
-        delivery_id = self.inbox.submit(payload)
+        delivery_id = self.inbox.submit(inbox.Received(payload, sender))
         self.ingester.put(delivery_id, payload)
         return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
 
@@ -175,7 +177,7 @@ class Engine:
             inbox.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
             return 0
         full = payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0})
-        fetched = inbox.accept(self.store, full, self.inventory, self.lifecycle)
+        fetched = inbox.accept(self.store, full, self.inventory, self.lifecycle, sender=REFETCH_SENDER)
         inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
                                                 f"{fetched.new_alerts} of them new")
         self.pipeline.wake()

@@ -30,10 +30,10 @@ from engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utc
 __all__ = ["take_in", "RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
 
 
-def take_in(engine: Engine, body: bytes) -> IntakeResult:
+def take_in(engine: Engine, body: bytes, sender: str = "alertmanager") -> IntakeResult:
     """A webhook body stored and taken into incidents in this thread (serve acknowledges first and takes it in on
     its ingester's thread); what it became, at once."""
-    return accept(engine.store, parse_payload(body), engine.inventory, engine.lifecycle)
+    return accept(engine.store, parse_payload(body), engine.inventory, engine.lifecycle, sender)
 
 
 class FixedClock:

@@ -89,7 +89,7 @@ class Attacher:
         self._rows: list[dict[str, Any]] = []
         self.hostless: dict[str, tuple[Incident, int]] = {}   # opened for no inventory host, by the delivery
 
-    def attach(self, delivery_id: int, alert: Alert) -> AttachOutcome:
+    def attach(self, delivery_id: int, alert: Alert, sender: str | None = None) -> AttachOutcome:
         """Store one alert (unless it is a duplicate) and open, join or close its incident."""
         starts_at = _starts_at(alert)
         identity = (alert.fingerprint, starts_at, alert.status)
@@ -115,7 +115,8 @@ class Attacher:
                                                                     "alertname": alert.alertname})
             return AttachOutcome(None, new=True)
         audit.append(self.session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
-                                                              "alertname": alert.alertname, "labels": dict(alert.labels)},
+                                                              "alertname": alert.alertname, "labels": dict(alert.labels),
+                                                              "delivery": delivery_id, "sender": sender},
                      incident.id)
         if alert.status == "resolved":
             self.flush()   # still_firing() reads the rows

@@ -4,7 +4,8 @@ A request is made when policy says `approve` and the check-mode run is clean. It
 (kept with the request), the alert, the evidence, the planner's rationale, the rules that asked,
 the risk class, how to roll back, and when it expires. Only people decide (service tokens never:
 the engine does not approve its own requests); high-risk entries, or a rule that says so, need two
-distinct approvers; one rejection rejects. Every vote names the Preview digest its voter saw.
+distinct approvers; one rejection rejects. Every vote names the Preview digest its voter saw. Whoever
+posted an alert behind the incident never decides on it.
 
 After approval the pipeline runs check mode again; if that dry run differs from the approved one
 (`drift()`), nothing runs and a new request with the new dry run replaces the old (`request(...,
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.catalog.loader import Catalog
-from engine.errors import ConflictError, NotFound
+from engine.errors import ConflictError, Forbidden, NotFound
 from engine.intake import incidents
 from engine.model.records import Preview
 from engine.model.states import ApprovalState, IncidentState
@@ -28,7 +29,17 @@ from engine.people.identities import Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
 from engine.settings import Settings
 from engine.store import audit
-from engine.store.db import Approval, ApprovalVote, Approver, Incident, Store, incident_row, utcnow
+from engine.store.db import (
+    AlertRow,
+    Approval,
+    ApprovalVote,
+    Approver,
+    Delivery,
+    Incident,
+    Store,
+    incident_row,
+    utcnow,
+)
 
 __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "ApprovalDetail", "VoteView",
            "list_approvals", "get_approval"]
@@ -67,6 +78,10 @@ def vote(store: Store, lifecycle: Lifecycle, approval_id: str, who: Identity, *,
         approval, inc = _pending(session, approval_id)
         if digest is not None and digest != approval.preview_digest:
             raise ConflictError("the dry run you saw is not the one awaiting approval (its digest differs); look again")
+        posters = set(session.execute(select(Delivery.sender).join(AlertRow, AlertRow.delivery_id == Delivery.id)
+                                      .where(AlertRow.incident_id == inc.id)).scalars())
+        if who.name in posters:   # names are unique across senders and people; this holds even if one slips through
+            raise Forbidden(f"{who.name} posted the alert behind incident {inc.id}; someone else decides on its fix")
         votes = session.execute(select(ApprovalVote).where(ApprovalVote.approval_id == approval.id)).scalars().all()
         if any(v.approver == who.name for v in votes):
             raise ConflictError(f"{who.name} has already decided on approval {approval.id}"

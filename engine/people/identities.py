@@ -1,7 +1,9 @@
 """Who is asking: the service tokens of the settings, or a person (an approver) with a role.
 
 Service tokens (REMEDIATOR_TOKENS) are what Alertmanager and other machines send; they may post
-alerts and read, never approve: the engine must not approve its own requests. People are rows in
+alerts and read, never approve: the engine must not approve its own requests. A token written
+`name:secret` is known by that name (stored with each delivery it posts, and in the audit); any
+other is `service-N`, N its place in the list. Either way the whole string is the bearer token. People are rows in
 `approvers`, with a role:
     viewer    reads incidents and approvals
     approver  also approves or rejects
@@ -29,11 +31,12 @@ from engine.errors import AuthError, ConflictError, Forbidden, NotFound
 from engine.store import audit
 from engine.store.db import Approver, Store, utcnow
 
-__all__ = ["Role", "Identity", "Identities", "TOKEN_PREFIX"]
+__all__ = ["Role", "Identity", "Identities", "TOKEN_PREFIX", "service_name"]
 
 TOKEN_PREFIX = "rmd_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_RESERVED = {"remediator", "engine", "service", "system", "root"}
+_RESERVED = {"remediator", "engine", "service", "system", "root", "anonymous"}
+_SERVICE_NAME = re.compile(r"^([a-z][a-z0-9._-]{0,31}):.")
 # OWASP's argon2id minimum (19 MiB, 2 passes): the secret is random, so this only needs to be slow-ish.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
@@ -67,12 +70,19 @@ class Identity:
             raise Forbidden(f"{self.name} is {self.role}; to {doing} takes the {role} role")
 
 
+def service_name(token: str, position: int) -> str:
+    """A service token's name: `name` of `name:secret`, else `service-<position>` (1-based)."""
+    named = _SERVICE_NAME.match(token)
+    return named.group(1) if named else f"service-{position}"
+
+
 class Identities:
     """Service tokens from the settings plus approvers from the store."""
 
     def __init__(self, store: Store, service_tokens: list[str]):
         self.store = store
         self._service = [t.encode() for t in service_tokens]
+        self.service_names = [service_name(t, n) for n, t in enumerate(service_tokens, 1)]
         self._cache: dict[str, tuple[float, Identity]] = {}
         self._lock = threading.Lock()
 
@@ -82,8 +92,9 @@ class Identities:
         """The identity a bearer token stands for; AuthError when it stands for none."""
         given = token.strip().encode()
         # Every service token is compared, each in constant time, so timing says nothing about which.
-        if any([hmac.compare_digest(given, t) for t in self._service]):
-            return Identity(name="service", role=Role.SERVICE)
+        matches = [hmac.compare_digest(given, t) for t in self._service]
+        if any(matches):
+            return Identity(name=self.service_names[matches.index(True)], role=Role.SERVICE)
         if token.startswith(TOKEN_PREFIX):
             person = self._person(token.strip())
             if person is not None:
@@ -129,6 +140,8 @@ class Identities:
         """A new person and their token (shown this once; only its hash is kept); audited, with who added them."""
         if not _NAME.match(name) or name.lower() in _RESERVED:
             raise ConflictError(f"approver name {name!r}: letters, digits and ._@- (up to 64), not one of {sorted(_RESERVED)}")
+        if name.lower() in {s.lower() for s in self.service_names} or re.fullmatch(r"service-\d+", name.lower()):
+            raise ConflictError(f"approver name {name!r} is a service token's name: a person and a sender are never the same")
         try:
             role_ = Role(role)
         except ValueError:

@@ -89,6 +89,7 @@ class Delivery(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     ingested_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)   # None: acknowledged, not yet taken in
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)                 # new, duplicates, incidents, escalated
+    sender: Mapped[str | None] = mapped_column(String(64))                       # the service token that posted it
 
 
 class AlertRow(Base):

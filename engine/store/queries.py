@@ -139,10 +139,12 @@ class DeliveryView(BaseModel):
     truncated_alerts: int
     ingested: bool
     ingested_at: datetime | None
+    sender: str | None = None         # the service token that posted it
     new: int | None = None
     duplicates: int | None = None
     incidents: list[str] | None = None
     escalated: list[str] | None = None
+    failed: list[dict[str, str]] | None = None    # alerts the store refused; the others were taken in
     error: str | None = None
 
 
@@ -154,5 +156,5 @@ def get_delivery(store: Store, delivery_id: int) -> DeliveryView:
         outcome = d.outcome or {}
         return DeliveryView(id=d.id, received_at=d.received_at, group_key=d.group_key, status=d.status,
                             alerts=d.alerts_count, truncated_alerts=d.truncated, ingested=d.ingested_at is not None,
-                            ingested_at=d.ingested_at, **{k: outcome.get(k) for k in
-                                                          ("new", "duplicates", "incidents", "escalated", "error")})
+                            ingested_at=d.ingested_at, sender=d.sender, **{k: outcome.get(k) for k in
+                                                          ("new", "duplicates", "incidents", "escalated", "failed", "error")})

@@ -52,9 +52,9 @@ def people(engine):
     return out
 
 
-def waiting(engine, required: int = 1, payload: bytes = PAYLOAD) -> tuple[str, str]:
+def waiting(engine, required: int = 1, payload: bytes = PAYLOAD, sender: str = "alertmanager") -> tuple[str, str]:
     """An incident waiting for approval of the clean_logs dry run in tests/fixtures/events (as the pipeline leaves it)."""
-    incident_id = take_in(engine, payload).incidents[0]
+    incident_id = take_in(engine, payload, sender).incidents[0]
     proposal = ActionProposal(entry="clean_logs", params={"paths": ["/var/log/webapp"], "patterns": ["*.log"], "min_age_days": 7},
                               hosts=["app-server-01"], rationale="old logs fill the disk", planner="runbook", offered=["clean_logs"])
     decision = PolicyDecision(verdict=Verdict.APPROVE, reasons=["an operator wants to see log deletions"],

@@ -10,7 +10,16 @@ from sqlalchemy import select
 
 from engine import PROJECT_ROOT
 from engine.errors import PayloadError
-from engine.intake.inbox import GroupCommit, Ingester, accept, accept_many, ingest, parse_payload, store_deliveries
+from engine.intake.inbox import (
+    GroupCommit,
+    Received,
+    accept,
+    accept_many,
+    ingest,
+    parse_payload,
+    store_deliveries,
+)
+from engine.intake.ingester import Ingester
 from engine.intake.targets import load_inventory
 from engine.model.states import IncidentState
 from engine.pipeline.lifecycle import Lifecycle
@@ -45,7 +54,7 @@ def settings(tmp_path):
 def post(store, inventory, settings):
     def _post(name: str):
         path = SAMPLES / name if (SAMPLES / name).exists() else PAYLOADS / name
-        return accept(store, parse_payload(path.read_bytes()), inventory, Lifecycle(settings))
+        return accept(store, parse_payload(path.read_bytes()), inventory, Lifecycle(settings), "alertmanager")
     return _post
 
 
@@ -106,7 +115,7 @@ def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inve
     """A group commit stores several deliveries at once: a resend inside the same batch is still a duplicate."""
     grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
     correlated = parse_payload((PAYLOADS / "correlated-firing.json").read_bytes())
-    first, again, other = accept_many(store, [grouped, grouped, correlated], inventory, Lifecycle(settings))
+    first, again, other = accept_many(store, [grouped, grouped, correlated], inventory, Lifecycle(settings), "alertmanager")
     assert (first.new_alerts, again.duplicates, other.new_alerts) == (3, 3, 3)
     assert again.incidents == first.incidents
     assert len(_incidents(store)) == 5
@@ -117,7 +126,7 @@ def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(sto
 
     def write(session, payloads):
         batches.append(len(payloads))
-        return store_deliveries(session, payloads)
+        return store_deliveries(session, [Received(p, "alertmanager") for p in payloads])
     template = json.loads((SAMPLES / "alertmanager-firing-grouped.json").read_text())
     bodies = []
     for n in range(24):
@@ -140,7 +149,7 @@ def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inv
     """A crash between the 2xx and taking it in: the next start takes it in, once."""
     grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
     with store.write() as session:
-        (delivery_id,) = store_deliveries(session, [grouped])
+        (delivery_id,) = store_deliveries(session, [Received(grouped, "alertmanager")])
     done = []
     ingester = Ingester(store, inventory, Lifecycle(settings), on_ingested=done.extend)
     ingester.start()
