@@ -31,7 +31,7 @@ from engine.pipeline.lifecycle import Lifecycle
 from engine.pipeline.worker import Pipeline
 from engine.run.runner import AnsibleExecutor, Executor
 from engine.settings import Settings
-from engine.store.db import Store
+from engine.store.db import open_store
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
 
@@ -64,7 +64,7 @@ class Engine:
     def __init__(self, settings: Settings, executor: Executor | None = None, clock: Clock = system_clock):
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.db_url, settings.sqlite_synchronous)
+        self.store = open_store(settings)
         self.store.migrate()
         self.catalog = load_catalog(settings.playbooks_dir)
         self.inventory = load_inventory(settings.inventory)

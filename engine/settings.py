@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     policies_dir: Path = PROJECT_ROOT / "policies"
     runbooks_dir: Path = PROJECT_ROOT / "runbooks"
 
+    # the audit chain's anchor (engine/store/anchor.py): each new head, where the store's writer cannot take it back
+    audit_anchor_syslog: bool = Field(True, description="send each new audit head to syslog (/dev/log; the journal "
+                                      "keeps it on a systemd host)")
+    audit_anchor_file: Path | None = Field(None, description="also append each new audit head to this file "
+                                           "(keep it off the store's disk; `chattr +a` makes it append-only)")
+
     # the pipeline
     planner: Literal["runbook", "llm"] = "runbook"
     target_labels: list[str] = Field(default_factory=lambda: ["instance", "host", "nodename"])

@@ -6,7 +6,7 @@ from rich.console import Console
 
 from engine.people.identities import Identities
 from engine.settings import Settings, load_settings
-from engine.store.db import Store
+from engine.store.db import Store, open_store
 
 __all__ = ["console", "settings", "store", "identities", "TOKEN"]
 
@@ -21,7 +21,7 @@ def settings() -> Settings:
 
 def store(current: Settings | None = None) -> Store:
     current = current or load_settings()
-    s = Store(current.db_url, current.sqlite_synchronous)
+    s = open_store(current)
     s.migrate()
     return s
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -9,7 +11,7 @@ from rich.table import Table
 from engine.catalog.loader import load_catalog, markdown_table
 from engine.cli import common
 from engine.cli.common import console
-from engine.store import audit
+from engine.store import anchor, audit
 
 catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
@@ -39,13 +41,45 @@ def catalog_list(as_json: bool = typer.Option(False, "--json", help="machine-rea
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the audit chain; exit 1 when an event was edited, removed or reordered."""
-    report = audit.verify(common.store())
+def audit_verify(
+    expect_head: list[str] = typer.Option([], "--expect-head", metavar="SEQ:HASH",
+                                          help="a head exported earlier (`remediator audit head`); repeatable"),
+    heads: Path | None = typer.Option(None, "--heads", metavar="FILE",
+                                      help="every head in this file: the anchor file, or `journalctl -t "
+                                           "remediator-audit` saved (- reads standard input)"),
+) -> None:
+    """Check the audit chain; exit 1 when an event was edited, removed or reordered, or when the chain no longer
+    reaches a head exported earlier (its tail was cut off together with the head row)."""
+    expect = anchor.parse_heads(" ".join(f"audit head {h}" for h in expect_head))
+    if len(expect) != len(expect_head):
+        raise typer.BadParameter(f"--expect-head {expect_head}: write each as SEQ:HASH (the 64 hex digits of "
+                              "`remediator audit head`)")
+    if heads is not None:
+        text = sys.stdin.read() if str(heads) == "-" else _read(heads)
+        found = anchor.parse_heads(text)
+        if not found:
+            raise typer.BadParameter(f"{heads}: no `audit head SEQ:HASH` line in it")
+        expect += found
+    report = audit.verify(common.store(), expect)
     for problem in report.problems:
         console.print(f"[red]{problem}[/red]")
-    console.print(f"{report.events} events, chain {'intact' if report.ok else 'BROKEN'}")
+    checked = f", {len(expect)} exported heads checked" if expect else ""
+    console.print(f"{report.events} events{checked}, chain {'intact' if report.ok else 'BROKEN'}")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the chain's head as `remediator audit head SEQ:HASH`: keep it elsewhere, check it later with --expect-head."""
+    seq, digest = audit.head(common.store())
+    print(anchor.LINE.format(seq=seq, hash=digest))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"{path}: {exc.strerror}") from None
 
 
 @breaker_app.command("status")

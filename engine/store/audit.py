@@ -1,12 +1,16 @@
 """The audit trail: append-only events, each carrying the hash of the one before.
 
 hash = sha256(prev_hash + canonical JSON of (seq, at, incident_id, kind, data)). Editing, deleting
-or reordering any event breaks the chain at that point, and `verify()` says where.
+or reordering any event breaks the chain at that point, and `verify()` says where. After each commit
+that appends, the new head goes to the store's anchor sinks (engine/store/anchor.py), so a tail cut off
+with its head row is caught too (`verify(expect=...)`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from engine.store.db import AuditEvent, AuditHead, Store
 
-__all__ = ["append", "lock", "verify", "AuditReport", "GENESIS"]
+__all__ = ["append", "head", "lock", "verify", "AuditReport", "GENESIS"]
 
 GENESIS = "0" * 64
+log = logging.getLogger(__name__)
 
 
 def _digest(prev_hash: str, seq: int, at: str, incident_id: str | None, kind: str, data: dict[str, Any]) -> str:
@@ -60,6 +65,24 @@ def _write_pending(session: Session) -> None:
     pending = session.info.pop("audit_pending", None)
     if pending:
         session.execute(insert(AuditEvent), pending)
+        session.info["audit_new_head"] = (pending[-1]["seq"], pending[-1]["hash"])
+
+
+@event.listens_for(Session, "after_commit")
+def _export_head(session: Session) -> None:
+    head = session.info.pop("audit_new_head", None)
+    for sink in session.info.get("audit_sinks", ()) if head else ():
+        try:
+            sink(*head)
+        except Exception:   # the change is committed; a sink that is down must not make it look failed
+            log.exception("could not export the audit head %s", head[0])
+
+
+def head(store: Store) -> tuple[int, str]:
+    """The chain's head now: the last event's seq and hash (0 and GENESIS before the first)."""
+    with store.read() as session:
+        row = session.get(AuditHead, 1)
+        return (row.seq, row.hash) if row else (0, GENESIS)
 
 
 class AuditReport(BaseModel):
@@ -68,14 +91,18 @@ class AuditReport(BaseModel):
     problems: list[str]
 
 
-def verify(store: Store) -> AuditReport:
-    """Walk the whole chain; report every break (edited, missing or reordered events)."""
+def verify(store: Store, expect: Sequence[tuple[int, str]] = ()) -> AuditReport:
+    """Walk the whole chain; report every break (edited, missing or reordered events), and every exported head
+    (`expect`: seq, hash) the chain no longer holds (a tail cut off together with its head row)."""
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
+    wanted = {seq: digest for seq, digest in expect if seq > 0}   # 0 is the empty chain's genesis
     with store.read() as session:
         head = session.get(AuditHead, 1)
         for ev in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
             count += 1
+            if ev.seq in wanted and wanted.pop(ev.seq) != ev.hash:
+                problems.append(f"event {ev.seq}: its hash is not the one exported as the head then (rewritten)")
             if ev.seq != expected_seq:
                 problems.append(f"event {expected_seq} is missing (next present is {ev.seq})")
             if ev.prev_hash != prev:
@@ -85,4 +112,7 @@ def verify(store: Store) -> AuditReport:
             prev, expected_seq = ev.hash, ev.seq + 1
         if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
             problems.append(f"the chain ends at event {expected_seq - 1} but its head says {head.seq}: events at the end were removed")
+    for seq in sorted(wanted):
+        problems.append(f"event {seq} was exported as the head ({wanted[seq][:12]}…) but the chain ends at event "
+                        f"{expected_seq - 1}: events at the end were removed, with the head")
     return AuditReport(ok=not problems, events=count, problems=problems)

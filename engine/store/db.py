@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -35,6 +35,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from engine.errors import NotFound, StoreUnavailable
 from engine.model.records import ActionProposal, PolicyDecision, Preview
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 __all__ = ["incident_row", "utcnow", "Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
            "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
@@ -261,7 +264,7 @@ class BreakerRow(Base):
 class Store:
     """Engine, sessions and the single write path."""
 
-    def __init__(self, url: str, sqlite_synchronous: str = "FULL"):
+    def __init__(self, url: str, sqlite_synchronous: str = "FULL", audit_sinks: list[Callable[[int, str], None]] | None = None):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -276,7 +279,8 @@ class Store:
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             self._sqlite_setup(sqlite_synchronous)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # audit_sinks: where each new head of the audit chain goes after its commit (engine/store/anchor.py)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"audit_sinks": audit_sinks or []})
         self._write_lock = threading.RLock()
 
     def _sqlite_setup(self, synchronous: str) -> None:
@@ -315,3 +319,9 @@ class Store:
                     yield session
             except (OperationalError, InternalError) as exc:   # locked, down, disk full, read-only (PostgreSQL: InternalError)
                 raise StoreUnavailable(f"the store cannot take writes now: {exc.orig}") from None
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings name, exporting its audit heads where they say (engine/store/anchor.py)."""
+    from engine.store.anchor import sinks
+    return Store(settings.db_url, settings.sqlite_synchronous, sinks(settings.audit_anchor_syslog, settings.audit_anchor_file))
