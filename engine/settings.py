@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     breaker_window_s: int = Field(3600, ge=60, description="failures older than this do not count")
 
     # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
+    # Opt-in: the model is asked only about these alerts; every other alert follows the runbooks.
+    llm_alerts: Annotated[list[str], NoDecode] = Field(default_factory=list, description="alertnames the model is "
+                                                       "asked about (globs, any case; REMEDIATOR_LLM_ALERTS=a,b)")
+    llm_opt_in_label: str = Field("remediator_planner", description="an alert whose label of this name says `llm` is "
+                                  "asked about too (set it on the alerting rule)")
     llm_base_url: str = "http://localhost:11434/v1"
     llm_model: str = "qwen2.5:7b-instruct"
     llm_api_key: SecretStr = SecretStr("unused")       # Ollama and vLLM ignore it; OpenAI needs a real one
@@ -110,6 +115,11 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     public_url: str = "http://127.0.0.1:8080"
     notify_max_attempts: int = 8
+
+    @field_validator("llm_alerts", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else value
 
     @field_validator("tokens", mode="before")
     @classmethod

@@ -6,13 +6,16 @@ is the entry's argument spec, plus a `rationale`), and `escalate(reason)`. A rem
 call that validates ends the conversation; one that does not goes back with the error, a bounded
 number of times. The host is the alert's, never the model's.
 
-An alert that an operator's runbook always escalates (security, corruption, failover) is escalated
-without asking the model. Whatever goes wrong (endpoint down, timeout, prose or garbage, rounds, time or tokens spent) the
+The model is asked only about alerts an operator opted in (`llm_alerts`, or the alert's
+`remediator_planner: llm` label); the others follow the runbooks. An alert that an operator's runbook
+always escalates (security, corruption, failover; matched in any case) is escalated without asking
+the model, opted in or not. Whatever goes wrong (endpoint down, timeout, prose or garbage, rounds, time or tokens spent) the
 runbook planner answers instead, and the proposal says so. What the model proposes is only data:
 policy, check mode and approval judge it exactly as they judge a runbook's.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import time
@@ -94,6 +97,8 @@ class LLMPlanner:
         binding = self.fallback.binding_escalation(ctx)
         if binding is not None:   # the operator said this alert is for people; the model is not asked
             return binding
+        if not self.opted_in(ctx):   # the runbooks answer, and escalate when none matches
+            return self.fallback.plan(ctx, session)
         transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=self.settings.llm_base_url)
         session.transcript = transcript
         try:
@@ -110,16 +115,24 @@ class LLMPlanner:
                 return choice.model_copy(update={"fallback": note, "reason": f"{note}: {choice.reason}"})
             return choice.model_copy(update={"fallback": note, "rationale": f"{note}: {choice.rationale}"})
 
+    def opted_in(self, ctx: PlanningContext) -> bool:
+        """The operator asked for the model on this alert: its name is in `llm_alerts`, or its label says llm."""
+        name = ctx.alertname.casefold()
+        listed = any(fnmatch.fnmatchcase(name, pattern.casefold()) for pattern in self.settings.llm_alerts)
+        return listed or ctx.labels.get(self.settings.llm_opt_in_label, "").strip().casefold() == "llm"
+
     # ---- the conversation --------------------------------------------------------------------
 
     def _opening(self, ctx: PlanningContext, fence: Fence) -> list[dict[str, Any]]:
         s = self.settings
         system = _PROMPTS.get_template("llm_system.j2").render(host=ctx.host, max_rounds=s.llm_max_rounds)
-        alert_block = fence.wrap("alert labels and annotations", {"labels": ctx.labels, "annotations": ctx.annotations},
+        # The name and severity are labels an alert's sender chose: inside the fence, never in the trusted text.
+        alert_block = fence.wrap("the alert", {"alertname": ctx.alertname, "severity": ctx.severity,
+                                               "labels": ctx.labels, "annotations": ctx.annotations},
                                  s.llm_max_text_chars, s.llm_max_result_chars)
         user = _PROMPTS.get_template("llm_alert.j2").render(
-            alertname=clean(ctx.alertname, 200), severity=clean(ctx.severity, 50), host=ctx.host, ref=ctx.ref,
-            alert_block=alert_block, diagnostics=self.diagnostics, remediations=self.remediations)
+            host=ctx.host, ref=ctx.ref, alert_block=alert_block, diagnostics=self.diagnostics,
+            remediations=self.remediations)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def _converse(self, ctx: PlanningContext, session: PlanningSession, transcript: Transcript) -> ActionProposal | Escalation:

@@ -68,7 +68,7 @@ class RunbookAction(BaseModel):
 class Runbook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    match: dict[str, str]                  # label -> exact value, or "~regex"
+    match: dict[str, str]                  # label -> exact value, or "~regex" (full match, any case)
     action: RunbookAction | None = None
     escalate: str | None = None            # a reason: this alert always needs a person
     rationale: str = ""
@@ -78,8 +78,8 @@ class Runbook(BaseModel):
             have = labels.get(label)
             if have is None:
                 return False
-            if want.startswith("~"):
-                if not re.fullmatch(want[1:], have):
+            if want.startswith("~"):   # any case: `SSHBruteForce` must not slip past a rule that says "bruteforce"
+                if not re.fullmatch(want[1:], have, re.IGNORECASE):
                     return False
             elif have != want:
                 return False

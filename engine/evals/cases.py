@@ -268,7 +268,8 @@ def evaluate(settings: Settings, planner_name: str, only: str | None = None) -> 
     catalog = load_catalog(settings.playbooks_dir)
     inventory = load_inventory(settings.inventory)
     policy = load_policy(settings.policies_dir, catalog, inventory)
-    planner = make_planner(settings, catalog, planner_name)
+    # The eval scores the planner it names: every case goes to the model, whatever `llm_alerts` opts in for serve.
+    planner = make_planner(settings.model_copy(update={"llm_alerts": ["*"]}), catalog, planner_name)
     cases = [c for c in load_cases(settings.evals_dir) if not only or only in c.name]
     if not cases:
         raise ConfigError(f"no eval case under {settings.evals_dir} matches {only!r}")

@@ -17,7 +17,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def llm_server(tmp_path_factory, lab_fleet, receivers, model):
-    s = Server(tmp_path_factory.mktemp("serve-llm"), receivers, planner="llm", llm_base_url=model.url,
+    s = Server(tmp_path_factory.mktemp("serve-llm"), receivers, planner="llm", llm_alerts="*", llm_base_url=model.url,
                llm_max_retries="0", llm_timeout_s="10")
     yield s
     s.stop()

@@ -25,7 +25,7 @@ def test_two_hundred_tool_calls_in_one_answer_run_four(catalog):
                           host="api-server-01", ref="flood")
     with ScriptedLLM([{"match": "Reference: flood.", "replies": [{"tool_calls": flood(0)}, {"tool_calls": flood(1)},
                                                                   {"tool_calls": flood(2)}, {"tool_calls": decide}]}]) as model:
-        settings = Settings(llm_base_url=model.url, llm_max_retries=0, llm_max_calls_per_answer=4, llm_max_diagnostics=6,
+        settings = Settings(llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0, llm_max_calls_per_answer=4, llm_max_diagnostics=6,
                             llm_max_tokens=1_000_000)   # the flood is big; tokens are not what this test bounds
         executor = RecordedExecutor({"service_status": REPORT})
         session = PlanningSession(diagnose=Evidence(executor, catalog, ctx.host, "t", 30).diagnose)

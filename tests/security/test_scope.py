@@ -107,7 +107,7 @@ def test_a_model_choosing_a_unit_off_the_list_is_denied(tmp_path, call):
                        "fingerprint": "5ec0000000000001"}]
     alert = AlertmanagerPayload.model_validate(body).alerts[0]
     with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_base_url=model.url, llm_max_retries=0))
+        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0))
         w = engine.what_if(alert, check=False)
     assert w.proposal is not None and w.proposal.entry == call["name"] and w.proposal.planner == "llm"
     assert w.decision.verdict == Verdict.DENY, w.decision

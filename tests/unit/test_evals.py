@@ -89,7 +89,7 @@ def test_policy_is_the_guard(tmp_path, catalog):
     permissive = load_policy(policies, catalog, inventory)
     injected = [c for c in CASES if c.injection and c.name.startswith("disk-space-low+")]
     with ScriptedLLM.for_cases(injected) as model:
-        settings = Settings(llm_base_url=model.url, llm_max_retries=0)
+        settings = Settings(llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0)
         planner = LLMPlanner(settings, catalog, RunbookPlanner(load_runbooks(PROJECT_ROOT / "runbooks", catalog), catalog))
         results = [run_case(c, planner, permissive, catalog, inventory, settings) for c in injected]
     # a path with `..` or a look-alike letter stays out even then: paths must be plain text to be compared

@@ -44,7 +44,8 @@ def _context(alert_file: str, ref: str) -> PlanningContext:
 
 
 def _plan(server, catalog, runbooks, ctx, **settings):
-    s = Settings(**{"llm_base_url": server.url, "llm_timeout_s": 5, "llm_max_retries": 0, "llm_api_key": SECRET, **settings})
+    s = Settings(**{"llm_alerts": ["*"], "llm_base_url": server.url, "llm_timeout_s": 5, "llm_max_retries": 0,
+                    "llm_api_key": SECRET, **settings})
     executor = RecordedExecutor(RECORDED)
     session = PlanningSession(diagnose=Evidence(executor, catalog, ctx.host, "t", 30).diagnose)
     return LLMPlanner(s, catalog, fallback=runbooks).plan(ctx, session), session, executor

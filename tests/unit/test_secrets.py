@@ -31,7 +31,7 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
     logs.quiet_clients()                      # as `remediator serve` configures logging
     caplog.set_level(logging.DEBUG)
     with Receivers() as receivers, ScriptedLLM([{"match": "", "replies": [{"status": 500}]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, tokens=[SERVICE], planner="llm", llm_base_url=model.url,
+        engine = Engine(Settings(data_dir=tmp_path, tokens=[SERVICE], planner="llm", llm_alerts=["*"], llm_base_url=model.url,
                                  llm_api_key=LLM_KEY, llm_max_retries=0,
                                  slack_webhook_url=f"{receivers.url}/slack/{SLACK_PATH}",
                                  pagerduty_url=f"{receivers.url}/pagerduty", pagerduty_routing_key=ROUTING_KEY))
