@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -31,6 +33,7 @@ from engine.pipeline.lifecycle import Lifecycle
 from engine.pipeline.worker import Pipeline
 from engine.run.runner import AnsibleExecutor, Executor
 from engine.settings import Settings
+from engine.store import retention
 from engine.store.db import open_store
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
@@ -104,12 +107,17 @@ class Engine:
         self.notifier.deliver_due()   # a last pass: what can go out now goes out
 
     def _housekeep(self) -> None:
+        next_prune = time.monotonic() + 60   # the first a minute after start, then daily
         while not self._stop.wait(0.5):
             try:
                 approvals.expire_due(self.store, self.lifecycle)
                 sent = self.notifier.deliver_due()
                 if sent:
                     log.info("delivered %d notifications", sent)
+                if self.settings.retention_days and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + 86_400
+                    report = retention.prune(self.store, timedelta(days=self.settings.retention_days))
+                    log.info("pruned what is older than %d days: %s", self.settings.retention_days, report)
             except StoreUnavailable as exc:
                 log.warning("housekeeping skipped: %s", exc.message)
             except Exception:

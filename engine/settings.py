@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     policies_dir: Path = PROJECT_ROOT / "policies"
     runbooks_dir: Path = PROJECT_ROOT / "runbooks"
 
+    retention_days: int = Field(30, ge=0, description="delivery bodies, sent notifications and closed incidents' run "
+                                "artifacts older than this are pruned daily (engine/store/retention.py); 0 keeps all")
+
     # the audit chain's anchor (engine/store/anchor.py): each new head, where the store's writer cannot take it back
     audit_anchor_syslog: bool = Field(True, description="send each new audit head to syslog (/dev/log; the journal "
                                       "keeps it on a systemd host)")
@@ -61,6 +64,8 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64, description="incidents worked on at once (global concurrency)")
     intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "
                                     "above this the webhook answers 503 (Alertmanager retries)")
+    sender_incidents_per_minute: int = Field(300, ge=1, description="new incidents one sender's alerts may open in a "
+                                             "minute; past it they are kept on one escalated overflow incident")
     intake_batch_alerts: int = Field(5000, ge=1, description="alerts the ingester takes into incidents in one transaction")
     intake_linger_s: float = Field(0.01, ge=0, le=1, description="how long the ingester waits for a bigger batch")
     run_timeout_s: int = Field(300, ge=5)
@@ -115,6 +120,8 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     public_url: str = "http://127.0.0.1:8080"
     notify_max_attempts: int = 8
+    notify_per_minute: int = Field(60, ge=1, description="messages sent per channel per minute (Slack takes about one "
+                                   "a second); the rest wait in the outbox, none is dropped")
 
     @field_validator("llm_alerts", mode="before")
     @classmethod

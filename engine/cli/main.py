@@ -24,6 +24,7 @@ app.add_typer(lab.chaos_app, name="chaos")
 app.add_typer(lab.lab_app, name="lab")
 app.add_typer(ops.audit_app, name="audit")
 app.command("plan")(predict.plan)
+app.command("prune")(ops.prune)
 app.command("eval")(predict.eval_cmd)
 app.command("demo")(lab.demo)
 

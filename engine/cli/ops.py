@@ -1,8 +1,10 @@
-"""Operating remediator: the catalog, the audit trail, the circuit breaker, approvers."""
+"""Operating remediator: the catalog, the audit trail, the circuit breaker, approvers, retention."""
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import typer
@@ -11,7 +13,7 @@ from rich.table import Table
 from engine.catalog.loader import load_catalog, markdown_table
 from engine.cli import common
 from engine.cli.common import console
-from engine.store import anchor, audit
+from engine.store import anchor, audit, retention
 
 catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
@@ -129,3 +131,20 @@ def approvers_remove(name: str) -> None:
     """Revoke a person's token (their past decisions stay in the audit trail)."""
     common.identities(common.settings()).remove(name)
     console.print(f"{name}: token revoked")
+
+
+def prune(older_than: str = typer.Option(..., "--older-than", metavar="AGE",
+                                         help="e.g. 30d, 12h: what is older goes (days d, hours h)"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="count what would go; remove nothing")) -> None:
+    """Remove old bulk: delivery bodies taken in, notifications sent or given up, closed incidents' run artifacts.
+
+    Incidents, alerts, runs and the audit chain stay. `serve` does this daily after `retention_days`."""
+    match = re.fullmatch(r"(\d+)([dh])", older_than.strip())
+    if not match:
+        raise typer.BadParameter(f"--older-than {older_than!r}: write a number and d or h, e.g. 30d")
+    age = timedelta(days=int(match[1])) if match[2] == "d" else timedelta(hours=int(match[1]))
+    report = retention.prune(common.store(), age, dry_run=dry_run)
+    verb = "would prune" if dry_run else "pruned"
+    console.print(f"{verb} what is older than {report.older_than.isoformat(timespec='seconds')}Z: "
+                  f"{report.delivery_bodies} delivery bodies, {report.notifications} notifications, "
+                  f"{report.run_dirs} run artifact directories")

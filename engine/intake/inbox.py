@@ -28,6 +28,7 @@ from engine.intake import incidents
 from engine.intake.targets import Inventory
 from engine.model.alerts import AlertmanagerPayload
 from engine.model.states import IncidentState
+from engine.outbound.notify import notify_digest
 from engine.pipeline.lifecycle import Lifecycle
 from engine.store import audit
 from engine.store.db import Delivery, Incident, Store, utcnow
@@ -133,9 +134,18 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
         results.append(IntakeResult(delivery_id=delivery_id, alerts=len(payload.alerts), new_alerts=new,
                                     duplicates=len(payload.alerts) - new, incidents=touched))
     by_delivery = {r.delivery_id: r for r in results}
-    for incident_id, (incident, delivery_id) in attacher.hostless.items():
-        _escalate_hostless(session, lifecycle, incident)
-        by_delivery[delivery_id].escalated.append(incident_id)
+    hostless: dict[int, list[Incident]] = {}
+    for incident, delivery_id in attacher.hostless.values():
+        hostless.setdefault(delivery_id, []).append(incident)
+    for delivery_id, escalated in hostless.items():
+        by_delivery[delivery_id].escalated += [i.id for i in escalated]
+        # One delivery's many hostless alerts make one message, not one each (and not one per channel each).
+        digest = len(escalated) > 1
+        closed = [i for i in escalated if _escalate_hostless(session, lifecycle, i, tell=not digest)]
+        if digest and closed:
+            notify_digest(session, lifecycle.settings, closed, f"{len(closed)} alerts of delivery {delivery_id} "
+                          f"(from {waiting[delivery_id]}) cannot be acted on: no inventory host, or past the "
+                          "sender's cap; each is an escalated incident", dedup_key=f"delivery:{delivery_id}:escalated")
     attacher.flush()
     if mark:
         now = utcnow()
@@ -187,12 +197,15 @@ def pending(store: Store, upto: int, limit: int = 500) -> list[tuple[int, Alertm
     return [(row.id, AlertmanagerPayload.model_validate(row.body)) for row in rows]
 
 
-def _escalate_hostless(session: Session, lifecycle: Lifecycle, incident: Incident) -> None:
-    """An incident on no inventory host can't be diagnosed or fixed: tell people now, not via a worker."""
-    if incident.state != IncidentState.RECEIVED:   # closed meanwhile by its resolved alert
-        return
-    reason = f"no target host: {incident.reason}"
-    lifecycle.close(session, incident, IncidentState.ESCALATED, reason)
+def _escalate_hostless(session: Session, lifecycle: Lifecycle, incident: Incident, tell: bool) -> bool:
+    """An incident on no inventory host (or a sender's overflow) can't be diagnosed or fixed: close it escalated
+    now, not via a worker; `tell`: notify about it alone. False when its resolved alert closed it meanwhile."""
+    if incident.state != IncidentState.RECEIVED:
+        return False
+    overflow = incident.correlation_key.startswith(incidents.OVERFLOW)
+    reason = incident.reason if overflow else f"no target host: {incident.reason}"
+    lifecycle.close(session, incident, IncidentState.ESCALATED, reason, **({} if tell else {"notice": None}))
+    return True
 
 
 class GroupCommit(Generic[T, R]):

@@ -3,6 +3,9 @@
 - Dedup per alert on (fingerprint, startsAt, status): retries, HA peers and group re-sends deliver
   the same alert again; the second copy changes nothing.
 - Correlation: firing alerts of one alertname on one host join the open incident of that pair.
+- A cap per sender: past `sender_incidents_per_minute` new incidents in a minute, a sender's further alerts
+  (that would open more) are kept on one overflow incident, escalated at once: one POST cannot make
+  thousands of incidents and messages, and nothing it sent is dropped.
 - A resolved alert closes its incident when nothing has run yet (and cancels a pending approval);
   an incident being worked on is only marked not firing: the worker checks that before it runs.
 """
@@ -11,10 +14,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from engine.intake.targets import Inventory, host_from_labels, strip_port
@@ -25,9 +28,11 @@ from engine.pipeline.lifecycle import Lifecycle
 from engine.store import audit
 from engine.store.db import AlertRow, Approval, Incident, utcnow
 
-__all__ = ["Attacher", "AttachOutcome", "priority_of", "new_incident_id", "note_truncation",
+__all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "priority_of", "new_incident_id", "note_truncation",
            "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
 
+#: The correlation key prefix of a sender's overflow incident (see Attacher._overflow).
+OVERFLOW = "overflow|"
 #: Lower number = worked on first.
 SEVERITY_PRIORITY = {"critical": 0, "page": 0, "error": 1, "high": 1, "warning": 2, "medium": 2,
                      "info": 3, "low": 3}
@@ -88,6 +93,7 @@ class Attacher:
                 self.open[incident.correlation_key] = incident   # the newest wins
         self._rows: list[dict[str, Any]] = []
         self.hostless: dict[str, tuple[Incident, int]] = {}   # opened for no inventory host, by the delivery
+        self._budget: dict[str, int] = {}                     # new incidents each sender may still open
 
     def attach(self, delivery_id: int, alert: Alert, sender: str | None = None) -> AttachOutcome:
         """Store one alert (unless it is a duplicate) and open, join or close its incident."""
@@ -98,7 +104,10 @@ class Attacher:
         incident: Incident | None
         if alert.status == "firing":
             host, how = self.targets[id(alert)]
-            incident = self._open_incident(alert, _correlation_key(alert, host, self.target_labels), host, how)
+            key = _correlation_key(alert, host, self.target_labels)
+            if not self._joins(key) and not self._spend(sender):
+                key, host, how = self._overflow(sender)
+            incident = self._open_incident(alert, key, host, how, sender)
             if host is None:
                 self.hostless.setdefault(incident.id, (incident, delivery_id))
         else:
@@ -131,7 +140,30 @@ class Attacher:
             self.session.execute(insert(AlertRow), self._rows)
             self._rows = []
 
-    def _open_incident(self, alert: Alert, key: str, host: str | None, how: str) -> Incident:
+    def _joins(self, key: str) -> bool:
+        incident = self.open.get(key)
+        return incident is not None and incident.state in _OPEN
+
+    def _spend(self, sender: str | None) -> bool:
+        """Take one new incident from the sender's budget for this minute; False when it is spent."""
+        if sender is None:
+            return True
+        if sender not in self._budget:
+            cap = self.lifecycle.settings.sender_incidents_per_minute
+            since = utcnow() - timedelta(minutes=1)
+            opened = self.session.execute(select(func.count()).select_from(Incident).where(
+                Incident.sender == sender, Incident.created_at >= since)).scalar_one()
+            self._budget[sender] = cap - opened
+        self._budget[sender] -= 1
+        return self._budget[sender] >= 0
+
+    def _overflow(self, sender: str | None) -> tuple[str, None, str]:
+        cap = self.lifecycle.settings.sender_incidents_per_minute
+        return (f"{OVERFLOW}{sender}|{utcnow():%Y%m%d%H%M}", None,
+                f"{sender} opened {cap} incidents within a minute (sender_incidents_per_minute); its further alerts "
+                "are kept on this incident for a person, and nothing was run for them")
+
+    def _open_incident(self, alert: Alert, key: str, host: str | None, how: str, sender: str | None = None) -> Incident:
         incident = self.open.get(key)
         if incident is not None and incident.state in _OPEN:
             audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
@@ -140,7 +172,7 @@ class Attacher:
                             severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
                             firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
                             evidence={}, reason="" if host else how, generator_url=alert.generatorURL,
-                            created_at=utcnow(), updated_at=utcnow())
+                            created_at=utcnow(), updated_at=utcnow(), sender=sender)
         self.session.add(incident)
         self.open[key] = incident
         audit.append(self.session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,

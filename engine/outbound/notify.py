@@ -9,6 +9,8 @@ and never stored in the outbox.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
@@ -105,6 +107,17 @@ def notify_incident(session: Session, settings: Settings, incident: Incident, ev
         dedup_key=dedup_key, **extra))
 
 
+def notify_digest(session: Session, settings: Settings, incidents: list[Incident], text: str, dedup_key: str) -> int:
+    """One message for many incidents escalated together (one delivery's alerts on no host): a count, not a flood."""
+    first = incidents[0]
+    names = Counter(i.alertname for i in incidents)
+    listed = ", ".join(f"{name} ×{n}" for name, n in names.most_common(10)) + (" …" if len(names) > 10 else "")
+    return enqueue(session, settings, Notification(
+        event=NotifyEvent.ESCALATED, incident_id=first.id, alertname=f"{len(incidents)} alerts", host=None,
+        severity=min(incidents, key=lambda i: i.priority).severity, state=first.state,
+        text=f"{text}: {listed}", url=f"{settings.public_url.rstrip('/')}/ui/incidents", dedup_key=dedup_key))
+
+
 def _mrkdwn(text: str) -> str:
     # Slack's escaping: alert text must not become a link, a mention or an @channel.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -169,6 +182,15 @@ class Notifier:
         self.settings = settings
         self.client = client or httpx.Client(timeout=10.0)
         self.on_sent = on_sent      # the channel of each delivered notification (the metrics count them)
+        self._sent: dict[str, deque[float]] = defaultdict(deque)   # per channel: when each of the last minute went
+
+    def throttled(self) -> set[str]:
+        """Channels that sent `notify_per_minute` messages in the last minute: theirs wait in the outbox."""
+        now = time.monotonic()
+        for window in self._sent.values():
+            while window and now - window[0] >= 60:
+                window.popleft()
+        return {c for c, window in self._sent.items() if len(window) >= self.settings.notify_per_minute}
 
     def _request(self, channel: str, note: Notification) -> tuple[str, dict]:
         s = self.settings
@@ -193,13 +215,19 @@ class Notifier:
             raise _Permanent(f"HTTP {r.status_code}: {r.text[:200]}")
 
     def deliver_due(self, limit: int = 50) -> int:
-        """Send what is due; returns how many were sent."""
+        """Send what is due, at most `notify_per_minute` per channel (the rest wait, nothing is dropped); returns how
+        many were sent."""
+        waiting = self.throttled()
         with self.store.read() as session:
             due = session.execute(select(OutboxMessage).where(
-                OutboxMessage.sent_at.is_(None), OutboxMessage.dead.is_(False),
+                OutboxMessage.sent_at.is_(None), OutboxMessage.dead.is_(False), OutboxMessage.channel.not_in(waiting),
                 OutboxMessage.next_attempt_at <= utcnow()).order_by(OutboxMessage.id).limit(limit)).scalars().all()
         sent = 0
         for msg in due:
+            if msg.channel in waiting or msg.channel in self.throttled():
+                waiting.add(msg.channel)
+                continue
+            self._sent[msg.channel].append(time.monotonic())   # an attempt counts: a failing channel is not hammered
             error, permanent = "", False
             try:
                 url, body = self._request(msg.channel, Notification.model_validate(msg.payload))

@@ -116,7 +116,8 @@ class AlertRow(Base):
 
 class Incident(Base):
     __tablename__ = "incidents"
-    __table_args__ = (Index("ix_incidents_queue", "state", "priority", "created_at"),)
+    __table_args__ = (Index("ix_incidents_queue", "state", "priority", "created_at"),
+                      Index("ix_incidents_sender_created", "sender", "created_at"))
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     correlation_key: Mapped[str] = mapped_column(Text, index=True)
     alertname: Mapped[str] = mapped_column(String(256))
@@ -125,6 +126,7 @@ class Incident(Base):
     priority: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(32), index=True)
     firing: Mapped[bool] = mapped_column(Boolean, default=True)
+    sender: Mapped[str | None] = mapped_column(String(64))     # the service token whose alert opened it
     labels: Mapped[dict[str, Any]] = mapped_column(JSON)
     annotations: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
