@@ -28,7 +28,7 @@ from engine.model.states import RunMode
 from engine.outbound.prometheus import Prometheus, PrometheusError, alert_expression
 from engine.store.db import Run, Store
 
-__all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide",
+__all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide", "judge",
            "breaker_rule", "gather", "system_clock", "Clock"]
 
 Clock = Callable[[], datetime]
@@ -139,6 +139,17 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
     if isinstance(plan, Escalation):
         out.escalation = plan
         return out
+    verdict, params = judge(situation, plan, catalog=catalog, policy=policy, history=history, clock=clock)
+    out.proposal = plan.model_copy(update={"params": params or plan.params})
+    out.params, out.verdict = params, verdict
+    return out
+
+
+def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, policy: Policy, history: History,
+          clock: Clock = system_clock) -> tuple[PolicyDecision, dict[str, Any] | None]:
+    """The verdict on a proposal now: policy (with history and clock), breaker, interrupted-run rule; and the
+    validated parameters (None when they do not validate). decide() calls it, and the pipeline again right
+    before a real run: what was allowed or approved a while ago may not be now."""
     try:
         params = catalog.get(plan.entry).validate_params(plan.params)
     except ProposalError:
@@ -149,9 +160,7 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
             "the last real run was cut off by a restart and may have changed the host; a person decides "
             "from this new dry run whether it runs again"])
-    out.proposal = plan.model_copy(update={"params": params or plan.params})
-    out.params, out.verdict = params, verdict
-    return out
+    return verdict, params
 
 
 def breaker_rule(verdict: PolicyDecision, entry: str, history: History) -> PolicyDecision:

@@ -109,6 +109,8 @@ class Preview(_Frozen):
     hosts: list[HostPreview]
     summary: str
     ok: bool
+    params: dict[str, Any] = {}                 # what the run was given
+    facts: dict[str, dict[str, Any]] = {}       # per host: the inventory facts policy used (groups, allow-lists)
 
     @model_validator(mode="before")
     @classmethod
@@ -119,9 +121,12 @@ class Preview(_Frozen):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def digest(self) -> str:
-        """Hash of what would change (for binding an approval to exactly this preview)."""
-        material = [(h.host, [(t.task, t.status, t.diff, t.items) for t in h.tasks if t.changed]) for h in self.hosts]
-        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+        """Hash of what would be run and change (for binding an approval to exactly this preview): the entry, its
+        parameters, the hosts with the inventory facts used, and each changed task with its diff, items and message."""
+        material = {"entry": self.entry, "params": self.params, "facts": self.facts,
+                    "hosts": [(h.host, [(t.task, t.status, t.diff, t.items, t.msg) for t in h.tasks if t.changed])
+                              for h in self.hosts]}
+        return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
     def touched_paths(self) -> list[str]:
         return sorted({p for h in self.hosts for t in h.tasks if t.changed for p in t.paths})

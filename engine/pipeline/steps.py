@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import select
 
 from engine.catalog.loader import Catalog
-from engine.decide.decision import Clock, History, Situation, decide, gather
+from engine.decide.decision import Clock, History, Situation, decide, gather, judge
 from engine.decide.evidence import Evidence, run_verify
 from engine.decide.planners import Planner
 from engine.decide.policy import Policy
@@ -60,9 +60,7 @@ class Steps:
         evidence = Evidence(self.executor, self.catalog, host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self.cancel,
                             on_run=lambda o: self.records.diagnostic(inc.id, host, o))
-        situation = Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
-                              severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "",
-                              interrupted=inc.interrupted)
+        situation = _situation(inc)
         decided = decide(situation, catalog=self.catalog, planner=self.planner, policy=self.policy,
                          history=self.history, clock=self.clock, evidence=evidence)
         if decided.transcript is not None:
@@ -101,6 +99,11 @@ class Steps:
         result = self.executor.run(entry, proposal.params, proposal.hosts, check=True,
                                    ident=f"{incident_id}-a{attempt}-check{check_no}",
                                    timeout_s=self.settings.run_timeout_s, cancel=self.cancel)
+        # What a person approves is also what it was run with and on: the digest covers these too.
+        inventory = self.policy.inventory
+        facts = {h: {"groups": inventory.hosts.get(h, []), **inventory.host_vars.get(h, {})} for h in proposal.hosts}
+        result = result.model_copy(update={"preview": result.preview.model_copy(
+            update={"params": proposal.params, "facts": facts})})
         self.records.run(incident_id, result, RunMode.CHECK, proposal.params, proposal.hosts)
         self.unless_stopping(result)
         with self.store.write() as session:
@@ -155,6 +158,8 @@ class Steps:
 
     def execute(self, incident_id: str, proposal: ActionProposal) -> None:
         entry = self.catalog.get(proposal.entry)
+        if not self.still_allowed(incident_id, proposal):
+            return
         with self.store.write() as session:
             row = incident_row(session, incident_id)
             # Right before the real run: is the alert still firing? (Acting on a resolved alert hurts.)
@@ -208,8 +213,44 @@ class Steps:
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    def still_allowed(self, incident_id: str, proposal: ActionProposal) -> bool:
+        """Policy once more, right before the real run (rates, breaker, time may have moved since it was decided
+        or approved): deny closes the incident; a person's approval now needed, when none was given, asks for one
+        on the dry run already shown. True: run it."""
+        with self.store.read() as session:
+            inc = incident_row(session, incident_id)
+            preview = inc.preview
+            # a person approved exactly this dry run (after_approval has just checked it did not drift)
+            approved = preview is not None and session.execute(select(Approval.id).where(
+                Approval.incident_id == incident_id, Approval.state == ApprovalState.APPROVED,
+                Approval.preview_digest == preview.digest).limit(1)).first() is not None
+            situation = _situation(inc)
+        verdict, _ = judge(situation, proposal, catalog=self.catalog, policy=self.policy, history=self.history,
+                           clock=self.clock)
+        if verdict.verdict == Verdict.DENY:
+            self.records.close(incident_id, IncidentState.DENIED, "asked again right before the real run, policy "
+                               f"denies: {'; '.join(verdict.reasons)}", data={"rules": verdict.rules})
+            return False
+        if verdict.verdict == Verdict.APPROVE and not approved and preview is not None:
+            entry = self.catalog.get(proposal.entry)
+            with self.store.write() as session:
+                row = incident_row(session, incident_id)
+                approval = approvals.request(session, self.settings, row, preview, required=verdict.approvers,
+                                             risk=str(entry.meta.risk), rules=verdict.rules, reasons=verdict.reasons)
+                self.lifecycle.move(session, row, IncidentState.AWAITING_APPROVAL, "asked again right before the real "
+                                    f"run, policy wants a person: {'; '.join(verdict.reasons)}",
+                                    notice=NotifyEvent.AWAITING_APPROVAL, approval=approval,
+                                    data={"approval": approval.id, "digest": approval.preview_digest})
+            return False
+        return True
+
     def unless_stopping(self, result: RunResult) -> None:
         """A run cancelled because remediator is stopping ends nothing: the next start recovers the incident."""
         if self.stopping.is_set() and result.status == RunStatus.CANCELED:
             raise ShuttingDown()
 
+
+def _situation(inc: Incident) -> Situation:
+    assert inc.host is not None
+    return Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
+                     severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "", interrupted=inc.interrupted)
