@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     # outside systems (all optional)
     prometheus_url: str | None = None
+    prometheus_external_url: str | None = Field(None, description="the configured Prometheus' --web.external-url, when "
+                                                "its alerts' generatorURL names another address than prometheus_url")
+    prometheus_query_timeout_s: float = Field(10, gt=0, le=120, description="each PromQL query's timeout")
     prometheus_verify_s: int = Field(90, ge=0, description="how long the alert's expression may take to clear after a fix")
     alertmanager_url: str | None = None
     alertmanager_receiver: str = Field("remediator", min_length=1, max_length=512, description="the receiver in "

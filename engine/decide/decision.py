@@ -25,7 +25,7 @@ from engine.errors import ProposalError
 from engine.model.alerts import Alert
 from engine.model.records import ActionProposal, Escalation, PolicyDecision, Transcript, Verdict
 from engine.model.states import RunMode
-from engine.outbound.prometheus import Prometheus, PrometheusError, alert_expression
+from engine.outbound.prometheus import Prometheus, PrometheusError
 from engine.store.db import Run, Store
 
 __all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide", "judge",
@@ -197,7 +197,8 @@ def gather(decision: Decision, catalog: Catalog, prometheus: Prometheus | None =
     """The evidence for the person who reads the incident: the alert's series, what the planner read, and the
     chosen entry's own read-only diagnostics. Safe to run beside the check run (both are read-only)."""
     found: dict[str, Any] = {}
-    expr = alert_expression(decision.situation.generator_url)
+    situation = decision.situation
+    expr = prometheus.expression_for(situation.generator_url, situation.alertname, situation.labels) if prometheus else None
     if prometheus is not None and expr:
         try:
             series = prometheus.matching(expr, decision.situation.labels)

@@ -28,6 +28,7 @@ from engine.catalog.loader import Catalog, CatalogEntry, EntryKind
 from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
 from engine.decide.untrusted import Fence, clean
 from engine.errors import ProposalError
+from engine.logs import redact
 from engine.model.records import ESCALATE, ActionProposal, Escalation, ToolCallRecord, Transcript
 from engine.settings import Settings
 
@@ -99,7 +100,7 @@ class LLMPlanner:
             return binding
         if not self.opted_in(ctx):   # the runbooks answer, and escalate when none matches
             return self.fallback.plan(ctx, session)
-        transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=self.settings.llm_base_url)
+        transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=redact(self.settings.llm_base_url))
         session.transcript = transcript
         try:
             choice = self._converse(ctx, session, transcript)
@@ -199,7 +200,7 @@ class LLMPlanner:
                 raise _GiveUp(f"the time budget of {self.settings.llm_budget_s:g} s is spent (the model was still answering)") from None
             raise _GiveUp(f"the model did not answer within {timeout_s:g} s") from None
         except openai.APIConnectionError as exc:
-            raise _GiveUp(f"cannot reach the model at {self.settings.llm_base_url} ({exc.__cause__ or exc})") from None
+            raise _GiveUp(redact(f"cannot reach the model at {self.settings.llm_base_url} ({exc.__cause__ or exc})")) from None
         except openai.APIStatusError as exc:
             raise _GiveUp(f"the model endpoint answered HTTP {exc.status_code}: {clean(str(exc.message), 200)}") from None
         except (openai.OpenAIError, ValueError, TypeError, KeyError) as exc:

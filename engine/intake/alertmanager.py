@@ -10,6 +10,7 @@ import re
 import httpx
 from pydantic import ValidationError
 
+from engine.logs import redact
 from engine.model.alerts import Alert
 
 __all__ = ["fetch_group_alerts", "AlertmanagerAPIError"]
@@ -39,7 +40,7 @@ def fetch_group_alerts(base_url: str, group_labels: dict[str, str], receiver: st
         r.raise_for_status()
         raw = r.json()
     except (httpx.HTTPError, ValueError) as exc:
-        raise AlertmanagerAPIError(f"GET {base_url}/api/v2/alerts failed: {exc}") from None
+        raise AlertmanagerAPIError(redact(f"GET {base_url}/api/v2/alerts failed: {exc}")) from None
     finally:
         if client is None:
             http.close()

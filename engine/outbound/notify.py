@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from engine.logs import redact
 from engine.settings import Settings
 from engine.store.db import Approval, Incident, OutboxMessage, Store, utcnow
 
@@ -233,9 +234,9 @@ class Notifier:
                 url, body = self._request(msg.channel, Notification.model_validate(msg.payload))
                 self._post(url, body)
             except _Retryable as exc:
-                error = str(exc)
+                error = redact(str(exc))
             except _Permanent as exc:
-                error, permanent = str(exc), True
+                error, permanent = redact(str(exc)), True
             with self.store.write() as session:
                 row = session.get(OutboxMessage, msg.id)
                 if row is None:

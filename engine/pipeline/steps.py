@@ -21,7 +21,7 @@ from engine.intake import incidents
 from engine.model.records import ActionProposal, PolicyDecision, RunResult, RunStatus, Verdict
 from engine.model.states import ApprovalState, IncidentState, RunMode
 from engine.outbound.notify import NotifyEvent
-from engine.outbound.prometheus import Prometheus, alert_expression
+from engine.outbound.prometheus import Prometheus
 from engine.people import approvals
 from engine.pipeline.lifecycle import Lifecycle
 from engine.pipeline.records import Records
@@ -200,7 +200,7 @@ class Steps:
         if not outcome.ok:
             return self.records.close(incident_id, IncidentState.ESCALATED, f"{summary} {outcome.detail}")
         detail = outcome.detail
-        expr = alert_expression(inc.generator_url)
+        expr = self.prometheus.expression_for(inc.generator_url or "", inc.alertname, inc.labels) if self.prometheus else None
         if self.prometheus and expr:
             # The alert's own condition is the final word: the fix counts when Prometheus agrees.
             cleared, seen = self.prometheus.wait_until_clear(expr, inc.labels, self.settings.prometheus_verify_s)

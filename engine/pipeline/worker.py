@@ -53,7 +53,8 @@ class Pipeline:
         self.lifecycle = lifecycle
         self.clock = clock
         self.history = StoreHistory(store)
-        self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
+        self.prometheus = Prometheus(settings.prometheus_url, settings.prometheus_query_timeout_s,
+                                     external_url=settings.prometheus_external_url) if settings.prometheus_url else None
         self._stop = threading.Event()
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
         self._wake = threading.Condition()
