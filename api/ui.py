@@ -1,10 +1,13 @@
 """The approval pages: server-rendered with Jinja2, for people with an approver token.
 
-Log in with the token (`remediator approvers add NAME` issued it); the session is a signed,
-HttpOnly, SameSite=Strict cookie naming the approver and a CSRF token. Reading is GET; deciding is
+Log in with the token (`remediator approvers add NAME` issued it); the session lives in the store
+(engine/people/sessions.py: logging out ends it, even for a copied cookie) and the browser holds its
+secret and a CSRF token in a signed, HttpOnly, SameSite=Strict cookie. Reading is GET; deciding is
 only ever a POST carrying that CSRF token (a link in Slack or mail opens a page and never decides:
-link scanners fetch links before people click them). A POST whose Origin is another site is
-refused too. The decisions themselves go through the same `Engine.vote()` as the API.
+link scanners fetch links before people click them). Every POST, the login's too, must come from
+this site's own page: its Origin (or Referer) must name this host (a missing or `null` one is
+refused), and the login form carries a token of its own (no login CSRF). The decisions themselves go
+through the same `Engine.vote()` as the API.
 """
 import hmac
 import secrets
@@ -20,6 +23,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from engine.errors import AuthError, Forbidden, RemediatorError
 from engine.model.states import FINAL_STATES, ApprovalState
+from engine.people import sessions
 from engine.people.approvals import get_approval, list_approvals
 from engine.people.identities import Identity, Role
 from engine.service import Engine
@@ -28,6 +32,7 @@ from engine.store.queries import get_incident
 __all__ = ["router", "error_page", "to_login", "LoginRequired"]
 
 COOKIE = "remediator_session"
+LOGIN_COOKIE = "remediator_login"   # the login form's own CSRF token, before there is a session
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -50,10 +55,11 @@ def _secret(engine: Engine) -> str:
 def router(engine: Engine) -> APIRouter:
     r = APIRouter(prefix="/ui", include_in_schema=False)
     signer = URLSafeTimedSerializer(_secret(engine), salt="remediator-ui-session")
+    login_signer = URLSafeTimedSerializer(_secret(engine), salt="remediator-ui-login")
     max_age = engine.settings.ui_session_s
     secure = engine.settings.public_url.startswith("https://")
 
-    def session(request: Request) -> tuple[Identity, str]:
+    def cookie(request: Request) -> dict:
         raw = request.cookies.get(COOKIE)
         if not raw:
             raise LoginRequired()
@@ -61,8 +67,13 @@ def router(engine: Engine) -> APIRouter:
             data = signer.loads(raw, max_age=max_age)
         except BadSignature:
             raise LoginRequired() from None
-        who = engine.identities.by_id(data.get("a", ""))
-        if who is None:            # revoked since the login
+        return data if isinstance(data, dict) else {}
+
+    def session(request: Request) -> tuple[Identity, str]:
+        data = cookie(request)
+        approver_id = sessions.approver_of(engine.store, str(data.get("s", "")))   # ended by a logout: None
+        who = engine.identities.by_id(approver_id) if approver_id else None
+        if who is None:            # logged out, expired, or the person was removed since
             raise LoginRequired()
         return who, data["c"]
 
@@ -70,9 +81,11 @@ def router(engine: Engine) -> APIRouter:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     def same_origin(request: Request) -> None:
-        origin = request.headers.get("origin") or request.headers.get("referer")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-            raise Forbidden(f"a form posted from {urlsplit(origin).netloc or origin!r} is refused; use remediator's own page")
+        # Browsers send Origin with every form POST; none (or `null`: a sandboxed frame, a data: page) is refused.
+        origin = request.headers.get("origin") or request.headers.get("referer") or ""
+        if origin in ("", "null") or urlsplit(origin).netloc != request.headers.get("host", ""):
+            raise Forbidden(f"a form posted from {urlsplit(origin).netloc or origin or 'nowhere'!r} is refused; "
+                            "use remediator's own page")
 
     def csrf_ok(request: Request, expected: str, given: str) -> None:
         same_origin(request)
@@ -83,30 +96,47 @@ def router(engine: Engine) -> APIRouter:
     def root() -> RedirectResponse:
         return RedirectResponse("/ui/approvals", status_code=303)
 
+    def login_page(request: Request, status: int = 200, error: str = "", next: str = "/ui/approvals") -> HTMLResponse:
+        """The login form with a fresh token of its own, also set as a cookie: a login POST must carry both."""
+        token = secrets.token_urlsafe(24)
+        response = page(request, "login.html", status, error=error, next=_local(next), me=None, login_csrf=token)
+        response.set_cookie(LOGIN_COOKIE, login_signer.dumps(token), max_age=900, httponly=True, samesite="strict",
+                            secure=secure, path="/ui/login")
+        return response
+
     @r.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/ui/approvals") -> HTMLResponse:
-        return page(request, "login.html", next=_local(next), me=None)
+        return login_page(request, next=next)
 
     @r.post("/login")
-    async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/ui/approvals"
-                    ) -> Response:
+    async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/ui/approvals",
+                    login_csrf: Annotated[str, Form()] = "") -> Response:
         same_origin(request)
+        try:
+            expected = login_signer.loads(request.cookies.get(LOGIN_COOKIE, ""), max_age=900)
+        except BadSignature:
+            expected = ""
+        if not expected or not hmac.compare_digest(str(expected).encode(), login_csrf.encode()):
+            # Otherwise another site could log a browser in as the attacker (login CSRF).
+            return login_page(request, 403, "the login form has expired or was not this site's; log in again", next)
         try:
             who = await run_in_threadpool(engine.identities.authenticate, token)
         except AuthError as exc:
-            return page(request, "login.html", 401, error=exc.message, next=_local(next), me=None)
-        if not who.is_person:
-            return page(request, "login.html", 403, error="service tokens cannot log in: the pages are for people",
-                        next=_local(next), me=None)
+            return login_page(request, 401, exc.message, next)
+        if not who.is_person or who.approver_id is None:
+            return login_page(request, 403, "service tokens cannot log in: the pages are for people", next)
+        secret = await run_in_threadpool(sessions.begin, engine.store, who.approver_id, max_age)
         response = RedirectResponse(_local(next), status_code=303)
-        response.set_cookie(COOKIE, signer.dumps({"a": who.approver_id, "c": secrets.token_urlsafe(24)}), max_age=max_age,
+        response.set_cookie(COOKIE, signer.dumps({"s": secret, "c": secrets.token_urlsafe(24)}), max_age=max_age,
                             httponly=True, samesite="strict", secure=secure, path="/ui")
+        response.delete_cookie(LOGIN_COOKIE, path="/ui/login")
         return response
 
     @r.post("/logout")
     def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
         _, expected = session(request)
         csrf_ok(request, expected, csrf)
+        sessions.end(engine.store, str(cookie(request).get("s", "")))   # the cookie, even copied, opens nothing now
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response

@@ -251,6 +251,18 @@ class Approver(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class UiSession(Base):
+    """A login to the approval pages, kept here so that logging out ends it (the cookie alone could be replayed).
+    `id` is the sha256 of the session's secret, which only the browser holds."""
+
+    __tablename__ = "ui_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    approver_id: Mapped[str] = mapped_column(ForeignKey("approvers.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class BreakerRow(Base):
     """A circuit-breaker scope (`entry:<id>` or `global`): open means automatic runs pause."""
 

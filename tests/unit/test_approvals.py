@@ -39,7 +39,9 @@ def engine(tmp_path, database_url):
 
 @pytest.fixture
 def client(engine):
-    with TestClient(create_app(engine, start_engine=False), base_url="http://remediator.example") as c:
+    # a browser sends its page's Origin with every form POST
+    with TestClient(create_app(engine, start_engine=False), base_url="http://remediator.example",
+                    headers={"Origin": "http://remediator.example"}) as c:
         yield c
 
 
@@ -203,9 +205,15 @@ def _csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
 
 
+def login_csrf(client) -> str:
+    """The login form's own token (and its cookie, which the client keeps)."""
+    return re.search(r'name="login_csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+
+
 def _login(client, header) -> None:
     token = header["Authorization"].removeprefix("Bearer ")
-    r = client.post("/ui/login", data={"token": token, "next": "/ui/approvals"}, follow_redirects=False)
+    r = client.post("/ui/login", data={"token": token, "next": "/ui/approvals", "login_csrf": login_csrf(client)},
+                    follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ui/approvals"
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
@@ -215,9 +223,9 @@ def test_pages_need_a_person_and_a_post_with_the_csrf_token(engine, client, peop
     incident_id, approval_id = waiting(engine)
     r = client.get(f"/ui/approvals/{approval_id}", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/ui/login?next=/ui/approvals/{approval_id}"
-    r = client.post("/ui/login", data={"token": "service-token"}, follow_redirects=False)
+    r = client.post("/ui/login", data={"token": "service-token", "login_csrf": login_csrf(client)}, follow_redirects=False)
     assert r.status_code == 403 and "service tokens cannot log in" in r.text
-    assert client.post("/ui/login", data={"token": "rmd_nope_nope"}).status_code == 401
+    assert client.post("/ui/login", data={"token": "rmd_nope_nope", "login_csrf": login_csrf(client)}).status_code == 401
 
     _login(client, people["alice"])
     page = client.get(f"/ui/approvals/{approval_id}")

@@ -3,6 +3,7 @@ the LLM API key) never reach the store, the audit trail, API answers, pages, err
 exercise every path that handles one, then grep for them."""
 import json
 import logging
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -61,9 +62,13 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
                        for path in ("/incidents", f"/incidents/{incident_id}", "/approvals?state=all", "/metrics",
                                     "/catalog", "/openapi.json", "/breaker")]
             answers.append(client.get("/incidents", headers={"Authorization": f"Bearer {SERVICE}x"}).text)
-            answers.append(client.post("/ui/login", data={"token": approver + "x"}).text)
-            client.post("/ui/login", data={"token": approver})
+            client.headers["Origin"] = "http://testserver"      # as a browser on the login page sends it
+            csrf = re.search(r'name="login_csrf" value="([^"]+)"', client.get("/ui/login").text).group(1)
+            answers.append(client.post("/ui/login", data={"token": approver + "x", "login_csrf": csrf}).text)
+            csrf = re.search(r'name="login_csrf" value="([^"]+)"', answers[-1]).group(1)
+            client.post("/ui/login", data={"token": approver, "login_csrf": csrf})
             answers.append(client.get(f"/ui/incidents/{incident_id}").text)
+            assert 'id="incident-state"' in answers[-1], "the login did not work: the page was not shown"
 
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("remediator.db*"))
     assert stored, "the store's files were not found"
