@@ -215,7 +215,8 @@ class Engine:
         out = WhatIf(alertname=alert.alertname, host=host, target=how)
         if host is None:
             return out.model_copy(update={"escalation": f"no target host: {how}"})
-        evidence = Evidence(self.executor, self.catalog, host, f"plan-{alert.fingerprint}", self.settings.diagnostic_timeout_s)
+        evidence = Evidence(self.executor, self.catalog, host, f"plan-{alert.fingerprint}", self.settings.diagnostic_timeout_s,
+                            inventory=self.inventory)
         decided = decide(situation_of(alert, host), catalog=self.catalog, planner=self.planner, policy=self.policy,
                          history=self.pipeline.history, clock=self.clock, evidence=evidence if check else None)
         out = out.model_copy(update={"transcript": decided.transcript})

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.catalog.loader import Catalog, CatalogEntry, DiagnosticCall, EntryKind, VerifyCheck
+from engine.decide.scope import out_of_scope
 from engine.errors import ProposalError
+from engine.intake.targets import Inventory
 from engine.model.records import RunResult
 from engine.run.runner import Executor
 
@@ -70,8 +72,9 @@ class Evidence:
     """
 
     def __init__(self, executor: Executor, catalog: Catalog, host: str, ident_prefix: str, timeout_s: int,
-                 cancel: threading.Event | None = None, on_run: Callable[[DiagnosticOutcome], None] | None = None):
-        self.executor, self.catalog, self.host = executor, catalog, host
+                 cancel: threading.Event | None = None, on_run: Callable[[DiagnosticOutcome], None] | None = None,
+                 inventory: Inventory | None = None):
+        self.executor, self.catalog, self.host, self.inventory = executor, catalog, host, inventory
         self.ident_prefix, self.timeout_s, self.cancel, self.on_run = ident_prefix, timeout_s, cancel, on_run
         self.outcomes: dict[str, DiagnosticOutcome] = {}
 
@@ -84,6 +87,10 @@ class Evidence:
             validated = entry.validate_params(params)
         except ProposalError as exc:
             return DiagnosticOutcome(entry_id, params, None, None, error=exc.message)
+        # Reading is bounded too: a journal or a tree the inventory does not list is not read (its `scope:`).
+        beyond = out_of_scope(entry, validated, self.host, self.inventory) if self.inventory is not None else None
+        if beyond is not None:
+            return DiagnosticOutcome(entry_id, validated, None, None, error=f"not read: {beyond}")
         key = entry_id + json.dumps(validated, sort_keys=True, default=str)
         if key not in self.outcomes:
             outcome = _run(self.executor, entry, validated, self.host,

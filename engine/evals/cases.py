@@ -206,7 +206,7 @@ def run_case(case: EvalCase, planner: Planner, policy: Policy, catalog: Catalog,
     got, params, verdict, reason, fallback, calls = ESCALATE, {}, None, why, "", 0
     proposal: ActionProposal | None = None
     if host is not None:
-        evidence = Evidence(executor, catalog, host, "eval", settings.diagnostic_timeout_s)
+        evidence = Evidence(executor, catalog, host, "eval", settings.diagnostic_timeout_s, inventory=inventory)
         situation = replace(situation_of(case.alert, host), ref=case.ref)
         decided = decide(situation, catalog=catalog, planner=planner, policy=policy, history=case.history,
                          clock=lambda: case.at, evidence=evidence)

@@ -59,7 +59,7 @@ class Steps:
             return self.verify(inc.id, proposal, f"{proposal.entry} ran before the restart.")
         evidence = Evidence(self.executor, self.catalog, host, f"{inc.id}-a{inc.attempts}",
                             self.settings.diagnostic_timeout_s, self.cancel,
-                            on_run=lambda o: self.records.diagnostic(inc.id, host, o))
+                            on_run=lambda o: self.records.diagnostic(inc.id, host, o), inventory=self.policy.inventory)
         situation = _situation(inc)
         decided = decide(situation, catalog=self.catalog, planner=self.planner, policy=self.policy,
                          history=self.history, clock=self.clock, evidence=evidence)

@@ -79,6 +79,7 @@ def test_no_matching_rule_is_denied(catalog, inventory, tmp_path):
     assert d.verdict == Verdict.DENY and d.rules == ["default-deny"]
 
 #: clean_logs has no inventory scope yet: a policy must name it in a deny rule to load (this one never fires)
+@pytest.mark.security   # the security tier too: a safe entry nobody bounded would otherwise run on any unit
 def test_a_policy_that_leaves_an_entry_unbounded_does_not_load(catalog_copy, inventory, tmp_path):
     """Default deny must not be default allow for a safe entry nobody wrote a bound for (here: no scope)."""
     meta = catalog_copy / "roles" / "clean_logs" / "meta" / "remediator.yml"
@@ -88,6 +89,7 @@ def test_a_policy_that_leaves_an_entry_unbounded_does_not_load(catalog_copy, inv
         load_policy(tmp_path, load_catalog(catalog_copy), inventory)
 
 
+@pytest.mark.security   # finding 17: a CEL rule returning a string counted as a match
 def test_a_rule_that_is_not_a_bool_denies(catalog, inventory, tmp_path):
     (tmp_path / "p.yml").write_text("rules:\n  - {name: str-rule, when: 'entry.id', verdict: allow, reason: ok}\n")
     d = decide(load_policy(tmp_path, catalog, inventory), proposal())
