@@ -89,9 +89,9 @@ class Evidence:
             return DiagnosticOutcome(entry_id, params, None, None, error=exc.message)
         # Reading is bounded too: a journal or a tree the inventory does not list is not read (its `scope:`).
         beyond = out_of_scope(entry, validated, self.host, self.inventory) if self.inventory is not None else None
-        if beyond is not None:
-            return DiagnosticOutcome(entry_id, validated, None, None, error=f"not read: {beyond}")
         key = entry_id + json.dumps(validated, sort_keys=True, default=str)
+        if beyond is not None:   # kept with the evidence, so the incident says what was not read and why
+            self.outcomes.setdefault(key, DiagnosticOutcome(entry_id, validated, None, None, error=f"not read: {beyond}"))
         if key not in self.outcomes:
             outcome = _run(self.executor, entry, validated, self.host,
                            f"{self.ident_prefix}-diag{len(self.outcomes)}-{entry_id}", self.timeout_s, self.cancel)

@@ -104,9 +104,10 @@ def test_hostile_label_never_runs(server, receivers):
     d = server.wait_state(incident_id, {"denied", "escalated", "failed", "resolved"})
     assert d["state"] == "denied"
     assert "is not on app-server-01's remediator_services" in d["reason"]     # the inventory's allow-list
-    # The value reached ansible-playbook (the diagnostic ran with it, marked unsafe) and nothing ran.
-    assert any(run["mode"] == "diagnose" for run in d["runs"])
-    assert not any(run["mode"] in ("check", "apply") for run in d["runs"])
+    # Not even read: the diagnostic is bounded by the same list (a value that does reach Ansible is marked unsafe,
+    # never templated: tests/integration/test_runner.py), and nothing ran.
+    assert not any(run["mode"] in ("diagnose", "check", "apply") for run in d["runs"])
+    assert "not read:" in json.dumps(d["evidence"])
     assert not Path("/tmp/remediator-e2e-pwned").exists()
     assert on_host("app-server-01", "test", "-e", "/tmp/remediator-e2e-pwned").returncode == 1
     receivers.wait_for("slack", lambda b: incident_id in json.dumps(b))
