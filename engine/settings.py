@@ -68,6 +68,8 @@ class Settings(BaseSettings):
                                              "minute; past it they are kept on one escalated overflow incident")
     intake_batch_alerts: int = Field(5000, ge=1, description="alerts the ingester takes into incidents in one transaction")
     intake_linger_s: float = Field(0.01, ge=0, le=1, description="how long the ingester waits for a bigger batch")
+    gate_fresh_s: float = Field(30, ge=0, description="a runbook's evidence read this recently by planning is not read "
+                                "again right before the real run (an approval usually comes later); 0: always")
     run_timeout_s: int = Field(300, ge=5)
     diagnostic_timeout_s: int = Field(120, ge=5)
     runner_forks: int = Field(5, ge=1, le=100, description="ansible-playbook --forks of each run")

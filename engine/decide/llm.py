@@ -19,7 +19,8 @@ import fnmatch
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import openai
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -31,6 +32,9 @@ from engine.errors import ProposalError
 from engine.logs import redact
 from engine.model.records import ESCALATE, ActionProposal, Escalation, ToolCallRecord, Transcript
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.decide.evidence import DiagnosticOutcome
 
 __all__ = ["LLMPlanner", "catalog_tools", "ESCALATE"]
 
@@ -91,6 +95,11 @@ class LLMPlanner:
         self.tools = catalog_tools(catalog)
         self.diagnostics = sorted(e.id for e in catalog.of_kind(EntryKind.DIAGNOSTIC))
         self.remediations = sorted(e.id for e in catalog.of_kind(EntryKind.REMEDIATION))
+
+    def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
+                   diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
+        """A runbook's proposal (the fallback's) reads its gate again; the model's own proposal has none."""
+        return self.fallback.gate_again(ctx, proposal, diagnose)
 
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
         """The model's choice, or the fallback's (saying why); the transcript is left in `session`."""

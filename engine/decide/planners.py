@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import celpy
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from engine.catalog.loader import Catalog, EntryKind
+from engine.decide.gates import EvidenceCall, compile_condition, read_gate, summary
 from engine.errors import ConfigError, ProposalError
 from engine.model.records import ActionProposal, Escalation, Transcript
 
@@ -53,6 +55,10 @@ class Planner(Protocol):
 
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation: ...
 
+    def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
+                   diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
+        """Right before the real run: why not to run it now (the runbook's evidence no longer shows the fault)."""
+
 
 class _Template(string.Template):
     # ${labels.service}, ${annotations.summary}, ${host}: names only, no expressions.
@@ -72,6 +78,11 @@ class Runbook(BaseModel):
     action: RunbookAction | None = None
     escalate: str | None = None            # a reason: this alert always needs a person
     rationale: str = ""
+    # Diagnose first (engine/decide/gates.py): read these, act only when `act_when` holds, else escalate.
+    evidence: dict[str, EvidenceCall] = {}
+    act_when: str | None = None            # CEL over the evidence, by name
+    otherwise: str = "the evidence does not show the fault this runbook fixes"
+    _gate: Any = PrivateAttr(None)          # act_when, compiled at load
 
     def matches(self, labels: dict[str, str]) -> bool:
         for label, want in self.match.items():
@@ -109,8 +120,36 @@ def load_runbooks(directory: Path, catalog: Catalog) -> list[Runbook]:
                     raise ConfigError(f"{path}: runbook {book.name}: {exc.message}") from None
                 if entry.meta.kind != EntryKind.REMEDIATION:
                     raise ConfigError(f"{path}: runbook {book.name}: {entry.id} is not a remediation")
+            _check_gate(path, book, catalog)
             books.append(book)
     return books
+
+
+def _check_gate(path: Path, book: Runbook, catalog: Catalog) -> None:
+    """A gate reads diagnostics only and has a condition that compiles; fail at start-up, naming the runbook."""
+    if bool(book.evidence) != bool(book.act_when):
+        raise ConfigError(f"{path}: runbook {book.name}: `evidence` and `act_when` go together")
+    for name, call in book.evidence.items():
+        if not name.isidentifier():
+            raise ConfigError(f"{path}: runbook {book.name}: evidence name {name!r} must be an identifier (CEL uses it)")
+        try:
+            kind = catalog.get(call.entry).meta.kind
+        except ProposalError as exc:
+            raise ConfigError(f"{path}: runbook {book.name}: {exc.message}") from None
+        if kind != EntryKind.DIAGNOSTIC:
+            raise ConfigError(f"{path}: runbook {book.name}: evidence {name} is {call.entry}, not a read-only diagnostic")
+    if book.act_when:
+        try:
+            book._gate = compile_condition(book.act_when)
+        except celpy.CELParseError as exc:
+            raise ConfigError(f"{path}: runbook {book.name}: bad CEL in act_when: {exc}") from None
+
+
+def _names(ctx: PlanningContext) -> dict[str, str]:
+    """What `${…}` in a runbook may name: the alert's labels and annotations, its host and name."""
+    names = {f"labels.{k}": v for k, v in ctx.labels.items()}
+    names |= {f"annotations.{k}": v for k, v in ctx.annotations.items()}
+    return names | {"host": ctx.host, "alertname": ctx.alertname}
 
 
 def _substitute(value: Any, names: dict[str, str]) -> Any:
@@ -146,21 +185,39 @@ class RunbookPlanner:
             return None
         return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
 
+    def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
+                   diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
+        """Read the runbook's evidence once more (fresh, not what planning read); the reason not to run, or None."""
+        book = self._match(ctx)
+        if proposal.planner != self.name or book is None or book.action is None or book._gate is None \
+                or book.action.entry != proposal.entry:
+            return None
+        gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose, lambda p: _substitute(p, _names(ctx)))
+        return None if gate.act else gate.why
+
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
-        """The first matching runbook's entry and parameters (the session is not needed: runbooks ask nothing)."""
+        """The first matching runbook's entry and parameters; a runbook with an evidence gate reads it first."""
         book = self._match(ctx)
         if book is None:
             return Escalation(reason=f"no runbook matches alert {ctx.alertname!r}; a person must look", planner=self.name)
         if book.escalate:
             return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
         assert book.action is not None
-        names = {f"labels.{k}": v for k, v in ctx.labels.items()}
-        names |= {f"annotations.{k}": v for k, v in ctx.annotations.items()}
-        names |= {"host": ctx.host, "alertname": ctx.alertname}
+        names = _names(ctx)
         try:
             params = _substitute(book.action.params, names)
+            rationale = book.rationale or f"runbook {book.name} matches {ctx.alertname}"
+            if book.evidence and book.act_when:
+                diagnose = session.diagnose if session is not None else None
+                if diagnose is None:
+                    rationale += " (its evidence gate was not read: no access to the host here)"
+                else:
+                    gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose,
+                                     lambda p: _substitute(p, names))
+                    if not gate.act:
+                        return Escalation(reason=f"runbook {book.name}: {gate.why}", planner=self.name)
+                    rationale += f" (the evidence shows it: {summary(gate.read)})"
         except ProposalError as exc:
             return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
-        return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host],
-                              rationale=book.rationale or f"runbook {book.name} matches {ctx.alertname}",
+        return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host], rationale=rationale,
                               planner=self.name, offered=[book.action.entry])

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine.catalog.loader import Catalog
 from engine.decide.decision import Clock, History, Situation, decide, gather, judge
 from engine.decide.evidence import Evidence, run_verify
-from engine.decide.planners import Planner
+from engine.decide.planners import Planner, PlanningContext
 from engine.decide.policy import Policy
 from engine.intake import incidents
 from engine.model.records import ActionProposal, PolicyDecision, RunResult, RunStatus, Verdict
@@ -28,7 +28,7 @@ from engine.pipeline.records import Records
 from engine.run.runner import Executor
 from engine.settings import Settings
 from engine.store import audit
-from engine.store.db import Approval, Incident, Store, incident_row
+from engine.store.db import Approval, Incident, Run, Store, incident_row, utcnow
 
 __all__ = ["Steps", "ShuttingDown"]
 
@@ -158,7 +158,7 @@ class Steps:
 
     def execute(self, incident_id: str, proposal: ActionProposal) -> None:
         entry = self.catalog.get(proposal.entry)
-        if not self.still_allowed(incident_id, proposal):
+        if not self.still_allowed(incident_id, proposal) or not self.still_broken(incident_id, proposal):
             return
         with self.store.write() as session:
             row = incident_row(session, incident_id)
@@ -213,6 +213,27 @@ class Steps:
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    def still_broken(self, incident_id: str, proposal: ActionProposal) -> bool:
+        """The runbook's evidence read again, unless planning read it moments ago (`gate_fresh_s`): a target that
+        is healthy now is not changed, and the incident says why. True: run it."""
+        with self.store.read() as session:
+            inc = incident_row(session, incident_id)
+            host, ctx = inc.host, _planning_context(inc)
+            read_at = session.execute(select(func.max(Run.finished_at)).where(
+                Run.incident_id == incident_id, Run.mode == RunMode.DIAGNOSE)).scalar()
+        if read_at is not None and (utcnow() - read_at).total_seconds() < self.settings.gate_fresh_s:
+            return True
+        assert host is not None
+        fresh = Evidence(self.executor, self.catalog, host, f"{incident_id}-a{inc.attempts}-again",
+                         self.settings.diagnostic_timeout_s, self.cancel,
+                         on_run=lambda o: self.records.diagnostic(incident_id, host, o), inventory=self.policy.inventory)
+        why = self.planner.gate_again(ctx, proposal, fresh.diagnose)
+        if why is None:
+            return True
+        self.records.close(incident_id, IncidentState.ESCALATED,
+                           f"read again right before the real run: {why}; nothing was run")
+        return False
+
     def still_allowed(self, incident_id: str, proposal: ActionProposal) -> bool:
         """Policy once more, right before the real run (rates, breaker, time may have moved since it was decided
         or approved): deny closes the incident; a person's approval now needed, when none was given, asks for one
@@ -254,3 +275,9 @@ def _situation(inc: Incident) -> Situation:
     assert inc.host is not None
     return Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
                      severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "", interrupted=inc.interrupted)
+
+
+def _planning_context(inc: Incident) -> PlanningContext:
+    assert inc.host is not None
+    return PlanningContext(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
+                           severity=inc.severity, ref=inc.id)

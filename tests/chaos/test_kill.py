@@ -16,7 +16,7 @@ import yaml
 
 from engine.lab import fleet
 from engine.model.states import FINAL_STATES
-from tests.e2e.conftest import INVENTORY, SAMPLES, Server, free_port
+from tests.e2e.conftest import INVENTORY, SAMPLES, Server, free_port, on_host
 from tests.standins import Receivers
 
 pytestmark = pytest.mark.e2e
@@ -75,6 +75,8 @@ def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, l
     kills = 0
     try:
         for n in range(STORM["rounds"]):
+            for host, unit in STORM["break"]:     # each round's ServiceDowns are real (the runbook reads first)
+                on_host(host, "systemctl", "stop", unit)
             accepted |= _post(server, _round_payload(n))
             if n:
                 accepted |= _post(server, _round_payload(n - 1))          # Alertmanager resends

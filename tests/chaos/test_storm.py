@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.lab import fleet
-from tests.e2e.conftest import INVENTORY, Server
+from tests.e2e.conftest import INVENTORY, Server, on_host
 from tests.standins import Receivers
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +28,8 @@ def storm_server(tmp_path_factory):
 
 def test_storm(storm_server):
     server = storm_server
+    for host in ("app-server-01", "app-server-02", "api-server-01", "db-primary-01"):   # the ServiceDowns are real:
+        on_host(host, "systemctl", "stop", "webapp")                                     # the runbook reads first
     first = server.post(STORM)
     again = server.post(STORM)                     # a resend of the whole group (retry, HA peer)
     assert first.status_code == again.status_code == 200

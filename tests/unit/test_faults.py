@@ -8,7 +8,7 @@ from engine.model.records import ActionProposal
 from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
-from engine.store.db import Incident, OutboxMessage, Run
+from engine.store.db import Incident, OutboxMessage, Run, utcnow
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit
@@ -27,8 +27,10 @@ def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, 
     incident_id = take_in(engine, SAMPLE).incidents[0]
     proposal = ActionProposal(entry="restart_service", params={"unit": "api-gateway", "reason": "down"},
                               hosts=["api-server-01"], rationale="r", planner="runbook", offered=["restart_service"])
-    with engine.store.write() as s:      # where the pipeline calls _execute: checked, allowed
+    with engine.store.write() as s:      # where the pipeline calls _execute: evidence just read, checked, allowed
         s.get(Incident, incident_id).state = IncidentState.CHECKING
+        s.add(Run(incident_id=incident_id, ident="read", entry="service_status", mode="diagnose", hosts=["api-server-01"],
+                  params={}, status="successful", finished_at=utcnow()))
     engine.pipeline.steps.execute(incident_id, proposal)
 
     with engine.store.read() as s:
@@ -37,5 +39,5 @@ def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, 
         paged = s.execute(select(OutboxMessage).where(OutboxMessage.incident_id == incident_id)).scalars().all()
     assert inc.state == IncidentState.FAILED
     assert "the run error" in inc.reason and "Cannot allocate memory" in inc.reason
-    assert [(r.mode, r.status) for r in runs] == [("apply", "error")]        # recorded, and not left "running"
+    assert [(r.mode, r.status) for r in runs if r.mode != "diagnose"] == [("apply", "error")]   # not left "running"
     assert [m.event for m in paged] == ["failed"]

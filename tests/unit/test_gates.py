@@ -1,0 +1,95 @@
+"""Evidence gates (engine/decide/gates.py): a runbook reads its diagnostics before it acts. A ServiceDown for a
+unit that runs restarts nothing and says what it read; a stopped one is restarted; right before a real run long
+after planning (an approval) the evidence is read again; a gate that is wrong does not load."""
+import json
+import shutil
+
+import pytest
+from sqlalchemy import select
+
+from engine import PROJECT_ROOT
+from engine.catalog.loader import load_catalog
+from engine.decide.planners import load_runbooks
+from engine.errors import ConfigError
+from engine.model.states import ApprovalState, IncidentState
+from engine.people import approvals
+from engine.people.identities import Identity, Role
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store.db import Approval, Incident
+from tests.conftest import FIXTURES
+from tests.fakes import ScriptedExecutor, take_in
+
+pytestmark = pytest.mark.unit
+DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
+UP = {**DOWN, "active_state": "active", "sub_state": "running", "since": "Thu 2026-11-12 09:14:02 UTC"}
+CHECK = json.loads((FIXTURES / "events" / "restart_service-check.json").read_text())
+ALICE = Identity(name="alice", role=Role.APPROVER, approver_id="a1")
+
+
+def _run(tmp_path, reports, payload, **settings):
+    executor = ScriptedExecutor({"service_status": reports}, {"restart_service": CHECK})
+    engine = Engine(Settings(data_dir=tmp_path, verify_interval_s=0, **settings), executor=executor)
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / payload).read_bytes()).incidents
+    while (claimed := engine.pipeline.claim()) is not None:
+        engine.pipeline.work(claimed)
+    return engine, executor, incident_id
+
+
+def _incident(engine, incident_id) -> Incident:
+    with engine.store.read() as s:
+        return s.get(Incident, incident_id)
+
+
+def test_a_unit_that_runs_is_not_restarted_and_the_incident_says_what_was_read(tmp_path):
+    engine, executor, incident_id = _run(tmp_path, [UP], "webapp-down-app-server-01.json")
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.ESCALATED
+    assert "the unit runs and answers; the alert's probe or route is what broke" in inc.reason
+    assert "active_state=active" in inc.reason and "sub_state=running" in inc.reason
+    assert executor.calls == [("service_status", "diagnose")]               # read, nothing checked or run
+
+
+def test_the_control_a_stopped_unit_is_restarted_reading_once(tmp_path):
+    engine, executor, incident_id = _run(tmp_path, [DOWN, UP], "webapp-down-app-server-01.json")
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.RESOLVED, inc.reason
+    assert "the evidence shows it: status: unit=webapp, load_state=loaded, active_state=failed" in inc.proposal.rationale
+    # the gate's reading is the entry's own diagnostic too (read once), then the check, the run and the verify
+    assert executor.calls == [("service_status", "diagnose"), ("restart_service", "check"),
+                              ("restart_service", "apply"), ("service_status", "diagnose")]
+
+
+def test_after_an_approval_the_evidence_is_read_again_and_a_recovered_unit_is_left_alone(tmp_path):
+    # db-primary-01: a person approves; meanwhile the unit came back by itself
+    engine, executor, incident_id = _run(tmp_path, [DOWN, UP], "webapp-down-db-primary-01.json", gate_fresh_s=0)
+    assert _incident(engine, incident_id).state == IncidentState.AWAITING_APPROVAL
+    with engine.store.read() as s:
+        (approval,) = s.execute(select(Approval).where(Approval.incident_id == incident_id)).scalars()
+    assert approvals.vote(engine.store, engine.lifecycle, approval.id, ALICE, approve=True) == ApprovalState.APPROVED
+    while (claimed := engine.pipeline.claim()) is not None:
+        engine.pipeline.work(claimed)
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.ESCALATED and "read again right before the real run" in inc.reason
+    assert "nothing was run" in inc.reason and ("restart_service", "apply") not in executor.calls
+
+
+@pytest.mark.parametrize("runbook,message", [
+    ("{name: g, match: {alertname: X}, act_when: 'true', action: {entry: restart_service}}", "go together"),
+    ("{name: g, match: {alertname: X}, evidence: {s: {entry: restart_service}}, act_when: 'true',"
+     " action: {entry: restart_service}}", "not a read-only diagnostic"),
+    ("{name: g, match: {alertname: X}, evidence: {s: {entry: service_status}}, act_when: 's.active_state ==',"
+     " action: {entry: restart_service}}", "bad CEL in act_when"),
+    ("{name: g, match: {alertname: X}, evidence: {my-name: {entry: service_status}}, act_when: 'true',"
+     " action: {entry: restart_service}}", "must be an identifier"),
+])
+def test_a_wrong_gate_does_not_load(tmp_path, runbook, message):
+    (tmp_path / "r.yml").write_text(f"runbooks:\n  - {runbook}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_runbooks(tmp_path, load_catalog(PROJECT_ROOT / "playbooks"))
+
+
+def test_the_shipped_runbooks_load(tmp_path):
+    shutil.copytree(PROJECT_ROOT / "runbooks", tmp_path / "runbooks")
+    books = load_runbooks(tmp_path / "runbooks", load_catalog(PROJECT_ROOT / "playbooks"))
+    assert any(b.evidence for b in books)
