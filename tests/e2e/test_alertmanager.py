@@ -51,3 +51,27 @@ def test_amtool_alert_is_fixed_and_a_truncated_group_is_fetched_whole(alertmanag
     refetched = [e["data"]["outcome"] for d in details for e in d["timeline"] if e["kind"] == "delivery.refetched"]
     assert any("fetched 2 alerts from the Alertmanager API, 1 of them new" in o for o in refetched), refetched
     assert all(d["alerts"][0]["annotations"]["description"] == "down (amtool)" for d in details)
+
+
+def test_a_servicedown_for_a_unit_that_runs_restarts_nothing(alertmanager_and_server):
+    """Diagnose first (issue 15): the probe says down, the unit runs and answers; remediator reads it and escalates."""
+    am_url, server = alertmanager_and_server
+    assert on_host("app-server-01", "systemctl", "is-active", "webapp").stdout.strip() == "active"
+    pid = on_host("app-server-01", "systemctl", "show", "--property=MainPID", "--value", "webapp").stdout.strip()
+    before = {i["id"] for i in server.client.get("/incidents").json()}
+    add = subprocess.run(["amtool", f"--alertmanager.url={am_url}", "alert", "add", "alertname=ServiceDown",
+                          "severity=critical", "instance=app-server-01:8080", "service=webapp", "probe=blackbox",
+                          "--annotation=description=the probe cannot reach it"], capture_output=True, text=True)
+    assert add.returncode == 0, add.stderr
+    deadline = time.monotonic() + 240
+    new: list[dict] = []
+    while time.monotonic() < deadline:
+        new = [i for i in server.client.get("/incidents").json() if i["id"] not in before]
+        if new and all(i["state"] in {"resolved", "escalated", "failed", "denied"} for i in new):
+            break
+        time.sleep(1)
+    assert len(new) == 1 and new[0]["state"] == "escalated", new
+    d = server.client.get(f"/incidents/{new[0]['id']}").json()
+    assert "the unit runs and answers" in d["reason"] and "active_state=active" in d["reason"]
+    assert [r["mode"] for r in d["runs"]] == ["diagnose"]                     # read, nothing checked or run
+    assert on_host("app-server-01", "systemctl", "show", "--property=MainPID", "--value", "webapp").stdout.strip() == pid
