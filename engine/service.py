@@ -76,7 +76,7 @@ class Engine:
         self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory,
                                                    forks=settings.runner_forks)
         self.metrics = Metrics(self.store)
-        self.lifecycle = Lifecycle(settings, self.metrics)
+        self.lifecycle = Lifecycle(settings, self.metrics, self.inventory)
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics,
                                  lifecycle=self.lifecycle, clock=clock)

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     breaker_entry_failures: int = Field(3, ge=1, description="consecutive failed remediations of one entry that pause it")
     breaker_global_failures: int = Field(5, ge=1, description="consecutive failed remediations of any entry that pause all")
     breaker_window_s: int = Field(3600, ge=60, description="failures older than this do not count")
+    # what the boundary learns (only ever tightening): per entry x inventory group x alertname
+    learn_failures: int = Field(5, ge=1, description="failed or unverified runs of an entry for one alertname on one "
+                                "inventory group's hosts that make that scope approve-only")
+    learn_window_s: int = Field(7 * 86400, ge=3600, description="those failures are counted over this window")
 
     # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
     # Opt-in: the model is asked only about these alerts; every other alert follows the runbooks.

@@ -21,6 +21,9 @@ approvers_app = typer.Typer(help="People who may view (viewer), decide (approver
                             no_args_is_help=True)
 breaker_app = typer.Typer(help="The circuit breaker: repeated failed remediations pause automatic runs.",
                           no_args_is_help=True)
+policy_app = typer.Typer(help="What the boundary learned: scopes it made approve-only after repeated failures "
+                              "(it only ever tightens; an admin resets with `remediator breaker reset`).",
+                         no_args_is_help=True)
 
 
 @catalog_app.command("list")
@@ -101,12 +104,32 @@ def breaker_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @breaker_app.command("reset")
-def breaker_reset(scope: str = typer.Argument(..., help="global, or entry:<id>"), token: str = common.TOKEN) -> None:
+def breaker_reset(scope: str = typer.Argument(..., help="global, entry:<id>, or learned:<entry>|<group>|<alertname>"),
+                  token: str = common.TOKEN) -> None:
     """Close an open scope (admin role); its failure count starts again from now."""
     from engine.decide import breaker
     settings = common.settings()
     view = breaker.reset(common.store(settings), common.identities(settings).authenticate(token), scope)
     console.print(f"{view.scope}: closed by {view.reset_by}")
+
+
+@policy_app.command("status")
+def policy_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Scopes (entry | inventory group | alertname) that repeated failures made approve-only, open or reset."""
+    from engine.decide import breaker
+    rows = [r for r in breaker.status(common.store()) if r.scope.startswith(breaker.LEARNED)]
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    if not rows:
+        console.print("nothing learned yet: every scope follows policies/*.yml (and the circuit breaker)")
+        return
+    table = Table("scope", "state", "since", "why", "reset by")
+    for r in rows:
+        since = r.opened_at.isoformat(timespec="seconds") + "Z" if r.opened_at else ""
+        table.add_row(r.scope.removeprefix(breaker.LEARNED), "approve-only" if r.open else "reset", since, r.reason,
+                      r.reset_by or "")
+    console.print(table)
 
 
 @approvers_app.command("add")

@@ -71,8 +71,8 @@ class PastRun:
 class History(Protocol):
     def real_runs(self, entry: str, since: datetime) -> list[PastRun]: ...
 
-    def open_breaker(self, entry: str) -> str | None:
-        """Why automatic runs of `entry` are paused (None: they are not)."""
+    def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
+        """Why automatic runs of `entry` (in these learned scopes) are paused (None: they are not)."""
 
 
 class StoreHistory:
@@ -88,9 +88,9 @@ class StoreHistory:
                                                      Run.started_at >= naive)).scalars().all()
             return [PastRun(r.entry, list(r.hosts), dict(r.params), r.started_at.replace(tzinfo=UTC)) for r in rows]
 
-    def open_breaker(self, entry: str) -> str | None:
+    def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
         with self.store.read() as session:
-            row = breaker.tripped(session, entry)
+            row = breaker.tripped(session, entry, learned or [])
             if row is None:
                 return None
             opened = f"{row.opened_at:%Y-%m-%d %H:%M}Z" if row.opened_at else "?"
@@ -108,8 +108,8 @@ class RecordedHistory:
     def real_runs(self, entry: str, since: datetime) -> list[PastRun]:
         return [r for r in self.runs if r.entry == entry and r.started_at >= since]
 
-    def open_breaker(self, entry: str) -> str | None:
-        return self.breakers.get(entry)
+    def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
+        return next((self.breakers[s] for s in (learned or []) if s in self.breakers), self.breakers.get(entry))
 
 
 @dataclass
@@ -155,7 +155,8 @@ def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, polic
     except ProposalError:
         params = None   # policy denies it, with the reason
     verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock(), catalog))
-    verdict = breaker_rule(verdict, plan.entry, history)
+    groups = policy.inventory.hosts.get(situation.host, [])
+    verdict = breaker_rule(verdict, plan.entry, history, breaker.learned_scopes(plan.entry, groups, situation.alertname))
     if situation.interrupted == RunMode.APPLY and verdict.verdict == Verdict.ALLOW:
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
             "the last real run was cut off by a restart and may have changed the host; a person decides "
@@ -163,11 +164,13 @@ def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, polic
     return verdict, params
 
 
-def breaker_rule(verdict: PolicyDecision, entry: str, history: History) -> PolicyDecision:
-    """While a circuit breaker is open, what policy would allow needs a person instead (it never loosens)."""
+def breaker_rule(verdict: PolicyDecision, entry: str, history: History, learned: list[str] | None = None
+                 ) -> PolicyDecision:
+    """While a circuit breaker (or a learned scope the action falls in) is open, what policy would allow needs a
+    person instead (it never loosens)."""
     if verdict.verdict != Verdict.ALLOW:
         return verdict
-    paused = history.open_breaker(entry)
+    paused = history.open_breaker(entry, learned)
     if paused is None:
         return verdict
     return PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "circuit-breaker"], reasons=[paused])

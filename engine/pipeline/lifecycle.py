@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from engine.decide import breaker
 from engine.errors import IllegalTransition
+from engine.intake.targets import Inventory
 from engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState, RunMode
 from engine.outbound.metrics import Metrics
 from engine.outbound.notify import NotifyEvent, notify_incident
@@ -44,9 +45,10 @@ def check(previous: IncidentState | str, state: IncidentState) -> None:
 class Lifecycle:
     """The moves of incidents and the side effects of closing them; one per running engine."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, inventory: Inventory | None = None):
         self.settings = settings
         self.metrics = metrics      # None in one-off CLI commands: no /metrics there to count for
+        self.inventory = inventory  # the host groups the boundary learns per (None: it learns per entry only)
 
     def move(self, session: Session, inc: Incident, state: IncidentState, reason: str = "", *,
              event: str | None = None, data: dict[str, Any] | None = None,
@@ -75,12 +77,19 @@ class Lifecycle:
         if state in (IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED) and inc.entry and \
                 session.execute(select(Run.id).where(Run.incident_id == inc.id, Run.mode == RunMode.APPLY)
                                 .limit(1)).first():
-            for scope in breaker.record_outcome(session, self.settings, inc):
+            for scope in breaker.record_outcome(session, self.settings, inc, self._groups(inc.host)):
                 if self.metrics is not None:
                     self.metrics.breaker_opened.labels(scope).inc()
                 row = session.get(BreakerRow, scope)
                 notify_incident(session, self.settings, inc, NotifyEvent.BREAKER_OPEN, row.reason if row else scope,
                                 dedup_key=f"breaker:{scope}")
+
+    def _groups(self, host: str | None) -> dict[str, list[str]]:
+        """The host's inventory groups, each with its hosts."""
+        if self.inventory is None or host is None:
+            return {}
+        hosts = self.inventory.hosts
+        return {g: [h for h, gs in hosts.items() if g in gs] for g in hosts.get(host, [])}
 
     @staticmethod
     def _write(session: Session, inc: Incident, state: IncidentState, reason: str, event: str | None,

@@ -1,5 +1,7 @@
 """The circuit breaker: consecutive failed remediations pause automatic runs of an entry (or of all),
 people are told, policy's `allow` becomes `approve`, and only an admin resets it."""
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -11,11 +13,13 @@ from engine.decide import breaker
 from engine.decide.decision import breaker_rule
 from engine.errors import Forbidden
 from engine.intake.incidents import new_incident_id
+from engine.model.alerts import AlertmanagerPayload
 from engine.model.records import PolicyDecision, Verdict
 from engine.model.states import IncidentState
 from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
+from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit
 ALLOW = PolicyDecision(verdict=Verdict.ALLOW, reasons=["safe"], rules=["safe-entries-run-automatically"])
@@ -107,3 +111,33 @@ def test_cli_shows_and_resets(engine, tmp_path):
     assert "entry:clean_logs: OPEN since" in shown.output
     done = CliRunner().invoke(cli, ["breaker", "reset", "entry:clean_logs"], env={**env, "REMEDIATOR_APPROVER_TOKEN": token})
     assert done.exit_code == 0 and "closed by ada" in done.output
+
+
+def test_the_boundary_learns_per_group_and_alert_and_only_tightens(engine, tmp_path, monkeypatch):
+    """Five failed or unverified restarts for ServiceDown on the app group's hosts (successes among them) make that
+    scope approve-only: another app host now needs a person, an api host does not; `policy status` shows it."""
+    learned = breaker.learned_scopes("restart_service", ["app"], "ServiceDown")
+    failed, ok = (IncidentState.ESCALATED, IncidentState.FAILED), IncidentState.RESOLVED
+    for n, outcome in enumerate([*failed, ok, *failed, ok, failed[0]]):     # never 3 in a row: the entry breaker stays shut
+        remediated(engine, "restart_service", outcome, host=("app-server-01", "app-server-02")[n % 2])
+    app = breaker_rule(ALLOW, "restart_service", engine.pipeline.history, learned)
+    assert app.verdict == Verdict.APPROVE
+    assert "learned: 5 failed or unverified restart_service runs for ServiceDown on hosts of group app" in app.reasons[0]
+    alert = AlertmanagerPayload.model_validate_json((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes())
+    decided = engine.what_if(alert.alerts[0], check=False)          # the one decision path applies it too
+    assert decided.decision.verdict == Verdict.APPROVE and "learned:" in decided.decision.reasons[0]
+    api = breaker.learned_scopes("restart_service", ["api"], "ServiceDown")
+    assert breaker_rule(ALLOW, "restart_service", engine.pipeline.history, api).verdict == Verdict.ALLOW
+    monkeypatch.setenv("REMEDIATOR_DATA_DIR", str(tmp_path))
+    if engine.settings.database_url:
+        monkeypatch.setenv("REMEDIATOR_DATABASE_URL", engine.settings.database_url)
+    shown = CliRunner().invoke(cli, ["policy", "status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert [(r["scope"], r["open"]) for r in json.loads(shown.output)] == [(learned[0], True)]
+    assert "approve-only" in CliRunner().invoke(cli, ["policy", "status"]).output
+    _, admin = engine.identities.add("ada", "admin")
+    breaker.reset(engine.store, engine.identities.authenticate(admin), learned[0])
+    assert breaker_rule(ALLOW, "restart_service", engine.pipeline.history, learned).verdict == Verdict.ALLOW
+    with engine.store.read() as s:
+        kinds = [e.kind for e in s.execute(select(AuditEvent)).scalars()]
+    assert "breaker.reset" in kinds
