@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     learn_failures: int = Field(5, ge=1, description="failed or unverified runs of an entry for one alertname on one "
                                 "inventory group's hosts that make that scope approve-only")
     learn_window_s: int = Field(7 * 86400, ge=3600, description="those failures are counted over this window")
+    suggest_min_approved: int = Field(5, ge=1, description="approved and verified runs of a scope, with no failure, "
+                                      "before `remediator policy suggest` proposes to exempt it from the rule that asked")
 
     # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
     # Opt-in: the model is asked only about these alerts; every other alert follows the runbooks.

@@ -132,6 +132,29 @@ def policy_status(as_json: bool = typer.Option(False, "--json")) -> None:
     console.print(table)
 
 
+@policy_app.command("suggest")
+def policy_suggest(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Scopes people approved and that verified, never failing, `suggest_min_approved` times: the rule diff that would
+    let them run without a person, and the past incidents it would have changed. Nothing is applied."""
+    from engine.decide import suggest
+    from engine.intake.targets import load_inventory
+    settings = common.settings()
+    found = suggest.suggest(common.store(settings), settings.policies_dir, load_catalog(settings.playbooks_dir),
+                            load_inventory(settings.inventory), settings.suggest_min_approved)
+    if as_json:
+        print(json.dumps([s.model_dump() for s in found], indent=2))
+        return
+    if not found:
+        console.print(f"no suggestion: no scope was approved and verified {settings.suggest_min_approved} times "
+                      "without a failure")
+    for s in found:
+        console.print(f"[bold]{s.scope}[/bold]: approved and verified {s.approved_and_verified} times, never failed; "
+                      f"rule {s.rule} in {s.file} could leave it to run without a person:")
+        console.print(s.diff, markup=False, highlight=False)
+        console.print(f"backtest: {len(s.changed)} past incidents would have run without a person: "
+                      f"{', '.join(s.changed[:10]) or 'none'}{' …' if len(s.changed) > 10 else ''}")
+
+
 @approvers_app.command("add")
 def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, approver or admin")) -> None:
     """Add a person and print their token (once; the store keeps only its argon2 hash)."""
