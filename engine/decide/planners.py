@@ -192,7 +192,10 @@ class RunbookPlanner:
         if proposal.planner != self.name or book is None or book.action is None or book._gate is None \
                 or book.action.entry != proposal.entry:
             return None
-        gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose, lambda p: _substitute(p, _names(ctx)))
+        try:
+            gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose, lambda p: _substitute(p, _names(ctx)))
+        except ProposalError as exc:
+            return exc.message
         return None if gate.act else gate.why
 
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
