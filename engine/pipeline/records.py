@@ -47,6 +47,12 @@ class Records:
             audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
         return proposal
 
+    def evidence(self, incident_id: str, found: dict[str, Any]) -> None:
+        """What planning read, kept with an incident that ends without a proposal (a gate that said no)."""
+        with self.store.write() as session:
+            incident_row(session, incident_id).evidence = found
+            audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
+
     def diagnostic(self, incident_id: str, host: str, outcome: DiagnosticOutcome) -> None:
         if outcome.result:
             self.run(incident_id, outcome.result, RunMode.DIAGNOSE, outcome.params, [host])

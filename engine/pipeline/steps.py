@@ -66,6 +66,8 @@ class Steps:
         if decided.transcript is not None:
             self.records.transcript(inc.id, decided.transcript)
         if decided.escalation is not None:
+            if evidence.outcomes:     # what the runbook's gate (or the model) read is the person's starting point
+                self.records.evidence(inc.id, evidence.as_dict())
             return self.records.close(inc.id, IncidentState.ESCALATED, decided.escalation.reason,
                                data={"planner": decided.escalation.planner, "fallback": decided.escalation.fallback})
         assert decided.proposal is not None and decided.verdict is not None

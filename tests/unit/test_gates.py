@@ -48,6 +48,7 @@ def test_a_unit_that_runs_is_not_restarted_and_the_incident_says_what_was_read(t
     assert "the unit runs and answers; the alert's probe or route is what broke" in inc.reason
     assert "active_state=active" in inc.reason and "sub_state=running" in inc.reason
     assert executor.calls == [("service_status", "diagnose")]               # read, nothing checked or run
+    assert inc.evidence["service_status"]["report"]["active_state"] == "active"   # kept for the person
 
 
 def test_the_control_a_stopped_unit_is_restarted_reading_once(tmp_path):
