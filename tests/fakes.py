@@ -30,6 +30,12 @@ from engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utc
 __all__ = ["take_in", "RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
 
 
+def work_all(engine: Engine) -> None:
+    """What the worker threads do, in this thread: work every claimable incident until none is left."""
+    while (incident_id := engine.pipeline.claim()) is not None:
+        engine.pipeline.work(incident_id)
+
+
 def take_in(engine: Engine, body: bytes, sender: str = "alertmanager") -> IntakeResult:
     """A webhook body stored and taken into incidents in this thread (serve acknowledges first and takes it in on
     its ingester's thread); what it became, at once."""

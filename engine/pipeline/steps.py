@@ -18,7 +18,7 @@ from engine.decide.evidence import Evidence, run_verify
 from engine.decide.planners import Planner, PlanningContext
 from engine.decide.policy import Policy
 from engine.intake import incidents
-from engine.model.records import ActionProposal, PolicyDecision, RunResult, RunStatus, Verdict
+from engine.model.records import ActionProposal, PolicyDecision, Preview, RunResult, RunStatus, Verdict
 from engine.model.states import ApprovalState, IncidentState, RunMode
 from engine.outbound.notify import NotifyEvent
 from engine.outbound.prometheus import Prometheus
@@ -87,7 +87,7 @@ class Steps:
         if preview_result is None:
             return
         if decision.verdict == Verdict.APPROVE:
-            return self.await_approval(inc.id, decision, preview_result)
+            return self.await_approval(inc.id, decision, preview_result.preview)
         self.execute(inc.id, proposal)
 
     def check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
@@ -122,12 +122,13 @@ class Steps:
             return None
         return result
 
-    def await_approval(self, incident_id: str, decision: PolicyDecision, check: RunResult,
+    def await_approval(self, incident_id: str, decision: PolicyDecision, preview: Preview,
                         supersedes: str | None = None, why: str = "") -> None:
-        entry = self.catalog.get(check.entry)
+        """Ask people to decide on this dry run."""
+        entry = self.catalog.get(preview.entry)
         with self.store.write() as session:
             row = incident_row(session, incident_id)
-            approval = approvals.request(session, self.settings, row, check.preview, required=decision.approvers,
+            approval = approvals.request(session, self.settings, row, preview, required=decision.approvers,
                                          risk=str(entry.meta.risk), rules=decision.rules, reasons=decision.reasons,
                                          supersedes=supersedes)
             self.lifecycle.move(session, row, IncidentState.AWAITING_APPROVAL, why or "; ".join(decision.reasons),
@@ -155,7 +156,7 @@ class Steps:
             if len(requests) >= self.settings.approval_drift_max:
                 return self.records.close(inc.id, IncidentState.ESCALATED, why.replace("approve the new dry run",
                                                                              "it keeps changing, a person must look"))
-            return self.await_approval(inc.id, decision, result, supersedes=approval.id, why=why)
+            return self.await_approval(inc.id, decision, result.preview, supersedes=approval.id, why=why)
         self.execute(inc.id, proposal)
 
     def execute(self, incident_id: str, proposal: ActionProposal) -> None:
@@ -255,15 +256,8 @@ class Steps:
                                f"denies: {'; '.join(verdict.reasons)}", data={"rules": verdict.rules})
             return False
         if verdict.verdict == Verdict.APPROVE and not approved and preview is not None:
-            entry = self.catalog.get(proposal.entry)
-            with self.store.write() as session:
-                row = incident_row(session, incident_id)
-                approval = approvals.request(session, self.settings, row, preview, required=verdict.approvers,
-                                             risk=str(entry.meta.risk), rules=verdict.rules, reasons=verdict.reasons)
-                self.lifecycle.move(session, row, IncidentState.AWAITING_APPROVAL, "asked again right before the real "
-                                    f"run, policy wants a person: {'; '.join(verdict.reasons)}",
-                                    notice=NotifyEvent.AWAITING_APPROVAL, approval=approval,
-                                    data={"approval": approval.id, "digest": approval.preview_digest})
+            self.await_approval(incident_id, verdict, preview, why="asked again right before the real run, policy "
+                                f"wants a person: {'; '.join(verdict.reasons)}")
             return False
         return True
 

@@ -17,7 +17,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, Incident
 from tests.conftest import FIXTURES
-from tests.fakes import ScriptedExecutor, take_in
+from tests.fakes import ScriptedExecutor, take_in, work_all
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
@@ -51,11 +51,6 @@ def _engine(tmp_path, clock) -> tuple[Engine, ScriptedExecutor]:
     return engine, executor
 
 
-def _work(engine) -> None:
-    while (incident_id := engine.pipeline.claim()) is not None:
-        engine.pipeline.work(incident_id)
-
-
 def _state(engine, incident_id) -> Incident:
     with engine.store.read() as s:
         return s.get(Incident, incident_id)
@@ -72,7 +67,7 @@ class Ticking(Clock):
 def test_allowed_a_moment_ago_but_a_person_is_needed_now(tmp_path):
     engine, executor = _engine(tmp_path, Ticking(datetime(2026, 12, 1, 21, 59, 59, tzinfo=UTC)))
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     inc = _state(engine, incident_id)
     assert inc.state == IncidentState.AWAITING_APPROVAL and "at night a person decides" in inc.reason, inc.reason
     assert ("restart_service", "apply") not in executor.calls
@@ -85,13 +80,13 @@ def test_approved_before_the_freeze_does_not_run_in_it(tmp_path):
     clock = Clock(datetime(2026, 12, 1, 22, 30, tzinfo=UTC))
     engine, executor = _engine(tmp_path, clock)
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     assert _state(engine, incident_id).state == IncidentState.AWAITING_APPROVAL
     with engine.store.read() as s:
         pending = s.execute(select(Approval).where(Approval.incident_id == incident_id)).scalar_one()
     assert approvals.vote(engine.store, engine.lifecycle, pending.id, ALICE, approve=True) == ApprovalState.APPROVED
     clock.at = datetime(2026, 12, 1, 23, 5, tzinfo=UTC)        # the person was slow; the freeze began
-    _work(engine)
+    work_all(engine)
     inc = _state(engine, incident_id)
     assert inc.state == IncidentState.DENIED and "right before the real run" in inc.reason
     assert "change freeze" in inc.reason and ("restart_service", "apply") not in executor.calls
@@ -101,10 +96,10 @@ def test_the_control_approved_in_time_it_runs(tmp_path):
     clock = Clock(datetime(2026, 12, 1, 22, 30, tzinfo=UTC))
     engine, executor = _engine(tmp_path, clock)
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     with engine.store.read() as s:
         pending = s.execute(select(Approval).where(Approval.incident_id == incident_id)).scalar_one()
     approvals.vote(engine.store, engine.lifecycle, pending.id, ALICE, approve=True)
-    _work(engine)
+    work_all(engine)
     assert _state(engine, incident_id).state == IncidentState.RESOLVED
     assert ("restart_service", "apply") in executor.calls

@@ -18,7 +18,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, Incident
 from tests.conftest import FIXTURES
-from tests.fakes import ScriptedExecutor, take_in
+from tests.fakes import ScriptedExecutor, take_in, work_all
 
 pytestmark = pytest.mark.unit
 DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
@@ -31,8 +31,7 @@ def _run(tmp_path, reports, payload, **settings):
     executor = ScriptedExecutor({"service_status": reports}, {"restart_service": CHECK})
     engine = Engine(Settings(data_dir=tmp_path, verify_interval_s=0, **settings), executor=executor)
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / payload).read_bytes()).incidents
-    while (claimed := engine.pipeline.claim()) is not None:
-        engine.pipeline.work(claimed)
+    work_all(engine)
     return engine, executor, incident_id
 
 
@@ -68,8 +67,7 @@ def test_after_an_approval_the_evidence_is_read_again_and_a_recovered_unit_is_le
     with engine.store.read() as s:
         (approval,) = s.execute(select(Approval).where(Approval.incident_id == incident_id)).scalars()
     assert approvals.vote(engine.store, engine.lifecycle, approval.id, ALICE, approve=True) == ApprovalState.APPROVED
-    while (claimed := engine.pipeline.claim()) is not None:
-        engine.pipeline.work(claimed)
+    work_all(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.ESCALATED and "read again right before the real run" in inc.reason
     assert "nothing was run" in inc.reason and ("restart_service", "apply") not in executor.calls

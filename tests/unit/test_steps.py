@@ -12,7 +12,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
-from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in
+from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in, work_all
 
 pytestmark = pytest.mark.unit
 DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
@@ -28,12 +28,6 @@ def _engine(tmp_path, database_url, reports, **settings) -> tuple[Engine, Script
     return engine, executor, RecordingNotifier(engine.store)
 
 
-def _work(engine) -> None:
-    """What a worker thread does, once per claimable incident, in this thread."""
-    while (incident_id := engine.pipeline.claim()) is not None:
-        engine.pipeline.work(incident_id)
-
-
 def _incident(engine, incident_id) -> Incident:
     with engine.store.read() as s:
         return s.get(Incident, incident_id)
@@ -47,7 +41,7 @@ def _runs(engine, incident_id) -> list[str]:
 def test_a_fix_that_verifies(tmp_path, database_url):
     engine, executor, notes = _engine(tmp_path, database_url, [DOWN, UP])
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.RESOLVED, inc.reason
     assert inc.proposal.entry == "restart_service" and inc.proposal.params["unit"] == "webapp"
@@ -63,7 +57,7 @@ def test_a_fix_that_verifies(tmp_path, database_url):
 def test_a_fix_that_does_not_verify_escalates_saying_what_is_still_wrong(tmp_path, database_url):
     engine, _, notes = _engine(tmp_path, database_url, [DOWN], verify_attempts=2)
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.ESCALATED
     assert "not fixed after 2 checks" in inc.reason and "active_state is 'failed', expected 'active'" in inc.reason
@@ -74,14 +68,14 @@ def test_a_fix_that_does_not_verify_escalates_saying_what_is_still_wrong(tmp_pat
 def test_a_person_approves_the_dry_run_and_exactly_it_runs(tmp_path, database_url):
     engine, executor, notes = _engine(tmp_path, database_url, [DOWN, UP])
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.AWAITING_APPROVAL                       # a database host: a person decides
     assert ("restart_service", "apply") not in executor.calls
     with engine.store.read() as s:
         (approval,) = s.execute(select(Approval).where(Approval.incident_id == incident_id)).scalars()
     assert approvals.vote(engine.store, engine.lifecycle, approval.id, ALICE, approve=True) == ApprovalState.APPROVED
-    _work(engine)
+    work_all(engine)
     assert _incident(engine, incident_id).state == IncidentState.RESOLVED
     assert _runs(engine, incident_id) == ["diagnose", "check", "check", "apply", "verify"]   # checked again first
     assert notes.events("slack") == ["awaiting_approval", "fixed"]
@@ -90,7 +84,7 @@ def test_a_person_approves_the_dry_run_and_exactly_it_runs(tmp_path, database_ur
 def test_a_dry_run_that_drifts_after_approval_is_asked_again_then_escalated(tmp_path, database_url):
     engine, executor, notes = _engine(tmp_path, database_url, [DOWN], approval_drift_max=2)
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-db-primary-01.json").read_bytes()).incidents
-    _work(engine)
+    work_all(engine)
     for round_ in range(2):
         # the host changed since the person read the dry run: the next check shows another diff
         executor.checks["restart_service"] = [{**e, "event_data": {**e["event_data"], "res": {
@@ -99,7 +93,7 @@ def test_a_dry_run_that_drifts_after_approval_is_asked_again_then_escalated(tmp_
             pending = s.execute(select(Approval).where(Approval.incident_id == incident_id,
                                                        Approval.state == ApprovalState.PENDING)).scalar_one()
         approvals.vote(engine.store, engine.lifecycle, pending.id, ALICE, approve=True)
-        _work(engine)
+        work_all(engine)
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.ESCALATED and "it keeps changing" in inc.reason
     assert ("restart_service", "apply") not in executor.calls                  # nothing ran for real
