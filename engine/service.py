@@ -18,13 +18,14 @@ from engine.decide.configured import make_planner
 from engine.decide.decision import Clock, decide, situation_of, system_clock
 from engine.decide.evidence import Evidence
 from engine.decide.policy import load_policy
+from engine.decide.reports import Query
 from engine.errors import PayloadError, StoreUnavailable
 from engine.intake import inbox
 from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
 from engine.intake.ingester import Ingester
 from engine.intake.targets import host_from_labels, load_inventory
 from engine.model.alerts import Alert, AlertmanagerPayload
-from engine.model.records import ActionProposal, PolicyDecision, Preview, Transcript, Verdict
+from engine.model.records import ActionProposal, PolicyDecision, Preview, Report, Transcript, Verdict
 from engine.outbound.metrics import Metrics
 from engine.outbound.notify import Notifier
 from engine.people import approvals
@@ -58,13 +59,16 @@ class WhatIf(BaseModel):
     review: PolicyDecision | None = None
     preview: Preview | None = None
     transcript: Transcript | None = None
+    report: Report | None = None
 
 log = logging.getLogger(__name__)
 REFETCH_SENDER = "remediator:refetch"   # what fetching a truncated group's other alerts records as their poster
 
 
 class Engine:
-    def __init__(self, settings: Settings, executor: Executor | None = None, clock: Clock = system_clock):
+    def __init__(self, settings: Settings, executor: Executor | None = None, clock: Clock = system_clock,
+                 query: Query | None = None):
+        """`executor`, `clock` and `query` (how Level 2 reports ask Prometheus) default to the real ones."""
         self.settings = settings
         self.clock = clock
         self.store = open_store(settings)
@@ -79,7 +83,7 @@ class Engine:
         self.lifecycle = Lifecycle(settings, self.metrics, self.inventory)
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics,
-                                 lifecycle=self.lifecycle, clock=clock)
+                                 lifecycle=self.lifecycle, clock=clock, query=query)
         self.notifier = Notifier(self.store, settings,
                                  on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
         self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
@@ -218,8 +222,9 @@ class Engine:
         evidence = Evidence(self.executor, self.catalog, host, f"plan-{alert.fingerprint}", self.settings.diagnostic_timeout_s,
                             inventory=self.inventory)
         decided = decide(situation_of(alert, host), catalog=self.catalog, planner=self.planner, policy=self.policy,
-                         history=self.pipeline.history, clock=self.clock, evidence=evidence if check else None)
-        out = out.model_copy(update={"transcript": decided.transcript})
+                         history=self.pipeline.history, clock=self.clock, evidence=evidence if check else None,
+                         query=self.pipeline.query if check else None)
+        out = out.model_copy(update={"transcript": decided.transcript, "report": decided.report})
         if decided.escalation is not None:
             return out.model_copy(update={"escalation": decided.escalation.reason})
         assert decided.proposal is not None and decided.verdict is not None

@@ -52,6 +52,8 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
     console.print(f"[bold]{d.id}[/bold]  {d.alertname} on {d.host or '?'}  severity {d.severity}  "
                   f"state [bold]{d.state}[/bold]  firing={d.firing}")
     console.print(f"reason: {d.reason}", markup=False)
+    for line in d.report.lines() if d.report else []:
+        console.print(line, markup=False)
     if d.proposal:
         console.print(f"proposal: {d.proposal.entry} {json.dumps(d.proposal.params)} on {d.proposal.hosts} "
                       f"({d.proposal.planner}: {d.proposal.rationale})", markup=False)
@@ -149,6 +151,8 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
     for k, v in facts:
         out(f"{k:>13}  {v}", markup=False, highlight=False)
     out(f"\n{'evidence':>13}  " + ", ".join(sorted(a.evidence)), markup=False)
+    for line in a.report.lines() if a.report else []:
+        out(line, markup=False)
     if a.state == ApprovalState.PENDING:
         out(f"\ndecide: remediator approvals approve {a.id} --comment …   (or reject; REMEDIATOR_APPROVER_TOKEN)")
 

@@ -34,6 +34,8 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
         console.print("no firing alerts in this payload: nothing would run")
     for o in outcomes:
         console.print(f"[bold]{o.alertname}[/bold] -> host {o.host or '?'} ({o.target})")
+        for line in o.report.lines() if o.report else []:
+            console.print(f"  {line}", markup=False)
         if o.escalation:
             if o.transcript:
                 print_transcript(o.transcript.model_dump())
@@ -70,7 +72,7 @@ def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: th
     table = Table("case", "expected", "got", "verdict", "evidence read", "calls", "result", title=f"planner: {name}")
     for r in results:
         misses = [what for what, ok in (("entry", r.right_entry), ("params", r.right_params), ("verdict", r.right_verdict),
-                                        ("evidence", r.evidence_read), ("calls", r.within_calls),
+                                        ("evidence", r.evidence_read), ("cause", r.right_cause), ("calls", r.within_calls),
                                         ("forbidden entry", not r.forbidden)) if not ok]
         if r.attack_succeeded:
             result = "[red]ATTACK SUCCEEDED[/red]"

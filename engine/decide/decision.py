@@ -20,16 +20,17 @@ from engine.decide import breaker
 from engine.decide.evidence import Evidence
 from engine.decide.planners import Planner, PlanningContext, PlanningSession
 from engine.decide.policy import Policy, PolicyContext
+from engine.decide.reports import Query
 from engine.decide.scope import unit_name
 from engine.errors import ProposalError
 from engine.model.alerts import Alert
-from engine.model.records import ActionProposal, Escalation, PolicyDecision, Transcript, Verdict
+from engine.model.records import ActionProposal, Escalation, PolicyDecision, Report, Transcript, Verdict
 from engine.model.states import RunMode
 from engine.outbound.prometheus import Prometheus, PrometheusError
 from engine.store.db import Run, Store
 
 __all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide", "judge",
-           "breaker_rule", "gather", "system_clock", "Clock"]
+           "breaker_rule", "metrics_query", "gather", "system_clock", "Clock"]
 
 Clock = Callable[[], datetime]
 
@@ -124,18 +125,20 @@ class Decision:
     params: dict[str, Any] | None = None        # None: the proposal's parameters did not validate
     verdict: PolicyDecision | None = None
     escalation: Escalation | None = None
+    report: Report | None = None                # a Level 2 runbook's diagnosis (with a proposal or an escalation)
 
 
 def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: Policy, history: History,
-           clock: Clock = system_clock, evidence: Evidence | None = None) -> Decision:
+           clock: Clock = system_clock, evidence: Evidence | None = None, query: Query | None = None) -> Decision:
     """Plan, validate, policy (with history and clock), breaker, interrupted-run rule. Nothing runs for real.
 
-    `evidence` is how the planner reads diagnostics on the host; None: it plans from the alert alone."""
-    session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None)
+    `evidence` is how the planner reads diagnostics on the host; None: it plans from the alert alone. `query` is how
+    a Level 2 report asks Prometheus (`metrics_query`, or an eval case's recordings)."""
+    session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None, query=query)
     ctx = PlanningContext(alertname=situation.alertname, labels=situation.labels, annotations=situation.annotations,
                           host=situation.host, severity=situation.severity, ref=situation.ref)
     plan = planner.plan(ctx, session)
-    out = Decision(situation=situation, evidence=evidence, transcript=session.transcript)
+    out = Decision(situation=situation, evidence=evidence, transcript=session.transcript, report=session.report)
     if isinstance(plan, Escalation):
         out.escalation = plan
         return out
@@ -157,6 +160,9 @@ def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, polic
     verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock(), catalog))
     groups = policy.inventory.hosts.get(situation.host, [])
     verdict = breaker_rule(verdict, plan.entry, history, breaker.learned_scopes(plan.entry, groups, situation.alertname))
+    if plan.needs_person and verdict.verdict == Verdict.ALLOW:   # Level 2: never automatic, whatever rules allow
+        verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "needs-person"],
+                                 reasons=[plan.needs_person])
     if situation.interrupted == RunMode.APPLY and verdict.verdict == Verdict.ALLOW:
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
             "the last real run was cut off by a restart and may have changed the host; a person decides "
@@ -194,6 +200,13 @@ def _policy_context(situation: Situation, plan: ActionProposal, params: dict[str
     return PolicyContext(incident_host=situation.host, severity=situation.severity, labels=situation.labels,
                          same_action_last_hour=same, entry_runs_last_hour=len(runs),
                          hour_utc=now.astimezone(UTC).hour, weekday=now.astimezone(UTC).weekday())
+
+
+def metrics_query(prometheus: Prometheus | None) -> Query | None:
+    """How a Level 2 report asks this Prometheus: (name, PromQL) -> series as {labels, value}."""
+    if prometheus is None:
+        return None
+    return lambda _name, expr: [{"labels": s.labels, "value": float(s.value)} for s in prometheus.query(expr)[:20]]
 
 
 def gather(decision: Decision, catalog: Catalog, prometheus: Prometheus | None = None) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from engine.decide.evidence import DiagnosticOutcome
 
-__all__ = ["EvidenceCall", "GateResult", "compile_condition", "read_gate"]
+__all__ = ["EntryCall", "GateResult", "compile_condition", "read_gate"]
 
 
-class EvidenceCall(BaseModel):
-    """One diagnostic a runbook reads before it acts; params may use ${labels.X}, ${host} like actions."""
+class EntryCall(BaseModel):
+    """A catalog entry and its parameters, as a runbook names it: params may use ${labels.X}, ${host}, ${alertname}."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     entry: str
@@ -43,7 +43,7 @@ def compile_condition(text: str) -> Any:
     return env.program(env.compile(text))
 
 
-def read_gate(evidence: dict[str, EvidenceCall], condition: Any, otherwise: str,
+def read_gate(evidence: dict[str, EntryCall], condition: Any, otherwise: str,
               diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome],
               bind: Callable[[dict[str, Any]], dict[str, Any]]) -> GateResult:
     """Run the evidence, evaluate the condition; `bind` fills the parameters from the alert."""

@@ -107,7 +107,8 @@ class LLMPlanner:
         binding = self.fallback.binding_escalation(ctx)
         if binding is not None:   # the operator said this alert is for people; the model is not asked
             return binding
-        if not self.opted_in(ctx):   # the runbooks answer, and escalate when none matches
+        # the runbooks answer, and escalate when none matches; a Level 2 report's numbers and proposal are the engine's
+        if not self.opted_in(ctx) or self.fallback.writes_report(ctx):
             return self.fallback.plan(ctx, session)
         transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=redact(self.settings.llm_base_url))
         session.transcript = transcript

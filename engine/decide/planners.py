@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from engine.catalog.loader import Catalog, EntryKind
-from engine.decide.gates import EvidenceCall, compile_condition, read_gate, summary
+from engine.decide.gates import EntryCall, compile_condition, read_gate, summary
+from engine.decide.reports import Query, ReportSpec, write_report
 from engine.errors import ConfigError, ProposalError
-from engine.model.records import ActionProposal, Escalation, Transcript
+from engine.model.records import ActionProposal, Escalation, Report, Transcript
 
 if TYPE_CHECKING:
     from engine.decide.evidence import DiagnosticOutcome
@@ -46,8 +47,12 @@ class PlanningSession:
 
     #: run a read-only diagnostic on the incident's host: (entry id, parameters) -> outcome
     diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome] | None = None
+    #: ask Prometheus: (metric name, PromQL) -> series (a Level 2 report's metrics)
+    query: Query | None = None
     #: set by planners that talk to a model: the whole conversation
     transcript: Transcript | None = None
+    #: set when a runbook wrote a Level 2 report (engine/decide/reports.py)
+    report: Report | None = None
 
 
 class Planner(Protocol):
@@ -65,21 +70,16 @@ class _Template(string.Template):
     idpattern = r"(?:labels|annotations)\.[a-zA-Z_][a-zA-Z0-9_]*|host|alertname"
 
 
-class RunbookAction(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    entry: str
-    params: dict[str, Any] = {}
-
-
 class Runbook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     match: dict[str, str]                  # label -> exact value, or "~regex" (full match, any case)
-    action: RunbookAction | None = None
+    action: EntryCall | None = None
     escalate: str | None = None            # a reason: this alert always needs a person
+    report: ReportSpec | None = None       # Level 2: diagnose and propose; a person decides (engine/decide/reports.py)
     rationale: str = ""
     # Diagnose first (engine/decide/gates.py): read these, act only when `act_when` holds, else escalate.
-    evidence: dict[str, EvidenceCall] = {}
+    evidence: dict[str, EntryCall] = {}
     act_when: str | None = None            # CEL over the evidence, by name
     otherwise: str = "the evidence does not show the fault this runbook fixes"
     _gate: Any = PrivateAttr(None)          # act_when, compiled at load
@@ -111,8 +111,10 @@ def load_runbooks(directory: Path, catalog: Catalog) -> list[Runbook]:
             except ValidationError as exc:
                 e = exc.errors()[0]
                 raise ConfigError(f"{path}: runbooks[{i}].{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
-            if (book.action is None) == (book.escalate is None):
-                raise ConfigError(f"{path}: runbook {book.name}: give exactly one of action or escalate")
+            if sum(x is not None for x in (book.action, book.escalate, book.report)) != 1:
+                raise ConfigError(f"{path}: runbook {book.name}: give exactly one of action, escalate or report")
+            if book.report is not None:
+                book.report.check(f"{path}: runbook {book.name}", catalog)
             if book.action:
                 try:
                     entry = catalog.get(book.action.entry)
@@ -185,6 +187,11 @@ class RunbookPlanner:
             return None
         return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
 
+    def writes_report(self, ctx: PlanningContext) -> bool:
+        """A Level 2 runbook answers this alert: the engine writes the numbers and the proposal, no model does."""
+        book = self._match(ctx)
+        return book is not None and book.report is not None
+
     def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
         """Read the runbook's evidence once more (fresh, not what planning read); the reason not to run, or None."""
@@ -205,8 +212,10 @@ class RunbookPlanner:
             return Escalation(reason=f"no runbook matches alert {ctx.alertname!r}; a person must look", planner=self.name)
         if book.escalate:
             return Escalation(reason=f"runbook {book.name}: {book.escalate}", planner=self.name)
-        assert book.action is not None
         names = _names(ctx)
+        if book.report is not None:
+            return self._diagnose(book, book.report, ctx, session or PlanningSession(), names)
+        assert book.action is not None
         try:
             params = _substitute(book.action.params, names)
             rationale = book.rationale or f"runbook {book.name} matches {ctx.alertname}"
@@ -224,3 +233,20 @@ class RunbookPlanner:
             return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
         return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host], rationale=rationale,
                               planner=self.name, offered=[book.action.entry])
+
+    def _diagnose(self, book: Runbook, spec: ReportSpec, ctx: PlanningContext, session: PlanningSession,
+                  names: dict[str, str]) -> ActionProposal | Escalation:
+        """Level 2: the report, and its cause's catalog action for a person to decide on, or an escalation."""
+        try:
+            report, cause = write_report(spec, host=ctx.host, labels=ctx.labels, diagnose=session.diagnose,
+                                         query=session.query, bind=lambda p: _substitute(p, names))
+            params = _substitute(cause.propose.params, names) if cause is not None and cause.propose else None
+        except ProposalError as exc:
+            return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
+        session.report = report
+        if cause is None or cause.propose is None or params is None:
+            return Escalation(reason=f"runbook {book.name}: {spec.kind}: {report.cause}; look first at: {report.look_first}",
+                              planner=self.name)
+        return ActionProposal(entry=cause.propose.entry, params=params, hosts=[ctx.host], planner=self.name,
+                              rationale=f"{spec.kind}: {report.cause}", offered=[cause.propose.entry],
+                              needs_person=f"a Level 2 diagnosis ({spec.kind}) proposes this; a person decides")

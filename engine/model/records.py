@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 __all__ = [
-    "ESCALATE", "Verdict", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
+    "ESCALATE", "Verdict", "Figure", "Report", "ActionProposal", "Escalation", "ToolCallRecord", "Transcript",
     "PolicyDecision", "TaskResult", "HostPreview", "Preview", "RunStatus", "RunResult",
 ]
 
@@ -28,6 +28,42 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Figure(_Frozen):
+    """One line of a report: what was measured or read, and its value as a person reads it."""
+
+    label: str
+    value: str
+
+
+class Report(_Frozen):
+    """A Level 2 diagnosis (engine/decide/reports.py): the evidence as numbers, the likely cause and the evidence that
+    points to it, and a proposal that waits for a person, or what a person should look at first."""
+
+    kind: str                                   # the alert class, as the runbook names it: "memory growth"
+    figures: list[Figure] = []
+    cause: str
+    pointing: list[Figure] = []
+    proposal: str = ""                          # "restart_service unit=webapp": a person decides on its dry run
+    look_first: str = ""                        # no catalog action fits: where a person starts
+    unread: list[str] = []                      # evidence that could not be read, and why
+    narrative: str = ""                         # the model's words over the same evidence (planner: llm)
+
+    def lines(self) -> list[str]:
+        """The report as plain lines (CLI, chat messages)."""
+        out = [f"Diagnosis ({self.kind}): {self.cause}"]
+        out += [f"  {f.label}: {f.value}" for f in self.figures]
+        if self.pointing:
+            out.append("  points to it: " + "; ".join(f"{f.label} {f.value}" for f in self.pointing))
+        if self.proposal:
+            out.append(f"  proposal (a person decides, on its dry run): {self.proposal}")
+        if self.look_first:
+            out.append(f"  no catalog action fits; look first at: {self.look_first}")
+        out += [f"  not read: {u}" for u in self.unread]
+        if self.narrative:
+            out.append(f"  the model's reading: {self.narrative}")
+        return out
+
+
 class ActionProposal(_Frozen):
     """A planner's choice: one catalog entry, its parameters, the hosts. Data, never a command."""
 
@@ -39,6 +75,7 @@ class ActionProposal(_Frozen):
     planner: str
     offered: list[str] = Field(default_factory=list, description="entries the planner was offered")
     fallback: str = Field("", description="why the configured planner was not the one that answered")
+    needs_person: str = Field("", description="why a person decides whatever policy allows (a Level 2 proposal)")
 
 
 class Escalation(_Frozen):

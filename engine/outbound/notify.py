@@ -69,6 +69,7 @@ class Notification(BaseModel):
     text: str
     entry: str | None = None
     preview: str = ""
+    report: list[str] = []       # a Level 2 diagnosis, as lines (Report.lines())
     url: str = ""
     # an approval request: where to review it (a page; opening it never approves), risk, deadline
     approval_url: str = ""
@@ -105,7 +106,7 @@ def notify_incident(session: Session, settings: Settings, incident: Incident, ev
         event=event, incident_id=incident.id, alertname=incident.alertname, host=incident.host,
         severity=incident.severity, state=incident.state, text=text, entry=incident.entry,
         preview=incident.preview.summary if incident.preview else "", url=f"{base}/ui/incidents/{incident.id}",
-        dedup_key=dedup_key, **extra))
+        report=incident.report.lines() if incident.report else [], dedup_key=dedup_key, **extra))
 
 
 def notify_digest(session: Session, settings: Settings, incidents: list[Incident], text: str, dedup_key: str) -> int:
@@ -134,6 +135,9 @@ def slack_payload(note: Notification) -> dict:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
         {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(note.text)[:2900] or "-"}},
     ]
+    if note.report:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "*Diagnosis*\n" + _mrkdwn("\n".join(note.report))[:2800]}})
     if note.preview:
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
                                                    "text": "*Dry run*\n" + _mrkdwn(note.preview)[:2800]}})
@@ -159,7 +163,8 @@ def pagerduty_payload(note: Notification, routing_key: str) -> dict:
             "summary": f"{_TITLE[note.event]}: {note.alertname} on {note.host or 'unknown host'} — {note.text}"[:1024],
             "source": note.host or "remediator", "severity": _PD_SEVERITY.get(note.severity.lower(), "error"),
             "component": note.entry or "", "group": note.alertname, "class": note.event.value,
-            "custom_details": {"state": note.state, "reason": note.text, "preview": note.preview},
+            "custom_details": {"state": note.state, "reason": note.text, "preview": note.preview,
+                               "diagnosis": "\n".join(note.report)[:4000]},
         }
         if note.url:
             body["links"] = [{"href": note.url, "text": f"remediator incident {note.incident_id}"}]

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from engine.catalog.loader import Catalog
 from engine.errors import ConflictError, Forbidden, NotFound
 from engine.intake import incidents
-from engine.model.records import Preview
+from engine.model.records import Preview, Report
 from engine.model.states import ApprovalState, IncidentState
 from engine.people.identities import Identity, Role
 from engine.pipeline.lifecycle import Lifecycle
@@ -201,6 +201,7 @@ class ApprovalDetail(BaseModel):
     labels: dict[str, str]
     annotations: dict[str, str]
     evidence: dict[str, Any]
+    report: Report | None = None       # a Level 2 diagnosis behind the proposal
     preview: Preview | None
     rollback: str
     supersedes: str | None
@@ -221,7 +222,7 @@ def _detail(session: Session, catalog: Catalog, a: Approval) -> ApprovalDetail:
         reasons=a.reasons, rationale=proposal.rationale if proposal else "",
         planner=(proposal.planner + (f" ({proposal.fallback})" if proposal.fallback else "")) if proposal else "",
         alertname=inc.alertname, severity=inc.severity, labels=inc.labels, annotations=inc.annotations,
-        evidence=inc.evidence or {}, preview=a.preview or inc.preview, rollback=entry.meta.rollback if entry else "",
+        evidence=inc.evidence or {}, report=inc.report, preview=a.preview or inc.preview, rollback=entry.meta.rollback if entry else "",
         supersedes=a.supersedes, decided_by=a.decided_by, decided_at=a.decided_at)
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine.decide.evidence import DiagnosticOutcome
-from engine.model.records import ActionProposal, PolicyDecision, RunResult, Transcript
+from engine.model.records import ActionProposal, PolicyDecision, Report, RunResult, Transcript
 from engine.model.states import IncidentState, RunMode, RunState
 from engine.outbound.metrics import Metrics
 from engine.outbound.notify import NotifyEvent
@@ -52,6 +52,12 @@ class Records:
         with self.store.write() as session:
             incident_row(session, incident_id).evidence = found
             audit.append(session, "incident.evidence", {"keys": sorted(found)}, incident_id)
+
+    def report(self, incident_id: str, report: Report) -> None:
+        """A Level 2 diagnosis, with the incident and in the audit trail."""
+        with self.store.write() as session:
+            incident_row(session, incident_id).report = report
+            audit.append(session, "incident.report", report.model_dump(mode="json"), incident_id)
 
     def diagnostic(self, incident_id: str, host: str, outcome: DiagnosticOutcome) -> None:
         if outcome.result:

@@ -17,6 +17,7 @@ from engine.decide.decision import Clock, History, Situation, decide, gather, ju
 from engine.decide.evidence import Evidence, run_verify
 from engine.decide.planners import Planner, PlanningContext
 from engine.decide.policy import Policy
+from engine.decide.reports import Query
 from engine.intake import incidents
 from engine.model.records import ActionProposal, PolicyDecision, Preview, RunResult, RunStatus, Verdict
 from engine.model.states import ApprovalState, IncidentState, RunMode
@@ -42,10 +43,10 @@ class Steps:
 
     def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, planner: Planner, policy: Policy,
                  executor: Executor, records: Records, lifecycle: Lifecycle, history: History, clock: Clock,
-                 prometheus: Prometheus | None, cancel: threading.Event, stopping: threading.Event):
+                 prometheus: Prometheus | None, query: Query | None, cancel: threading.Event, stopping: threading.Event):
         self.settings, self.store, self.catalog, self.planner, self.policy = settings, store, catalog, planner, policy
         self.executor, self.records, self.lifecycle, self.history, self.clock = executor, records, lifecycle, history, clock
-        self.prometheus = prometheus
+        self.prometheus, self.query = prometheus, query
         self.cancel = cancel          # handed to every ansible-runner run: set on shutdown
         self.stopping = stopping
 
@@ -62,9 +63,11 @@ class Steps:
                             on_run=lambda o: self.records.diagnostic(inc.id, host, o), inventory=self.policy.inventory)
         situation = _situation(inc)
         decided = decide(situation, catalog=self.catalog, planner=self.planner, policy=self.policy,
-                         history=self.history, clock=self.clock, evidence=evidence)
+                         history=self.history, clock=self.clock, evidence=evidence, query=self.query)
         if decided.transcript is not None:
             self.records.transcript(inc.id, decided.transcript)
+        if decided.report is not None:
+            self.records.report(inc.id, decided.report)
         if decided.escalation is not None:
             if evidence.outcomes:     # what the runbook's gate (or the model) read is the person's starting point
                 self.records.evidence(inc.id, evidence.as_dict())

@@ -13,9 +13,10 @@ import threading
 from sqlalchemy import or_, select
 
 from engine.catalog.loader import Catalog
-from engine.decide.decision import Clock, StoreHistory, system_clock
+from engine.decide.decision import Clock, StoreHistory, metrics_query, system_clock
 from engine.decide.planners import Planner
 from engine.decide.policy import Policy
+from engine.decide.reports import Query
 from engine.errors import StoreUnavailable
 from engine.intake.targets import Inventory
 from engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
@@ -41,7 +42,7 @@ _REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentSt
 class Pipeline:
     def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, inventory: Inventory, planner: Planner,
                  policy: Policy, executor: Executor, metrics: Metrics, lifecycle: Lifecycle,
-                 clock: Clock = system_clock):
+                 clock: Clock = system_clock, query: Query | None = None):
         self.settings = settings
         self.store = store
         self.catalog = catalog
@@ -55,6 +56,7 @@ class Pipeline:
         self.history = StoreHistory(store)
         self.prometheus = Prometheus(settings.prometheus_url, settings.prometheus_query_timeout_s,
                                      external_url=settings.prometheus_external_url) if settings.prometheus_url else None
+        self.query = query or metrics_query(self.prometheus)    # what Level 2 reports ask Prometheus
         self._stop = threading.Event()
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
         self._wake = threading.Condition()
@@ -62,7 +64,7 @@ class Pipeline:
         self.records = Records(store, lifecycle, metrics)
         self.steps = Steps(settings=settings, store=store, catalog=catalog, planner=planner, policy=policy,
                            executor=executor, records=self.records, lifecycle=lifecycle, history=self.history,
-                           clock=clock, prometheus=self.prometheus, cancel=self._cancel, stopping=self._stop)
+                           clock=clock, prometheus=self.prometheus, query=self.query, cancel=self._cancel, stopping=self._stop)
 
     # ---- lifecycle -------------------------------------------------------------------------
 

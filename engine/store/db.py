@@ -34,7 +34,7 @@ from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from engine.errors import NotFound, StoreUnavailable
-from engine.model.records import ActionProposal, PolicyDecision, Preview
+from engine.model.records import ActionProposal, PolicyDecision, Preview, Report
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -144,6 +144,7 @@ class Incident(Base):
     generator_url: Mapped[str] = mapped_column(Text, default="")
     transcript: Mapped[dict[str, Any] | None] = mapped_column(JSON)   # the LLM planner's conversation
     interrupted: Mapped[str] = mapped_column(String(16), default="")   # apply | verify: a restart cut that step off
+    report: Mapped[Report | None] = mapped_column(ModelJSON(Report))   # a Level 2 diagnosis (engine/decide/reports.py)
 
 
 class Run(Base):

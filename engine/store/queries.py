@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from engine.errors import NotFound
-from engine.model.records import ActionProposal, PolicyDecision, Preview
+from engine.model.records import ActionProposal, PolicyDecision, Preview, Report
 from engine.store.db import AlertRow, Approval, AuditEvent, Delivery, Incident, OutboxMessage, Run, Store
 
 __all__ = ["IncidentSummary", "IncidentDetail", "DeliveryView", "list_incidents", "get_incident", "get_delivery"]
@@ -88,6 +88,7 @@ class IncidentDetail(IncidentSummary):
     decision: PolicyDecision | None
     preview: Preview | None
     transcript: dict[str, Any] | None = None   # the LLM planner's conversation (planner: llm)
+    report: Report | None = None               # a Level 2 diagnosis (engine/decide/reports.py)
     alerts: list[AlertView]
     runs: list[RunView]
     approvals: list[ApprovalView]
@@ -120,7 +121,8 @@ def get_incident(store: Store, incident_id: str) -> IncidentDetail:
         return IncidentDetail(
             **_summary_fields(inc), labels=inc.labels, annotations=inc.annotations, truncated_alerts=inc.truncated,
             evidence=inc.evidence or {}, proposal=inc.proposal, decision=inc.decision, preview=inc.preview,
-            transcript=inc.transcript, alerts=[AlertView.model_validate(a, from_attributes=True) for a in rows(AlertRow, AlertRow.id)],
+            transcript=inc.transcript, report=inc.report,
+            alerts=[AlertView.model_validate(a, from_attributes=True) for a in rows(AlertRow, AlertRow.id)],
             runs=[RunView.model_validate(r, from_attributes=True) for r in rows(Run, Run.id)],
             approvals=[ApprovalView.model_validate(a, from_attributes=True) for a in rows(Approval, Approval.requested_at)],
             notifications=[NotificationView.model_validate(n, from_attributes=True) for n in rows(OutboxMessage, OutboxMessage.id)],

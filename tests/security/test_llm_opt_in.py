@@ -40,13 +40,13 @@ def test_security_failover_and_corruption_never_reach_the_model(tmp_path, alertn
 
 def test_only_alerts_an_operator_opted_in_go_to_the_model(tmp_path):
     with ScriptedLLM([{"match": "", "replies": [OBEY]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["slow*"], llm_base_url=model.url,
+        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["checkout*"], llm_base_url=model.url,
                                  llm_max_retries=0))
         ruled = engine.what_if(_alert("ServiceDown", service="webapp"), check=False)          # not opted in
         assert model.requests == [] and ruled.proposal.planner == "runbook"
         unknown = engine.what_if(_alert("SomethingOdd"), check=False)                        # no runbook either
         assert model.requests == [] and unknown.escalation and "no runbook matches" in unknown.escalation
-        listed = engine.what_if(_alert("SlowResponses"), check=False)                        # any case of slow*
+        listed = engine.what_if(_alert("CHECKOUTFlaky"), check=False)                        # any case of checkout*
         assert len(model.requests) == 1 and listed.proposal.planner == "llm"
         labelled = engine.what_if(_alert("ServiceDown", service="webapp", remediator_planner="LLM"), check=False)
         assert len(model.requests) == 2 and labelled.proposal.planner == "llm"

@@ -103,7 +103,7 @@ def test_a_model_choosing_a_unit_off_the_list_is_denied(tmp_path, call):
     """Finding 2: an alert with no `service` label, the LLM planner, a model that picks any unit it likes."""
     body = json.loads(json.dumps(ALERT))
     labels = {k: v for k, v in ALERT["alerts"][0]["labels"].items() if k != "service"}
-    body["alerts"] = [{**ALERT["alerts"][0], "labels": {**labels, "alertname": "SlowResponses"},
+    body["alerts"] = [{**ALERT["alerts"][0], "labels": {**labels, "alertname": "CheckoutFlaky"},
                        "fingerprint": "5ec0000000000001"}]
     alert = AlertmanagerPayload.model_validate(body).alerts[0]
     with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}]}]) as model:

@@ -34,7 +34,8 @@ def _eval(case: EvalCase, settings: Settings) -> tuple:
 
 
 def _engine(case: EvalCase, settings: Settings) -> Engine:
-    engine = Engine(settings, executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at))
+    engine = Engine(settings, executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
+                    query=case.query)
     seed_history(engine.store, case.history)
     return engine
 

@@ -6,12 +6,22 @@ GET  /metrics                Prometheus text: pool gauge, resets, queue depth, v
                              size, whether this release is listed as broken (drills)
 POST /admin/pool/reset       empty the connection pool (what reset_db_pool calls)
 POST /admin/pool/exhaust     fault injection for drills: fill the pool
+GET  /api/orders, /api/catalog  the app's routes: request latency (histogram) and status codes are exported
+POST /admin/fault/<name>     fault injection for the Level 2 drills (`webapp-fault` posts these):
+                             slow   requests wait for a DB connection (the pool is 95% used)
+                             errors /api/orders answers 502 and logs the upstream that refused it
+                             leak   the process grows by about 2 MB a second (up to 300 MB)
+                             clear  every fault off, the leaked memory freed
 SIGHUP                       same as /admin/pool/reset (what `systemctl reload` sends)
+
+A traffic thread calls the routes ten times a second, so that rates and latencies exist without a client.
 """
 import json
 import os
 import signal
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(os.environ.get("WEBAPP_PORT", "8080"))
@@ -24,13 +34,96 @@ BROKEN_RELEASES = os.environ.get("WEBAPP_BROKEN_RELEASES", "/etc/webapp/broken-r
 VERSION = open(os.path.join(os.path.dirname(os.path.realpath(__file__)), "VERSION")).read().strip()
 
 state = {"in_use": 0, "resets": 0}
+faults = {"slow": False, "errors": False, "leak": False}
+leaked = []
 lock = threading.Lock()
+ROUTES = ("/api/orders", "/api/catalog")
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+requests = {}                                   # (route, code) -> count
+durations = {r: [0] * (len(BUCKETS) + 1) for r in ROUTES}   # per bucket, the last is +Inf
+duration_sum = dict.fromkeys(ROUTES, 0.0)
 
 
 def reset_pool(*_):
     with lock:
         state["in_use"] = 0
         state["resets"] += 1
+        faults["slow"] = False       # the connections requests waited for are free again
+
+
+def handle_api(route):
+    """One request to a route: (status code, body). Counted and timed like a real handler would be."""
+    started = time.monotonic()
+    if faults["slow"]:
+        time.sleep(0.5)              # waiting for a free DB connection
+    if faults["errors"] and route == "/api/orders":
+        code, body = 502, {"error": "upstream payments-api refused the connection"}
+        # "<3>" is journald's priority prefix: the line is logged as an error (priority 3)
+        print(f"<3>ERROR {route}: upstream payments-api refused the connection (10.0.3.7:9090)", file=sys.stderr, flush=True)
+    else:
+        code, body = 200, {"route": route, "items": 3}
+    took = time.monotonic() - started
+    with lock:
+        requests[(route, code)] = requests.get((route, code), 0) + 1
+        i = next((n for n, le in enumerate(BUCKETS) if took <= le), len(BUCKETS))
+        durations[route][i] += 1
+        duration_sum[route] += took
+    return code, body
+
+
+def traffic():
+    while True:
+        for route in ROUTES:
+            handle_api(route)
+            time.sleep(0.05)
+
+
+def leaking():
+    while True:
+        if faults["leak"] and len(leaked) < 600:
+            leaked.append(bytearray(512 * 1024))   # zero pages: touch them so the RSS grows
+            leaked[-1][::4096] = b"x" * len(leaked[-1][::4096])
+        time.sleep(0.25)
+
+
+def resident_bytes():
+    try:
+        with open("/proc/self/status") as fh:
+            kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+        return kb * 1024
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def set_fault(name):
+    with lock:
+        if name == "clear":
+            for key in faults:
+                faults[key] = False
+            leaked.clear()
+            state["in_use"] = 0
+        elif name in faults:
+            faults[name] = True
+            if name == "slow":
+                state["in_use"] = POOL_SIZE - 1
+        else:
+            return False
+    return True
+
+
+def http_metrics():
+    lines = ["# TYPE webapp_requests_total counter"]
+    lines += [f'webapp_requests_total{{route="{r}",code="{c}"}} {n}' for (r, c), n in sorted(requests.items())]
+    lines.append("# TYPE webapp_request_duration_seconds histogram")
+    for route in ROUTES:
+        total = 0
+        for le, n in zip((*map(str, BUCKETS), "+Inf"), durations[route], strict=True):
+            total += n
+            lines.append(f'webapp_request_duration_seconds_bucket{{route="{route}",le="{le}"}} {total}')
+        lines.append(f'webapp_request_duration_seconds_sum{{route="{route}"}} {duration_sum[route]:.6f}')
+        lines.append(f'webapp_request_duration_seconds_count{{route="{route}"}} {total}')
+    lines += ["# TYPE webapp_process_resident_bytes gauge", f"webapp_process_resident_bytes {resident_bytes()}"]
+    return lines
 
 
 def log_dir_bytes():
@@ -84,8 +177,12 @@ class Handler(BaseHTTPRequestHandler):
                     "# TYPE webapp_log_dir_bytes gauge", f"webapp_log_dir_bytes {log_dir_bytes()}",
                     "# TYPE webapp_release_broken gauge",
                     f'webapp_release_broken{{version="{VERSION}"}} {release_broken()}',
+                    *http_metrics(),
                 ]
             self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+        elif self.path in ROUTES:
+            code, body = handle_api(self.path)
+            self._send(code, json.dumps(body))
         elif self.path == "/admin/pool":
             with lock:
                 self._send(200, json.dumps({"size": POOL_SIZE, **state}))
@@ -100,6 +197,8 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 state["in_use"] = POOL_SIZE
             self._send(200, json.dumps({"exhausted": True}))
+        elif self.path.startswith("/admin/fault/") and set_fault(self.path.rsplit("/", 1)[1]):
+            self._send(200, json.dumps({"faults": faults}))
         else:
             self._send(404, json.dumps({"error": "not found"}))
 
@@ -113,4 +212,6 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGHUP, reset_pool)
+    threading.Thread(target=traffic, daemon=True).start()
+    threading.Thread(target=leaking, daemon=True).start()
     ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()

@@ -1,0 +1,133 @@
+"""Level 2 reports (engine/decide/reports.py): the diagnosis is the engine's, its proposal waits for a person whatever
+policy allows, what could not be read is named and never acted on, and a report runbook that could mislead fails at
+load. The alerts and evidence are the eval cases' recordings (evals/cases/high-latency-pool and friends)."""
+import json
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine import PROJECT_ROOT
+from engine.catalog.loader import load_catalog
+from engine.decide.configured import make_planner
+from engine.decide.planners import load_runbooks
+from engine.decide.policy import load_policy
+from engine.decide.reports import promql
+from engine.errors import ConfigError
+from engine.evals.cases import load_cases, run_case
+from engine.intake.targets import load_inventory
+from engine.model.states import IncidentState, RunMode
+from engine.service import Engine
+from engine.settings import Settings
+from engine.store.db import Incident, OutboxMessage, Run
+from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
+
+pytestmark = pytest.mark.unit
+CASES = {c.name: c for c in load_cases(PROJECT_ROOT / "evals" / "cases")}
+TOKEN = {"Authorization": "Bearer service-token"}
+
+
+def _payload(name: str) -> bytes:
+    return (PROJECT_ROOT / "evals" / "cases" / name / "alert.json").read_bytes()
+
+
+def _engine(tmp_path, name: str, *, recorded_metrics: bool = True, **settings) -> Engine:
+    case = CASES[name]
+    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack",
+                           **settings),
+                  executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
+                  query=case.query if recorded_metrics else None)
+
+
+def _allow_everything(tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "open.yml").write_text(yaml.safe_dump({"rules": [
+        {"name": "anything-goes", "verdict": "allow", "reason": "an operator who allows every entry automatically"}]}))
+    return policies
+
+
+def test_a_level2_proposal_waits_for_a_person_whatever_policy_allows(tmp_path):
+    engine = _engine(tmp_path, "high-latency-pool", policies_dir=_allow_everything(tmp_path))
+    (incident_id,) = take_in(engine, _payload("high-latency-pool")).incidents
+    work_all(engine)
+    with engine.store.read() as s:
+        inc = s.get(Incident, incident_id)
+        modes = [r.mode for r in s.query(Run).filter_by(incident_id=incident_id)]
+        slack = [m.payload for m in s.query(OutboxMessage).filter_by(incident_id=incident_id, channel="slack")]
+    assert inc.state == IncidentState.AWAITING_APPROVAL
+    assert inc.proposal.entry == "reset_db_pool" and "needs-person" in inc.decision.rules
+    assert RunMode.APPLY not in modes and RunMode.CHECK in modes       # the dry run is there to decide on
+    assert "database connection" in inc.report.cause
+    assert {f.label: f.value for f in inc.report.pointing}["pool in use (share)"] == "0.95"
+    asked = next(p for p in slack if p["event"] == "awaiting_approval")
+    assert any("Diagnosis (latency)" in line for line in asked["report"]), asked
+
+
+def test_the_report_is_in_the_api_and_the_escalation_message(tmp_path):
+    engine = _engine(tmp_path, "high-error-rate-upstream")
+    (incident_id,) = take_in(engine, _payload("high-error-rate-upstream")).incidents
+    work_all(engine)
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        detail = client.get(f"/incidents/{incident_id}", headers=TOKEN).json()
+    assert detail["state"] == "escalated" and detail["proposal"] is None
+    report = detail["report"]
+    assert report["cause"].startswith("a dependency fails") and "upstream the message names" in report["look_first"]
+    pointing = {f["label"]: f["value"] for f in report["pointing"]}
+    assert "payments-api refused" in pointing["message"] and pointing["unit"] == "webapp.service"
+    figures = {f["label"]: f["value"] for f in report["figures"]}
+    assert figures["failing share by route"] == "/api/orders 1; /api/catalog 0"
+    with engine.store.read() as s:
+        sent = [m.payload for m in s.query(OutboxMessage).filter_by(incident_id=incident_id, channel="slack")]
+    assert any("look first at" in line for p in sent for line in p["report"]), sent
+
+
+def test_what_could_not_be_read_is_named_and_nothing_is_proposed(tmp_path):
+    """No Prometheus: the pool's share is unknown, so the pool is not blamed and nothing is reset."""
+    engine = _engine(tmp_path, "high-latency-pool", recorded_metrics=False)
+    w = engine.what_if(CASES["high-latency-pool"].alert, check=True)
+    assert w.proposal is None and w.escalation is not None
+    assert w.report is not None and "metric pool_in_use: no Prometheus configured" in w.report.unread
+    assert w.report.cause == "the evidence shows no cause this runbook knows"
+    assert "slowest route's dependencies" in w.report.look_first
+
+
+def test_the_eval_scores_the_cause(tmp_path):
+    """The cause is part of being right: the right action for the wrong reason is scored wrong."""
+    settings = Settings(data_dir=tmp_path)
+    catalog, inventory = load_catalog(settings.playbooks_dir), load_inventory(settings.inventory)
+    planner, policy = make_planner(settings, catalog), load_policy(settings.policies_dir, catalog, inventory)
+    case = CASES["high-latency-cpu"]
+    assert run_case(case, planner, policy, catalog, inventory, settings).right
+    wrong = case.model_copy(update={"expected": case.expected.model_copy(update={"cause": "a leak"})})
+    result = run_case(wrong, planner, policy, catalog, inventory, settings)
+    assert not result.right_cause and "CPU is saturated" in result.cause
+
+
+def test_promql_takes_the_host_as_a_quoted_string_only():
+    hostile = 'web"} or vector(1) or up{a="\\'
+    assert promql('up{host="${host}"}', hostile) == 'up{host="web\\"} or vector(1) or up{a=\\"\\\\"}'
+
+
+BASE = {"name": "l2", "match": {"alertname": "X"},
+        "report": {"kind": "k", "unexplained": "look", "causes": [{"when": "true", "cause": "c", "look_first": "here"}]}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"causes": [{"when": "true", "cause": "c", "look_first": "x", "propose": {"entry": "restart_service"}}]},
+     "give propose or look_first, not both"),
+    ({"causes": [{"when": "true", "cause": "c"}]}, "give propose (a catalog action) or look_first"),
+    ({"causes": [{"when": "true", "cause": "c", "propose": {"entry": "service_status"}}]}, "is not a remediation"),
+    ({"evidence": {"metrics": {"entry": "top_processes"}}}, "must be an identifier other than"),
+    ({"evidence": {"procs": {"entry": "restart_service"}}}, "is not a diagnostic"),
+    ({"metrics": {"m": 'up{service="${labels.service}"}'}}, "only ${host} may be filled into PromQL"),
+    ({"figures": {"f": "procs.("}}, "bad CEL"),
+])
+def test_a_report_runbook_that_could_mislead_fails_at_load(tmp_path, change, message):
+    book = json.loads(json.dumps(BASE))
+    book["report"].update(change)
+    (tmp_path / "r.yml").write_text(yaml.safe_dump({"runbooks": [book]}))
+    with pytest.raises(ConfigError, match="runbook l2") as exc:
+        load_runbooks(tmp_path, load_catalog(PROJECT_ROOT / "playbooks"))
+    assert message in str(exc.value)
