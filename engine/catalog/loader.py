@@ -75,6 +75,8 @@ class Drill(_Strict):
     evidence: list[str] = []                        # diagnostics that must have reported before the run
     fixed: list[Probe] = []                         # true once the fault is gone
     unharmed: list[Probe] = []                      # must hold afterwards: nothing else was harmed
+    says: str = ""                                  # the incident's reason or its report's likely cause says this
+    cleanup: list[list[str]] = []                   # argv lists run on the host afterwards, whatever the outcome
     timeout_s: int = 180
 
 

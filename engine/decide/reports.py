@@ -33,6 +33,7 @@ __all__ = ["ReportCause", "ReportSpec", "Query", "write_report", "promql"]
 #: (metric name, PromQL) -> series as {labels, value}; raises with a message a person can read when not answered
 Query = Callable[[str, str], list[dict[str, Any]]]
 _RESERVED = {"metrics", "labels", "host"}
+_SAID_ALREADY = {"__name__", "job", "instance", "host", "service"}    # series labels the alert names already
 
 
 class ReportCause(BaseModel):
@@ -139,7 +140,7 @@ def show(value: Any) -> str:
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     if isinstance(value, dict):
         if set(value) == {"labels", "value"}:
-            tags = ",".join(f"{v}" for k, v in sorted(value["labels"].items()) if k not in ("__name__", "job"))
+            tags = ",".join(f"{v}" for k, v in sorted(value["labels"].items()) if k not in _SAID_ALREADY)
             return f"{tags} {show(value['value'])}".strip()
         return ", ".join(f"{k}={show(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))[:300]
     if isinstance(value, list):

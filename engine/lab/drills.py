@@ -105,10 +105,22 @@ def _fire(alertmanager_url: str, labels: dict[str, str], minutes: int) -> None:
 def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHost], api: httpx.Client,
               alertmanager_url: str, progress: Callable[[str], None] = lambda _: None,
               approver: httpx.Client | None = None) -> DrillResult:
-    """Inject, wait for the incident, and check: entry, verdict, check before apply, fixed, unharmed, alert cleared."""
+    """Inject, wait for the incident, and check: entry, verdict, check before apply, fixed, unharmed, alert cleared.
+    The drill's `cleanup` runs afterwards, however it ended (a fault left on would break the next drill)."""
     host = hosts.get(drill.host)
     if host is None:
         raise ConfigError(f"drill {name}: {drill.host} is not a lab host")
+    try:
+        return _judge(name, entry, drill, host, api, alertmanager_url, progress, approver)
+    finally:
+        for argv in drill.cleanup:
+            r = _exec(host.container, argv)
+            if r.returncode != 0:
+                progress(f"cleanup {argv} failed: {r.stderr.strip()[:200]}")
+
+
+def _judge(name: str, entry: str | None, drill: Drill, host: LabHost, api: httpx.Client, alertmanager_url: str,
+           progress: Callable[[str], None], approver: httpx.Client | None) -> DrillResult:
     expected = f"{entry or 'nothing'} {drill.verdict or '-'} -> {drill.state}"
     problems: list[str] = []
     seen_before = {i["id"] for i in api.get("/incidents", params={"limit": 1000}).json()}
@@ -162,6 +174,9 @@ def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHo
     modes = [r["mode"] for r in incident["runs"]]
     if "apply" in modes and ("check" not in modes or modes.index("check") > modes.index("apply")):
         problems.append("a real run happened without a check-mode run before it")
+    said = f"{incident['reason']} {(incident.get('report') or {}).get('cause', '')}"
+    if drill.says and drill.says.casefold() not in said.casefold():
+        problems.append(f"the incident does not say {drill.says!r}: {said[:300]}")
     if drill.state == "resolved":
         problems += [p for p in (_probe(host.container, pr) for pr in drill.fixed) if p]
     problems += [f"harmed: {p}" for p in (_probe(host.container, pr) for pr in drill.unharmed) if p]
