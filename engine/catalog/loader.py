@@ -84,11 +84,11 @@ class Scope(_Strict):
     """A parameter whose value must be on an allow-list the inventory declares for the host (the first of
     `lists` the host has). `unit`: a unit name (a name without a suffix means its `.service`; another suffix
     must be listed as such); `path`: every path is a listed directory or below one; `pattern`: every file
-    name pattern is listed as such."""
+    name pattern is listed as such; `value`: the value is listed exactly (a load balancer's backend)."""
 
     param: str
     lists: list[str] = Field(min_length=1)
-    kind: Literal["unit", "path", "pattern"] = "unit"
+    kind: Literal["unit", "path", "pattern", "value"] = "unit"
 
 
 class EntryMeta(_Strict):

@@ -67,6 +67,6 @@ def under(path: str, roots: list[str]) -> bool:
 def _listed(kind: str, value: str, allowed: list[str]) -> bool:
     if kind == "path":
         return under(value, allowed)
-    if kind == "pattern":
-        return value in allowed        # patterns are listed as written: `*` is not "any pattern"
+    if kind in ("pattern", "value"):
+        return value in allowed        # listed as written: `*` is not "any pattern", a backend is its exact address
     return any(fnmatch.fnmatchcase(unit_name(value), unit_name(pattern)) for pattern in allowed)

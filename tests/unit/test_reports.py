@@ -83,6 +83,24 @@ def test_the_report_is_in_the_api_and_the_escalation_message(tmp_path):
     assert any("look first at" in line for p in sent for line in p["report"]), sent
 
 
+@pytest.mark.parametrize("backend", ["127.0.0.1:8090", "10.0.0.9:22", "127.0.0.1:8080 down; server 10.0.0.9:80"])
+def test_a_label_cannot_point_the_load_balancer_change_at_another_backend(tmp_path, backend):
+    """The attack: the failing backend is 8080, the alert's `backend` label names another. The cause needs the
+    named backend to be the one failing, so nothing is proposed for it; an off-list one would be denied anyway."""
+    case = CASES["high-error-rate-backend"]
+    alert = case.alert.model_copy(update={"labels": {**case.alert.labels, "backend": backend}})
+    w = _engine(tmp_path, "high-error-rate-backend").what_if(alert, check=True)
+    assert w.proposal is None and w.report is not None and not w.report.cause.startswith("one backend"), w
+
+
+def test_the_failing_backend_is_proposed_out_of_rotation_with_its_diff_for_a_person(tmp_path):
+    case = CASES["high-error-rate-backend"]
+    w = _engine(tmp_path, "high-error-rate-backend").what_if(case.alert, check=True)
+    assert w.proposal.entry == "nginx_upstream" and w.proposal.params["backend"] == "127.0.0.1:8080"
+    assert w.decision.verdict.value == "approve" and w.report.cause.startswith("one backend behind the load balancer")
+    assert {f.label: f.value for f in w.report.pointing}["backends (address, health)"] == "127.0.0.1:8080 500; 127.0.0.1:8090 200"
+
+
 def test_what_could_not_be_read_is_named_and_nothing_is_proposed(tmp_path):
     """No Prometheus: the pool's share is unknown, so the pool is not blamed and nothing is reset."""
     engine = _engine(tmp_path, "high-latency-pool", recorded_metrics=False)

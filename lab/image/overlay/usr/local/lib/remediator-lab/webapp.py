@@ -11,10 +11,11 @@ POST /admin/fault/<name>     fault injection for the Level 2 drills (`webapp-fau
                              slow   requests wait for a DB connection (the pool is 95% used)
                              errors /api/orders answers 502 and logs the upstream that refused it
                              leak   the process grows by about 2 MB a second (up to 300 MB)
+                             broken every route and /health answer 500 (a backend to take out of rotation)
                              clear  every fault off, the leaked memory freed
 SIGHUP                       same as /admin/pool/reset (what `systemctl reload` sends)
 
-A traffic thread calls the routes 20 times a second, so that rates and latencies exist without a client.
+The lab's clients (client.py) call the routes through nginx, which balances them over webapp and api-gateway.
 """
 import json
 import os
@@ -34,7 +35,7 @@ BROKEN_RELEASES = os.environ.get("WEBAPP_BROKEN_RELEASES", "/etc/webapp/broken-r
 VERSION = open(os.path.join(os.path.dirname(os.path.realpath(__file__)), "VERSION")).read().strip()
 
 state = {"in_use": 0, "resets": 0}
-faults = {"slow": False, "errors": False, "leak": False}
+faults = {"slow": False, "errors": False, "leak": False, "broken": False}
 leaked = []
 lock = threading.Lock()
 ROUTES = ("/api/orders", "/api/catalog")
@@ -56,7 +57,10 @@ def handle_api(route):
     started = time.monotonic()
     if faults["slow"]:
         time.sleep(0.5)              # waiting for a free DB connection
-    if faults["errors"] and route == "/api/orders":
+    if faults["broken"]:
+        code, body = 500, {"error": "internal error"}
+        print(f"<3>ERROR {route}: handler crashed: the release cache is corrupt", file=sys.stderr, flush=True)
+    elif faults["errors"] and route == "/api/orders":
         code, body = 502, {"error": "upstream payments-api refused the connection"}
         # "<3>" is journald's priority prefix: the line is logged as an error (priority 3)
         print(f"<3>ERROR {route}: upstream payments-api refused the connection (10.0.3.7:9090)", file=sys.stderr, flush=True)
@@ -69,14 +73,6 @@ def handle_api(route):
         durations[route][i] += 1
         duration_sum[route] += took
     return code, body
-
-
-def traffic():
-    # Clients keep coming whatever the latency: each request on its own thread, ten a second.
-    while True:
-        for route in ROUTES:
-            threading.Thread(target=handle_api, args=(route,), daemon=True).start()
-            time.sleep(0.05)
 
 
 def leaking():
@@ -164,7 +160,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            self._send(200, json.dumps({"status": "ok", "version": VERSION}))
+            if faults["broken"]:
+                self._send(500, json.dumps({"status": "broken", "version": VERSION}))
+            else:
+                self._send(200, json.dumps({"status": "ok", "version": VERSION}))
         elif self.path == "/metrics":
             with lock:
                 lines = [
@@ -213,6 +212,5 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGHUP, reset_pool)
-    threading.Thread(target=traffic, daemon=True).start()
     threading.Thread(target=leaking, daemon=True).start()
     ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
