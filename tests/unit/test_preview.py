@@ -47,3 +47,15 @@ def test_digest_binds_to_what_would_change():
     b = build_preview("clean_logs", fewer, check=True, hosts=["app-server-01"])
     assert a.digest == build_preview("clean_logs", events("clean_logs-check"), True, ["app-server-01"]).digest
     assert a.digest != b.digest
+
+
+def test_a_templates_diff_names_its_file_and_not_a_temporary_one():
+    """A template renders to a temporary file named anew on every run; were it in the diff, the digest an approver
+    votes on would change by itself, and the approval would drift forever (found in the nginx_upstream drill)."""
+    recorded = events("nginx_upstream-check")
+    a = build_preview("nginx_upstream", recorded, check=True, hosts=["app-server-02"])
+    render = next(t for t in a.hosts[0].tasks if t.task.endswith("Render the upstream file"))
+    assert render.diff.startswith("--- /etc/nginx/upstreams/webapp.conf\n+++ /etc/nginx/upstreams/webapp.conf\n")
+    assert "+    server 127.0.0.1:8080 weight=1 down;" in render.diff
+    again = json.loads(json.dumps(recorded).replace("ansible-local-", "ansible-local-another-run-"))
+    assert build_preview("nginx_upstream", again, check=True, hosts=["app-server-02"]).digest == a.digest

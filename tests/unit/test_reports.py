@@ -32,12 +32,16 @@ def _payload(name: str) -> bytes:
     return (PROJECT_ROOT / "evals" / "cases" / name / "alert.json").read_bytes()
 
 
-def _engine(tmp_path, name: str, *, recorded_metrics: bool = True, **settings) -> Engine:
-    case = CASES[name]
-    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack",
-                           **settings),
-                  executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
-                  query=case.query if recorded_metrics else None)
+@pytest.fixture
+def make_engine(tmp_path, database_url):
+    """An engine serving a case's recorded diagnostics and metrics (on SQLite, or PostgreSQL in its tier)."""
+    def make(name: str, *, recorded_metrics: bool = True, **settings) -> Engine:
+        case = CASES[name]
+        return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"],
+                               slack_webhook_url="http://127.0.0.1:9/slack", **settings),
+                      executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
+                      query=case.query if recorded_metrics else None)
+    return make
 
 
 def _allow_everything(tmp_path):
@@ -48,8 +52,8 @@ def _allow_everything(tmp_path):
     return policies
 
 
-def test_a_level2_proposal_waits_for_a_person_whatever_policy_allows(tmp_path):
-    engine = _engine(tmp_path, "high-latency-pool", policies_dir=_allow_everything(tmp_path))
+def test_a_level2_proposal_waits_for_a_person_whatever_policy_allows(make_engine, tmp_path):
+    engine = make_engine("high-latency-pool", policies_dir=_allow_everything(tmp_path))
     (incident_id,) = take_in(engine, _payload("high-latency-pool")).incidents
     work_all(engine)
     with engine.store.read() as s:
@@ -65,8 +69,8 @@ def test_a_level2_proposal_waits_for_a_person_whatever_policy_allows(tmp_path):
     assert any("Diagnosis (latency)" in line for line in asked["report"]), asked
 
 
-def test_the_report_is_in_the_api_and_the_escalation_message(tmp_path):
-    engine = _engine(tmp_path, "high-error-rate-upstream")
+def test_the_report_is_in_the_api_and_the_escalation_message(make_engine, tmp_path):
+    engine = make_engine("high-error-rate-upstream")
     (incident_id,) = take_in(engine, _payload("high-error-rate-upstream")).incidents
     work_all(engine)
     with TestClient(create_app(engine, start_engine=False)) as client:
@@ -84,26 +88,26 @@ def test_the_report_is_in_the_api_and_the_escalation_message(tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["127.0.0.1:8090", "10.0.0.9:22", "127.0.0.1:8080 down; server 10.0.0.9:80"])
-def test_a_label_cannot_point_the_load_balancer_change_at_another_backend(tmp_path, backend):
+def test_a_label_cannot_point_the_load_balancer_change_at_another_backend(make_engine, tmp_path, backend):
     """The attack: the failing backend is 8080, the alert's `backend` label names another. The cause needs the
     named backend to be the one failing, so nothing is proposed for it; an off-list one would be denied anyway."""
     case = CASES["high-error-rate-backend"]
     alert = case.alert.model_copy(update={"labels": {**case.alert.labels, "backend": backend}})
-    w = _engine(tmp_path, "high-error-rate-backend").what_if(alert, check=True)
+    w = make_engine("high-error-rate-backend").what_if(alert, check=True)
     assert w.proposal is None and w.report is not None and not w.report.cause.startswith("one backend"), w
 
 
-def test_the_failing_backend_is_proposed_out_of_rotation_with_its_diff_for_a_person(tmp_path):
+def test_the_failing_backend_is_proposed_out_of_rotation_with_its_diff_for_a_person(make_engine, tmp_path):
     case = CASES["high-error-rate-backend"]
-    w = _engine(tmp_path, "high-error-rate-backend").what_if(case.alert, check=True)
+    w = make_engine("high-error-rate-backend").what_if(case.alert, check=True)
     assert w.proposal.entry == "nginx_upstream" and w.proposal.params["backend"] == "127.0.0.1:8080"
     assert w.decision.verdict.value == "approve" and w.report.cause.startswith("one backend behind the load balancer")
     assert {f.label: f.value for f in w.report.pointing}["backends (address, health)"] == "127.0.0.1:8080 500; 127.0.0.1:8090 200"
 
 
-def test_what_could_not_be_read_is_named_and_nothing_is_proposed(tmp_path):
+def test_what_could_not_be_read_is_named_and_nothing_is_proposed(make_engine, tmp_path):
     """No Prometheus: the pool's share is unknown, so the pool is not blamed and nothing is reset."""
-    engine = _engine(tmp_path, "high-latency-pool", recorded_metrics=False)
+    engine = make_engine("high-latency-pool", recorded_metrics=False)
     w = engine.what_if(CASES["high-latency-pool"].alert, check=True)
     assert w.proposal is None and w.escalation is not None
     assert w.report is not None and "metric pool_in_use: no Prometheus configured" in w.report.unread
