@@ -7,8 +7,9 @@ call that validates ends the conversation; one that does not goes back with the 
 number of times. The host is the alert's, never the model's.
 
 The model is asked only about alerts an operator opted in (`llm_alerts`, or the alert's
-`remediator_planner: llm` label); the others follow the runbooks. An alert that an operator's runbook
-always escalates (security, corruption, failover; matched in any case) is escalated without asking
+`remediator_planner: llm` label); the others follow the runbooks. For an alert a Level 2 runbook answers
+(`report:`), the runbook diagnoses and proposes, and the model only writes a few sentences over that report.
+An alert that an operator's runbook always escalates (security, corruption, failover; matched in any case) is escalated without asking
 the model, opted in or not. Whatever goes wrong (endpoint down, timeout, prose or garbage, rounds, time or tokens spent) the
 runbook planner answers instead, and the proposal says so. What the model proposes is only data:
 policy, check mode and approval judge it exactly as they judge a runbook's.
@@ -30,7 +31,7 @@ from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlan
 from engine.decide.untrusted import Fence, clean
 from engine.errors import ProposalError
 from engine.logs import redact
-from engine.model.records import ESCALATE, ActionProposal, Escalation, ToolCallRecord, Transcript
+from engine.model.records import ESCALATE, ActionProposal, Escalation, Report, ToolCallRecord, Transcript
 from engine.settings import Settings
 
 if TYPE_CHECKING:
@@ -107,9 +108,13 @@ class LLMPlanner:
         binding = self.fallback.binding_escalation(ctx)
         if binding is not None:   # the operator said this alert is for people; the model is not asked
             return binding
-        # the runbooks answer, and escalate when none matches; a Level 2 report's numbers and proposal are the engine's
-        if not self.opted_in(ctx) or self.fallback.writes_report(ctx):
+        if not self.opted_in(ctx):   # the runbooks answer, and escalate when none matches
             return self.fallback.plan(ctx, session)
+        if self.fallback.writes_report(ctx):   # Level 2: the numbers, cause and proposal are the engine's; the words may be the model's
+            choice = self.fallback.plan(ctx, session)
+            if session.report is not None:
+                session.report = self._narrate(ctx, session.report, session)
+            return choice
         transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=redact(self.settings.llm_base_url))
         session.transcript = transcript
         try:
@@ -125,6 +130,26 @@ class LLMPlanner:
             if isinstance(choice, Escalation):
                 return choice.model_copy(update={"fallback": note, "reason": f"{note}: {choice.reason}"})
             return choice.model_copy(update={"fallback": note, "rationale": f"{note}: {choice.rationale}"})
+
+    def _narrate(self, ctx: PlanningContext, report: Report, session: PlanningSession) -> Report:
+        """The model's few sentences over the engine's report (fenced as data); the report unchanged if it fails."""
+        transcript = Transcript(planner=self.name, model=self.settings.llm_model, base_url=redact(self.settings.llm_base_url))
+        session.transcript = transcript
+        fence = Fence()
+        block = fence.wrap("the diagnosis", report.model_dump(exclude={"narrative"}), self.settings.llm_max_text_chars,
+                           self.settings.llm_max_text_chars * 4)
+        transcript.messages = [{"role": "user", "content": _PROMPTS.get_template("llm_narrative.j2").render(
+            kind=report.kind, host=ctx.host, ref=ctx.ref, report_block=block)}]
+        try:
+            answer = self._ask(transcript.messages, self.settings.llm_timeout_s, transcript, tools=False)
+        except _GiveUp as exc:
+            log.warning("LLM narrative for %s: %s", ctx.ref or ctx.host, exc.reason)
+            transcript.outcome, transcript.fallback_reason = "fallback", exc.reason
+            return report
+        text = clean(answer.content or "", 600).strip()
+        transcript.messages.append({"role": "assistant", "content": text})
+        transcript.rounds, transcript.outcome = 1, "narrative"
+        return report.model_copy(update={"narrative": text})
 
     def opted_in(self, ctx: PlanningContext) -> bool:
         """The operator asked for the model on this alert: its name is in `llm_alerts`, or its label says llm."""
@@ -199,12 +224,12 @@ class LLMPlanner:
                 raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error[:300]})")
         raise _GiveUp(f"no remediation or escalation after {s.llm_max_rounds} rounds")
 
-    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript) -> Any:
+    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript, tools: bool = True) -> Any:
         started = time.monotonic()
         try:
             response = self.client.chat.completions.create(  # the messages and tools are the API's own JSON shapes
-                model=self.settings.llm_model, messages=messages, tools=self.tools,  # type: ignore[arg-type]
-                temperature=0, timeout=timeout_s)
+                model=self.settings.llm_model, messages=messages,  # type: ignore[arg-type]
+                tools=self.tools if tools else openai.NOT_GIVEN, temperature=0, timeout=timeout_s)  # type: ignore[arg-type]
         except openai.APITimeoutError:
             if timeout_s < self.settings.llm_timeout_s:
                 raise _GiveUp(f"the time budget of {self.settings.llm_budget_s:g} s is spent (the model was still answering)") from None

@@ -22,6 +22,7 @@ from engine.service import Engine
 from engine.settings import Settings
 from engine.store.db import Incident, OutboxMessage, Run
 from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
+from tests.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.unit
 CASES = {c.name: c for c in load_cases(PROJECT_ROOT / "evals" / "cases")}
@@ -113,6 +114,26 @@ def test_what_could_not_be_read_is_named_and_nothing_is_proposed(make_engine, tm
     assert w.report is not None and "metric pool_in_use: no Prometheus configured" in w.report.unread
     assert w.report.cause == "the evidence shows no cause this runbook knows"
     assert "slowest route's dependencies" in w.report.look_first
+
+
+NARRATIVE = "The pool is 95% used, so requests queue for a connection. Check what holds the connections first."
+
+
+@pytest.mark.parametrize("reply, narrative", [({"content": NARRATIVE}, NARRATIVE), ({"status": 500}, "")])
+def test_with_the_llm_planner_the_model_writes_only_the_words(make_engine, reply, narrative):
+    """The numbers, the cause and the proposal stay the runbook's; the model sees the report fenced, gets no tools,
+    and a failing endpoint leaves the report without words (nothing else changes)."""
+    case = CASES["high-latency-pool"]
+    with ScriptedLLM([{"match": "", "replies": [reply]}]) as model:
+        engine = make_engine("high-latency-pool", planner="llm", llm_alerts=["*"], llm_base_url=model.url,
+                             llm_max_retries=0)
+        w = engine.what_if(case.alert, check=True)
+    assert w.proposal.entry == "reset_db_pool" and w.proposal.planner == "runbook" and w.decision.verdict.value == "approve"
+    assert w.report.cause.startswith("requests wait for a database connection") and w.report.narrative == narrative
+    (request,) = model.requests
+    assert "tools" not in request
+    assert "<<DATA" in request["messages"][0]["content"] and '"pool in use (share)"' in request["messages"][0]["content"]
+    assert w.transcript.outcome == ("narrative" if narrative else "fallback")
 
 
 def test_the_eval_scores_the_cause(tmp_path):
