@@ -134,7 +134,7 @@ def show(value: Any) -> str:
     """A value as a person reads it: numbers rounded, series as `labels value`, records as `k=v`; capped."""
     if value is None:
         return "not read"
-    if isinstance(value, bool):
+    if isinstance(value, (bool, celtypes.BoolType)):   # CEL's bool is an int, not a bool
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"

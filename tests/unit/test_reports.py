@@ -104,6 +104,8 @@ def test_the_failing_backend_is_proposed_out_of_rotation_with_its_diff_for_a_per
     assert w.proposal.entry == "nginx_upstream" and w.proposal.params["backend"] == "127.0.0.1:8080"
     assert w.decision.verdict.value == "approve" and w.report.cause.startswith("one backend behind the load balancer")
     assert {f.label: f.value for f in w.report.pointing}["backends (address, health)"] == "127.0.0.1:8080 500; 127.0.0.1:8090 200"
+    backends = {f.label: f.value for f in w.report.figures}["load balancer backends"]
+    assert "address=127.0.0.1:8080, weight=1, down=no, health_status=500, healthy=no" in backends
 
 
 def test_what_could_not_be_read_is_named_and_nothing_is_proposed(make_engine, tmp_path):
