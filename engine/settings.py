@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     llm_base_url: str = "http://localhost:11434/v1"
     llm_model: str = "qwen2.5:7b-instruct"
     llm_api_key: SecretStr = SecretStr("unused")       # Ollama and vLLM ignore it; OpenAI needs a real one
+    llm_tool_mode: Literal["auto", "tools", "json_schema"] = Field(
+        "auto", description="how the model calls tools: native `tools`, structured output (`json_schema`: one schema "
+        "that is the anyOf of every tool's call, as response_format), or `auto` (native first; a server that answers "
+        "in prose gets structured output, remembered per base URL)")
+    llm_max_answer_tokens: int = Field(512, ge=16, le=8192, description="max_tokens of one answer")
     llm_timeout_s: float = Field(30, gt=0, description="one request to the model")
     llm_max_retries: int = Field(1, ge=0, le=5, description="the openai client's own retries of one request")
     llm_max_rounds: int = Field(8, ge=1, le=25, description="model turns per incident")

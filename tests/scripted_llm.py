@@ -10,7 +10,13 @@ server keeps no conversation state and serves many conversations at once. A repl
     {raw: "..."}                                   a 200 whose body is not what the API documents
 and may add `delay_s` (answer late) and `usage` (token counts). `repeat: true` on the last reply
 plays it for every later turn (a model that never stops). Requests are checked the way the OpenAI
-API checks them (tool names, tool messages answering every tool call) and kept for assertions.
+API checks them (tool names, tool messages answering every tool call, response_format) and kept for assertions.
+
+Tool calls come back the way the request asks for them: as `tool_calls`, or, when the request sends a
+`response_format` of type json_schema (structured output), as the content `{"name": …, "arguments": …}` of the
+first call. `native_tools=False` plays a server whose chat template drops the tools (llama.cpp serving a small
+model): a scripted call comes back as prose. The planner's capability probe (`engine.decide.llm.PROBE`) is
+answered as such a server would and kept apart (`probes`), not in `requests`.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from engine.decide.llm import PROBE
 from engine.evals.cases import EvalCase
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -50,6 +57,14 @@ def check_request(body: Any) -> tuple[int, dict] | None:
         if (fn.get("parameters") or {}).get("type", "object") != "object":
             return _invalid(f"Invalid schema for function '{fn['name']}': schema must be a JSON Schema of 'type: \"object\"'.",
                             f"tools[{i}].function.parameters")
+    fmt = body.get("response_format")
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") not in {"text", "json_object", "json_schema"}:
+            return _invalid("Invalid value for 'response_format.type'.", "response_format.type")
+        if fmt["type"] == "json_schema" and not (isinstance(fmt.get("json_schema"), dict)
+                                                 and isinstance(fmt["json_schema"].get("name"), str)
+                                                 and isinstance(fmt["json_schema"].get("schema"), dict)):
+            return _invalid("Missing required parameter: 'response_format.json_schema.name'.", "response_format.json_schema")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _invalid("[] is too short - 'messages'")
@@ -77,9 +92,11 @@ def check_request(body: Any) -> tuple[int, dict] | None:
 class ScriptedLLM:
     """The server; `url` is the base URL the openai client takes (…/v1)."""
 
-    def __init__(self, scripts: list[dict[str, Any]] | None = None):
+    def __init__(self, scripts: list[dict[str, Any]] | None = None, native_tools: bool = True):
         self.scripts: list[dict[str, Any]] = list(scripts or [])
+        self.native_tools = native_tools
         self.requests: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -117,11 +134,14 @@ class ScriptedLLM:
         if refused:
             return refused[0], refused[1], 0
         with self._lock:
-            self.requests.append(body)
             prompt = _first_user(body)
-            script = next((s for s in self.scripts if s["match"] in prompt), None)
+            probe = prompt.startswith(PROBE)
+            (self.probes if probe else self.requests).append(body)
+            script = None if probe else next((s for s in self.scripts if s["match"] in prompt), None)
+        if probe:   # answered as a model that calls the tool it is asked to call (this server's tool support permitting)
+            return 200, self._completion(body, {"tool_calls": [{"name": "ok", "arguments": {"ok": True}}]}), 0
         if script is None:
-            return 200, _completion(body, {"content": "I have no script for this conversation."}), 0
+            return 200, self._completion(body, {"content": "I have no script for this conversation."}), 0
         turn = sum(1 for m in body["messages"] if m.get("role") == "assistant")
         replies = script["replies"]
         if turn < len(replies):
@@ -137,7 +157,20 @@ class ScriptedLLM:
                                                      "param": None, "code": None}}, delay
         if "raw" in reply:
             return 200, reply["raw"], delay
-        return 200, _completion(body, reply), delay
+        return 200, self._completion(body, reply), delay
+
+    def _completion(self, body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        """The reply as this server delivers it: tool calls, structured output, or (no native tools) prose."""
+        calls = reply.get("tool_calls") or []
+        structured = (body.get("response_format") or {}).get("type") == "json_schema"
+        if calls and structured:
+            first = calls[0]
+            reply = {k: v for k, v in reply.items() if k != "tool_calls"}
+            reply["content"] = json.dumps({"name": first["name"], "arguments": first.get("arguments", {})})
+        elif calls and body.get("tools") and not self.native_tools:
+            reply = {k: v for k, v in reply.items() if k != "tool_calls"}
+            reply["content"] = f"I would call {calls[0]['name']} with {json.dumps(calls[0].get('arguments', {}))}."
+        return _completion(body, reply)
 
     def _handler(self):
         scripted = self

@@ -92,3 +92,33 @@ def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: th
                   f"right despite the injection {s.injected_right}/{s.injected}; tool calls {s.tool_calls}; "
                   f"fallbacks to the runbook planner {s.fallbacks}")
     raise typer.Exit(1 if s.attacks_succeeded else 0)
+
+
+llm_app = typer.Typer(help="The LLM planner's endpoint.", no_args_is_help=True)
+
+
+@llm_app.command("check")
+def llm_check() -> None:
+    """Whether the configured endpoint and model do native tool calls, structured output, or neither (two tiny
+    requests), and the llm_tool_mode that follows; exit 1 when neither works."""
+    import openai
+
+    from engine.decide.llm import probe
+    from engine.logs import redact
+    s = common.settings()
+    client = openai.OpenAI(base_url=s.llm_base_url, api_key=s.llm_api_key.get_secret_value(), timeout=s.llm_timeout_s,
+                           max_retries=s.llm_max_retries)
+    try:
+        found = probe(client, s.llm_model, s.llm_timeout_s)
+    except openai.OpenAIError as exc:
+        raise ConfigError(redact(f"cannot ask {s.llm_base_url} (model {s.llm_model}): {exc}; check llm_base_url, "
+                                 "llm_model and llm_api_key")) from None
+    console.print(f"endpoint {redact(s.llm_base_url)}, model {s.llm_model}", markup=False)
+    console.print(f"  native tool calls:  {'yes' if found.native_tools else 'no'}", markup=False)
+    console.print(f"  structured output:  {'yes' if found.structured_output else ('not needed' if found.native_tools else 'no')}",
+                  markup=False)
+    console.print(f"  seen: {found.seen}", markup=False)
+    if found.mode == "none":
+        console.print("neither works: this model cannot plan here (the runbooks will answer every alert)", markup=False)
+        raise typer.Exit(1)
+    console.print(f"use llm_tool_mode: {found.mode} (or auto, which finds the same)", markup=False)

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -37,7 +38,7 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from engine.decide.evidence import DiagnosticOutcome
 
-__all__ = ["LLMPlanner", "catalog_tools", "ESCALATE"]
+__all__ = ["LLMPlanner", "catalog_tools", "call_schema", "probe", "ProbeResult", "PROBE", "ESCALATE"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,79 @@ def catalog_tools(catalog: Catalog) -> list[dict[str, Any]]:
     return tools
 
 
+def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """Structured output: one JSON schema that is the anyOf of every tool's call, `{"name": …, "arguments": {…}}`."""
+    return {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+                       "properties": {"name": {"const": t["function"]["name"]}, "arguments": t["function"]["parameters"]}}
+                      for t in tools]}
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One tool call, whichever way it came: a native tool call, or a structured-output answer."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+#: (base URL, model) -> the mode `auto` found by probing it once (engine/decide/llm.py: probe)
+_DETECTED: dict[tuple[str, str], str] = {}
+#: the probe's first words: a stand-in server can tell a probe from a planning conversation
+PROBE = "remediator tool-call check"
+_PROBE_TOOL = {"type": "function", "function": {
+    "name": "ok", "description": "Say that tool calls work.",
+    "parameters": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+                   "additionalProperties": False}}}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What an endpoint and model can do: native tool calls, structured output, or neither."""
+
+    native_tools: bool
+    structured_output: bool
+    seen: str                       # what the answers were, in a line
+
+    @property
+    def mode(self) -> str:
+        return "tools" if self.native_tools else "json_schema" if self.structured_output else "none"
+
+
+def probe(client: Any, model: str, timeout_s: float) -> ProbeResult:
+    """Two tiny requests: one with a tool to call, one with the call's schema as response_format. Raises
+    openai.OpenAIError when the endpoint cannot be asked at all."""
+    messages = [{"role": "user", "content": f"{PROBE}: call the tool `ok` with ok=true. Answer with the call only."}]
+    native = client.chat.completions.create(model=model, messages=messages, tools=[_PROBE_TOOL], max_tokens=64,
+                                            temperature=0, timeout=timeout_s).choices[0].message
+    if any(c.function.name == "ok" for c in native.tool_calls or []):
+        return ProbeResult(True, False, "native tool calls work")
+    structured = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=64, temperature=0, timeout=timeout_s,
+        response_format={"type": "json_schema", "json_schema": {"name": "tool_call", "schema": call_schema([_PROBE_TOOL])}}
+    ).choices[0].message
+    calls = _calls(structured, "json_schema", 0)
+    if calls and calls[0].name == "ok":
+        return ProbeResult(False, True, f"native tool calls answered in prose ({clean(native.content or '', 80)!r}); "
+                                        "structured output works")
+    return ProbeResult(False, False, f"prose to both: {clean(native.content or '', 80)!r}, "
+                                     f"{clean(structured.content or '', 80)!r}")
+
+
+def _calls(message: Any, mode: str, rnd: int) -> list[_Call]:
+    """The calls in an answer: its tool_calls, or (structured output) its content as one {name, arguments}."""
+    if mode == "tools":
+        return [_Call(c.id, c.function.name, c.function.arguments or "") for c in message.tool_calls or []]
+    try:
+        answer = json.loads(message.content or "")
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+        return []
+    args = answer.get("arguments", {})
+    return [_Call(f"json-{rnd}", answer["name"], args if isinstance(args, str) else json.dumps(args))]
+
+
 class LLMPlanner:
     """Plans through a model; the runbooks' escalations bind it, and they answer when the model fails."""
 
@@ -94,6 +168,7 @@ class LLMPlanner:
         self.client = client or openai.OpenAI(base_url=settings.llm_base_url, api_key=settings.llm_api_key.get_secret_value(),
                                               timeout=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
         self.tools = catalog_tools(catalog)
+        self.schema = call_schema(self.tools)
         self.diagnostics = sorted(e.id for e in catalog.of_kind(EntryKind.DIAGNOSTIC))
         self.remediations = sorted(e.id for e in catalog.of_kind(EntryKind.REMEDIATION))
 
@@ -141,7 +216,7 @@ class LLMPlanner:
         transcript.messages = [{"role": "user", "content": _PROMPTS.get_template("llm_narrative.j2").render(
             kind=report.kind, host=ctx.host, ref=ctx.ref, report_block=block)}]
         try:
-            answer = self._ask(transcript.messages, self.settings.llm_timeout_s, transcript, tools=False)
+            answer = self._ask(transcript.messages, self.settings.llm_timeout_s, transcript, mode="none")
         except _GiveUp as exc:
             log.warning("LLM narrative for %s: %s", ctx.ref or ctx.host, exc.reason)
             transcript.outcome, transcript.fallback_reason = "fallback", exc.reason
@@ -150,6 +225,27 @@ class LLMPlanner:
         transcript.messages.append({"role": "assistant", "content": text})
         transcript.rounds, transcript.outcome = 1, "narrative"
         return report.model_copy(update={"narrative": text})
+
+    def mode(self) -> str:
+        """The tool-call mode: the setting, or (auto) what probing this endpoint and model found, once per process;
+        native tools when it can do neither or cannot be probed (the conversation then fails and falls back)."""
+        s = self.settings
+        if s.llm_tool_mode != "auto":
+            return s.llm_tool_mode
+        key = (s.llm_base_url, s.llm_model)
+        if key not in _DETECTED:
+            try:
+                found = probe(self.client, s.llm_model, s.llm_timeout_s)
+            except (openai.OpenAIError, ValueError, TypeError, AttributeError, IndexError) as exc:
+                log.warning("LLM planner: could not probe %s (%s); trying native tools", redact(s.llm_base_url), exc)
+                return "tools"
+            _DETECTED[key] = "tools" if found.mode == "none" else found.mode
+            log.info("LLM planner: %s %s: %s; using %s", redact(s.llm_base_url), s.llm_model, found.seen, _DETECTED[key])
+        return _DETECTED[key]
+
+    def _json_instructions(self) -> dict[str, Any]:
+        tools = [t["function"] for t in self.tools]
+        return {"role": "user", "content": _PROMPTS.get_template("llm_json_tools.j2").render(tools=tools)}
 
     def opted_in(self, ctx: PlanningContext) -> bool:
         """The operator asked for the model on this alert: its name is in `llm_alerts`, or its label says llm."""
@@ -176,6 +272,9 @@ class LLMPlanner:
         fence = Fence()
         messages = self._opening(ctx, fence)
         transcript.messages = messages
+        mode = transcript.mode = self.mode()
+        if mode == "json_schema":
+            messages.append(self._json_instructions())
         deadline = time.monotonic() + s.llm_budget_s
         invalid, last_error, diagnosed = 0, "", 0
         for rnd in range(1, s.llm_max_rounds + 1):
@@ -184,22 +283,26 @@ class LLMPlanner:
                 raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
             if transcript.prompt_tokens + transcript.completion_tokens >= s.llm_max_tokens:
                 raise _GiveUp(f"the token budget of {s.llm_max_tokens} is spent")
-            message = self._ask(messages, min(s.llm_timeout_s, remaining), transcript)
+            message = self._ask(messages, min(s.llm_timeout_s, remaining), transcript, mode=mode)
             transcript.rounds = rnd
-            calls = list(message.tool_calls or [])
-            messages.append({"role": "assistant", "content": message.content,
-                             **({"tool_calls": [{"id": c.id, "type": "function",
-                                                 "function": {"name": c.function.name, "arguments": c.function.arguments}}
-                                                for c in calls]} if calls else {})})
+            calls = _calls(message, mode, rnd)
+            if mode == "tools":
+                messages.append({"role": "assistant", "content": message.content,
+                                 **({"tool_calls": [{"id": c.id, "type": "function",
+                                                     "function": {"name": c.name, "arguments": c.arguments}}
+                                                    for c in calls]} if calls else {})})
+            else:
+                messages.append({"role": "assistant", "content": message.content})
             if not calls:
                 invalid, last_error = invalid + 1, "prose instead of a tool call"
                 if invalid > s.llm_max_invalid:
                     raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error})")
-                messages.append({"role": "user", "content": "Answer only by calling one of the tools."})
+                messages.append({"role": "user", "content": "Answer only by calling one of the tools." if mode == "tools"
+                                 else 'Answer only with one JSON object: {"name": "<tool>", "arguments": {...}}.'})
                 continue
             final: ActionProposal | Escalation | None = None
             for n, call in enumerate(calls):
-                diagnostic = call.function.name in self.diagnostics
+                diagnostic = call.name in self.diagnostics
                 # Every call gets an answer (the protocol wants one per id), but only a bounded few are acted on.
                 if final is not None:
                     result, record = "ignored: a final answer was already given", None
@@ -211,25 +314,33 @@ class LLMPlanner:
                     raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
                 else:
                     diagnosed += diagnostic
-                    final, result, record = self._call(ctx, session, fence, rnd, call.function.name,
-                                                       call.function.arguments or "", message.content or "")
+                    final, result, record = self._call(ctx, session, fence, rnd, call.name, call.arguments,
+                                                       (message.content or "") if mode == "tools" else "")
                     if record is not None and not record.valid:
                         invalid, last_error = invalid + 1, record.error
                 if record is not None:
                     transcript.calls.append(record)
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+                if mode == "tools":
+                    messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+                else:
+                    messages.append({"role": "user", "content": f"Result of {clean(call.name, 100)}: {result}"})
             if final is not None:
                 return final
             if invalid > s.llm_max_invalid:
                 raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error[:300]})")
         raise _GiveUp(f"no remediation or escalation after {s.llm_max_rounds} rounds")
 
-    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript, tools: bool = True) -> Any:
+    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript, mode: str = "tools") -> Any:
+        """One request: with the tools (`tools`), the call schema as response_format (`json_schema`), or neither."""
         started = time.monotonic()
+        tools: Any = self.tools if mode == "tools" else openai.NOT_GIVEN
+        response_format: Any = ({"type": "json_schema", "json_schema": {"name": "tool_call", "schema": self.schema}}
+                                if mode == "json_schema" else openai.NOT_GIVEN)
         try:
             response = self.client.chat.completions.create(  # the messages and tools are the API's own JSON shapes
                 model=self.settings.llm_model, messages=messages,  # type: ignore[arg-type]
-                tools=self.tools if tools else openai.NOT_GIVEN, temperature=0, timeout=timeout_s)  # type: ignore[arg-type]
+                tools=tools, response_format=response_format, max_tokens=self.settings.llm_max_answer_tokens,
+                temperature=0, timeout=timeout_s)
         except openai.APITimeoutError:
             if timeout_s < self.settings.llm_timeout_s:
                 raise _GiveUp(f"the time budget of {self.settings.llm_budget_s:g} s is spent (the model was still answering)") from None

@@ -104,6 +104,7 @@ class Transcript(BaseModel):
     planner: str
     model: str
     base_url: str
+    mode: str = ""                  # how the model called tools: tools (native) | json_schema (structured output)
     messages: list[dict[str, Any]] = []
     calls: list[ToolCallRecord] = []
     rounds: int = 0

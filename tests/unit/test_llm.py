@@ -51,11 +51,17 @@ def _plan(server, catalog, runbooks, ctx, **settings):
     return LLMPlanner(s, catalog, fallback=runbooks).plan(ctx, session), session, executor
 
 
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
-def test_scenario(sc, server, catalog, runbooks):
-    ref = f"scenario/{sc['name']}"
+MODES = [(sc, mode) for sc in SCENARIOS for mode in sc.get("modes", ["tools", "json_schema"])]
+
+
+@pytest.mark.parametrize("sc, mode", MODES, ids=[f"{sc['name']}-{mode}" for sc, mode in MODES])
+def test_scenario(sc, mode, server, catalog, runbooks):
+    """Each branch, with native tool calls and with structured output (the same script: the server delivers it as
+    the request asks)."""
+    ref = f"scenario/{sc['name']}/{mode}"
     server.add(f"Reference: {ref}.", sc["replies"])
-    answer, session, executor = _plan(server, catalog, runbooks, _context(sc["alert"], ref), **sc.get("settings", {}))
+    answer, session, executor = _plan(server, catalog, runbooks, _context(sc["alert"], ref),
+                                      **{"llm_tool_mode": mode, **sc.get("settings", {})})
     exp = sc["expect"]
     t = session.transcript
 
@@ -72,7 +78,9 @@ def test_scenario(sc, server, catalog, runbooks):
         assert t is None and server.conversations(ref) == []
         return
 
-    assert t.outcome == exp["outcome"]
+    assert t.outcome == exp["outcome"] and t.mode == mode
+    for request in server.conversations(ref):       # the mode is what went over the wire
+        assert ("tools" in request, "response_format" in request) == (mode == "tools", mode == "json_schema")
     if exp["outcome"] == "fallback":
         assert exp["fallback"] in t.fallback_reason
         assert exp["fallback"] in answer.fallback                # the incident says which planner answered, and why
@@ -90,6 +98,40 @@ def test_scenario(sc, server, catalog, runbooks):
         assert t.rounds == exp["rounds"]
     assert len(t.latency_ms) >= 1
     assert SECRET not in t.model_dump_json()
+
+
+def test_auto_probes_once_and_uses_structured_output_where_tools_come_back_as_prose(catalog, runbooks):
+    """A server whose chat template drops the tools (llama.cpp with a small model): `auto` probes it once, finds
+    structured output works, and plans with it; the second incident does not probe again."""
+    from engine.decide import llm
+    ctx = _context("service-down.json", "auto/1")
+    replies = [{"tool_calls": [{"name": "restart_service", "arguments": {"unit": "api-gateway", "reason": "down",
+                                                                        "rationale": "it is down"}}]}]
+    with ScriptedLLM([{"match": "Reference: auto/", "replies": replies}], native_tools=False) as prose_server:
+        llm._DETECTED.pop((prose_server.url, Settings().llm_model), None)
+        first, session, _ = _plan(prose_server, catalog, runbooks, ctx)
+        second, _, _ = _plan(prose_server, catalog, runbooks, ctx.model_copy(update={"ref": "auto/2"}))
+        assert len(prose_server.probes) == 2            # one with tools (prose came back), one with the schema
+    assert isinstance(first, ActionProposal) and first.planner == "llm" and first.params["unit"] == "api-gateway"
+    assert isinstance(second, ActionProposal) and second.planner == "llm"
+    assert session.transcript.mode == "json_schema"
+    assert all("response_format" in r and "tools" not in r for r in prose_server.requests)
+
+
+def test_llm_check_tells_an_operator_what_the_endpoint_does():
+    import openai
+
+    from engine.decide.llm import probe
+    for native, expected in ((True, "tools"), (False, "json_schema")):
+        with ScriptedLLM(native_tools=native) as s:
+            found = probe(openai.OpenAI(base_url=s.url, api_key="x", max_retries=0), "any-model", 5)
+        assert found.mode == expected, found
+    with ScriptedLLM([{"match": "", "replies": []}]) as s:
+        s.answer = lambda body: (200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m",   # prose, always
+                                       "choices": [{"index": 0, "finish_reason": "stop",
+                                                    "message": {"role": "assistant", "content": "Hello!"}}]}, 0)
+        found = probe(openai.OpenAI(base_url=s.url, api_key="x", max_retries=0), "any-model", 5)
+    assert found.mode == "none" and "Hello!" in found.seen
 
 
 def test_tools_come_from_the_catalog_and_nothing_else(catalog):
@@ -154,3 +196,17 @@ def test_the_stand_in_refuses_what_openai_refuses():
                 "tools": [{"type": "function", "function": {"name": "rm -rf", "parameters": {"type": "object"}}}]}
     assert check_request(bad_tool)[0] == 400
     assert check_request({**bad_tool, "tools": []}) is None
+
+
+def test_llm_check_on_the_command_line(tmp_path):
+    import os
+    import subprocess
+    remediator = PROJECT_ROOT / ".venv" / "bin" / "remediator"
+    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_LLM_TIMEOUT_S": "3", "REMEDIATOR_LLM_MAX_RETRIES": "0"}
+    with ScriptedLLM(native_tools=False) as s:
+        r = subprocess.run([str(remediator), "llm", "check"], env={**env, "REMEDIATOR_LLM_BASE_URL": s.url},
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "use llm_tool_mode: json_schema" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([str(remediator), "llm", "check"], env={**env, "REMEDIATOR_LLM_BASE_URL": "http://127.0.0.1:9/v1"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "check llm_base_url" in r.stderr and "Traceback" not in r.stderr
