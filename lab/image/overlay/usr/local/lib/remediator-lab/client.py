@@ -4,6 +4,7 @@
 Each request on its own thread, so that clients keep coming whatever the latency; the backends count and time
 what they serve (webapp.py's metrics), which is what the Level 2 alerts and reports read.
 """
+import random
 import threading
 import time
 import urllib.error
@@ -19,7 +20,7 @@ def call(route):
         pass            # the backends' own metrics count failures; a client just goes on
 
 
+# Routes at random: alternating them in step with nginx's round robin would send each route to one backend only.
 while True:
-    for route in ("/api/orders", "/api/catalog"):
-        threading.Thread(target=call, args=(route,), daemon=True).start()
-        time.sleep(0.05)
+    threading.Thread(target=call, args=(random.choice(("/api/orders", "/api/catalog")),), daemon=True).start()
+    time.sleep(0.05)
