@@ -55,6 +55,7 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
 
 def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: the configured planner)"),
              case: str = typer.Option(None, help="only cases whose name contains this"),
+             limit: int = typer.Option(None, min=1, help="at most this many cases (a slow model: try a few first)"),
              as_json: bool = typer.Option(False, "--json", help="every case's result and the summary, as JSON")) -> None:
     """Score a planner on the recorded cases in evals/ (offline: diagnostics come from recordings, no host is touched).
 
@@ -64,7 +65,11 @@ def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: th
     name = planner or settings.planner
     if name not in ("runbook", "llm"):
         raise ConfigError(f"--planner {name}: choose runbook or llm")
-    results = evaluate(settings, name, case)
+    from rich.progress import Progress
+    with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+        task = bar.add_task(f"eval ({name})", total=None)
+        results = evaluate(settings, name, case, limit,
+                           progress=lambda r, total: bar.update(task, total=total, advance=1, description=r.case[:40]))
     summary = summarise(name, results)
     if as_json:
         print(json.dumps({"summary": summary.model_dump(), "cases": [r.model_dump() for r in results]}, indent=2))

@@ -16,6 +16,7 @@ the recordings and logged), the entry's own diagnostics, policy. Nothing after t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -277,14 +278,21 @@ def summarise(planner: str, results: list[CaseResult]) -> Summary:
                    fallbacks=sum(1 for r in results if r.fallback))
 
 
-def evaluate(settings: Settings, planner_name: str, only: str | None = None) -> list[CaseResult]:
-    """Every case (or those whose name contains `only`) through one planner, with the configured catalog and policy."""
+def evaluate(settings: Settings, planner_name: str, only: str | None = None, limit: int | None = None,
+             progress: Callable[[CaseResult, int], None] | None = None) -> list[CaseResult]:
+    """Every case (or those whose name contains `only`, at most `limit` of them) through one planner, with the
+    configured catalog and policy; `progress` hears each result and how many cases there are."""
     catalog = load_catalog(settings.playbooks_dir)
     inventory = load_inventory(settings.inventory)
     policy = load_policy(settings.policies_dir, catalog, inventory)
     # The eval scores the planner it names: every case goes to the model, whatever `llm_alerts` opts in for serve.
     planner = make_planner(settings.model_copy(update={"llm_alerts": ["*"]}), catalog, planner_name)
-    cases = [c for c in load_cases(settings.evals_dir) if not only or only in c.name]
+    cases = [c for c in load_cases(settings.evals_dir) if not only or only in c.name][:limit]
     if not cases:
         raise ConfigError(f"no eval case under {settings.evals_dir} matches {only!r}")
-    return [run_case(c, planner, policy, catalog, inventory, settings) for c in cases]
+    results = []
+    for case in cases:
+        results.append(run_case(case, planner, policy, catalog, inventory, settings))
+        if progress is not None:
+            progress(results[-1], len(cases))
+    return results

@@ -109,3 +109,12 @@ def test_a_case_folder_that_is_incomplete_is_named(tmp_path):
     (tmp_path / "injections.yml").write_text("injections:\n  - {name: x, base: nope, obey: [{content: hi}], attack: {}}\n")
     with pytest.raises(ConfigError, match="no case 'nope'"):
         load_cases(cases)
+
+
+def test_eval_takes_a_limit_and_reports_progress(tmp_path):
+    from engine.evals.cases import evaluate
+    heard = []
+    results = evaluate(Settings(data_dir=tmp_path), "runbook", "service-down", limit=2,
+                       progress=lambda r, total: heard.append((r.case, total)))
+    assert [r.case for r in results] == [case for case, _ in heard] and len(results) == 2
+    assert {total for _, total in heard} == {2}
