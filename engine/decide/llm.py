@@ -156,6 +156,14 @@ def _calls(message: Any, mode: str, rnd: int) -> list[_Call]:
     return [_Call(f"json-{rnd}", answer["name"], args if isinstance(args, str) else json.dumps(args))]
 
 
+def _same(call: _Call) -> str:
+    """A call's identity: its name and arguments, however they were spaced or ordered."""
+    try:
+        return call.name + json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except json.JSONDecodeError:
+        return call.name + call.arguments
+
+
 class LLMPlanner:
     """Plans through a model; the runbooks' escalations bind it, and they answer when the model fails."""
 
@@ -277,6 +285,7 @@ class LLMPlanner:
             messages.append(self._json_instructions())
         deadline = time.monotonic() + s.llm_budget_s
         invalid, last_error, diagnosed = 0, "", 0
+        asked: set[str] = set()       # the diagnostics called so far, with their arguments
         for rnd in range(1, s.llm_max_rounds + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -312,7 +321,15 @@ class LLMPlanner:
                     result, record = f"refused: at most {s.llm_max_diagnostics} diagnostics per incident; decide now", None
                 elif time.monotonic() >= deadline:
                     raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
+                elif diagnostic and _same(call) in asked:
+                    # A small model asks the same question again and again: each repeat counts as an invalid answer.
+                    error = f"{call.name} was already called with these arguments; its result is above: decide now"
+                    result, record = json.dumps({"error": error}), ToolCallRecord(
+                        round=rnd, name=call.name, arguments=call.arguments[:2000], kind="diagnostic", valid=False, error=error)
+                    invalid, last_error = invalid + 1, error
                 else:
+                    if diagnostic:
+                        asked.add(_same(call))
                     diagnosed += diagnostic
                     final, result, record = self._call(ctx, session, fence, rnd, call.name, call.arguments,
                                                        (message.content or "") if mode == "tools" else "")
