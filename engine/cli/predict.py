@@ -108,7 +108,7 @@ def llm_check() -> None:
     requests), and the llm_tool_mode that follows; exit 1 when neither works."""
     import openai
 
-    from engine.decide.llm import probe
+    from engine.decide.llm_tools import probe
     from engine.logs import redact
     s = common.settings()
     client = openai.OpenAI(base_url=s.llm_base_url, api_key=s.llm_api_key.get_secret_value(), timeout=s.llm_timeout_s,

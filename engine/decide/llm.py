@@ -1,10 +1,9 @@
 """The LLM planner: a model, over any OpenAI-compatible API, chooses one catalog entry by calling tools.
 
-The tools are generated from the catalog and nothing else exists: one per read-only diagnostic
-(run on the incident's host; the result goes back to the model), one per remediation (its JSON schema
-is the entry's argument spec, plus a `rationale`), and `escalate(reason)`. A remediation or escalate
-call that validates ends the conversation; one that does not goes back with the error, a bounded
-number of times. The host is the alert's, never the model's.
+The tools are generated from the catalog and nothing else exists (engine/decide/llm_tools.py: called natively,
+or by structured output where a server drops the tools): diagnostics run on the incident's host and their result
+goes back to the model; a remediation or escalate call that validates ends the conversation; one that does not
+goes back with the error, a bounded number of times. The host is the alert's, never the model's.
 
 The model is asked only about alerts an operator opted in (`llm_alerts`, or the alert's
 `remediator_planner: llm` label); the others follow the runbooks. For an alert a Level 2 runbook answers
@@ -21,13 +20,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import openai
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from engine.catalog.loader import Catalog, CatalogEntry, EntryKind
+from engine.catalog.loader import Catalog, EntryKind
+from engine.decide.llm_tools import call_schema, calls_of, catalog_tools, identity, probe
 from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
 from engine.decide.untrusted import Fence, clean
 from engine.errors import ProposalError
@@ -38,7 +37,7 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from engine.decide.evidence import DiagnosticOutcome
 
-__all__ = ["LLMPlanner", "catalog_tools", "call_schema", "probe", "ProbeResult", "PROBE", "ESCALATE"]
+__all__ = ["LLMPlanner"]
 
 log = logging.getLogger(__name__)
 
@@ -54,114 +53,8 @@ class _GiveUp(Exception):
         self.reason = reason
 
 
-def _schema(entry: CatalogEntry) -> dict[str, Any]:
-    schema = entry.json_schema()
-    props = {name: {k: v for k, v in prop.items() if k != "title"} for name, prop in schema.get("properties", {}).items()}
-    return {"type": "object", "properties": props, "required": schema.get("required", []), "additionalProperties": False}
-
-
-def catalog_tools(catalog: Catalog) -> list[dict[str, Any]]:
-    """The OpenAI `tools` list: every catalog entry, and escalate; generated, never written by hand."""
-    tools = []
-    for entry in sorted(catalog, key=lambda e: (e.meta.kind != EntryKind.DIAGNOSTIC, e.id)):
-        params = _schema(entry)
-        if entry.meta.kind == EntryKind.DIAGNOSTIC:
-            about = f"Read-only diagnostic. {entry.meta.summary} Use: {entry.meta.when_to_use}"
-        else:
-            about = (f"REMEDIATION (ends planning; risk {entry.meta.risk}). {entry.meta.summary} "
-                     f"Use: {entry.meta.when_to_use}" + (f" Not: {entry.meta.when_not_to_use}" if entry.meta.when_not_to_use else ""))
-            params["properties"]["rationale"] = {"type": "string", "maxLength": 1000,
-                                                 "description": "Why this remediation, citing the evidence."}
-            params["required"] = [*params["required"], "rationale"]
-        tools.append({"type": "function", "function": {"name": entry.id, "description": about.strip(), "parameters": params}})
-    tools.append({"type": "function", "function": {
-        "name": ESCALATE, "description": ("Hand the incident to a person: no remediation fits, the evidence is unclear, "
-                                        "or it needs a human."),
-        "parameters": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 1000,
-                                                                    "description": "What a person should look at, and why."}},
-                       "required": ["reason"], "additionalProperties": False}}})
-    return tools
-
-
-def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """Structured output: one JSON schema that is the anyOf of every tool's call, `{"name": …, "arguments": {…}}`."""
-    return {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
-                       "properties": {"name": {"const": t["function"]["name"]}, "arguments": t["function"]["parameters"]}}
-                      for t in tools]}
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One tool call, whichever way it came: a native tool call, or a structured-output answer."""
-
-    id: str
-    name: str
-    arguments: str
-
-
 #: (base URL, model) -> the mode `auto` found by probing it once (engine/decide/llm.py: probe)
 _DETECTED: dict[tuple[str, str], str] = {}
-#: the probe's first words: a stand-in server can tell a probe from a planning conversation
-PROBE = "remediator tool-call check"
-_PROBE_TOOL = {"type": "function", "function": {
-    "name": "ok", "description": "Say that tool calls work.",
-    "parameters": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-                   "additionalProperties": False}}}
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What an endpoint and model can do: native tool calls, structured output, or neither."""
-
-    native_tools: bool
-    structured_output: bool
-    seen: str                       # what the answers were, in a line
-
-    @property
-    def mode(self) -> str:
-        return "tools" if self.native_tools else "json_schema" if self.structured_output else "none"
-
-
-def probe(client: Any, model: str, timeout_s: float) -> ProbeResult:
-    """Two tiny requests: one with a tool to call, one with the call's schema as response_format. Raises
-    openai.OpenAIError when the endpoint cannot be asked at all."""
-    messages = [{"role": "user", "content": f"{PROBE}: call the tool `ok` with ok=true. Answer with the call only."}]
-    native = client.chat.completions.create(model=model, messages=messages, tools=[_PROBE_TOOL], max_tokens=64,
-                                            temperature=0, timeout=timeout_s).choices[0].message
-    if any(c.function.name == "ok" for c in native.tool_calls or []):
-        return ProbeResult(True, False, "native tool calls work")
-    structured = client.chat.completions.create(
-        model=model, messages=messages, max_tokens=64, temperature=0, timeout=timeout_s,
-        response_format={"type": "json_schema", "json_schema": {"name": "tool_call", "schema": call_schema([_PROBE_TOOL])}}
-    ).choices[0].message
-    calls = _calls(structured, "json_schema", 0)
-    if calls and calls[0].name == "ok":
-        return ProbeResult(False, True, f"native tool calls answered in prose ({clean(native.content or '', 80)!r}); "
-                                        "structured output works")
-    return ProbeResult(False, False, f"prose to both: {clean(native.content or '', 80)!r}, "
-                                     f"{clean(structured.content or '', 80)!r}")
-
-
-def _calls(message: Any, mode: str, rnd: int) -> list[_Call]:
-    """The calls in an answer: its tool_calls, or (structured output) its content as one {name, arguments}."""
-    if mode == "tools":
-        return [_Call(c.id, c.function.name, c.function.arguments or "") for c in message.tool_calls or []]
-    try:
-        answer = json.loads(message.content or "")
-    except json.JSONDecodeError:
-        return []
-    if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
-        return []
-    args = answer.get("arguments", {})
-    return [_Call(f"json-{rnd}", answer["name"], args if isinstance(args, str) else json.dumps(args))]
-
-
-def _same(call: _Call) -> str:
-    """A call's identity: its name and arguments, however they were spaced or ordered."""
-    try:
-        return call.name + json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
-    except json.JSONDecodeError:
-        return call.name + call.arguments
 
 
 class LLMPlanner:
@@ -294,7 +187,7 @@ class LLMPlanner:
                 raise _GiveUp(f"the token budget of {s.llm_max_tokens} is spent")
             message = self._ask(messages, min(s.llm_timeout_s, remaining), transcript, mode=mode)
             transcript.rounds = rnd
-            calls = _calls(message, mode, rnd)
+            calls = calls_of(message, mode, rnd)
             if mode == "tools":
                 messages.append({"role": "assistant", "content": message.content,
                                  **({"tool_calls": [{"id": c.id, "type": "function",
@@ -321,7 +214,7 @@ class LLMPlanner:
                     result, record = f"refused: at most {s.llm_max_diagnostics} diagnostics per incident; decide now", None
                 elif time.monotonic() >= deadline:
                     raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
-                elif diagnostic and _same(call) in asked:
+                elif diagnostic and identity(call) in asked:
                     # A small model asks the same question again and again: each repeat counts as an invalid answer.
                     error = f"{call.name} was already called with these arguments; its result is above: decide now"
                     result, record = json.dumps({"error": error}), ToolCallRecord(
@@ -329,7 +222,7 @@ class LLMPlanner:
                     invalid, last_error = invalid + 1, error
                 else:
                     if diagnostic:
-                        asked.add(_same(call))
+                        asked.add(identity(call))
                     diagnosed += diagnostic
                     final, result, record = self._call(ctx, session, fence, rnd, call.name, call.arguments,
                                                        (message.content or "") if mode == "tools" else "")

@@ -7,7 +7,8 @@ import yaml
 
 from engine import PROJECT_ROOT
 from engine.decide.evidence import Evidence
-from engine.decide.llm import LLMPlanner, catalog_tools
+from engine.decide.llm import LLMPlanner
+from engine.decide.llm_tools import catalog_tools
 from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
 from engine.decide.untrusted import Fence
 from engine.evals.cases import load_cases
@@ -121,7 +122,7 @@ def test_auto_probes_once_and_uses_structured_output_where_tools_come_back_as_pr
 def test_llm_check_tells_an_operator_what_the_endpoint_does():
     import openai
 
-    from engine.decide.llm import probe
+    from engine.decide.llm_tools import probe
     for native, expected in ((True, "tools"), (False, "json_schema")):
         with ScriptedLLM(native_tools=native) as s:
             found = probe(openai.OpenAI(base_url=s.url, api_key="x", max_retries=0), "any-model", 5)
