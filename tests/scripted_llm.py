@@ -226,5 +226,5 @@ def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return {"id": f"chatcmpl-{next(_ids)}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
             "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "tool_calls" if calls else "stop"}],
+                         "finish_reason": reply.get("finish_reason", "tool_calls" if calls else "stop")}],
             "usage": usage, "system_fingerprint": "scripted"}

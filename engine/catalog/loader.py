@@ -22,7 +22,7 @@ from engine.errors import ConfigError, ProposalError
 __all__ = ["Catalog", "CatalogEntry", "Drill", "Probe", "markdown_table", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
 
 MAX_STR = 512
-MAX_LIST = 32
+MAX_LIST = 8     # a list parameter names a few paths or patterns; a small model filled 32 with one repeated path
 
 
 class EntryKind(StrEnum):

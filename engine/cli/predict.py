@@ -74,7 +74,7 @@ def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: th
     if as_json:
         print(json.dumps({"summary": summary.model_dump(), "cases": [r.model_dump() for r in results]}, indent=2))
         raise typer.Exit(1 if summary.attacks_succeeded else 0)
-    table = Table("case", "expected", "got", "verdict", "evidence read", "calls", "result", title=f"planner: {name}")
+    table = Table("case", "expected", "got", "verdict", "evidence read", "calls", "s", "result", title=f"planner: {name}")
     for r in results:
         misses = [what for what, ok in (("entry", r.right_entry), ("params", r.right_params), ("verdict", r.right_verdict),
                                         ("evidence", r.evidence_read), ("cause", r.right_cause), ("calls", r.within_calls),
@@ -88,14 +88,15 @@ def eval_cmd(planner: str = typer.Option(None, help="runbook or llm (default: th
         else:
             result = ("[yellow]known miss[/yellow]: " + r.known_miss) if r.known_miss else "[red]wrong[/red] " + ", ".join(misses)
         table.add_row(r.case, r.expected, r.got + (" (fallback)" if r.fallback else ""), r.verdict or "-",
-                      ", ".join(r.evidence) or "-", str(r.tool_calls), result)
+                      ", ".join(r.evidence) or "-", str(r.tool_calls), f"{r.seconds:.1f}", result)
     wide = Console(width=max(console.width, 170))   # a table of long case names is unreadable at 80 columns
     wide.print(table)
     s = summary
     wide.print(f"plain cases right: {s.plain_right}/{s.plain} (known misses {s.known_misses}); "
                   f"injected cases: attack success {s.attacks_succeeded}/{s.injected} ({s.attack_success_rate:.0%}), "
-                  f"right despite the injection {s.injected_right}/{s.injected}; tool calls {s.tool_calls}; "
-                  f"fallbacks to the runbook planner {s.fallbacks}")
+                  f"right despite the injection {s.injected_right}/{s.injected}; tool calls {s.tool_calls} "
+                  f"({s.invalid_calls} invalid); fallbacks to the runbook planner {s.fallbacks}; "
+                  f"median {s.median_case_s:g} s a case; {s.tokens} tokens")
     raise typer.Exit(1 if s.attacks_succeeded else 0)
 
 

@@ -68,10 +68,14 @@ class LLMPlanner:
         self.fallback = fallback
         self.client = client or openai.OpenAI(base_url=settings.llm_base_url, api_key=settings.llm_api_key.get_secret_value(),
                                               timeout=settings.llm_timeout_s, max_retries=settings.llm_max_retries)
-        self.tools = catalog_tools(catalog)
-        self.schema = call_schema(self.tools)
         self.diagnostics = sorted(e.id for e in catalog.of_kind(EntryKind.DIAGNOSTIC))
         self.remediations = sorted(e.id for e in catalog.of_kind(EntryKind.REMEDIATION))
+        self.tools = catalog_tools(catalog)
+        self.schema = call_schema(self.tools)
+        # Once the model has nothing new to ask (it repeated a diagnostic, or spent its diagnostics), only the
+        # final answers are offered: a grammar-constrained small model then cannot loop on one call.
+        self.final_tools = [t for t in self.tools if t["function"]["name"] not in set(self.diagnostics)]
+        self.final_schema = call_schema(self.final_tools)
 
     def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
@@ -117,7 +121,7 @@ class LLMPlanner:
         transcript.messages = [{"role": "user", "content": _PROMPTS.get_template("llm_narrative.j2").render(
             kind=report.kind, host=ctx.host, ref=ctx.ref, report_block=block)}]
         try:
-            answer = self._ask(transcript.messages, self.settings.llm_timeout_s, transcript, mode="none")
+            answer = self._ask(transcript.messages, self.settings.llm_timeout_s, transcript, mode="none").message
         except _GiveUp as exc:
             log.warning("LLM narrative for %s: %s", ctx.ref or ctx.host, exc.reason)
             transcript.outcome, transcript.fallback_reason = "fallback", exc.reason
@@ -144,10 +148,6 @@ class LLMPlanner:
             log.info("LLM planner: %s %s: %s; using %s", redact(s.llm_base_url), s.llm_model, found.seen, _DETECTED[key])
         return _DETECTED[key]
 
-    def _json_instructions(self) -> dict[str, Any]:
-        tools = [t["function"] for t in self.tools]
-        return {"role": "user", "content": _PROMPTS.get_template("llm_json_tools.j2").render(tools=tools)}
-
     def opted_in(self, ctx: PlanningContext) -> bool:
         """The operator asked for the model on this alert: its name is in `llm_alerts`, or its label says llm."""
         name = ctx.alertname.casefold()
@@ -156,9 +156,11 @@ class LLMPlanner:
 
     # ---- the conversation --------------------------------------------------------------------
 
-    def _opening(self, ctx: PlanningContext, fence: Fence) -> list[dict[str, Any]]:
+    def _opening(self, ctx: PlanningContext, fence: Fence, mode: str) -> list[dict[str, Any]]:
         s = self.settings
-        system = _PROMPTS.get_template("llm_system.j2").render(host=ctx.host, max_rounds=s.llm_max_rounds)
+        system = _PROMPTS.get_template("llm_system.j2").render(max_rounds=s.llm_max_rounds)
+        if mode == "json_schema":   # no server-side tool section: the tools are listed in the trusted text instead
+            system += _PROMPTS.get_template("llm_json_tools.j2").render(tools=[t["function"] for t in self.tools])
         # The name and severity are labels an alert's sender chose: inside the fence, never in the trusted text.
         alert_block = fence.wrap("the alert", {"alertname": ctx.alertname, "severity": ctx.severity,
                                                "labels": ctx.labels, "annotations": ctx.annotations},
@@ -171,13 +173,11 @@ class LLMPlanner:
     def _converse(self, ctx: PlanningContext, session: PlanningSession, transcript: Transcript) -> ActionProposal | Escalation:
         s = self.settings
         fence = Fence()
-        messages = self._opening(ctx, fence)
-        transcript.messages = messages
         mode = transcript.mode = self.mode()
-        if mode == "json_schema":
-            messages.append(self._json_instructions())
+        messages = self._opening(ctx, fence, mode)
+        transcript.messages = messages
         deadline = time.monotonic() + s.llm_budget_s
-        invalid, last_error, diagnosed = 0, "", 0
+        invalid, last_error, diagnosed, deciding = 0, "", 0, False
         asked: set[str] = set()       # the diagnostics called so far, with their arguments
         for rnd in range(1, s.llm_max_rounds + 1):
             remaining = deadline - time.monotonic()
@@ -185,7 +185,9 @@ class LLMPlanner:
                 raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
             if transcript.prompt_tokens + transcript.completion_tokens >= s.llm_max_tokens:
                 raise _GiveUp(f"the token budget of {s.llm_max_tokens} is spent")
-            message = self._ask(messages, min(s.llm_timeout_s, remaining), transcript, mode=mode)
+            deciding = deciding or diagnosed >= s.llm_max_diagnostics
+            choice = self._ask(messages, min(s.llm_timeout_s, remaining), transcript, mode=mode, final_only=deciding)
+            message = choice.message
             transcript.rounds = rnd
             calls = calls_of(message, mode, rnd)
             if mode == "tools":
@@ -196,7 +198,10 @@ class LLMPlanner:
             else:
                 messages.append({"role": "assistant", "content": message.content})
             if not calls:
-                invalid, last_error = invalid + 1, "prose instead of a tool call"
+                cut = choice.finish_reason == "length"
+                invalid, last_error = invalid + 1, (f"an answer cut at llm_max_answer_tokens ({s.llm_max_answer_tokens})"
+                                                    if cut else "prose instead of a tool call")
+                deciding = deciding or cut    # asked the same again, it rambles the same again: the final answers only
                 if invalid > s.llm_max_invalid:
                     raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error})")
                 messages.append({"role": "user", "content": "Answer only by calling one of the tools." if mode == "tools"
@@ -214,12 +219,14 @@ class LLMPlanner:
                     result, record = f"refused: at most {s.llm_max_diagnostics} diagnostics per incident; decide now", None
                 elif time.monotonic() >= deadline:
                     raise _GiveUp(f"the time budget of {s.llm_budget_s:g} s is spent")
-                elif diagnostic and identity(call) in asked:
-                    # A small model asks the same question again and again: each repeat counts as an invalid answer.
-                    error = f"{call.name} was already called with these arguments; its result is above: decide now"
+                elif diagnostic and (identity(call) in asked or deciding):
+                    # A small model asks the same question again and again: a repeat counts as an invalid answer, and
+                    # from then on only the final answers are offered (a diagnostic asked anyway is refused too).
+                    error = (f"{call.name} was already called with these arguments; its result is above: decide now"
+                             if identity(call) in asked else "no more diagnostics now: call a remediation or escalate")
                     result, record = json.dumps({"error": error}), ToolCallRecord(
                         round=rnd, name=call.name, arguments=call.arguments[:2000], kind="diagnostic", valid=False, error=error)
-                    invalid, last_error = invalid + 1, error
+                    invalid, last_error, deciding = invalid + 1, error, True
                 else:
                     if diagnostic:
                         asked.add(identity(call))
@@ -240,11 +247,14 @@ class LLMPlanner:
                 raise _GiveUp(f"{invalid} answers were not valid tool calls (last: {last_error[:300]})")
         raise _GiveUp(f"no remediation or escalation after {s.llm_max_rounds} rounds")
 
-    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript, mode: str = "tools") -> Any:
-        """One request: with the tools (`tools`), the call schema as response_format (`json_schema`), or neither."""
+    def _ask(self, messages: list[dict[str, Any]], timeout_s: float, transcript: Transcript, mode: str = "tools",
+             final_only: bool = False) -> Any:
+        """One request's first choice: with the tools (`tools`), the call schema as response_format (`json_schema`),
+        or neither; `final_only`: the remediations and escalate, no diagnostic."""
         started = time.monotonic()
-        tools: Any = self.tools if mode == "tools" else openai.NOT_GIVEN
-        response_format: Any = ({"type": "json_schema", "json_schema": {"name": "tool_call", "schema": self.schema}}
+        tools: Any = (self.final_tools if final_only else self.tools) if mode == "tools" else openai.NOT_GIVEN
+        schema = self.final_schema if final_only else self.schema
+        response_format: Any = ({"type": "json_schema", "json_schema": {"name": "tool_call", "schema": schema}}
                                 if mode == "json_schema" else openai.NOT_GIVEN)
         try:
             response = self.client.chat.completions.create(  # the messages and tools are the API's own JSON shapes
@@ -269,7 +279,7 @@ class LLMPlanner:
             transcript.completion_tokens += usage.completion_tokens or 0
         if not getattr(response, "choices", None):
             raise _GiveUp("the model endpoint answered without a choice")
-        return response.choices[0].message
+        return response.choices[0]
 
     def _call(self, ctx: PlanningContext, session: PlanningSession, fence: Fence, rnd: int, name: str, raw: str,
               said: str) -> tuple[ActionProposal | Escalation | None, str, ToolCallRecord]:

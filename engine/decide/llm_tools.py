@@ -35,14 +35,14 @@ def catalog_tools(catalog: Catalog) -> list[dict[str, Any]]:
         else:
             about = (f"REMEDIATION (ends planning; risk {entry.meta.risk}). {entry.meta.summary} "
                      f"Use: {entry.meta.when_to_use}" + (f" Not: {entry.meta.when_not_to_use}" if entry.meta.when_not_to_use else ""))
-            params["properties"]["rationale"] = {"type": "string", "maxLength": 1000,
+            params["properties"]["rationale"] = {"type": "string", "maxLength": 300,
                                                  "description": "Why this remediation, citing the evidence."}
             params["required"] = [*params["required"], "rationale"]
         tools.append({"type": "function", "function": {"name": entry.id, "description": about.strip(), "parameters": params}})
     tools.append({"type": "function", "function": {
         "name": ESCALATE, "description": ("Hand the incident to a person: no remediation fits, the evidence is unclear, "
                                         "or it needs a human."),
-        "parameters": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 1000,
+        "parameters": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 500,
                                                                     "description": "What a person should look at, and why."}},
                        "required": ["reason"], "additionalProperties": False}}})
     return tools

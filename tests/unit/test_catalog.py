@@ -49,6 +49,7 @@ def test_validate_params_fills_defaults_and_types(catalog):
     ("clean_logs", {"paths": ["/var/log"], "min_age_days": "a week"}, "min_age_days"),
     ("restart_service", {"unit": "webapp"}, "reason: Field required"),
     ("restart_service", {"unit": "x" * 600, "reason": "r"}, "unit"),
+    ("clean_logs", {"paths": ["/var/log/webapp"] * 9}, "paths: List should have at most 8 items"),
 ])
 def test_validate_params_refuses_with_the_field_named(catalog, entry, params, problem):
     with pytest.raises(ProposalError, match=re.escape(problem)):
