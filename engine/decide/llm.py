@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from engine.catalog.loader import Catalog, EntryKind
+from engine.catalog.loader import Catalog, CatalogEntry, EntryKind
 from engine.decide.llm_tools import call_schema, calls_of, catalog_tools, identity, probe
 from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
 from engine.decide.untrusted import Fence, clean
@@ -51,6 +51,13 @@ class _GiveUp(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def _decisive(entry: CatalogEntry, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that choose what is acted on and how much: all but free text (a `reason`) no allow-list bounds."""
+    scoped = {s.param for s in entry.meta.scope}
+    return {k: v for k, v in params.items()
+            if k in scoped or k not in entry.params or entry.params[k].type != "str" or entry.params[k].choices}
 
 
 #: (base URL, model) -> the mode `auto` found by probing it once (engine/decide/llm.py: probe)
@@ -79,7 +86,9 @@ class LLMPlanner:
 
     def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
-        """A runbook's proposal (the fallback's) reads its gate again; the model's own proposal has none."""
+        """A runbook's proposal reads its gate again, and so does the model's when it agreed with the runbook."""
+        if proposal.planner == self.name and not proposal.needs_person:
+            proposal = proposal.model_copy(update={"planner": self.fallback.name})
         return self.fallback.gate_again(ctx, proposal, diagnose)
 
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
@@ -100,7 +109,7 @@ class LLMPlanner:
         try:
             choice = self._converse(ctx, session, transcript)
             transcript.outcome = "proposal" if isinstance(choice, ActionProposal) else "escalation"
-            return choice
+            return self._second_opinion(ctx, choice, session) if isinstance(choice, ActionProposal) else choice
         except _GiveUp as exc:
             log.warning("LLM planner gave up for %s: %s", ctx.ref or ctx.host, exc.reason)
             transcript.outcome, transcript.fallback_reason = "fallback", exc.reason
@@ -110,6 +119,23 @@ class LLMPlanner:
             if isinstance(choice, Escalation):
                 return choice.model_copy(update={"fallback": note, "reason": f"{note}: {choice.reason}"})
             return choice.model_copy(update={"fallback": note, "rationale": f"{note}: {choice.rationale}"})
+
+    def _second_opinion(self, ctx: PlanningContext, proposal: ActionProposal, session: PlanningSession) -> ActionProposal:
+        """Where an operator's runbook answers this alert, the model may agree with it (and the runbook's evidence gate
+        then holds the model too) or ask a person: a weak model's wrong but allowed choice never runs on its own."""
+        if not self.fallback.matches(ctx):    # a novel alert: policy alone judges the model's choice
+            return proposal
+        runbook = self.fallback.plan(ctx, PlanningSession(diagnose=session.diagnose))
+        if isinstance(runbook, ActionProposal) and runbook.entry == proposal.entry:
+            entry = self.catalog.get(proposal.entry)
+            try:
+                if _decisive(entry, entry.validate_params(runbook.params)) == _decisive(entry, proposal.params):
+                    return proposal
+            except ProposalError:
+                pass
+        said = runbook.reason if isinstance(runbook, Escalation) else f"proposes {runbook.entry} {runbook.params}"
+        return proposal.model_copy(update={"needs_person": clean(
+            f"the model's choice differs from this alert's runbook, which {said}: a person decides", 600)})
 
     def _narrate(self, ctx: PlanningContext, report: Report, session: PlanningSession) -> Report:
         """The model's few sentences over the engine's report (fenced as data); the report unchanged if it fails."""

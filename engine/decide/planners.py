@@ -180,6 +180,10 @@ class RunbookPlanner:
         labels = {"alertname": ctx.alertname, **ctx.labels}
         return next((b for b in self.runbooks if b.matches(labels)), None)
 
+    def matches(self, ctx: PlanningContext) -> bool:
+        """Some runbook answers this alert."""
+        return self._match(ctx) is not None
+
     def binding_escalation(self, ctx: PlanningContext) -> Escalation | None:
         """An operator's `escalate` runbook for this alert: no planner may act on it."""
         book = self._match(ctx)

@@ -33,7 +33,10 @@ def test_two_hundred_tool_calls_in_one_answer_run_four(catalog):
         answer = LLMPlanner(settings, catalog, fallback=runbooks).plan(ctx, session)
         answers = [m for m in model.requests[-1]["messages"] if m["role"] == "tool"]
     assert isinstance(answer, ActionProposal) and answer.planner == "llm"
-    assert len(executor.asked) == 6                       # 4 of the first answer, 2 more, then the cap
+    # the model's: 4 of the first answer, 2 more, then the cap; and the runbook's own evidence gate, read once for the
+    # second opinion (engine/decide/llm.py: the runbook for ServiceDown restarts only a unit it sees down)
+    assert len(executor.asked) == 7
+    assert executor.asked[-1] == ("service_status", catalog.get("service_status").validate_params({"unit": "api-gateway"}))
     assert len(answers) == 600                            # every call answered (the protocol wants one per id)
     assert sum("ignored: at most 4 tool calls" in m["content"] for m in answers) == 588
     assert sum("at most 6 diagnostics per incident" in m["content"] for m in answers) == 6

@@ -73,6 +73,8 @@ def test_scenario(sc, mode, server, catalog, runbooks):
         assert isinstance(answer, ActionProposal) and answer.entry == exp["answer"]
         assert answer.hosts == ["api-server-01"]             # the alert's host, whatever the model said
         assert exp.get("params", {}).items() <= answer.params.items()
+        if "needs_person" in exp:                            # a second opinion: the runbook's, where one answers
+            assert exp["needs_person"] in answer.needs_person and bool(exp["needs_person"]) == bool(answer.needs_person)
         if "rationale" in exp:
             assert exp["rationale"] in answer.rationale
     if exp.get("asked") is False:                                # bound by an operator's escalate runbook
@@ -235,3 +237,19 @@ def test_after_a_repeat_only_the_final_answers_are_offered(mode, server, catalog
     diagnostics = {e.id for e in catalog if e.meta.kind == "diagnostic"}
     assert diagnostics <= offered(first) and diagnostics <= offered(second)
     assert not diagnostics & offered(third) and {"restart_service", "escalate"} <= offered(third)
+
+
+def test_a_model_that_restarts_a_running_unit_waits_for_a_person(server, catalog, runbooks):
+    """The model agrees with the runbook's entry, but the runbook's evidence gate sees the unit running: a person
+    decides (a weak model cannot bring back the restart of a healthy unit that issue 15 removed)."""
+    ref = "second-opinion/running"
+    server.add(f"Reference: {ref}.", [{"tool_calls": [{"name": "restart_service", "arguments": {
+        "unit": "api-gateway", "reason": "down", "rationale": "restart it"}}]}])
+    running = json.loads((PROJECT_ROOT / "evals/cases/red-herring-service-running/diagnostics/service_status.json").read_text())
+    assert running["active_state"] == "active"
+    ctx = _context("service-down.json", ref)
+    s = Settings(llm_alerts=["*"], llm_base_url=server.url, llm_timeout_s=5, llm_max_retries=0)
+    session = PlanningSession(diagnose=Evidence(RecordedExecutor({"service_status": running}), catalog, ctx.host, "t", 30).diagnose)
+    answer = LLMPlanner(s, catalog, fallback=runbooks).plan(ctx, session)
+    assert isinstance(answer, ActionProposal) and answer.planner == "llm" and answer.entry == "restart_service"
+    assert "the unit runs and answers" in answer.needs_person
