@@ -81,14 +81,15 @@ class LLMPlanner:
         self.schema = call_schema(self.tools)
         # Once the model has nothing new to ask (it repeated a diagnostic, or spent its diagnostics), only the
         # final answers are offered: a grammar-constrained small model then cannot loop on one call.
-        self.final_tools = [t for t in self.tools if t["function"]["name"] not in set(self.diagnostics)]
+        self.final_tools = [t for t in self.tools if t["function"]["name"] in {*self.remediations, ESCALATE}]
         self.final_schema = call_schema(self.final_tools)
 
     def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
-        """A runbook's proposal reads its gate again, and so does the model's when it agreed with the runbook."""
-        if proposal.planner == self.name and not proposal.needs_person:
-            proposal = proposal.model_copy(update={"planner": self.fallback.name})
+        """A runbook's proposal reads its gate again, and so does the model's when it agreed with the runbook; one that
+        waits for a person does not (the approver decided knowing the runbook disagreed)."""
+        if proposal.planner == self.name and proposal.needs_person:
+            return None
         return self.fallback.gate_again(ctx, proposal, diagnose)
 
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
@@ -131,7 +132,7 @@ class LLMPlanner:
             try:
                 if _decisive(entry, entry.validate_params(runbook.params)) == _decisive(entry, proposal.params):
                     return proposal
-            except ProposalError:
+            except ProposalError:   # the runbook's own parameters do not validate: no agreement to find
                 pass
         said = runbook.reason if isinstance(runbook, Escalation) else f"proposes {runbook.entry} {runbook.params}"
         return proposal.model_copy(update={"needs_person": clean(

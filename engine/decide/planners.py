@@ -198,10 +198,10 @@ class RunbookPlanner:
 
     def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
-        """Read the runbook's evidence once more (fresh, not what planning read); the reason not to run, or None."""
+        """Read the runbook's evidence once more (fresh, not what planning read) for a proposal of its entry, whoever
+        proposed it; the reason not to run, or None."""
         book = self._match(ctx)
-        if proposal.planner != self.name or book is None or book.action is None or book._gate is None \
-                or book.action.entry != proposal.entry:
+        if book is None or book.action is None or book._gate is None or book.action.entry != proposal.entry:
             return None
         try:
             gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose, lambda p: _substitute(p, _names(ctx)))
