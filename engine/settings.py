@@ -25,7 +25,7 @@ __all__ = ["Settings", "load_settings"]
 
 
 class Settings(BaseSettings):
-    """Every knob, with the default that fits the lab. See docs/configuration.md."""
+    """Every knob, with the default that fits the lab. See docs/engine.md#settings."""
 
     model_config = SettingsConfigDict(env_prefix="REMEDIATOR_", extra="forbid", env_nested_delimiter="__")
 

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in podman:podman runc:runc debootstrap:debootstrap prometheus:prometheus \
             prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
-            chromium:chromium wrk:wrk; do   # chromium: the approval page's browser test; wrk: bench/ load
+            chromium:chromium wrk:wrk ssh:openssh-client ssh-keygen:openssh-client; do
+  # chromium: the approval page's browser test; wrk: bench/ load; ssh: the lab's hosts are reached over SSH
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

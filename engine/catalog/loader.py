@@ -251,12 +251,26 @@ def _model(entry_id: str, params: dict[str, ParamSpec]) -> type[BaseModel]:
     return create_model(f"{entry_id}_params", __config__=config, **fields)
 
 
+def _check_marked(playbook: Path) -> None:
+    """Every play marks its tasks' processes with the run's name: a stopped run is ended on the host by that mark
+    (engine/run/runner.py), and an unmarked play's processes would run on unseen."""
+    plays = _read_yaml(playbook)
+    for play in plays if isinstance(plays, list) else [plays]:
+        env = play.get("environment") if isinstance(play, dict) else None
+        if not isinstance(env, dict) or "REMEDIATOR_RUN" not in env:
+            name = play.get("name", "?") if isinstance(play, dict) else "?"
+            raise ConfigError(f"{playbook}: play {name!r} does not set environment REMEDIATOR_RUN; add "
+                              "`environment: {REMEDIATOR_RUN: \"{{ remediator_run | default('') }}\"}` to it, as "
+                              "every catalog playbook has, so that a stopped run can be ended on its hosts")
+
+
 def load_entry(root: Path, entry_id: str) -> CatalogEntry:
     role = root / "roles" / entry_id
     meta_file = role / "meta" / "remediator.yml"
     playbook = root / f"{entry_id}.yml"
     if not playbook.is_file():
         raise ConfigError(f"{playbook}: missing (every catalog role needs its playbook)")
+    _check_marked(playbook)
     try:
         meta = EntryMeta.model_validate(_read_yaml(meta_file))
     except ValidationError as exc:

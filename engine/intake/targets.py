@@ -48,17 +48,24 @@ def load_inventory(path: Path) -> Inventory:
     manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
     hosts: dict[str, list[str]] = {}
     host_vars: dict[str, dict] = {}
-    aliases: dict[str, str] = {}
+    addresses: dict[str, set[str]] = {}
     for host in manager.get_hosts():
         hosts[host.name] = sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped"))
         # group vars (all, then deeper groups) under host vars, combined as Ansible itself does
         merged = combine_vars(get_group_vars(host.get_groups()), host.get_vars())
         host_vars[host.name] = {k: v for k, v in merged.items() if k == "environment" or k.startswith("remediator_")}
-        for alias in (host.name, str(merged.get("ansible_host", host.name))):
-            aliases.setdefault(alias.rstrip(".").casefold(), host.name)
+        addresses.setdefault(_alias(str(merged.get("ansible_host", host.name))), set()).add(host.name)
     if not hosts:
         raise ConfigError(f"{path}: the inventory has no hosts")
+    # An address several hosts share (hosts behind one IP, on their own ports) names none of them; a host's own
+    # name always names that host.
+    aliases = {address: next(iter(named)) for address, named in addresses.items() if len(named) == 1}
+    aliases.update({_alias(name): name for name in hosts})
     return Inventory(hosts=hosts, host_vars=host_vars, aliases=aliases)
+
+
+def _alias(value: str) -> str:
+    return value.rstrip(".").casefold()
 
 
 def strip_port(value: str) -> str:

@@ -99,8 +99,9 @@ def _summary(entry: str, hosts: list[HostPreview], check: bool) -> str:
         if h.unreachable and not h.tasks:
             sentences.append(f"{h.host}: no result (host not reached or not in the play).")
             continue
-        if h.unreachable:
-            sentences.append(f"{h.host}: unreachable.")
+        if h.unreachable:   # ssh's own words say why (a changed host key, a refused login, no route)
+            why = next((t.msg for t in h.tasks if t.status == "unreachable" and t.msg), "")
+            sentences.append(f"{h.host}: unreachable" + (f": {why[-300:]}" if why else "."))
             continue
         failed = [t for t in h.tasks if t.status == "failed"]
         if failed:

@@ -1,13 +1,16 @@
 """Runs catalog playbooks through ansible-runner: one private data dir per run, check or apply.
 
 Every value from an alert or a planner goes in as unsafe extra vars (CatalogEntry.extravars), env
-files are not written (suppress_env_files), and a run has a timeout and can be cancelled. The
-playbooks bound their own long tasks on the host (task `timeout:`), because a killed
-ansible-playbook does not stop a command already started there.
+files are not written (suppress_env_files), and a run has a timeout and can be cancelled. A killed
+ansible-playbook does not stop what it already started on a host, so every catalog play marks its
+tasks' processes with REMEDIATOR_RUN=<ident>, and a stopped run is followed, before the host is given
+back, by playbooks/library/remediator_stop_run.py on its hosts, which ends them and the systemd jobs
+they queued.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import threading
@@ -22,6 +25,9 @@ from engine.model.records import RunResult, RunStatus
 from engine.run.preview import build_preview, reports_from_events
 
 __all__ = ["Executor", "AnsibleExecutor"]
+
+LIBRARY = Path(__file__).resolve().parents[2] / "playbooks" / "library"
+_IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 
 
 class Executor(Protocol):
@@ -57,7 +63,7 @@ class AnsibleExecutor:
                 playbook=entry.playbook.name,
                 inventory=str(self.inventory),
                 limit=",".join(hosts),
-                extravars=entry.extravars(params, hosts),
+                extravars={**entry.extravars(params, hosts), "remediator_run": ident},
                 cmdline=cmdline,
                 forks=self.forks,
                 ident="run",
@@ -66,14 +72,7 @@ class AnsibleExecutor:
                 timeout=timeout_s,
                 cancel_callback=(lambda: cancel.is_set()) if cancel else None,
                 event_handler=keep,
-                envvars={"ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles"),
-                         # ansible-runner turns host-key checking off unless told: on, and the inventory
-                         # decides per host or group (ansible_host_key_checking), never this engine
-                         "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
-                         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
-                         # ansible-playbook from the same installation as this engine, even when
-                         # `remediator` was started by its full path with the venv not on PATH
-                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+                envvars={**_env(), "ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles")},
             )
             status = {"successful": RunStatus.SUCCESSFUL, "failed": RunStatus.FAILED, "timeout": RunStatus.TIMEOUT,
                       "canceled": RunStatus.CANCELED}.get(r.status, RunStatus.ERROR)
@@ -87,10 +86,55 @@ class AnsibleExecutor:
             # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
             task = next((e.get("event_data", {}).get("task") for e in reversed(events)
                          if e.get("event") == "playbook_on_task_start"), None)
+            on_hosts = self.stop_on_hosts(hosts, ident, private / "stop")
             preview = preview.model_copy(update={"ok": False, "summary": (
                 f"{entry.id}: the run was stopped ({status.value}) after {duration:.0f} s"
                 + (f", in task {task!r}" if task else "") + ("" if check else "; it may have done part of its work")
-                + "." + (f" {events[-1]['event_data'].get('msg', '')}" if status == RunStatus.ERROR else ""))})
+                + "." + (f" {events[-1]['event_data'].get('msg', '')}" if status == RunStatus.ERROR else "")
+                + f" On its hosts: {on_hosts}")})
         return RunResult(ident=ident, entry=entry.id, check=check, status=status, rc=rc, preview=preview,
                          reports=reports_from_events(entry.id, events), artifact_dir=str(private),
                          duration_s=duration)
+
+    def stop_on_hosts(self, hosts: list[str], ident: str, private: Path, timeout_s: int = 30) -> str:
+        """End what a stopped run left running on its hosts (remediator_stop_run); one sentence saying what."""
+        if not _IDENT.match(ident):
+            return f"not stopped: the run's name {ident!r} cannot be passed to the host."
+        said: list[str] = []
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        def keep(event: dict[str, Any]) -> bool:
+            if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+                data = event["event_data"]
+                res = data.get("res") or {}
+                ended, cancelled, stopped = res.get("ended") or [], res.get("cancelled") or [], res.get("stopped") or []
+                said.append(f"{data.get('host')}: " + (
+                    res.get("msg", "") if event["event"] != "runner_on_ok" else
+                    (f"ended {len(ended)} processes of the run ({'; '.join(ended[:3])})" if ended
+                     else "nothing of the run was running")
+                    + (f", cancelled its job(s) {', '.join(cancelled)}" if cancelled else "")
+                    + (f", stopped {', '.join(stopped)}, which it had left starting or stopping" if stopped else "")
+                ) + ".")
+            return False
+        try:
+            r = ansible_runner.run(private_data_dir=str(private), inventory=str(self.inventory),
+                                   host_pattern=",".join(hosts), module="remediator_stop_run",
+                                   module_args=f"run={ident}", forks=self.forks, quiet=True,
+                                   suppress_env_files=True, timeout=timeout_s, event_handler=keep,
+                                   envvars={**_env(), "ANSIBLE_LIBRARY": str(LIBRARY)})
+        except Exception as exc:   # the stop is best effort, and says so
+            return f"could not be stopped: {exc}."
+        return " ".join(said) or f"could not be stopped ({r.status})."
+
+
+def _env() -> dict[str, str]:
+    """The environment every ansible-runner call of this engine gets."""
+    return {
+        # ansible-runner turns host-key checking off unless told: on, and the inventory decides per host or
+        # group (ansible_host_key_checking), never this engine
+        "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
+        # ansible-playbook from the same installation as this engine, even when `remediator` was started by
+        # its full path with the venv not on PATH
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }

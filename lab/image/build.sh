@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 image=${REMEDIATOR_LAB_IMAGE:-localhost/remediator-lab}
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=python3,systemd,systemd-sysv,dbus,procps,iproute2,nginx
+packages=python3,systemd,systemd-sysv,dbus,procps,iproute2,nginx,openssh-server
 cache=${REMEDIATOR_CACHE:-/var/cache/remediator}
 
 inputs_hash=$( (echo "$suite $packages"; cd "$here" && find . -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
@@ -47,8 +47,9 @@ for unit in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2
             systemd-networkd-wait-online.service getty@tty1.service console-getty.service; do
   ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
+rm -f "$root"/etc/ssh/ssh_host_*   # each host gets its own key at `lab up`, never one shared by the image
 rm -f "$root/etc/nginx/sites-enabled/default"    # the lab's site is conf.d/webapp.conf, on 127.0.0.1:8000
-systemctl --root="$root" enable webapp.service api-gateway.service worker@1.service nginx.service lab-client.service >/dev/null 2>&1
+systemctl --root="$root" enable webapp.service api-gateway.service worker@1.service nginx.service lab-client.service ssh.service >/dev/null 2>&1
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 
 tar -C "$root" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL=SIGRTMIN+3' - "$image:$inputs_hash" >/dev/null

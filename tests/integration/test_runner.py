@@ -66,7 +66,9 @@ def test_diagnostic_report_comes_back_as_data(catalog, executor, lab_host):
 
 
 def test_a_hanging_playbook_is_stopped_at_its_timeout_and_leaves_nothing_running(catalog, executor, lab_host):
-    """A unit whose restart hangs: the run ends as `timeout` at remediator's limit, and no ansible-playbook is left."""
+    """A unit whose restart hangs: the run ends as `timeout` at remediator's limit, no ansible-playbook is left here,
+    and nothing of the run is left on the host: not the module, not its `systemctl restart`, not the restart job
+    systemd had queued for it (which ran on after ansible-playbook was killed, before the remote stop)."""
     on_host("sh", "-c", "mkdir -p /etc/systemd/system/worker@.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 600\\n'"
                         " > /etc/systemd/system/worker@.service.d/hang.conf && systemctl daemon-reload")
     try:
@@ -77,9 +79,18 @@ def test_a_hanging_playbook_is_stopped_at_its_timeout_and_leaves_nothing_running
         assert run.status == RunStatus.TIMEOUT and not run.preview.ok
         assert "the run was stopped (timeout)" in run.preview.summary and "may have done part" in run.preview.summary
         assert time.monotonic() - started < 60
+        assert "On its hosts: app-server-01: ended" in run.preview.summary, run.preview.summary
+        assert "cancelled its job(s) start worker@1.service" in run.preview.summary, run.preview.summary
+        assert "stopped worker@1.service, which it had left starting" in run.preview.summary, run.preview.summary
         time.sleep(1)
         left = subprocess.run(["pgrep", "-f", "t-hang"], capture_output=True, text=True).stdout.split()
         assert left == [], f"still running: {left}"
+        marked = on_host("sh", "-c", "grep -lsa REMEDIATOR_RUN=t-hang /proc/[0-9]*/environ; true").stdout.split()
+        assert [m for m in marked if not m.startswith("/proc/self/")] == [], marked
+        assert on_host("pgrep", "-f", "systemctl restart").stdout == ""
+        assert on_host("systemctl", "list-jobs", "--no-legend").stdout.strip() == ""
+        assert on_host("pgrep", "-x", "sleep").stdout == "", on_host("ps", "-ef").stdout   # the unit's start, stopped
+        assert on_host("systemctl", "is-active", "worker@1").stdout.strip() in ("inactive", "failed")
     finally:
         on_host("sh", "-c", "rm -rf /etc/systemd/system/worker@.service.d && systemctl daemon-reload "
                             "&& systemctl restart worker@1")

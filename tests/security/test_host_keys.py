@@ -1,15 +1,19 @@
 """Finding 7: the runner set ANSIBLE_HOST_KEY_CHECKING=False, overriding an inventory's StrictHostKeyChecking
 (ansible-runner turns it off by default). The environment ansible-runner really builds for a run keeps it on."""
+import re
+
 import ansible_runner
 import pytest
 
 from engine import PROJECT_ROOT
 from engine.catalog.loader import load_catalog
 from engine.run.runner import AnsibleExecutor
+from tests.integration.conftest import lab_host  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.security, pytest.mark.unit]
+pytestmark = pytest.mark.security
 
 
+@pytest.mark.unit
 def test_host_key_checking_stays_on_in_the_runs_environment(tmp_path, monkeypatch):
     seen = {}
 
@@ -29,3 +33,34 @@ def test_host_key_checking_stays_on_in_the_runs_environment(tmp_path, monkeypatc
     bare = ansible_runner.RunnerConfig(private_data_dir=str(tmp_path / "bare"), playbook="x.yml", suppress_env_files=True)
     bare.prepare()
     assert bare.env["ANSIBLE_HOST_KEY_CHECKING"] == "False"
+
+
+@pytest.mark.integration
+def test_a_host_whose_key_is_not_the_pinned_one_is_never_worked(catalog, lab_host, tmp_path):  # noqa: F811
+    """The lab is reached over SSH with each host's key pinned: a known_hosts that pins another key for
+    app-server-01 (as a host, or a man in the middle, presenting a new key would look) stops the run before
+    any task; the same run with the true file works, so the test can fail. Each run logs in afresh: a kept
+    connection (ControlPersist) was checked when it was made, and is not what this test is about."""
+    from engine.lab.fleet import SSH_DIR
+    from engine.model.records import RunStatus
+    for name, pinned in (("true", SSH_DIR / "known_hosts"), ("forged", None)):
+        root = tmp_path / name
+        (root / "inventory").mkdir(parents=True)
+        (root / "var" / "lab-ssh").mkdir(parents=True)
+        inventory = (PROJECT_ROOT / "inventory" / "lab.yml").read_text()
+        (root / "inventory" / "lab.yml").write_text(re.sub(r"ansible_ssh_args: .*", "ansible_ssh_args: ''", inventory))
+        (root / "var" / "lab-ssh" / "id_ed25519").symlink_to(SSH_DIR / "id_ed25519")
+        lines = (SSH_DIR / "known_hosts").read_text().splitlines()
+        if pinned is None:   # app-server-01 pinned to app-server-02's key
+            other = next(line for line in lines if line.startswith("app-server-02 ")).split(" ", 1)[1]
+            lines = [f"app-server-01 {other}" if line.startswith("app-server-01 ") else line for line in lines]
+        (root / "var" / "lab-ssh" / "known_hosts").write_text("\n".join(lines) + "\n")
+        entry = catalog.get("service_status")
+        run = AnsibleExecutor(root / "runs", root / "inventory" / "lab.yml").run(
+            entry, entry.validate_params({"unit": "webapp"}), [lab_host], check=True, ident=name, timeout_s=60)
+        if name == "true":
+            assert run.status == RunStatus.SUCCESSFUL, run.preview.summary
+        else:
+            assert run.status == RunStatus.FAILED and run.preview.hosts[0].unreachable, run.preview.summary
+            assert "Host key verification failed" in run.preview.summary or \
+                "REMOTE HOST IDENTIFICATION HAS CHANGED" in run.preview.summary, run.preview.summary

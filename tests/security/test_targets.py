@@ -32,3 +32,15 @@ def test_disagreeing_or_unknown_target_labels_leave_the_alert_to_a_person(labels
 ])
 def test_the_control_agreeing_labels_name_their_host(labels, host):
     assert host_from_labels(labels, FLEET, ORDER)[0] == host
+
+
+def test_an_address_several_hosts_share_names_none_of_them(tmp_path):
+    """The lab reaches every host at 127.0.0.1 on its own port: `instance=127.0.0.1:9100` acted on whichever host
+    came first in the inventory. An address shared by hosts names none of them; each host's own name still names it."""
+    lab = load_inventory(PROJECT_ROOT / "inventory" / "lab.yml")
+    host, why = host_from_labels({"instance": "127.0.0.1:18081"}, lab, ORDER)
+    assert host is None and "no inventory host matches" in why
+    assert host_from_labels({"instance": "app-server-02:8080"}, lab, ORDER)[0] == "app-server-02"
+    # a host named like another's address: the name wins
+    (tmp_path / "inv.yml").write_text("all:\n  hosts:\n    a: {ansible_host: b}\n    b: {ansible_host: 10.0.0.2}\n")
+    assert host_from_labels({"instance": "b:9100"}, load_inventory(tmp_path / "inv.yml"), ORDER)[0] == "b"

@@ -95,6 +95,14 @@ def test_a_broken_entry_fails_closed_naming_file_and_key(catalog_copy, path, cha
         load_catalog(catalog_copy)
 
 
+def test_a_playbook_that_does_not_mark_its_processes_fails_closed(catalog_copy):
+    f = catalog_copy / "restart_service.yml"
+    f.write_text("\n".join(line for line in f.read_text().splitlines() if "REMEDIATOR_RUN" not in line))
+    with pytest.raises(ConfigError, match=r"restart_service.yml: play 'Restart one systemd unit' does not set "
+                                          r"environment REMEDIATOR_RUN"):
+        load_catalog(catalog_copy)
+
+
 def test_a_role_without_its_playbook_fails_closed(catalog_copy):
     (catalog_copy / "resources.yml").unlink()
     with pytest.raises(ConfigError, match="resources.yml: missing"):
