@@ -98,6 +98,10 @@ class ScriptedExecutor:
         return RunResult(ident=ident, entry=entry.id, check=check, status=RunStatus.SUCCESSFUL, rc=0, preview=preview,
                          artifact_dir="", duration_s=0.0)
 
+    def stop_on_hosts(self, hosts: list[str], ident: str) -> str:
+        self.calls.append((ident, "stop"))
+        return "nothing of the run was running (scripted)."
+
 
 class RecordingNotifier:
     """Takes the outbox as a Notifier would and keeps each notification (no HTTP)."""

@@ -20,7 +20,7 @@ from engine.decide.policy import Policy
 from engine.decide.reports import Query
 from engine.intake import incidents
 from engine.model.records import ActionProposal, PolicyDecision, Preview, RunResult, RunStatus, Verdict
-from engine.model.states import ApprovalState, IncidentState, RunMode
+from engine.model.states import ApprovalState, IncidentState, RunMode, RunState
 from engine.outbound.notify import NotifyEvent
 from engine.outbound.prometheus import Prometheus
 from engine.people import approvals
@@ -54,6 +54,8 @@ class Steps:
         if inc.host is None:
             return self.records.close(inc.id, IncidentState.ESCALATED, f"no target host: {inc.reason}")
         host = inc.host
+        if inc.interrupted == RunMode.APPLY:
+            self.end_cut_runs(inc.id)
         if inc.interrupted == RunMode.VERIFY and inc.proposal:
             proposal = inc.proposal
             self.records.move(inc.id, IncidentState.VERIFYING, "verifying again after a restart")
@@ -92,6 +94,19 @@ class Steps:
         if decision.verdict == Verdict.APPROVE:
             return self.await_approval(inc.id, decision, preview_result.preview)
         self.execute(inc.id, proposal)
+
+    def end_cut_runs(self, incident_id: str) -> None:
+        """A real run a restart cut off may still be working on its hosts (its ansible-playbook died with
+        remediator, not what it had started there): end it there before the incident is worked again."""
+        with self.store.read() as session:
+            cut = session.execute(select(Run).where(Run.incident_id == incident_id, Run.mode == RunMode.APPLY,
+                                                    Run.status == RunState.INTERRUPTED)).scalars().all()
+            cut_runs = [(r.ident, list(r.hosts)) for r in cut]
+        for ident, hosts in cut_runs:
+            said = self.executor.stop_on_hosts(hosts, ident)
+            with self.store.write() as session:
+                audit.append(session, "run.apply.ended_on_hosts", {"ident": ident, "hosts": hosts, "said": said},
+                             incident_id)
 
     def check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
         """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""

@@ -43,4 +43,5 @@ class RecordedExecutor:
                          preview=Preview(entry=entry.id, hosts=[], summary=summary, ok=report is not None),
                          reports={h: report for h in hosts} if report is not None else {}, artifact_dir="", duration_s=0.0)
 
-
+    def stop_on_hosts(self, hosts: list[str], ident: str) -> str:
+        return "nothing runs on a host here (recorded)."

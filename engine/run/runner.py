@@ -34,6 +34,8 @@ class Executor(Protocol):
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
             timeout_s: int, cancel: threading.Event | None = None) -> RunResult: ...
 
+    def stop_on_hosts(self, hosts: list[str], ident: str) -> str: ...
+
 
 class AnsibleExecutor:
     """The real executor: ansible_runner.run() against the configured inventory."""
@@ -86,7 +88,7 @@ class AnsibleExecutor:
             # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
             task = next((e.get("event_data", {}).get("task") for e in reversed(events)
                          if e.get("event") == "playbook_on_task_start"), None)
-            on_hosts = self.stop_on_hosts(hosts, ident, private / "stop")
+            on_hosts = self.stop_on_hosts(hosts, ident)
             preview = preview.model_copy(update={"ok": False, "summary": (
                 f"{entry.id}: the run was stopped ({status.value}) after {duration:.0f} s"
                 + (f", in task {task!r}" if task else "") + ("" if check else "; it may have done part of its work")
@@ -96,12 +98,13 @@ class AnsibleExecutor:
                          reports=reports_from_events(entry.id, events), artifact_dir=str(private),
                          duration_s=duration)
 
-    def stop_on_hosts(self, hosts: list[str], ident: str, private: Path, timeout_s: int = 30) -> str:
+    def stop_on_hosts(self, hosts: list[str], ident: str, timeout_s: int = 30) -> str:
         """End what a stopped run left running on its hosts (remediator_stop_run); one sentence saying what."""
         if not _IDENT.match(ident):
             return f"not stopped: the run's name {ident!r} cannot be passed to the host."
         said: list[str] = []
-        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = self.runs_dir / ident / f"stop-{time.time_ns()}"
+        private.mkdir(parents=True, mode=0o700)
 
         def keep(event: dict[str, Any]) -> bool:
             if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):

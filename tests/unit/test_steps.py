@@ -101,3 +101,24 @@ def test_a_dry_run_that_drifts_after_approval_is_asked_again_then_escalated(tmp_
         kinds = [e.kind for e in s.execute(select(AuditEvent).where(AuditEvent.incident_id == incident_id)).scalars()]
     assert kinds.count("incident.awaiting_approval") == 2
     assert notes.events("slack") == ["awaiting_approval", "awaiting_approval", "escalated"]
+
+
+def test_a_real_run_cut_off_by_a_restart_is_ended_on_its_hosts_before_the_incident_is_worked_again(tmp_path,
+                                                                                                 database_url):
+    """remediator died during a real run: what that run started on the host did not. The incident, worked again
+    after the restart, first ends the cut-off run there (tests/integration: the host side), then diagnoses again."""
+    engine, executor, _ = _engine(tmp_path, database_url, [DOWN, UP])
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
+    with engine.store.write() as s:
+        row = s.get(Incident, incident_id)
+        row.state, row.entry = IncidentState.EXECUTING, "restart_service"
+    ident = f"{incident_id}-a1-apply"
+    engine.pipeline.records.begin_run(incident_id, ident, "restart_service", "apply", {"unit": "webapp"},
+                                      ["app-server-01"])
+    engine.pipeline.recover()
+    work_all(engine)
+    assert executor.calls[:2] == [(ident, "stop"), ("service_status", "diagnose")]
+    with engine.store.read() as s:
+        ended = s.execute(select(AuditEvent).where(AuditEvent.kind == "run.apply.ended_on_hosts")).scalar_one()
+    assert ended.incident_id == incident_id and ended.data["ident"] == ident and ended.data["hosts"] == ["app-server-01"]
+    assert _incident(engine, incident_id).state == IncidentState.AWAITING_APPROVAL   # and a person decides
