@@ -80,7 +80,12 @@ class ScriptedExecutor:
         self.calls: list[tuple[str, str]] = []
 
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
-            timeout_s: int, cancel: Any = None) -> RunResult:
+            timeout_s: int, cancel: Any = None, then: Any = ()) -> RunResult:
+        result = self._one(entry, hosts, check=check, ident=ident)
+        return result.model_copy(update={"then": [self._one(e, hosts, check=False, ident=f"{ident}-then{i}")
+                                                  for i, (e, _) in enumerate(then)]})
+
+    def _one(self, entry: CatalogEntry, hosts: list[str], *, check: bool, ident: str) -> RunResult:
         mode = "diagnose" if entry.meta.read_only else ("check" if check else "apply")
         self.calls.append((entry.id, mode))
         if entry.meta.read_only:

@@ -9,7 +9,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,8 @@ from engine.intake.targets import Inventory
 from engine.model.records import RunResult
 from engine.run.runner import Executor
 
-__all__ = ["bind_params", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "expectation_met"]
+__all__ = ["bind_params", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "verify_reads",
+           "expectation_met"]
 
 _REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -56,6 +57,10 @@ def _run(executor: Executor, entry: CatalogEntry, params: dict[str, Any], host: 
     except ProposalError as exc:
         return DiagnosticOutcome(entry.id, params, None, None, error=exc.message)
     result = executor.run(entry, validated, [host], check=False, ident=ident, timeout_s=timeout_s, cancel=cancel)
+    return _outcome(entry, validated, result, host)
+
+
+def _outcome(entry: CatalogEntry, validated: dict[str, Any], result: RunResult, host: str) -> DiagnosticOutcome:
     report = result.reports.get(host)
     error = "" if report is not None else result.preview.summary
     if report is not None:   # a read-only run "changes nothing" by design; say what it did instead
@@ -150,11 +155,26 @@ class VerifyOutcome:
     attempts: int
 
 
+def verify_reads(catalog: Catalog, remediation: CatalogEntry, params: dict[str, Any]) -> list[tuple[CatalogEntry, dict]]:
+    """The verify checks' diagnostics with their parameters, to run right after the real run in its invocation
+    (the first attempt); none when one cannot be bound or validated (run_verify then says why)."""
+    reads = []
+    for check in remediation.meta.verify:
+        try:
+            entry = catalog.get(check.entry)
+            reads.append((entry, entry.validate_params(bind_params(check, params))))
+        except (KeyError, ProposalError):
+            return []
+    return reads
+
+
 def run_verify(executor: Executor, catalog: Catalog, remediation: CatalogEntry, params: dict[str, Any], host: str,
                ident_prefix: str, timeout_s: int, attempts: int = 5, interval_s: float = 3.0,
-               cancel: threading.Event | None = None) -> VerifyOutcome:
-    """Run the entry's verify checks until all pass or the attempts run out (a service needs a moment)."""
+               cancel: threading.Event | None = None, first: Sequence[RunResult] = ()) -> VerifyOutcome:
+    """Run the entry's verify checks until all pass or the attempts run out (a service needs a moment).
+    `first`: the checks' runs that followed the real run in its invocation (verify_reads), as attempt 1."""
     checks: list[VerifyCheck] = remediation.meta.verify
+    first = first if len(first) == len(checks) and all(r.entry == c.entry for r, c in zip(first, checks, strict=False)) else ()
     if not checks:
         return VerifyOutcome(True, f"{remediation.id} declares no verify step; the run's success is the check", [], 0)
     results: list[RunResult] = []
@@ -162,8 +182,12 @@ def run_verify(executor: Executor, catalog: Catalog, remediation: CatalogEntry, 
     for attempt in range(1, attempts + 1):
         misses: list[str] = []
         for i, check in enumerate(checks):
-            outcome = _run(executor, catalog.get(check.entry), bind_params(check, params), host,
-                           f"{ident_prefix}-verify{attempt}-{i}-{check.entry}", timeout_s, cancel)
+            if attempt == 1 and first:
+                entry = catalog.get(check.entry)
+                outcome = _outcome(entry, entry.validate_params(bind_params(check, params)), first[i], host)
+            else:
+                outcome = _run(executor, catalog.get(check.entry), bind_params(check, params), host,
+                               f"{ident_prefix}-verify{attempt}-{i}-{check.entry}", timeout_s, cancel)
             if outcome.result:
                 results.append(outcome.result)
             if outcome.report is None:

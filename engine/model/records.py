@@ -188,3 +188,4 @@ class RunResult(_Frozen):
     reports: dict[str, dict[str, Any]] = {}   # host -> the diagnostic's <entry>_report fact
     artifact_dir: str
     duration_s: float
+    then: list[RunResult] = []   # read-only diagnostics that ran right after it, in the same invocation

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from engine.catalog.loader import Catalog
 from engine.decide.decision import Clock, History, Situation, decide, gather, judge
-from engine.decide.evidence import Evidence, run_verify
+from engine.decide.evidence import Evidence, run_verify, verify_reads
 from engine.decide.planners import Planner, PlanningContext
 from engine.decide.policy import Policy
 from engine.decide.reports import Query
@@ -195,17 +195,20 @@ class Steps:
         ident = f"{incident_id}-a{attempt}-apply"
         # Recorded before it starts: after a crash, the store knows a real run may have touched the host.
         run_id = self.records.begin_run(incident_id, ident, entry.id, RunMode.APPLY, proposal.params, proposal.hosts)
+        # The verify's first reads follow the real run in its own ansible-playbook: one start-up fewer on the path.
         result = self.executor.run(entry, proposal.params, proposal.hosts, check=False, ident=ident,
-                                   timeout_s=self.settings.run_timeout_s, cancel=self.cancel)
+                                   timeout_s=self.settings.run_timeout_s, cancel=self.cancel,
+                                   then=verify_reads(self.catalog, entry, proposal.params))
         self.records.run(incident_id, result, RunMode.APPLY, proposal.params, proposal.hosts, run_id=run_id)
         self.unless_stopping(result)
         if result.status != RunStatus.SUCCESSFUL or not result.preview.ok:
             return self.records.close(incident_id, IncidentState.FAILED,
                                 f"the run {result.status}: {result.preview.summary}")
         self.records.move(incident_id, IncidentState.VERIFYING, result.preview.summary)
-        self.verify(incident_id, proposal, result.preview.summary)
+        self.verify(incident_id, proposal, result.preview.summary, first=result.then)
 
-    def verify(self, incident_id: str, proposal: ActionProposal, summary: str) -> None:
+    def verify(self, incident_id: str, proposal: ActionProposal, summary: str, first: list[RunResult] | None = None
+               ) -> None:
         """The entry's verify checks, then the alert's own PromQL: resolved, or escalated saying what is still wrong."""
         entry = self.catalog.get(proposal.entry)
         with self.store.read() as session:
@@ -213,7 +216,7 @@ class Steps:
         outcome = run_verify(self.executor, self.catalog, entry, proposal.params, proposal.hosts[0],
                              f"{incident_id}-a{inc.attempts}", self.settings.diagnostic_timeout_s,
                              attempts=self.settings.verify_attempts,
-                             interval_s=self.settings.verify_interval_s, cancel=self.cancel)
+                             interval_s=self.settings.verify_interval_s, cancel=self.cancel, first=first or ())
         for r in outcome.results:
             self.records.run(incident_id, r, RunMode.VERIFY, {}, proposal.hosts)
         if self.stopping.is_set() and not outcome.ok:

@@ -9,6 +9,7 @@ from typing import Any
 from engine.catalog.loader import CatalogEntry
 from engine.errors import ProposalError
 from engine.model.records import Preview, RunResult, RunStatus
+from engine.run.runner import Then
 
 __all__ = ["RecordedExecutor"]
 
@@ -25,7 +26,15 @@ class RecordedExecutor:
         self.asked: list[tuple[str, dict[str, Any]]] = []
 
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
-            timeout_s: int, cancel: Any = None) -> RunResult:
+            timeout_s: int, cancel: Any = None, then: Then = ()) -> RunResult:
+        result = self._one(entry, params, hosts, check=check, ident=ident)
+        if not then:
+            return result
+        return result.model_copy(update={"then": [self._one(e, p, hosts, check=False, ident=f"{ident}-then{i}-{e.id}")
+                                                  for i, (e, p) in enumerate(then)]})
+
+    def _one(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str
+             ) -> RunResult:
         if not entry.meta.read_only:
             if not self.checks:
                 raise ProposalError(f"the eval never runs {entry.id}: it is not read-only")

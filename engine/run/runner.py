@@ -9,16 +9,20 @@ they queued.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import ansible_runner
+import yaml
 
 from engine.catalog.loader import CatalogEntry
 from engine.model.records import RunResult, RunStatus
@@ -30,9 +34,13 @@ LIBRARY = Path(__file__).resolve().parents[2] / "playbooks" / "library"
 _IDENT = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 
 
+#: read-only diagnostics (entry, validated parameters) to run right after a real run, in the same invocation
+Then = Sequence[tuple[CatalogEntry, dict[str, Any]]]
+
+
 class Executor(Protocol):
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
-            timeout_s: int, cancel: threading.Event | None = None) -> RunResult: ...
+            timeout_s: int, cancel: threading.Event | None = None, then: Then = ()) -> RunResult: ...
 
     def stop_on_hosts(self, hosts: list[str], ident: str) -> str: ...
 
@@ -46,12 +54,25 @@ class AnsibleExecutor:
         self.forks = forks
 
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
-            timeout_s: int, cancel: threading.Event | None = None) -> RunResult:
+            timeout_s: int, cancel: threading.Event | None = None, then: Then = ()) -> RunResult:
+        """One catalog run; with `then` (a real run only), read-only diagnostics run right after it in the same
+        ansible-playbook (one process start and one connection setup fewer each), their results in `.then`."""
+        if then and (check or any(not e.meta.read_only for e, _ in then)):
+            raise ValueError("only read-only diagnostics may follow a run, and only a real one")
         private = self.runs_dir / ident
         if private.exists():
             shutil.rmtree(private)
         private.mkdir(parents=True, mode=0o700)
         events: list[dict[str, Any]] = []
+        project, playbook = entry.playbook.parent, entry.playbook.name
+        extravars = {**entry.extravars(params, hosts), "remediator_run": ident}
+        if then:   # the entries' own playbooks, one after the other; their variables are prefixed by entry
+            project, playbook = private / "project", "run.yml"
+            project.mkdir(mode=0o700)
+            (project / playbook).write_text(json.dumps(
+                [{"import_playbook": str(e.playbook)} for e in (entry, *(e for e, _ in then))]))
+            for e, p in then:
+                extravars.update(e.extravars(p, hosts))
 
         def keep(event: dict[str, Any]) -> bool:
             events.append(event)
@@ -61,11 +82,11 @@ class AnsibleExecutor:
         try:
             r = ansible_runner.run(
                 private_data_dir=str(private),
-                project_dir=str(entry.playbook.parent),
-                playbook=entry.playbook.name,
+                project_dir=str(project),
+                playbook=playbook,
                 inventory=str(self.inventory),
                 limit=",".join(hosts),
-                extravars={**entry.extravars(params, hosts), "remediator_run": ident},
+                extravars=extravars,
                 cmdline=cmdline,
                 forks=self.forks,
                 ident="run",
@@ -82,8 +103,14 @@ class AnsibleExecutor:
         except Exception as exc:   # ansible-runner itself broke: an outcome of the run, not a crash of ours
             status, rc = RunStatus.ERROR, None
             events.append({"event": "error", "event_data": {"msg": str(exc)}})
-        preview = build_preview(entry.id, events, check, hosts)
         duration = round(time.monotonic() - started, 3)
+        followed: list[RunResult] = []
+        if then:
+            per_play = _split_by_play(events, [_plays(e) for e in (entry, *(e for e, _ in then))])
+            events = per_play[0]
+            followed = [_followup(f"{ident}-then{i}-{e.id}", e, per_play[i + 1], hosts, str(private), status)
+                        for i, (e, _) in enumerate(then)]
+        preview = build_preview(entry.id, events, check, hosts)
         if status in (RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR):
             # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
             task = next((e.get("event_data", {}).get("task") for e in reversed(events)
@@ -96,7 +123,7 @@ class AnsibleExecutor:
                 + f" On its hosts: {on_hosts}")})
         return RunResult(ident=ident, entry=entry.id, check=check, status=status, rc=rc, preview=preview,
                          reports=reports_from_events(entry.id, events), artifact_dir=str(private),
-                         duration_s=duration)
+                         duration_s=round(duration - sum(f.duration_s for f in followed), 3), then=followed)
 
     def stop_on_hosts(self, hosts: list[str], ident: str, timeout_s: int = 30) -> str:
         """End what a stopped run left running on its hosts (remediator_stop_run); one sentence saying what."""
@@ -141,3 +168,35 @@ def _env() -> dict[str, str]:
         # its full path with the venv not on PATH
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+
+
+def _plays(entry: CatalogEntry) -> int:
+    plays = yaml.safe_load(entry.playbook.read_text())
+    return len(plays) if isinstance(plays, list) else 1
+
+
+def _split_by_play(events: list[dict[str, Any]], plays: list[int]) -> list[list[dict[str, Any]]]:
+    """The events of one invocation of several playbooks, per playbook (by their plays' starts, in order)."""
+    owner = [i for i, n in enumerate(plays) for _ in range(n)]
+    out: list[list[dict[str, Any]]] = [[] for _ in plays]
+    started = -1
+    for ev in events:
+        if ev.get("event") == "playbook_on_play_start":
+            started += 1
+        out[owner[min(max(started, 0), len(owner) - 1)]].append(ev)
+    return out
+
+
+def _followup(ident: str, entry: CatalogEntry, events: list[dict[str, Any]], hosts: list[str], artifact_dir: str,
+              status: RunStatus) -> RunResult:
+    """A diagnostic that ran after a real run, in its invocation: its own result, from its own events."""
+    reports = reports_from_events(entry.id, events)
+    preview = build_preview(entry.id, events, False, hosts)
+    if not any(e.get("event") == "playbook_on_play_start" for e in events):
+        preview = preview.model_copy(update={"ok": False, "summary": f"{entry.id}: did not run (the run before it "
+                                                                     f"ended {status.value})"})
+    stamps = [datetime.fromisoformat(e["created"]).timestamp() for e in events if e.get("created")]
+    ok = bool(reports) and len(reports) == len(hosts)
+    return RunResult(ident=ident, entry=entry.id, check=False, status=RunStatus.SUCCESSFUL if ok else RunStatus.FAILED,
+                     rc=0 if ok else None, preview=preview, reports=reports, artifact_dir=artifact_dir,
+                     duration_s=round(max(stamps) - min(stamps), 3) if len(stamps) > 1 else 0.0)

@@ -24,6 +24,25 @@ def test_check_changes_nothing_then_apply_fixes(catalog, executor, lab_host):
     assert on_host("systemctl", "is-active", "webapp").stdout.strip() == "active"
 
 
+def test_the_verify_reads_follow_the_real_run_in_its_invocation(catalog, executor, lab_host):
+    """One ansible-playbook for the restart and the first verify read: each gets its own result, the read sees the
+    host after the restart, and a follow-up that is not read-only is refused."""
+    from engine.decide.evidence import verify_reads
+    on_host("systemctl", "stop", "webapp")
+    entry = catalog.get("restart_service")
+    params = entry.validate_params({"unit": "webapp", "reason": "integration test"})
+    run = executor.run(entry, params, [lab_host], check=False, ident="t-then", timeout_s=120,
+                       then=verify_reads(catalog, entry, params))
+    assert run.status == RunStatus.SUCCESSFUL and run.preview.ok and run.entry == "restart_service"
+    assert "restart" in run.preview.summary and not run.reports
+    (read,) = run.then
+    assert read.entry == "service_status" and read.status == RunStatus.SUCCESSFUL and read.duration_s > 0
+    assert read.reports[lab_host]["active_state"] == "active"
+    assert {t.task.split(" : ")[0] for t in read.preview.hosts[0].tasks} >= {"service_status"}
+    with pytest.raises(ValueError, match="only read-only"):
+        executor.run(entry, params, [lab_host], check=False, ident="t-then2", timeout_s=60, then=[(entry, params)])
+
+
 def test_templated_values_are_never_evaluated(catalog, executor, lab_host, tmp_path):
     marker = tmp_path / "pwned"
     hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }}"
