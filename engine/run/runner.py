@@ -104,18 +104,23 @@ class AnsibleExecutor:
             status, rc = RunStatus.ERROR, None
             events.append({"event": "error", "event_data": {"msg": str(exc)}})
         duration = round(time.monotonic() - started, 3)
+        stopped = status in (RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR)
+        on_hosts = self.stop_on_hosts(hosts, ident) if stopped else ""
         followed: list[RunResult] = []
         if then:
             per_play = _split_by_play(events, [_plays(e) for e in (entry, *(e for e, _ in then))])
             events = per_play[0]
             followed = [_followup(f"{ident}-then{i}-{e.id}", e, per_play[i + 1], hosts, str(private), status)
                         for i, (e, _) in enumerate(then)]
+            if any(e.get("event") == "playbook_on_play_start" for later in per_play[1:] for e in later):
+                # Its own play ended before the reads began: it is judged by its own events, not by how they went.
+                own = build_preview(entry.id, events, check, hosts)
+                status, rc, stopped = (RunStatus.SUCCESSFUL, 0, False) if own.ok else (RunStatus.FAILED, 2, False)
         preview = build_preview(entry.id, events, check, hosts)
-        if status in (RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR):
+        if stopped:
             # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
             task = next((e.get("event_data", {}).get("task") for e in reversed(events)
                          if e.get("event") == "playbook_on_task_start"), None)
-            on_hosts = self.stop_on_hosts(hosts, ident)
             preview = preview.model_copy(update={"ok": False, "summary": (
                 f"{entry.id}: the run was stopped ({status.value}) after {duration:.0f} s"
                 + (f", in task {task!r}" if task else "") + ("" if check else "; it may have done part of its work")
