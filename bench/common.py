@@ -64,7 +64,9 @@ def lab_exec(host: str, *argv: str) -> str:
 
 
 def lab_up() -> None:
-    subprocess.run([str(VENV_BIN / "remediator"), "lab", "up"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    """The lab's hosts (alerts are posted straight to the server: no Prometheus or Alertmanager left running)."""
+    subprocess.run([str(VENV_BIN / "remediator"), "lab", "up", "--no-monitoring"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def taken_in(http: httpx.Client, response: httpx.Response, timeout_s: float = 60) -> dict:
