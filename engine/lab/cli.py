@@ -30,7 +30,7 @@ def lab_up(monitoring: bool = typer.Option(True, "--monitoring/--no-monitoring",
     settings = common.settings()
     hosts = fleet.up(settings.inventory)
     for h in hosts:
-        console.print(f"{h.name}: up (container {h.container}, webapp on 127.0.0.1:{h.port})")
+        console.print(f"{h.name}: up (container {h.container}, webapp on 127.0.0.1:{h.port}, ssh on 127.0.0.1:{h.ssh_port})")
     if monitoring:
         token = lab_token(settings)
         for m in _monitoring(settings).up(hosts, token):
