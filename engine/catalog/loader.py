@@ -128,6 +128,7 @@ class CatalogEntry:
     params: dict[str, ParamSpec]
     playbook: Path
     model: type[BaseModel] = field(repr=False)
+    plays: int = 1    # in its playbook: a run followed by reads in one invocation splits its events by play
 
     def validate_params(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Typed, complete parameters (defaults filled in), or ProposalError saying what is wrong."""
@@ -251,17 +252,19 @@ def _model(entry_id: str, params: dict[str, ParamSpec]) -> type[BaseModel]:
     return create_model(f"{entry_id}_params", __config__=config, **fields)
 
 
-def _check_marked(playbook: Path) -> None:
-    """Every play marks its tasks' processes with the run's name: a stopped run is ended on the host by that mark
-    (engine/run/runner.py), and an unmarked play's processes would run on unseen."""
-    plays = _read_yaml(playbook)
-    for play in plays if isinstance(plays, list) else [plays]:
+def _marked_plays(playbook: Path) -> int:
+    """The playbook's plays, each of which must mark its tasks' processes with the run's name: a stopped run is
+    ended on the host by that mark (engine/run/runner.py), and an unmarked play's processes would run on unseen."""
+    doc = _read_yaml(playbook)
+    plays = doc if isinstance(doc, list) else [doc]
+    for play in plays:
         env = play.get("environment") if isinstance(play, dict) else None
         if not isinstance(env, dict) or "REMEDIATOR_RUN" not in env:
             name = play.get("name", "?") if isinstance(play, dict) else "?"
             raise ConfigError(f"{playbook}: play {name!r} does not set environment REMEDIATOR_RUN; add "
                               "`environment: {REMEDIATOR_RUN: \"{{ remediator_run | default('') }}\"}` to it, as "
                               "every catalog playbook has, so that a stopped run can be ended on its hosts")
+    return len(plays)
 
 
 def load_entry(root: Path, entry_id: str) -> CatalogEntry:
@@ -270,7 +273,7 @@ def load_entry(root: Path, entry_id: str) -> CatalogEntry:
     playbook = root / f"{entry_id}.yml"
     if not playbook.is_file():
         raise ConfigError(f"{playbook}: missing (every catalog role needs its playbook)")
-    _check_marked(playbook)
+    plays = _marked_plays(playbook)
     try:
         meta = EntryMeta.model_validate(_read_yaml(meta_file))
     except ValidationError as exc:
@@ -284,7 +287,8 @@ def load_entry(root: Path, entry_id: str) -> CatalogEntry:
             raise ConfigError(f"{meta_file}: scope.param {scope.param!r} is not a parameter of {entry_id}")
         if not all(name.startswith("remediator_") for name in scope.lists):
             raise ConfigError(f"{meta_file}: scope.lists of {scope.param!r}: inventory allow-lists are named remediator_*")
-    return CatalogEntry(id=entry_id, meta=meta, params=params, playbook=playbook, model=_model(entry_id, params))
+    return CatalogEntry(id=entry_id, meta=meta, params=params, playbook=playbook, model=_model(entry_id, params),
+                        plays=plays)
 
 
 def load_catalog(root: Path) -> Catalog:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ansible_runner
-import yaml
 
 from engine.catalog.loader import CatalogEntry
 from engine.model.records import RunResult, RunStatus
@@ -107,16 +106,16 @@ class AnsibleExecutor:
         stopped = status in (RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR)
         on_hosts = self.stop_on_hosts(hosts, ident) if stopped else ""
         followed: list[RunResult] = []
+        reads_began = False
         if then:
-            per_play = _split_by_play(events, [_plays(e) for e in (entry, *(e for e, _ in then))])
+            per_play = _split_by_play(events, [e.plays for e in (entry, *(e for e, _ in then))])
             events = per_play[0]
             followed = [_followup(f"{ident}-then{i}-{e.id}", e, per_play[i + 1], hosts, str(private), status)
                         for i, (e, _) in enumerate(then)]
-            if any(e.get("event") == "playbook_on_play_start" for later in per_play[1:] for e in later):
-                # Its own play ended before the reads began: it is judged by its own events, not by how they went.
-                own = build_preview(entry.id, events, check, hosts)
-                status, rc, stopped = (RunStatus.SUCCESSFUL, 0, False) if own.ok else (RunStatus.FAILED, 2, False)
+            reads_began = any(e.get("event") == "playbook_on_play_start" for later in per_play[1:] for e in later)
         preview = build_preview(entry.id, events, check, hosts)
+        if reads_began:   # its own play ended before the reads began: judged by its own events, not by theirs
+            status, rc, stopped = (RunStatus.SUCCESSFUL, 0, False) if preview.ok else (RunStatus.FAILED, 2, False)
         if stopped:
             # A stopped run's events end mid-play: "changed nothing" would be a guess. Say what is known.
             task = next((e.get("event_data", {}).get("task") for e in reversed(events)
@@ -173,11 +172,6 @@ def _env() -> dict[str, str]:
         # its full path with the venv not on PATH
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-
-
-def _plays(entry: CatalogEntry) -> int:
-    plays = yaml.safe_load(entry.playbook.read_text())
-    return len(plays) if isinstance(plays, list) else 1
 
 
 def _split_by_play(events: list[dict[str, Any]], plays: list[int]) -> list[list[dict[str, Any]]]:
