@@ -134,7 +134,7 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
     @app.get("/deliveries/{delivery_id}", response_model=DeliveryView,
              summary="one webhook: stored, and once taken in, its new and duplicate alerts and incidents")
     def delivery(delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _: Auth) -> DeliveryView:
-        return get_delivery(engine.store, delivery_id)
+        return get_delivery(engine.store, delivery_id, engine.inbox.store)
 
     @app.post("/", include_in_schema=False)
     async def wrong_path() -> JSONResponse:

@@ -22,7 +22,7 @@ from engine.decide.reports import Query
 from engine.errors import PayloadError, StoreUnavailable
 from engine.intake import inbox
 from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
-from engine.intake.ingester import Ingester
+from engine.intake.ingester import Batch, Ingester
 from engine.intake.targets import host_from_labels, load_inventory
 from engine.model.alerts import Alert, AlertmanagerPayload
 from engine.model.records import ActionProposal, PolicyDecision, Preview, Report, Transcript, Verdict
@@ -36,6 +36,7 @@ from engine.run.runner import AnsibleExecutor, Executor
 from engine.settings import Settings
 from engine.store import retention
 from engine.store.db import open_store
+from engine.store.queries import get_delivery
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
 
@@ -86,8 +87,9 @@ class Engine:
                                  lifecycle=self.lifecycle, clock=clock, query=query)
         self.notifier = Notifier(self.store, settings,
                                  on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
-        self.inbox = inbox.GroupCommit(self.store, inbox.store_deliveries)
-        self.ingester = Ingester(self.store, self.inventory, self.lifecycle, on_ingested=self._ingested)
+        self.inbox = inbox.Inbox.open(settings, self.store)
+        self._acknowledge = inbox.GroupCommit(self.inbox.store, self.inbox.write)
+        self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
@@ -153,20 +155,26 @@ class Engine:
         if self.ingester.backlog + len(payload.alerts) > self.settings.intake_backlog_max and self.ingester.backlog:
             raise StoreUnavailable(f"{self.ingester.backlog} alerts are waiting to be taken in (intake_backlog_max "
                                    f"{self.settings.intake_backlog_max}); send again shortly")
-        # Started before the delivery is stored: recovery at start takes in only what came before.
-        self.ingester.start()   # no-op when running (the API without a started engine still takes alerts in)
-        delivery_id = self.inbox.submit(inbox.Received(payload, sender))
-        self.ingester.put(delivery_id, payload)
-        return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
+        return Acknowledged(delivery=self._store(payload, sender), alerts=len(payload.alerts))
 
-    def _ingested(self, done: list[tuple[AlertmanagerPayload, inbox.IntakeResult]]) -> None:
+    def _store(self, payload: AlertmanagerPayload, sender: str) -> int:
+        """Into the inbox (group commit), and the ingester told; the delivery's id."""
+        self.ingester.start()   # no-op when running (the API without a started engine still takes alerts in)
+        delivery_id = self._acknowledge.submit(inbox.Received(payload, sender))
+        self.ingester.acknowledged(delivery_id, len(payload.alerts))
+        return delivery_id
+
+    def _ingested(self, batch: Batch) -> None:
         """After deliveries were taken in: metrics, wake the workers, fetch what truncated groups left out."""
         wake = False
-        for payload, result in done:
+        for state, seconds_open in batch.closed:
+            self.metrics.count_close(state, seconds_open)
+        for result in batch.results:
             self.metrics.alerts.labels("new").inc(result.new_alerts)
             self.metrics.alerts.labels("duplicate").inc(result.duplicates)
             wake = wake or bool(result.new_alerts and set(result.incidents) - set(result.escalated))
-            if payload.truncatedAlerts and self.settings.alertmanager_url:
+            if result.truncated and self.settings.alertmanager_url:
+                payload = inbox.stored_payload(self.store, result.delivery_id)
                 threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
         if wake:
             self.pipeline.wake()
@@ -189,11 +197,17 @@ class Engine:
             inbox.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
             return 0
         full = payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0})
-        fetched = inbox.accept(self.store, full, self.inventory, self.lifecycle, sender=REFETCH_SENDER)
+        # Another delivery, the way every delivery comes in: stored, then taken in by the ingester.
+        fetched = self._store(full, REFETCH_SENDER)
+        if not self.ingester.wait_taken_in(fetched, timeout_s=60):
+            inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API (delivery "
+                                                    f"{fetched}); not yet taken in")
+            return 0
+        new = get_delivery(self.store, fetched, self.inbox.store).new or 0
         inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
-                                                f"{fetched.new_alerts} of them new")
+                                                f"{new} of them new (delivery {fetched})")
         self.pipeline.wake()
-        return fetched.new_alerts
+        return new
 
     def vote(self, who: Identity, *, approve: bool, approval_id: str | None = None, incident_id: str | None = None,
              comment: str = "", digest: str | None = None) -> str:

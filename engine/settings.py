@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     sender_incidents_per_minute: int = Field(300, ge=1, description="new incidents one sender's alerts may open in a "
                                              "minute; past it they are kept on one escalated overflow incident")
     intake_batch_alerts: int = Field(5000, ge=1, description="alerts the ingester takes into incidents in one transaction")
+    intake_process: bool = Field(True, description="take alerts into incidents in a process of serve's own (the "
+                                 "second core), so acknowledgements never wait for the interpreter; false: a thread")
     intake_linger_s: float = Field(0.01, ge=0, le=1, description="how long the ingester waits for a bigger batch")
     gate_fresh_s: float = Field(30, ge=0, description="a runbook's evidence read this recently by planning is not read "
                                 "again right before the real run (an approval usually comes later); 0: always")
@@ -156,6 +158,15 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'remediator.db'}"
+
+    @property
+    def inbox_url(self) -> str:
+        """Where acknowledged webhooks wait: beside a SQLite store, a file of its own (its own write lock); else the
+        store itself."""
+        url = self.db_url
+        if url.startswith("sqlite:///") and url.endswith(".db"):
+            return url.removesuffix(".db") + "-inbox.db"
+        return url
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings

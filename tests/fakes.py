@@ -39,7 +39,7 @@ def work_all(engine: Engine) -> None:
 def take_in(engine: Engine, body: bytes, sender: str = "alertmanager") -> IntakeResult:
     """A webhook body stored and taken into incidents in this thread (serve acknowledges first and takes it in on
     its ingester's thread); what it became, at once."""
-    return accept(engine.store, parse_payload(body), engine.inventory, engine.lifecycle, sender)
+    return accept(engine.inbox, parse_payload(body), engine.inventory, engine.lifecycle, sender)
 
 
 class FixedClock:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from engine.errors import PayloadError, StoreUnavailable
@@ -30,11 +30,12 @@ from engine.model.alerts import AlertmanagerPayload
 from engine.model.states import IncidentState
 from engine.outbound.notify import notify_digest
 from engine.pipeline.lifecycle import Lifecycle
+from engine.settings import Settings
 from engine.store import audit
-from engine.store.db import Delivery, Incident, Store, utcnow
+from engine.store.db import Delivery, InboxRow, Incident, Store, utcnow
 
-__all__ = ["parse_payload", "Received", "accept", "accept_many", "store_deliveries", "ingest", "ingest_alert_by_alert",
-           "pending", "GroupCommit", "note_refetch", "IntakeResult"]
+__all__ = ["parse_payload", "Received", "accept", "accept_many", "Inbox", "ingest", "ingest_alert_by_alert",
+           "stored_payload", "GroupCommit", "note_refetch", "IntakeResult"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +72,7 @@ class IntakeResult:
     incidents: list[str] = field(default_factory=list)   # incidents opened or touched
     escalated: list[str] = field(default_factory=list)   # opened for no inventory host: nothing can be run
     failed: list[dict[str, str]] = field(default_factory=list)   # alerts the store refused (fingerprint, error)
+    truncated: int = 0   # alerts the sender left out of the delivery (truncatedAlerts)
 
     def outcome(self) -> dict:
         out = {"new": self.new_alerts, "duplicates": self.duplicates, "incidents": self.incidents,
@@ -86,26 +88,99 @@ class Received:
     sender: str
 
 
-def accept(store: Store, payload: AlertmanagerPayload, inventory: Inventory, lifecycle: Lifecycle, sender: str
+class Inbox:
+    """Where acknowledged webhooks wait for the ingester: the `inbox` table, in a SQLite file of its own beside a
+    SQLite store (`Settings.inbox_url`), so an acknowledgement never waits for the write lock the ingester's
+    transactions hold in the main file; in the store itself on PostgreSQL, whose writers do not block each other.
+
+    An inbox row's id is its delivery's id for good: `move()` copies rows into `deliveries` under the same id (then
+    the ingester takes them in) and only then forgets them, so a crash in between leaves a row in both, never in
+    neither. Ids are kept above every delivery the store already has."""
+
+    def __init__(self, store: Store, main: Store):
+        self.store, self.main = store, main
+        if store is not main:
+            store.migrate()
+        with main.read() as session:
+            floor = session.execute(select(func.max(Delivery.id))).scalar() or 0
+        with store.write() as session:
+            if store.is_sqlite:
+                seq = session.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'inbox'")).scalar()
+                if seq is None:
+                    session.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES ('inbox', :f)"), {"f": floor})
+                elif seq < floor:
+                    session.execute(text("UPDATE sqlite_sequence SET seq = :f WHERE name = 'inbox'"), {"f": floor})
+            else:
+                session.execute(text("SELECT setval(pg_get_serial_sequence('inbox', 'id'), GREATEST(:f, "
+                                     "(SELECT COALESCE(MAX(id), 0) FROM inbox), 1))"), {"f": floor})
+
+    @classmethod
+    def open(cls, settings: Settings, main: Store) -> Inbox:
+        """The inbox the settings name (`inbox_url`), beside the store `main`."""
+        same = settings.inbox_url == main.url
+        return cls(main if same else Store(settings.inbox_url, settings.sqlite_synchronous), main)
+
+    def write(self, session: Session, received: list[Received]) -> list[int]:
+        """The acknowledgement's work (in the inbox's transaction): every delivery of the batch in one INSERT; their
+        ids, in order."""
+        return list(session.execute(insert(InboxRow).returning(InboxRow.id, sort_by_parameter_order=True), [
+            {"group_key": r.payload.groupKey, "status": r.payload.status, "alerts_count": len(r.payload.alerts),
+             "truncated": r.payload.truncatedAlerts, "body": r.payload.model_dump(mode="json"), "received_at": utcnow(),
+             "sender": r.sender[:64]} for r in received]).scalars())
+
+    def waiting(self) -> dict[int, int]:
+        """Every delivery still in the inbox, with its alerts."""
+        with self.store.read() as session:
+            return dict(session.execute(select(InboxRow.id, InboxRow.alerts_count)).tuples().all())
+
+    def get(self, delivery_id: int) -> InboxRow | None:
+        with self.store.read() as session:
+            return session.get(InboxRow, delivery_id)
+
+    def move(self, max_alerts: int) -> int:
+        """The oldest rows (up to `max_alerts` alerts, at least one row) into `deliveries`, not yet taken in; then
+        out of the inbox. How many rows moved."""
+        with self.store.read() as session:
+            heads = session.execute(select(InboxRow.id, InboxRow.alerts_count).order_by(InboxRow.id).limit(1000)).all()
+            ids: list[int] = []
+            alerts = 0
+            for delivery_id, count in heads:
+                if ids and alerts + count > max_alerts:
+                    break
+                ids.append(delivery_id)
+                alerts += count
+            rows = session.execute(select(InboxRow).where(InboxRow.id.in_(ids))).scalars().all() if ids else []
+        if not rows:
+            return 0
+        with self.main.write() as session:
+            have = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids))).scalars())
+            fresh = [{"id": r.id, "received_at": r.received_at, "group_key": r.group_key, "status": r.status,
+                      "alerts_count": r.alerts_count, "truncated": r.truncated, "body": r.body, "new_alerts": 0,
+                      "sender": r.sender} for r in rows if r.id not in have]
+            if fresh:
+                session.execute(insert(Delivery), fresh)
+        with self.store.write() as session:
+            session.execute(delete(InboxRow).where(InboxRow.id.in_(ids)))
+        return len(rows)
+
+
+def accept(inbox: Inbox, payload: AlertmanagerPayload, inventory: Inventory, lifecycle: Lifecycle, sender: str
            ) -> IntakeResult:
-    """Store one delivery and take it in, in one transaction; StoreUnavailable when the store can't."""
-    return accept_many(store, [payload], inventory, lifecycle, sender)[0]
+    """Store one delivery and take it in at once, in this thread (no ingester running); StoreUnavailable when the
+    store can't."""
+    return accept_many(inbox, [payload], inventory, lifecycle, sender)[0]
 
 
-def accept_many(store: Store, payloads: list[AlertmanagerPayload], inventory: Inventory, lifecycle: Lifecycle,
+def accept_many(inbox: Inbox, payloads: list[AlertmanagerPayload], inventory: Inventory, lifecycle: Lifecycle,
                 sender: str) -> list[IntakeResult]:
-    """Store several deliveries and take them in, in ONE transaction, in order (no inbox in between)."""
-    with store.write() as session:
-        ids = store_deliveries(session, [Received(p, sender) for p in payloads])
+    """Store several deliveries and take them in, in order, at once: as serve does, without waiting for its
+    ingester (tests and tools). Only where no ingester runs: one would take them in first, and this returns less."""
+    with inbox.store.write() as session:
+        ids = inbox.write(session, [Received(p, sender) for p in payloads])
+    while inbox.move(10**9):
+        pass
+    with inbox.main.write() as session:
         return ingest(session, list(zip(ids, payloads, strict=False)), inventory, lifecycle)
-
-
-def store_deliveries(session: Session, received: list[Received]) -> list[int]:
-    """The acknowledgement's work: every delivery of the batch in one INSERT; their ids, in order."""
-    return list(session.execute(insert(Delivery).returning(Delivery.id, sort_by_parameter_order=True), [
-        {"group_key": r.payload.groupKey, "status": r.payload.status, "alerts_count": len(r.payload.alerts),
-         "truncated": r.payload.truncatedAlerts, "body": r.payload.model_dump(mode="json"), "received_at": utcnow(),
-         "new_alerts": 0, "sender": r.sender[:64]} for r in received]).scalars())
 
 
 def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], inventory: Inventory,
@@ -132,7 +207,8 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
             attacher.flush()
             incidents.note_truncation(session, touched, payload.truncatedAlerts)
         results.append(IntakeResult(delivery_id=delivery_id, alerts=len(payload.alerts), new_alerts=new,
-                                    duplicates=len(payload.alerts) - new, incidents=touched))
+                                    duplicates=len(payload.alerts) - new, incidents=touched,
+                                    truncated=payload.truncatedAlerts))
     by_delivery = {r.delivery_id: r for r in results}
     hostless: dict[int, list[Incident]] = {}
     for incident, delivery_id in attacher.hostless.values():
@@ -159,7 +235,8 @@ def ingest_alert_by_alert(store: Store, delivery_id: int, payload: AlertmanagerP
     """A delivery that cannot be taken in whole: each alert in a transaction of its own, so one alert the store
     refuses (a NUL byte PostgreSQL will not keep, say) does not lose the others. The refused ones are named in the
     delivery's outcome and the audit. StoreUnavailable still propagates: then nothing is refused, only late."""
-    total = IntakeResult(delivery_id=delivery_id, alerts=len(payload.alerts), new_alerts=0, duplicates=0)
+    total = IntakeResult(delivery_id=delivery_id, alerts=len(payload.alerts), new_alerts=0, duplicates=0,
+                         truncated=payload.truncatedAlerts)
     for alert in payload.alerts:
         one = payload.model_copy(update={"alerts": [alert], "truncatedAlerts": 0})
         try:
@@ -188,13 +265,11 @@ def ingest_alert_by_alert(store: Store, delivery_id: int, payload: AlertmanagerP
     return total
 
 
-def pending(store: Store, upto: int, limit: int = 500) -> list[tuple[int, AlertmanagerPayload]]:
-    """Deliveries (id <= upto) acknowledged but not taken in, oldest first."""
+def stored_payload(store: Store, delivery_id: int) -> AlertmanagerPayload:
+    """A stored delivery's webhook body, as it was accepted."""
     with store.read() as session:
-        rows = session.execute(select(Delivery.id, Delivery.body).where(Delivery.ingested_at.is_(None),
-                                                                        Delivery.id <= upto)
-                               .order_by(Delivery.id).limit(limit)).all()
-    return [(row.id, AlertmanagerPayload.model_validate(row.body)) for row in rows]
+        body = session.execute(select(Delivery.body).where(Delivery.id == delivery_id)).scalar_one()
+    return AlertmanagerPayload.model_validate(body)
 
 
 def _escalate_hostless(session: Session, lifecycle: Lifecycle, incident: Incident, tell: bool) -> bool:

@@ -67,5 +67,10 @@ class Metrics:
         if store is not None:
             r.register(_StoreCollector(store))
 
+    def count_close(self, state: str, seconds_open: float) -> None:
+        """An incident reached a final state after `seconds_open`."""
+        self.closed.labels(state).inc()
+        self.time_to_close.labels(state).observe(seconds_open)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

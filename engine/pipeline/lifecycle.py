@@ -7,6 +7,7 @@ Both write in the caller's transaction, so the state, its audit event and its no
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -45,9 +46,11 @@ def check(previous: IncidentState | str, state: IncidentState) -> None:
 class Lifecycle:
     """The moves of incidents and the side effects of closing them; one per running engine."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, inventory: Inventory | None = None):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, inventory: Inventory | None = None, *,
+                 on_close: Callable[[str, float], None] | None = None):
         self.settings = settings
         self.metrics = metrics      # None in one-off CLI commands: no /metrics there to count for
+        self.on_close = on_close    # hears each close (state, seconds open) where the metrics are another process's
         self.inventory = inventory  # the host groups the boundary learns per (None: it learns per entry only)
 
     def move(self, session: Session, inc: Incident, state: IncidentState, reason: str = "", *,
@@ -68,9 +71,11 @@ class Lifecycle:
         if state not in FINAL_STATES:
             raise IllegalTransition(f"{state.value} is not a final state: use move()")
         self._write(session, inc, state, reason, event, data)
+        seconds_open = (utcnow() - inc.created_at).total_seconds()
         if self.metrics is not None:
-            self.metrics.closed.labels(state.value).inc()
-            self.metrics.time_to_close.labels(state.value).observe((utcnow() - inc.created_at).total_seconds())
+            self.metrics.count_close(state.value, seconds_open)
+        if self.on_close is not None:
+            self.on_close(state.value, seconds_open)
         note = DEFAULT_NOTICE.get(state) if notice is _DEFAULT else notice
         if isinstance(note, NotifyEvent):
             notify_incident(session, self.settings, inc, note, reason)

@@ -39,7 +39,8 @@ from engine.model.records import ActionProposal, PolicyDecision, Preview, Report
 if TYPE_CHECKING:
     from engine.settings import Settings
 
-__all__ = ["incident_row", "utcnow", "Base", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
+__all__ = ["incident_row", "utcnow", "Base", "InboxRow",
+           "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
            "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
 
 
@@ -93,6 +94,23 @@ class Delivery(Base):
     ingested_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)   # None: acknowledged, not yet taken in
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)                 # new, duplicates, incidents, escalated
     sender: Mapped[str | None] = mapped_column(String(64))                       # the service token that posted it
+
+
+class InboxRow(Base):
+    """A webhook acknowledged and not yet moved into `deliveries`: all the acknowledgement writes. Its id is the
+    delivery's for good. On SQLite it lives in a database file of its own (engine/intake/inbox.py: `Inbox`), so an
+    acknowledgement never waits for the ingester's transactions in the main one."""
+
+    __tablename__ = "inbox"
+    __table_args__ = {"sqlite_autoincrement": True}   # ids never reused, even once the inbox is empty
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    group_key: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    alerts_count: Mapped[int] = mapped_column(Integer)
+    truncated: Mapped[int] = mapped_column(Integer, default=0)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sender: Mapped[str | None] = mapped_column(String(64))
 
 
 class AlertRow(Base):

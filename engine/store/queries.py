@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from engine.errors import NotFound
 from engine.model.records import ActionProposal, PolicyDecision, Preview, Report
-from engine.store.db import AlertRow, Approval, AuditEvent, Delivery, Incident, OutboxMessage, Run, Store
+from engine.store.db import AlertRow, Approval, AuditEvent, Delivery, InboxRow, Incident, OutboxMessage, Run, Store
 
 __all__ = ["IncidentSummary", "IncidentDetail", "DeliveryView", "list_incidents", "get_incident", "get_delivery"]
 
@@ -150,13 +150,21 @@ class DeliveryView(BaseModel):
     error: str | None = None
 
 
-def get_delivery(store: Store, delivery_id: int) -> DeliveryView:
+def get_delivery(store: Store, delivery_id: int, inbox: Store | None = None) -> DeliveryView:
+    """A delivery taken in or about to be (in `deliveries`), else one still in the inbox store; NotFound otherwise."""
     with store.read() as session:
         d = session.get(Delivery, delivery_id)
-        if d is None:
+        if d is not None:
+            outcome = d.outcome or {}
+            return DeliveryView(id=d.id, received_at=d.received_at, group_key=d.group_key, status=d.status,
+                                alerts=d.alerts_count, truncated_alerts=d.truncated, ingested=d.ingested_at is not None,
+                                ingested_at=d.ingested_at, sender=d.sender, **{k: outcome.get(k) for k in
+                                                              ("new", "duplicates", "incidents", "escalated", "failed",
+                                                               "error")})
+    with (inbox or store).read() as session:
+        w = session.get(InboxRow, delivery_id)
+        if w is None:
             raise NotFound(f"no delivery {delivery_id}")
-        outcome = d.outcome or {}
-        return DeliveryView(id=d.id, received_at=d.received_at, group_key=d.group_key, status=d.status,
-                            alerts=d.alerts_count, truncated_alerts=d.truncated, ingested=d.ingested_at is not None,
-                            ingested_at=d.ingested_at, sender=d.sender, **{k: outcome.get(k) for k in
-                                                          ("new", "duplicates", "incidents", "escalated", "failed", "error")})
+        return DeliveryView(id=w.id, received_at=w.received_at, group_key=w.group_key, status=w.status,
+                            alerts=w.alerts_count, truncated_alerts=w.truncated, ingested=False, ingested_at=None,
+                            sender=w.sender)

@@ -82,9 +82,8 @@ def test_a_store_that_cannot_take_it_is_503_so_alertmanager_retries(client, engi
             conn.commit()
         engine.store.engine.dispose()
     else:
-        db = sqlite3.connect(tmp_path / "remediator.db")
-        db.execute("PRAGMA foreign_keys = OFF")
-        db.execute("DROP TABLE deliveries")   # a broken store, as seen by the engine
+        db = sqlite3.connect(tmp_path / "remediator-inbox.db")   # the inbox, all an acknowledgement writes
+        db.execute("DROP TABLE inbox")   # a broken store, as seen by the engine
         db.commit()
     r = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
     assert r.status_code == 503

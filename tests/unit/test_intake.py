@@ -12,12 +12,12 @@ from engine import PROJECT_ROOT
 from engine.errors import PayloadError
 from engine.intake.inbox import (
     GroupCommit,
+    Inbox,
     Received,
     accept,
     accept_many,
     ingest,
     parse_payload,
-    store_deliveries,
 )
 from engine.intake.ingester import Ingester
 from engine.intake.targets import load_inventory
@@ -46,15 +46,21 @@ def store(tmp_path, database_url):
 
 
 @pytest.fixture
+def inbox(store, settings):
+    """The inbox beside `store`, as serve opens it (a file of its own beside SQLite, the store itself on PostgreSQL)."""
+    return Inbox.open(settings.model_copy(update={"database_url": store.url}), store)
+
+
+@pytest.fixture
 def settings(tmp_path):
     return Settings(data_dir=tmp_path, slack_webhook_url="http://127.0.0.1:9/slack")
 
 
 @pytest.fixture
-def post(store, inventory, settings):
+def post(store, inbox, inventory, settings):
     def _post(name: str):
         path = SAMPLES / name if (SAMPLES / name).exists() else PAYLOADS / name
-        return accept(store, parse_payload(path.read_bytes()), inventory, Lifecycle(settings), "alertmanager")
+        return accept(inbox, parse_payload(path.read_bytes()), inventory, Lifecycle(settings), "alertmanager")
     return _post
 
 
@@ -111,32 +117,33 @@ def test_resend_is_a_duplicate_and_opens_nothing(post, store):
         assert len(s.execute(select(AlertRow)).all()) == 3
 
 
-def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inventory, settings):
+def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inbox, inventory, settings):
     """A group commit stores several deliveries at once: a resend inside the same batch is still a duplicate."""
     grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
     correlated = parse_payload((PAYLOADS / "correlated-firing.json").read_bytes())
-    first, again, other = accept_many(store, [grouped, grouped, correlated], inventory, Lifecycle(settings), "alertmanager")
+    first, again, other = accept_many(inbox, [grouped, grouped, correlated], inventory, Lifecycle(settings), "alertmanager")
     assert (first.new_alerts, again.duplicates, other.new_alerts) == (3, 3, 3)
     assert again.incidents == first.incidents
     assert len(_incidents(store)) == 5
 
 
-def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(store, inventory, settings):
+def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(store, inbox, inventory, settings):
     batches = []
 
     def write(session, payloads):
         batches.append(len(payloads))
-        return store_deliveries(session, [Received(p, "alertmanager") for p in payloads])
+        return inbox.write(session, [Received(p, "alertmanager") for p in payloads])
     template = json.loads((SAMPLES / "alertmanager-firing-grouped.json").read_text())
     bodies = []
     for n in range(24):
         body = copy.deepcopy(template)
         body["alerts"] = [{**body["alerts"][0], "fingerprint": f"{n:016x}"}]
         bodies.append(parse_payload(json.dumps(body).encode()))
-    inbox = GroupCommit(store, write)
+    group = GroupCommit(inbox.store, write)
     with ThreadPoolExecutor(8) as pool:
-        ids = list(pool.map(inbox.submit, bodies))
+        ids = list(pool.map(group.submit, bodies))
     assert len(set(ids)) == 24 and sum(batches) == 24
+    assert inbox.move(10_000) == 24
     with store.write() as session:
         results = ingest(session, list(zip(ids, bodies, strict=False)), inventory, Lifecycle(settings))
     assert [r.new_alerts for r in results] == [1] * 24
@@ -145,13 +152,15 @@ def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(sto
         assert ingest(session, list(zip(ids, bodies, strict=False)), inventory, Lifecycle(settings)) == []
 
 
-def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inventory, settings):
+def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inbox, inventory, settings):
     """A crash between the 2xx and taking it in: the next start takes it in, once."""
     grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
-    with store.write() as session:
-        (delivery_id,) = store_deliveries(session, [Received(grouped, "alertmanager")])
+    with inbox.store.write() as session:
+        (delivery_id,) = inbox.write(session, [Received(grouped, "alertmanager")])
     done = []
-    ingester = Ingester(store, inventory, Lifecycle(settings), on_ingested=done.extend)
+    # Its own process, as serve runs it: the store and inbox the settings name
+    ingester = Ingester(settings.model_copy(update={"database_url": store.url}), inbox, inventory,
+                        on_ingested=lambda batch: done.extend(batch.results))
     ingester.start()
     try:
         deadline = time.monotonic() + 10
@@ -159,8 +168,9 @@ def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inv
             time.sleep(0.05)
     finally:
         ingester.stop()
-    assert [r.delivery_id for _, r in done] == [delivery_id] and done[0][1].new_alerts == 3
+    assert [r.delivery_id for r in done] == [delivery_id] and done[0].new_alerts == 3
     assert len(_incidents(store)) == 3
+    assert inbox.waiting() == {}   # moved out of the inbox once in the store
 
 
 def test_unknown_hosts_are_kept_apart_say_why_and_are_escalated_at_once(post, store):
