@@ -127,7 +127,7 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
                 raise PayloadError(f"the body is over {limit} bytes", status=413)
         if signatures is not None:
             signatures.verify(request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), bytes(body))
-        ack = await run_in_threadpool(engine.acknowledge, bytes(body), who.name)
+        ack = await engine.acknowledge_async(bytes(body), who.name)
         engine.metrics.webhook_requests.labels("200").inc()
         return {"status": "accepted", "delivery": ack.delivery, "alerts": ack.alerts}
 

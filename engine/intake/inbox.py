@@ -101,8 +101,8 @@ class Inbox:
         self.store, self.main = store, main
         if store is not main:
             store.migrate()
-        with main.read() as session:
-            floor = session.execute(select(func.max(Delivery.id))).scalar() or 0
+        floor = self.floor()
+        self.moved_upto = self._forgotten = 0
         with store.write() as session:
             if store.is_sqlite:
                 seq = session.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'inbox'")).scalar()
@@ -122,26 +122,51 @@ class Inbox:
 
     def write(self, session: Session, received: list[Received]) -> list[int]:
         """The acknowledgement's work (in the inbox's transaction): every delivery of the batch in one INSERT; their
-        ids, in order."""
+        ids, in order. It also forgets what the ingester has moved out since: this process is the inbox's only
+        writer, so the ingester never holds its lock (it only reads it)."""
+        upto = self.moved_upto
+        if upto > self._forgotten:
+            session.execute(delete(InboxRow).where(InboxRow.id <= upto))
+            self._forgotten = upto
+        if not received:
+            return []
         return list(session.execute(insert(InboxRow).returning(InboxRow.id, sort_by_parameter_order=True), [
             {"group_key": r.payload.groupKey, "status": r.payload.status, "alerts_count": len(r.payload.alerts),
              "truncated": r.payload.truncatedAlerts, "body": r.payload.model_dump(mode="json"), "received_at": utcnow(),
              "sender": r.sender[:64]} for r in received]).scalars())
 
+    def moved(self, upto: int) -> None:
+        """The ingester moved every row up to this id into the store: the next write forgets them."""
+        self.moved_upto = max(self.moved_upto, upto)
+
+    def forget_moved(self) -> None:
+        """Forget what was moved now, in a transaction of its own (no ingester running: tests, tools)."""
+        with self.store.write() as session:
+            self.write(session, [])
+
+    def floor(self) -> int:
+        """The newest delivery the store already has: every inbox row up to it was moved."""
+        with self.main.read() as session:
+            return session.execute(select(func.max(Delivery.id))).scalar() or 0
+
     def waiting(self) -> dict[int, int]:
         """Every delivery still in the inbox, with its alerts."""
+        floor = self.floor()
         with self.store.read() as session:
-            return dict(session.execute(select(InboxRow.id, InboxRow.alerts_count)).tuples().all())
+            return dict(session.execute(select(InboxRow.id, InboxRow.alerts_count).where(InboxRow.id > floor))
+                        .tuples().all())
 
     def get(self, delivery_id: int) -> InboxRow | None:
         with self.store.read() as session:
             return session.get(InboxRow, delivery_id)
 
-    def move(self, max_alerts: int) -> int:
-        """The oldest rows (up to `max_alerts` alerts, at least one row) into `deliveries`, not yet taken in; then
-        out of the inbox. How many rows moved."""
+    def move(self, max_alerts: int, after: int) -> int:
+        """The oldest rows past `after` (up to `max_alerts` alerts, at least one row) into `deliveries`, to be taken
+        in; the newest id moved (`after` when none was). Rows commit to the inbox in id order (one writer), so every
+        row up to that id is in the store once this returns."""
         with self.store.read() as session:
-            heads = session.execute(select(InboxRow.id, InboxRow.alerts_count).order_by(InboxRow.id).limit(1000)).all()
+            heads = session.execute(select(InboxRow.id, InboxRow.alerts_count).where(InboxRow.id > after)
+                                    .order_by(InboxRow.id).limit(1000)).all()
             ids: list[int] = []
             alerts = 0
             for delivery_id, count in heads:
@@ -151,7 +176,7 @@ class Inbox:
                 alerts += count
             rows = session.execute(select(InboxRow).where(InboxRow.id.in_(ids))).scalars().all() if ids else []
         if not rows:
-            return 0
+            return after
         with self.main.write() as session:
             have = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids))).scalars())
             fresh = [{"id": r.id, "received_at": r.received_at, "group_key": r.group_key, "status": r.status,
@@ -159,9 +184,7 @@ class Inbox:
                       "sender": r.sender} for r in rows if r.id not in have]
             if fresh:
                 session.execute(insert(Delivery), fresh)
-        with self.store.write() as session:
-            session.execute(delete(InboxRow).where(InboxRow.id.in_(ids)))
-        return len(rows)
+        return max(ids)
 
 
 def accept(inbox: Inbox, payload: AlertmanagerPayload, inventory: Inventory, lifecycle: Lifecycle, sender: str
@@ -177,8 +200,8 @@ def accept_many(inbox: Inbox, payloads: list[AlertmanagerPayload], inventory: In
     ingester (tests and tools). Only where no ingester runs: one would take them in first, and this returns less."""
     with inbox.store.write() as session:
         ids = inbox.write(session, [Received(p, sender) for p in payloads])
-    while inbox.move(10**9):
-        pass
+    inbox.moved(inbox.move(10**9, after=inbox.floor()))
+    inbox.forget_moved()
     with inbox.main.write() as session:
         return ingest(session, list(zip(ids, payloads, strict=False)), inventory, lifecycle)
 
@@ -284,38 +307,45 @@ def _escalate_hostless(session: Session, lifecycle: Lifecycle, incident: Inciden
 
 
 class GroupCommit(Generic[T, R]):
-    """Requests that arrive while a transaction is committing are written together in the next one.
+    """Items that arrive while a transaction is committing are written together in the next one.
 
-    The fsync that makes an acknowledgement durable is the cost of intake; under a storm one fsync
-    then covers every request waiting, instead of one each. The caller's thread does the work (the
-    first to find nobody committing leads, the others wait for its result), so there is no thread to
-    start or lose, and every caller gets its answer only after its own item is committed."""
+    The fsync that makes an acknowledgement durable is the cost of intake; under a storm one fsync then covers
+    every item waiting, instead of one each. One writer thread does the writing (started with the first item, and
+    again if it ever died), so a caller hands its item over and waits on a future: an async caller (the webhook)
+    without a thread of its own, a plain caller with `submit()`. Every caller hears only after its own item is
+    committed."""
 
     def __init__(self, store: Store, write: Callable[[Session, list[T]], list[R]]):
         self.store, self.write = store, write
         self._cv = threading.Condition()
         self._waiting: list[tuple[T, Future[R]]] = []
-        self._committing = False
+        self._writer: threading.Thread | None = None
 
     def submit(self, item: T) -> R:
         """Write this item (with whatever else is waiting); returns once it is committed."""
+        return self.hand_over(item).result()
+
+    def hand_over(self, item: T) -> Future[R]:
+        """Queue this item for the next transaction; the future is its result once committed."""
         mine: Future[R] = Future()
         with self._cv:
             self._waiting.append((item, mine))
-            while self._committing and not mine.done():
-                self._cv.wait()
-            lead = not mine.done()
-            if lead:
-                self._committing = True
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_loop, name="group-commit", daemon=True)
+                self._writer.start()
+            self._cv.notify()
+        return mine
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting:
+                    if not self._cv.wait(60):   # idle a minute: end; the next item starts a writer again
+                        if not self._waiting:
+                            self._writer = None
+                            return
                 batch, self._waiting = self._waiting, []
-        if lead:
-            try:
-                self._commit(batch)
-            finally:
-                with self._cv:
-                    self._committing = False
-                    self._cv.notify_all()
-        return mine.result()
+            self._commit(batch)
 
     def _commit(self, batch: list[tuple[T, Future[R]]]) -> None:
         try:

@@ -49,6 +49,7 @@ class Batch:
     taken: list[int]
     results: list[IntakeResult]
     closed: list[tuple[str, float]]
+    moved_upto: int   # every inbox row up to this id is in the store now
 
 
 class IngestLoop:
@@ -63,6 +64,7 @@ class IngestLoop:
         # Its own lifecycle: the closes it makes are counted by whoever holds the metrics (the parent process).
         self.lifecycle = Lifecycle(settings, None, inventory, on_close=lambda state, s: self._closed.append((state, s)))
         self.max_batch_alerts = settings.intake_batch_alerts
+        self.moved_upto: int | None = None   # the newest inbox row moved into the store (read from it at first)
         self.linger_s = settings.intake_linger_s
 
     def run(self, wait: Callable[[float], bool], stopping: Callable[[], bool]) -> None:
@@ -82,20 +84,23 @@ class IngestLoop:
 
     def take_in_next(self, stopping: Callable[[], bool] = lambda: False) -> int:
         """One batch of the oldest deliveries not taken in; how many deliveries it held (0: none waits)."""
-        self.inbox.move(self.max_batch_alerts)
+        if self.moved_upto is None:
+            self.moved_upto = self.inbox.floor()
+        moved_before = self.moved_upto
+        self.moved_upto = self.inbox.move(self.max_batch_alerts, after=self.moved_upto)
         batch, broken = self.pending()
         for delivery_id in broken:
             self._mark_failed(delivery_id, "its stored body is not a valid webhook any more")
         results = self._ingest(batch, stopping) if batch else []
-        if not batch and not broken:
+        if not batch and not broken and self.moved_upto == moved_before:
             return 0
         self.stuck("")
         closed, self._closed = self._closed, []
         try:
-            self.report(Batch([d for d, _ in batch] + broken, results, closed))
+            self.report(Batch([d for d, _ in batch] + broken, results, closed, self.moved_upto))
         except Exception:
             log.exception("after taking in %d deliveries", len(batch))
-        return len(batch) + len(broken)
+        return len(batch) + len(broken) or 1
 
     def pending(self) -> tuple[list[tuple[int, AlertmanagerPayload]], list[int]]:
         """The oldest deliveries moved out of the inbox and not taken in, up to `intake_batch_alerts` alerts (at least
@@ -290,6 +295,7 @@ class Ingester:
         self.stuck = why
 
     def _done(self, batch: Batch) -> None:
+        self.inbox.moved(batch.moved_upto)
         now = time.monotonic()
         with self._cv:
             for delivery_id in batch.taken:
