@@ -77,9 +77,10 @@ class IngestLoop:
                 self.stuck(exc.message)
                 wait(1.0)
                 continue
-            if not taken and wait(1.0):
-                # A moment for more to arrive: under a storm one bigger batch costs far less than many small
-                # ones (the queries and the flush are per batch). Alone, an alert reaches its incident this much later.
+            # Then a moment for more to arrive: under a storm one bigger batch costs far less than many small ones
+            # (the queries, the flush and the report are per batch), and the webhook gets the core meanwhile. Alone,
+            # an alert reaches its incident this much later.
+            if taken or wait(1.0):
                 time.sleep(self.linger_s)
 
     def take_in_next(self, stopping: Callable[[], bool] = lambda: False) -> int:

@@ -2,6 +2,8 @@
 
 Writes go through `Store.write()`: one transaction, serialized in this process, and on SQLite
 opened with BEGIN IMMEDIATE so a transaction that reads then writes never deadlocks on upgrade.
+Reads go through `Store.read()`, which on SQLite takes no lock at all (WAL), so a reader never waits for a
+writer in another process (the ingester's) nor holds one up.
 The schema is owned by Alembic (engine/store/migrations); `Store.migrate()` brings it to head.
 """
 from __future__ import annotations
@@ -314,6 +316,7 @@ class Store:
             self._sqlite_setup(sqlite_synchronous)
         # audit_sinks: where each new head of the audit chain goes after its commit (engine/store/anchor.py)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"audit_sinks": audit_sinks or []})
+        self._read_sessions = sessionmaker(self.engine.execution_options(remediator_read=True), expire_on_commit=False)
         self._write_lock = threading.RLock()
 
     def _sqlite_setup(self, synchronous: str) -> None:
@@ -331,7 +334,9 @@ class Store:
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read takes no lock (WAL: readers never wait for the writer, nor it for them); a write takes the
+            # write lock at its start, so it never fails to upgrade halfway.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("remediator_read") else "BEGIN IMMEDIATE")
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -340,7 +345,8 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._sessions() as session:
+        """A session for reading only (on SQLite it takes no lock: writing in it is a bug)."""
+        with self._read_sessions() as session:
             yield session
 
     @contextmanager

@@ -104,6 +104,10 @@ def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, l
     stored = {fp for (fp,) in db.execute("SELECT fingerprint FROM alerts")}
     assert accepted and accepted <= stored, f"{len(accepted - stored)} acknowledged alerts are missing"
     assert db.execute("SELECT count(*) FROM deliveries WHERE ingested_at IS NULL").fetchone() == (0,)
+    # and nothing is left in the inbox that the store does not have (acknowledged, never moved)
+    moved = db.execute("SELECT max(id) FROM deliveries").fetchone()[0]
+    inbox = sqlite3.connect(data / "remediator-inbox.db")
+    assert inbox.execute("SELECT count(*) FROM inbox WHERE id > ?", (moved,)).fetchone() == (0,)
     incidents = db.execute("SELECT id, state, interrupted, reason FROM incidents").fetchall()
     assert all(state in FINAL_STATES for _, state, _, _ in incidents), [(i, s) for i, s, _, _ in incidents if s not in FINAL_STATES]
 

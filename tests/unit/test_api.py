@@ -180,3 +180,49 @@ def test_signed_webhooks_when_a_secret_is_set(tmp_path):
         assert replay.status_code == 401 and "replay" in replay.json()["detail"]
         no_token = post({k: v for k, v in good.items() if k != "Authorization"})
         assert no_token.status_code == 401                                  # the signature adds to the token
+
+
+def test_a_killed_ingester_loses_nothing_and_the_next_webhook_brings_it_back(client, engine):
+    """The ingester is a process of serve's own: SIGKILL it; what was acknowledged stays in the inbox, /healthz says
+    so, the next webhook starts it again and both deliveries are taken in, once."""
+    import os
+    import signal
+
+    first = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
+    assert _taken_in(client, engine, first)["new"] == 3
+    child = engine.ingester._child
+    assert child is not None and child.pid != os.getpid()   # its own process, not a thread of this one
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    assert client.get("/healthz").json()["checks"]["ingester"] == "not running"
+    other = json.loads(GROUPED)
+    other["alerts"] = [{**a, "fingerprint": f"{n:016x}"} for n, a in enumerate(other["alerts"], 1)]
+    second = client.post("/webhook/alertmanager", content=json.dumps(other), headers=AUTH)
+    body = _taken_in(client, engine, second)
+    assert body["ingested"] and body["new"] == 3
+    assert engine.ingester._child.pid != child.pid
+    assert client.get(f"/deliveries/{first.json()['delivery']}", headers=AUTH).json()["new"] == 3   # not again
+    engine.ingester.stop()
+    assert engine.inbox.waiting() == {}
+
+
+def test_an_acknowledgement_never_waits_for_the_ingesters_lock(client, engine, tmp_path, database_url):
+    """While the store is locked for writing (as by the ingester's transaction over a storm), a webhook is still
+    acknowledged at once: it writes the inbox only (on SQLite a file of its own); it is taken in once the lock goes."""
+    import sqlalchemy
+
+    held = sqlalchemy.create_engine(engine.store.url).connect()
+    if engine.store.is_sqlite:
+        held.exec_driver_sql("BEGIN IMMEDIATE")   # the main file's one write lock
+    else:
+        held.exec_driver_sql("BEGIN")
+        held.exec_driver_sql("LOCK TABLE deliveries, alerts, incidents IN EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        r = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
+        assert r.status_code == 200 and time.monotonic() - started < 5   # busy_timeout is 30 s: it did not wait
+        assert not client.get(f"/deliveries/{r.json()['delivery']}", headers=AUTH).json()["ingested"]
+    finally:
+        held.rollback()
+        held.close()
+    assert _taken_in(client, engine, r)["new"] == 3
