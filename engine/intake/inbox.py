@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -34,7 +34,7 @@ from engine.settings import Settings
 from engine.store import audit
 from engine.store.db import Delivery, InboxRow, Incident, Store, utcnow
 
-__all__ = ["parse_payload", "Received", "accept", "accept_many", "Inbox", "ingest", "ingest_alert_by_alert",
+__all__ = ["parse_payload", "Received", "accept", "accept_many", "Inbox", "batch_of", "ingest", "ingest_alert_by_alert",
            "stored_payload", "GroupCommit", "note_refetch", "IntakeResult"]
 
 log = logging.getLogger(__name__)
@@ -167,13 +167,7 @@ class Inbox:
         with self.store.read() as session:
             heads = session.execute(select(InboxRow.id, InboxRow.alerts_count).where(InboxRow.id > after)
                                     .order_by(InboxRow.id).limit(1000)).all()
-            ids: list[int] = []
-            alerts = 0
-            for delivery_id, count in heads:
-                if ids and alerts + count > max_alerts:
-                    break
-                ids.append(delivery_id)
-                alerts += count
+            ids = batch_of(heads, max_alerts)
             rows = session.execute(select(InboxRow).where(InboxRow.id.in_(ids))).scalars().all() if ids else []
         if not rows:
             return after
@@ -185,6 +179,18 @@ class Inbox:
             if fresh:
                 session.execute(insert(Delivery), fresh)
         return max(ids)
+
+
+def batch_of(heads: Sequence[tuple[int, int]], max_alerts: int) -> list[int]:
+    """The ids of the first (id, alerts) rows that hold at most `max_alerts` alerts together; at least one."""
+    ids: list[int] = []
+    alerts = 0
+    for delivery_id, count in heads:
+        if ids and alerts + count > max_alerts:
+            break
+        ids.append(delivery_id)
+        alerts += count
+    return ids
 
 
 def accept(inbox: Inbox, payload: AlertmanagerPayload, inventory: Inventory, lifecycle: Lifecycle, sender: str

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from engine.errors import StoreUnavailable
-from engine.intake.inbox import Inbox, IntakeResult, ingest, ingest_alert_by_alert
+from engine.intake.inbox import Inbox, IntakeResult, batch_of, ingest, ingest_alert_by_alert
 from engine.intake.targets import Inventory, load_inventory
 from engine.model.alerts import AlertmanagerPayload
 from engine.pipeline.lifecycle import Lifecycle
@@ -109,13 +109,7 @@ class IngestLoop:
         with self.store.read() as session:
             heads = session.execute(select(Delivery.id, Delivery.alerts_count).where(Delivery.ingested_at.is_(None))
                                     .order_by(Delivery.id).limit(1000)).all()
-            ids: list[int] = []
-            alerts = 0
-            for delivery_id, count in heads:
-                if ids and alerts + count > self.max_batch_alerts:
-                    break
-                ids.append(delivery_id)
-                alerts += count
+            ids = batch_of(heads, self.max_batch_alerts)
             rows = session.execute(select(Delivery.id, Delivery.body).where(Delivery.id.in_(ids))
                                    .order_by(Delivery.id)).all() if ids else []
         batch, broken = [], []

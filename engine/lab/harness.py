@@ -89,10 +89,20 @@ class ServeProcess:
         return self.log.read_text()[-chars:] if self.log.is_file() else ""
 
     def rss_mb(self, field: str = "VmRSS") -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """The server's memory, with its own Python children (serve's ingester process): not its ansible-playbook
+        runs. A sum of RSS counts shared pages twice: an upper bound."""
+        pids = [self.proc.pid]
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for child in children:
+            try:
+                if b"multiprocessing" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    pids.append(int(child))
+            except OSError:
+                continue
+        return sum(_rss_mb(pid, field) for pid in pids)
 
     def stop(self, timeout_s: float = 60) -> None:
         """SIGTERM (serve stops gracefully), SIGKILL after `timeout_s`."""
@@ -103,3 +113,13 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def _rss_mb(pid: int, field: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
