@@ -6,7 +6,9 @@ ones (duplicates), at concurrency 1, 16 and 64, for --seconds each. remediator r
 store and durable acknowledgement (SQLite, WAL, synchronous=FULL: a 2xx only after the delivery
 is fsynced). Prints acknowledged alerts/s and ack latency p50/p99 for each, the ratio
 remediator/baseline, the rate at which remediator took the alerts into incidents (a cell ends when
-its ingester is done too), and peak RSS (idle, and under load). Alerts name hosts outside the
+its ingester is done too; with what was still waiting when the load stopped and how long it took to drain),
+peak RSS of serve and its ingester process (idle, and under load), and each target met or missed. Alerts name
+hosts outside the
 inventory, so they are escalated as they are taken in, without Ansible: this measures intake.
 
     .venv/bin/python -m bench.intake [--seconds S] [--json FILE]
@@ -52,6 +54,8 @@ def run_all(kind: str, server: Server, seconds: float) -> list[dict]:
                            f"{kind}-{per_request}-{int(distinct)}-{concurrency}")
                 # remediator answers once a delivery is stored; its ingester may still be taking the
                 # last ones into incidents: the cell ends when that is done too.
+                loaded = time.monotonic() - started
+                left = intake_backlog(server) if kind == "remediator" else 0
                 while kind == "remediator" and intake_backlog(server) > 0:
                     time.sleep(0.05)
                 drained = time.monotonic() - started
@@ -61,7 +65,8 @@ def run_all(kind: str, server: Server, seconds: float) -> list[dict]:
                              "failures": got["non_200"] + got["errors"],
                              "alerts_per_s": round(alerts / got["seconds"]),
                              "taken_in_per_s": round(alerts / max(drained, got["seconds"])),
-                             "p50_ms": round(got["p50_ms"], 1), "p99_ms": round(got["p99_ms"], 1)})
+                             "p50_ms": round(got["p50_ms"], 1), "p99_ms": round(got["p99_ms"], 1),
+                             "backlog_at_end": int(left), "drain_s": round(drained - loaded, 2)})
                 print(json.dumps(rows[-1]), flush=True)
     stop.set()
     rows.append({"server": kind, "peak_rss_mb": round(max(peak), 1)})
@@ -104,12 +109,14 @@ def run(seconds: float) -> dict:
     remediator.stop()
 
     print("\n| webhook | fingerprints | concurrency | remediator acked alerts/s | baseline alerts/s | ratio | "
-          "remediator taken in alerts/s | remediator p50 / p99 ms | baseline p50 / p99 ms | failures |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "remediator taken in alerts/s | left waiting at the end, drained in s | remediator p50 / p99 ms | "
+          "baseline p50 / p99 ms | failures (503: backlog full) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r, b in zip(rem_rows[:-1], base_rows[:-1], strict=False):
         r["ratio"] = round(r["alerts_per_s"] / b["alerts_per_s"], 3)
         print(f"| {r['alerts_per_webhook']} alert(s) | {r['fingerprints']} | {r['concurrency']} | {r['alerts_per_s']} | "
-              f"{b['alerts_per_s']} | {r['ratio']:.2f} | {r['taken_in_per_s']} | {r['p50_ms']} / {r['p99_ms']} | "
+              f"{b['alerts_per_s']} | {r['ratio']:.2f} | {r['taken_in_per_s']} | {r['backlog_at_end']}, {r['drain_s']} | "
+              f"{r['p50_ms']} / {r['p99_ms']} | "
               f"{b['p50_ms']} / {b['p99_ms']} | {r['failures']} |")
     peak, base_peak = rem_rows[-1]["peak_rss_mb"], base_rows[-1]["peak_rss_mb"]
     print(f"\npeak RSS: remediator idle {idle:.0f} MB, under load {peak:.0f} MB (serve and its ingester process); "
