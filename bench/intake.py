@@ -8,8 +8,7 @@ is fsynced). Prints acknowledged alerts/s and ack latency p50/p99 for each, the 
 remediator/baseline, the rate at which remediator took the alerts into incidents (a cell ends when
 its ingester is done too; with what was still waiting when the load stopped and how long it took to drain),
 peak RSS of serve and its ingester process (idle, and under load), and each target met or missed. Alerts name
-hosts outside the
-inventory, so they are escalated as they are taken in, without Ansible: this measures intake.
+hosts outside the inventory, so they are escalated as they are taken in, without Ansible: this measures intake.
 
     .venv/bin/python -m bench.intake [--seconds S] [--json FILE]
 """
