@@ -120,8 +120,9 @@ def run(workers: int) -> dict:
           f"services fixed: {fixed}")
     print(f"serial baseline {serial:.1f} s (fixes alone {', '.join(f'{s:.1f}' for s in singles[:-1])} s, an escalation "
           f"alone {singles[-1]:.2f} s x {len(incidents) - len(FIXES)}); / {workers} workers = {serial / workers:.1f} s; "
-          f"drained/that = {figures['ratio']:.2f} (target at most 1.20)")
-    print(f"peak RSS during the storm: {figures['peak_rss_mb']:.0f} MB (target at most 300)")
+          f"drained/that = {figures['ratio']:.2f} (target at most 1.20: {'met' if figures['ratio'] <= 1.20 else 'MISSED'})")
+    print(f"peak RSS during the storm: {figures['peak_rss_mb']:.0f} MB (target at most 300: "
+          f"{'met' if figures['peak_rss_mb'] <= 300 else 'MISSED'}); duplicate runs: {applies - len(FIXES)} (target 0)")
     return figures
 
 
