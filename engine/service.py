@@ -148,19 +148,13 @@ class Engine:
 
     # ---- what the API calls ----------------------------------------------------------------
 
-    def acknowledge(self, body: bytes, sender: str) -> Acknowledged:
+    async def acknowledge_async(self, body: bytes, sender: str) -> Acknowledged:
         """The webhook: validate, store durably (group commit), hand to the ingester; then the caller answers 2xx.
+        Small bodies are validated on the event loop, and no thread waits for the commit (a thread per request cost
+        the webhook more than the store did).
 
         PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when
         the store cannot take it or the ingester is more than `intake_backlog_max` alerts behind."""
-        payload = self._admit(inbox.parse_payload(body))
-        self.ingester.start()   # no-op when running (the API without a started engine still takes alerts in)
-        delivery_id = self._acknowledge.submit(inbox.Received(payload, sender))
-        return self._acknowledged(delivery_id, payload)
-
-    async def acknowledge_async(self, body: bytes, sender: str) -> Acknowledged:
-        """`acknowledge()` for an event loop: small bodies are validated on it, and no thread waits for the commit
-        (a thread per request cost the webhook more than the store did)."""
         if len(body) > _PARSE_ON_LOOP_BYTES:
             payload = await asyncio.to_thread(inbox.parse_payload, body)
         else:
@@ -169,7 +163,8 @@ class Engine:
         if not self.ingester.alive():
             await asyncio.to_thread(self.ingester.start)
         delivery_id = await asyncio.wrap_future(self._acknowledge.hand_over(inbox.Received(payload, sender)))
-        return self._acknowledged(delivery_id, payload)
+        self.ingester.acknowledged(delivery_id, len(payload.alerts))
+        return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
 
     def _admit(self, payload: AlertmanagerPayload) -> AlertmanagerPayload:
         if self.ingester.backlog + len(payload.alerts) > self.settings.intake_backlog_max and self.ingester.backlog:
@@ -177,13 +172,9 @@ class Engine:
                                    f"{self.settings.intake_backlog_max}); send again shortly")
         return payload
 
-    def _acknowledged(self, delivery_id: int, payload: AlertmanagerPayload) -> Acknowledged:
-        self.ingester.acknowledged(delivery_id, len(payload.alerts))
-        return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
-
     def _store(self, payload: AlertmanagerPayload, sender: str) -> int:
         """Into the inbox (group commit), and the ingester told; the delivery's id."""
-        self.ingester.start()
+        self.ingester.start()   # no-op when running (the API without a started engine still takes alerts in)
         delivery_id = self._acknowledge.submit(inbox.Received(payload, sender))
         self.ingester.acknowledged(delivery_id, len(payload.alerts))
         return delivery_id
