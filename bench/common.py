@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from engine.lab.harness import ServeProcess, free_port
-from engine.model.states import FINAL_STATES
+from remediator.engine.lab.harness import ServeProcess, free_port
+from remediator.engine.model.states import FINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -24,7 +24,7 @@ FINAL = {s.value for s in FINAL_STATES}
 
 
 class Server(ServeProcess):
-    """A server process on loopback (engine/lab/harness.py); its RSS read from /proc."""
+    """A server process on loopback (remediator/engine/lab/harness.py); its RSS read from /proc."""
 
     def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path | None = None):
         log = log or Path(tempfile.mkdtemp(prefix="bench-")) / "server.log"

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from bench.common import ROOT, VENV_BIN
-from engine.lab.harness import free_port
+from remediator.engine.lab.harness import free_port
 
 TARGET_S = 20.0
 

@@ -94,8 +94,8 @@ def baseline_round() -> dict:
 def overhead_round() -> dict:
     """One read-only run (service_status) by bare ansible-playbook and through remediator's executor
     (ansible-runner: its process, event files and parsing, the Preview): what a run costs beyond Ansible."""
-    from engine.catalog.loader import load_catalog
-    from engine.run.runner import AnsibleExecutor
+    from remediator.engine.catalog.loader import load_catalog
+    from remediator.engine.run.runner import AnsibleExecutor
     entry = load_catalog(ROOT / "playbooks").get("service_status")
     params = entry.validate_params({"unit": UNIT})
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(ROOT / "inventory/lab.yml"), str(entry.playbook),

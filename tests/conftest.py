@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import Catalog, load_catalog
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import Catalog, load_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,6 +1,6 @@
 """Fakes for driving the engine without Ansible or a wall clock: data in, behaviour out.
 
-- RecordedExecutor (engine/run/recorded.py) serves recorded diagnostics and, with checks=True, check runs
+- RecordedExecutor (remediator/engine/run/recorded.py) serves recorded diagnostics and, with checks=True, check runs
   that change nothing; ScriptedExecutor plays a whole remediation (reports in order, a check run's recorded
   events, a real run that succeeds).
 - RecordingNotifier delivers the outbox to a list instead of Slack and PagerDuty.
@@ -15,17 +15,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine.catalog.loader import CatalogEntry
-from engine.decide import breaker
-from engine.decide.decision import RecordedHistory
-from engine.intake.inbox import IntakeResult, accept, parse_payload
-from engine.model.records import Preview, RunResult, RunStatus
-from engine.model.states import IncidentState, RunMode
-from engine.outbound.notify import Notification
-from engine.run.preview import build_preview
-from engine.run.recorded import RecordedExecutor
-from engine.service import Engine
-from engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utcnow
+from remediator.engine.catalog.loader import CatalogEntry
+from remediator.engine.decide import breaker
+from remediator.engine.decide.decision import RecordedHistory
+from remediator.engine.intake.inbox import IntakeResult, accept, parse_payload
+from remediator.engine.model.records import Preview, RunResult, RunStatus
+from remediator.engine.model.states import IncidentState, RunMode
+from remediator.engine.outbound.notify import Notification
+from remediator.engine.run.preview import build_preview
+from remediator.engine.run.recorded import RecordedExecutor
+from remediator.engine.service import Engine
+from remediator.engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utcnow
 
 __all__ = ["take_in", "RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
 

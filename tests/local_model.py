@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine import PROJECT_ROOT
-from engine.lab.harness import free_port
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.lab.harness import free_port
 
 SCRIPT = PROJECT_ROOT / "lab" / "local_model.py"
 MODEL = "smollm2-135m-instruct"

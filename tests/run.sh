@@ -9,7 +9,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== gates: ruff, mypy"
 ruff check .
-mypy engine api
+mypy remediator
 
 echo "== ansible-lint (production profile)"
 ansible-lint --profile production playbooks/ molecule/

@@ -28,8 +28,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from engine.decide.llm_tools import PROBE
-from engine.evals.cases import EvalCase
+from remediator.engine.decide.llm_tools import PROBE
+from remediator.engine.evals.cases import EvalCase
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _ids = itertools.count(1)

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.lab.drills import drills_of
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.lab.drills import drills_of
 from tests.e2e.conftest import free_port
 from tests.standins import Receivers
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from engine.lab import fleet
-from engine.model.states import FINAL_STATES
+from remediator.engine.lab import fleet
+from remediator.engine.model.states import FINAL_STATES
 from tests.e2e.conftest import INVENTORY, SAMPLES, Server, free_port, on_host
 from tests.standins import Receivers
 

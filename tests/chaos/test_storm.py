@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.lab import fleet
+from remediator.engine.lab import fleet
 from tests.e2e.conftest import INVENTORY, Server, on_host
 from tests.standins import Receivers
 

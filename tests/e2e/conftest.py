@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.lab import fleet
-from engine.lab.harness import REMEDIATOR, ServeProcess, free_port
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.lab import fleet
+from remediator.engine.lab.harness import REMEDIATOR, ServeProcess, free_port
 from tests.standins import Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
@@ -37,7 +37,7 @@ def receivers():
 
 
 class Server(ServeProcess):
-    """`remediator serve` as a process (engine/lab/harness.py), and an HTTP client that speaks to it with the token."""
+    """`remediator serve` as a process (remediator/engine/lab/harness.py), and an HTTP client that speaks to it with the token."""
 
     def __init__(self, data_dir: Path, receivers: Receivers, port: int | None = None, *, new_session: bool = False,
                  **settings: str):

@@ -11,7 +11,7 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from engine import PROJECT_ROOT
+from remediator.engine import PROJECT_ROOT
 from tests.e2e.conftest import PAYLOADS, Server, on_host
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ Whatever the model picks, policy decides, and nothing outside the alert's scope 
 import pytest
 import yaml
 
-from engine import PROJECT_ROOT
+from remediator.engine import PROJECT_ROOT
 from tests.e2e.conftest import PAYLOADS, Server, on_host
 from tests.local_model import BOUNDS
 

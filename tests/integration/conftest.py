@@ -2,9 +2,9 @@ import subprocess
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.lab import fleet
-from engine.run.runner import AnsibleExecutor
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.lab import fleet
+from remediator.engine.run.runner import AnsibleExecutor
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from engine.model.records import RunStatus
+from remediator.engine.model.records import RunStatus
 from tests.integration.conftest import on_host
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def test_check_changes_nothing_then_apply_fixes(catalog, executor, lab_host):
 def test_the_verify_reads_follow_the_real_run_in_its_invocation(catalog, executor, lab_host):
     """One ansible-playbook for the restart and the first verify read: each gets its own result, the read sees the
     host after the restart, and a follow-up that is not read-only is refused."""
-    from engine.decide.evidence import verify_reads
+    from remediator.engine.decide.evidence import verify_reads
     on_host("systemctl", "stop", "webapp")
     entry = catalog.get("restart_service")
     params = entry.validate_params({"unit": "webapp", "reason": "integration test"})

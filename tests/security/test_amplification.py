@@ -8,11 +8,11 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from engine import PROJECT_ROOT
-from engine.outbound.notify import Notifier
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import AlertRow, Incident, OutboxMessage
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.outbound.notify import Notifier
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AlertRow, Incident, OutboxMessage
 from tests.fakes import take_in
 from tests.standins import Receivers
 

@@ -5,11 +5,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
-from engine.people import approvals
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import AuditEvent
+from remediator.api.app import create_app
+from remediator.engine.people import approvals
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AuditEvent
 from tests.unit.test_approvals import waiting
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

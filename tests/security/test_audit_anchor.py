@@ -10,11 +10,11 @@ import subprocess
 import pytest
 from sqlalchemy import delete, select, update
 
-from engine import PROJECT_ROOT
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store import anchor, audit
-from engine.store.db import AuditEvent, AuditHead
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store import anchor, audit
+from remediator.engine.store.db import AuditEvent, AuditHead
 from tests.fakes import take_in
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

@@ -10,13 +10,13 @@ import os
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.decide.policy import load_policy
-from engine.intake.targets import load_inventory
-from engine.model.alerts import AlertmanagerPayload
-from engine.model.records import ActionProposal, RunStatus, Verdict
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.decide.policy import load_policy
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.model.records import ActionProposal, RunStatus, Verdict
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 from tests.integration.conftest import INVENTORY, executor, lab_host, on_host  # noqa: F401 (fixtures)
 from tests.scripted_llm import ScriptedLLM
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.model.alerts import AlertmanagerPayload
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 from tests.fakes import ScriptedExecutor
 from tests.scripted_llm import ScriptedLLM
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.model.records import Preview, TaskResult
-from engine.run.preview import build_preview
+from remediator.engine.model.records import Preview, TaskResult
+from remediator.engine.run.preview import build_preview
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

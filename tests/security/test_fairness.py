@@ -4,10 +4,10 @@ from datetime import timedelta
 
 import pytest
 
-from engine.model.states import IncidentState
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Incident, utcnow
+from remediator.engine.model.states import IncidentState
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident, utcnow
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from engine.outbound.prometheus import Prometheus, PrometheusError
+from remediator.engine.outbound.prometheus import Prometheus, PrometheusError
 from tests.e2e.conftest import HERE, _wait_ready, free_port
 
 pytestmark = pytest.mark.security

@@ -5,9 +5,9 @@ import re
 import ansible_runner
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.run.runner import AnsibleExecutor
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.run.runner import AnsibleExecutor
 from tests.integration.conftest import lab_host  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.security
@@ -41,8 +41,8 @@ def test_a_host_whose_key_is_not_the_pinned_one_is_never_worked(catalog, lab_hos
     app-server-01 (as a host, or a man in the middle, presenting a new key would look) stops the run before
     any task; the same run with the true file works, so the test can fail. Each run logs in afresh: a kept
     connection (ControlPersist) was checked when it was made, and is not what this test is about."""
-    from engine.lab.fleet import SSH_DIR
-    from engine.model.records import RunStatus
+    from remediator.engine.lab.fleet import SSH_DIR
+    from remediator.engine.model.records import RunStatus
     for name, pinned in (("true", SSH_DIR / "known_hosts"), ("forged", None)):
         root = tmp_path / name
         (root / "inventory").mkdir(parents=True)

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.decide.evidence import Evidence
-from engine.decide.llm import LLMPlanner
-from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
-from engine.model.records import ActionProposal
-from engine.run.recorded import RecordedExecutor
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.decide.evidence import Evidence
+from remediator.engine.decide.llm import LLMPlanner
+from remediator.engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
+from remediator.engine.model.records import ActionProposal
+from remediator.engine.run.recorded import RecordedExecutor
+from remediator.engine.settings import Settings
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
@@ -34,7 +34,7 @@ def test_two_hundred_tool_calls_in_one_answer_run_four(catalog):
         answers = [m for m in model.requests[-1]["messages"] if m["role"] == "tool"]
     assert isinstance(answer, ActionProposal) and answer.planner == "llm"
     # the model's: 4 of the first answer, 2 more, then the cap; and the runbook's own evidence gate, read once for the
-    # second opinion (engine/decide/llm.py: the runbook for ServiceDown restarts only a unit it sees down)
+    # second opinion (remediator/engine/decide/llm.py: the runbook for ServiceDown restarts only a unit it sees down)
     assert len(executor.asked) == 7
     assert executor.asked[-1] == ("service_status", catalog.get("service_status").validate_params({"unit": "api-gateway"}))
     assert len(answers) == 600                            # every call answered (the protocol wants one per id)

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.model.alerts import AlertmanagerPayload
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

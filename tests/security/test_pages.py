@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
-from engine.model.states import IncidentState
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Incident
+from remediator.api.app import create_app
+from remediator.engine.model.states import IncidentState
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident
 from tests.unit.test_approvals import PREVIEW, login_csrf, waiting
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

@@ -4,13 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.decide.configured import make_planner
-from engine.decide.decision import PastRun, RecordedHistory, Situation, decide
-from engine.decide.policy import load_policy
-from engine.intake.targets import load_inventory
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.decide.configured import make_planner
+from remediator.engine.decide.decision import PastRun, RecordedHistory, Situation, decide
+from remediator.engine.decide.policy import load_policy
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.settings import Settings
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from engine.evals.cases import evaluate, load_cases, summarise
-from engine.intake.targets import host_from_labels, load_inventory
-from engine.lab.harness import REMEDIATOR
-from engine.model.records import ESCALATE
-from engine.settings import Settings
+from remediator.engine.evals.cases import evaluate, load_cases, summarise
+from remediator.engine.intake.targets import host_from_labels, load_inventory
+from remediator.engine.lab.harness import REMEDIATOR
+from remediator.engine.model.records import ESCALATE
+from remediator.engine.settings import Settings
 from tests.local_model import BOUNDS, MODEL
 
 pytestmark = [pytest.mark.security, pytest.mark.model]

@@ -6,11 +6,11 @@ import subprocess
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.intake.inbox import parse_payload
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Incident
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.intake.inbox import parse_payload
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident
 from tests.e2e.conftest import _wait_ready, free_port
 from tests.fakes import take_in
 

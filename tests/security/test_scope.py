@@ -9,11 +9,11 @@ import subprocess
 import pytest
 import yaml
 
-from engine import PROJECT_ROOT
-from engine.model.alerts import AlertmanagerPayload
-from engine.model.records import Verdict
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.model.records import Verdict
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

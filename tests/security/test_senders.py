@@ -7,14 +7,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
-from engine import PROJECT_ROOT
-from engine.errors import ConflictError, Forbidden
-from engine.model.states import IncidentState
-from engine.people import approvals
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import AuditEvent, Incident
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.errors import ConflictError, Forbidden
+from remediator.engine.model.states import IncidentState
+from remediator.engine.people import approvals
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AuditEvent, Incident
 from tests.unit.test_approvals import waiting
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from engine.errors import AuthError
-from engine.intake.signing import SignatureCheck, sign
+from remediator.engine.errors import AuthError
+from remediator.engine.intake.signing import SignatureCheck, sign
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 BODY = b'{"version": "4"}'

@@ -5,7 +5,7 @@ import stat
 import pytest
 from sqlalchemy import text
 
-from engine.store.db import Store
+from remediator.engine.store.db import Store
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 

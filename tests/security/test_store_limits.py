@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from api.app import create_app
-from engine import PROJECT_ROOT
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import AuditEvent
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AuditEvent
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 ALERT = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())

@@ -3,8 +3,8 @@ label decided: `instance=10.0.1.11:9100, host=db-primary-01` acted on db-primary
 carries must name the same host (by name or ansible_host, any case); otherwise a person decides."""
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.intake.targets import host_from_labels, load_inventory
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.intake.targets import host_from_labels, load_inventory
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 FLEET = load_inventory(PROJECT_ROOT / "inventory" / "example-ssh.yml")   # app-server-01 is 10.0.1.11

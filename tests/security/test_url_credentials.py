@@ -6,12 +6,12 @@ import logging
 
 import pytest
 
-from engine import logs
-from engine.decide.planners import PlanningContext, PlanningSession
-from engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
-from engine.outbound.prometheus import Prometheus, PrometheusError
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.engine import logs
+from remediator.engine.decide.planners import PlanningContext, PlanningSession
+from remediator.engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from remediator.engine.outbound.prometheus import Prometheus, PrometheusError
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 from tests.e2e.conftest import free_port
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

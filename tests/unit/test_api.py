@@ -7,11 +7,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from engine import PROJECT_ROOT
-from engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 
 pytestmark = pytest.mark.unit
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"

@@ -8,10 +8,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from api.app import create_app
-from engine import PROJECT_ROOT
-from engine.service import Engine
-from engine.settings import Settings
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.fuzz

@@ -9,18 +9,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.app import create_app
-from engine import PROJECT_ROOT
-from engine.cli.main import app as cli
-from engine.decide.policy import PolicyContext
-from engine.model.records import ActionProposal, PolicyDecision, Verdict
-from engine.model.states import IncidentState
-from engine.outbound.notify import Notification, NotifyEvent, notify_incident, slack_payload
-from engine.people import approvals
-from engine.run.preview import build_preview
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Approval, AuditEvent, Incident, OutboxMessage, utcnow
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.cli.main import app as cli
+from remediator.engine.decide.policy import PolicyContext
+from remediator.engine.model.records import ActionProposal, PolicyDecision, Verdict
+from remediator.engine.model.states import IncidentState
+from remediator.engine.outbound.notify import Notification, NotifyEvent, notify_incident, slack_payload
+from remediator.engine.people import approvals
+from remediator.engine.run.preview import build_preview
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, AuditEvent, Incident, OutboxMessage, utcnow
 from tests.conftest import FIXTURES
 from tests.fakes import take_in
 

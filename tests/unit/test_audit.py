@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy import update
 
-from engine.store import audit
-from engine.store.db import AuditEvent, Store
+from remediator.engine.store import audit
+from remediator.engine.store.db import AuditEvent, Store
 
 pytestmark = pytest.mark.unit
 

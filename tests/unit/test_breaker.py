@@ -7,18 +7,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.app import create_app
-from engine.cli.main import app as cli
-from engine.decide import breaker
-from engine.decide.decision import breaker_rule
-from engine.errors import Forbidden
-from engine.intake.incidents import new_incident_id
-from engine.model.alerts import AlertmanagerPayload
-from engine.model.records import PolicyDecision, Verdict
-from engine.model.states import IncidentState
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
+from remediator.api.app import create_app
+from remediator.engine.cli.main import app as cli
+from remediator.engine.decide import breaker
+from remediator.engine.decide.decision import breaker_rule
+from remediator.engine.errors import Forbidden
+from remediator.engine.intake.incidents import new_incident_id
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.model.records import PolicyDecision, Verdict
+from remediator.engine.model.states import IncidentState
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

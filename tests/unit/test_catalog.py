@@ -3,9 +3,9 @@ import re
 import pytest
 import yaml
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import EntryKind, load_catalog, markdown_table
-from engine.errors import ConfigError, ProposalError
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import EntryKind, load_catalog, markdown_table
+from remediator.engine.errors import ConfigError, ProposalError
 
 pytestmark = pytest.mark.unit
 
@@ -110,7 +110,7 @@ def test_a_role_without_its_playbook_fails_closed(catalog_copy):
 
 
 def test_drills_load_and_name_known_entries(catalog):
-    from engine.lab.drills import drills_of
+    from remediator.engine.lab.drills import drills_of
     names = [name for name, _, _ in drills_of(catalog)]
     assert len(names) == len(set(names))
     assert {"db-corruption", "api-service-down"} <= set(names)

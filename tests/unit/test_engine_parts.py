@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import DiagnosticCall
-from engine.decide.evidence import bind_params, expectation_met
-from engine.errors import ConfigError
-from engine.outbound.prometheus import alert_expression
-from engine.settings import load_settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import DiagnosticCall
+from remediator.engine.decide.evidence import bind_params, expectation_met
+from remediator.engine.errors import ConfigError
+from remediator.engine.outbound.prometheus import alert_expression
+from remediator.engine.settings import load_settings
 
 pytestmark = pytest.mark.unit
 REMEDIATOR = Path(sys.executable).parent / "remediator"

@@ -7,14 +7,14 @@ import subprocess
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.decide.llm import LLMPlanner
-from engine.decide.planners import RunbookPlanner, load_runbooks
-from engine.decide.policy import load_policy
-from engine.errors import ConfigError
-from engine.evals.cases import load_cases, run_case
-from engine.intake.targets import load_inventory
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.decide.llm import LLMPlanner
+from remediator.engine.decide.planners import RunbookPlanner, load_runbooks
+from remediator.engine.decide.policy import load_policy
+from remediator.engine.errors import ConfigError
+from remediator.engine.evals.cases import load_cases, run_case
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.settings import Settings
 from tests.e2e.conftest import REMEDIATOR
 from tests.scripted_llm import ScriptedLLM
 
@@ -112,7 +112,7 @@ def test_a_case_folder_that_is_incomplete_is_named(tmp_path):
 
 
 def test_eval_takes_a_limit_and_reports_progress(tmp_path):
-    from engine.evals.cases import evaluate
+    from remediator.engine.evals.cases import evaluate
     heard = []
     results = evaluate(Settings(data_dir=tmp_path), "runbook", "service-down", limit=2,
                        progress=lambda r, total: heard.append((r.case, total)))

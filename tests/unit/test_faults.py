@@ -3,12 +3,12 @@ the reason, the incident ends failed saying so, people are paged, and nothing is
 import pytest
 from sqlalchemy import select
 
-from engine import PROJECT_ROOT
-from engine.model.records import ActionProposal
-from engine.model.states import IncidentState
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Incident, OutboxMessage, Run, utcnow
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.model.records import ActionProposal
+from remediator.engine.model.states import IncidentState
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident, OutboxMessage, Run, utcnow
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit

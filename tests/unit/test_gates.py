@@ -1,4 +1,4 @@
-"""Evidence gates (engine/decide/gates.py): a runbook reads its diagnostics before it acts. A ServiceDown for a
+"""Evidence gates (remediator/engine/decide/gates.py): a runbook reads its diagnostics before it acts. A ServiceDown for a
 unit that runs restarts nothing and says what it read; a stopped one is restarted; right before a real run long
 after planning (an approval) the evidence is read again; a gate that is wrong does not load."""
 import json
@@ -7,16 +7,16 @@ import shutil
 import pytest
 from sqlalchemy import select
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.decide.planners import load_runbooks
-from engine.errors import ConfigError
-from engine.model.states import ApprovalState, IncidentState
-from engine.people import approvals
-from engine.people.identities import Identity, Role
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Approval, Incident
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.decide.planners import load_runbooks
+from remediator.engine.errors import ConfigError
+from remediator.engine.model.states import ApprovalState, IncidentState
+from remediator.engine.people import approvals
+from remediator.engine.people.identities import Identity, Role
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, Incident
 from tests.conftest import FIXTURES
 from tests.fakes import ScriptedExecutor, take_in, work_all
 

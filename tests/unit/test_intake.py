@@ -8,9 +8,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from engine import PROJECT_ROOT
-from engine.errors import PayloadError
-from engine.intake.inbox import (
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.errors import PayloadError
+from remediator.engine.intake.inbox import (
     GroupCommit,
     Inbox,
     Received,
@@ -19,12 +19,12 @@ from engine.intake.inbox import (
     ingest,
     parse_payload,
 )
-from engine.intake.ingester import Ingester
-from engine.intake.targets import load_inventory
-from engine.model.states import IncidentState
-from engine.pipeline.lifecycle import Lifecycle
-from engine.settings import Settings
-from engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
+from remediator.engine.intake.ingester import Ingester
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.model.states import IncidentState
+from remediator.engine.pipeline.lifecycle import Lifecycle
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

@@ -4,8 +4,8 @@ loopback port (one address for all of them names none: tests/security/test_targe
 import pytest
 import yaml
 
-from engine import PROJECT_ROOT
-from engine.lab.fleet import lab_hosts
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.lab.fleet import lab_hosts
 
 pytestmark = pytest.mark.unit
 LAB = PROJECT_ROOT / "inventory" / "lab.yml"
@@ -34,7 +34,7 @@ def test_every_lab_host_has_its_own_loopback_ports():
 
 
 def test_a_lab_host_without_its_ssh_port_is_refused_naming_it(tmp_path):
-    from engine.errors import ConfigError
+    from remediator.engine.errors import ConfigError
     (tmp_path / "lab.yml").write_text("all:\n  hosts:\n    web-1: {lab_port: 18081}\n")
     with pytest.raises(ConfigError, match="lab host web-1 has no ansible_port"):
         lab_hosts(tmp_path / "lab.yml")

@@ -1,4 +1,4 @@
-"""The layering holds: engine/ never imports the web side, the product path never imports the lab or the
+"""The layering holds: remediator/engine/ never imports the web side, the product path never imports the lab or the
 evals, no import cycles, no module past ~400 lines. Read from the source (every import, lazy ones too) and
 proven at run time (what importing the engine really loads)."""
 import ast
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import PROJECT_ROOT
+from remediator.engine import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
-WEB = ("fastapi", "starlette", "uvicorn", "api")
-OFF_PRODUCT_PATH = ("engine.lab", "engine.evals")
-MAY_USE_THE_LAB = ("engine.cli", "engine.lab", "engine.evals")
+WEB = ("fastapi", "starlette", "uvicorn", "remediator.api")
+OFF_PRODUCT_PATH = ("remediator.engine.lab", "remediator.engine.evals")
+MAY_USE_THE_LAB = ("remediator.engine.cli", "remediator.engine.lab", "remediator.engine.evals")
 MAX_LINES = 400
 
 
@@ -23,7 +23,7 @@ def _module_name(path: Path) -> str:
 
 
 def _sources() -> dict[str, Path]:
-    return {_module_name(p): p for top in ("engine", "api") for p in (PROJECT_ROOT / top).rglob("*.py")
+    return {_module_name(p): p for top in ("engine", "api") for p in (PROJECT_ROOT / "remediator" / top).rglob("*.py")
             if "migrations" not in p.parts}
 
 
@@ -61,7 +61,7 @@ def _is(module: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def test_engine_never_imports_the_web_side():
-    bad = {m: sorted(i for i in deps if _is(i, WEB)) for m, deps in GRAPH.items() if _is(m, ("engine",))}
+    bad = {m: sorted(i for i in deps if _is(i, WEB)) for m, deps in GRAPH.items() if _is(m, ("remediator.engine",))}
     assert {m: d for m, d in bad.items() if d} == {}
 
 
@@ -69,7 +69,7 @@ def test_the_product_path_never_imports_the_lab_or_the_evals():
     bad = {m: sorted(i for i in deps if _is(i, OFF_PRODUCT_PATH)) for m, deps in GRAPH.items()
            if not _is(m, MAY_USE_THE_LAB)}
     assert {m: d for m, d in bad.items() if d} == {}
-    assert not any(_is(i, ("engine.lab",)) for m, deps in GRAPH.items() if _is(m, ("engine.evals",)) for i in deps)
+    assert not any(_is(i, ("remediator.engine.lab",)) for m, deps in GRAPH.items() if _is(m, ("remediator.engine.evals",)) for i in deps)
 
 
 def test_no_import_cycles():
@@ -114,8 +114,9 @@ def test_no_module_past_the_size_a_newcomer_reads_at_once():
 def test_importing_the_engine_loads_no_web_framework_and_no_lab():
     """At run time: the engine, its pipeline and its CLI load none of FastAPI, uvicorn, api, the lab's drills or
     the evals until a command asks for them."""
-    probe = ("import sys, engine.service, engine.cli.main, engine.pipeline.worker\n"
-             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn', 'api')"
-             " or m.startswith(('engine.evals', 'engine.lab.drills', 'engine.lab.monitoring')))))")
+    unwanted = ("remediator.api", "remediator.engine.evals", "remediator.engine.lab.drills", "remediator.engine.lab.monitoring")
+    probe = ("import sys, remediator.engine.service, remediator.engine.cli.main, remediator.engine.pipeline.worker\n"
+             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn')"
+             f" or m.startswith({unwanted!r}))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
     assert out.stdout.strip() == ""

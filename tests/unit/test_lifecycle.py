@@ -6,14 +6,14 @@ from datetime import timedelta
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.errors import IllegalTransition
-from engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState
-from engine.people import approvals
-from engine.people.identities import Identity, Role
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Approval, AuditEvent, Incident, utcnow
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.errors import IllegalTransition
+from remediator.engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState
+from remediator.engine.people import approvals
+from remediator.engine.people.identities import Identity, Role
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, AuditEvent, Incident, utcnow
 from tests.fakes import take_in
 from tests.unit.test_approvals import PAYLOAD, waiting
 
@@ -116,7 +116,7 @@ def test_rejected_expired_auto_resolved_and_hostless_are_closed_and_counted(engi
 def test_nothing_but_the_lifecycle_writes_an_incident_state():
     """A static check over the product code: `<x>.state = IncidentState...` appears in lifecycle.py alone."""
     offenders = []
-    for path in [*(PROJECT_ROOT / "engine").rglob("*.py"), *(PROJECT_ROOT / "api").rglob("*.py")]:
+    for path in [*(PROJECT_ROOT / "remediator").rglob("*.py")]:
         if path.name == "lifecycle.py" or "migrations" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):

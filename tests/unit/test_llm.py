@@ -5,17 +5,17 @@ import json
 import pytest
 import yaml
 
-from engine import PROJECT_ROOT
-from engine.decide.evidence import Evidence
-from engine.decide.llm import LLMPlanner
-from engine.decide.llm_tools import catalog_tools
-from engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
-from engine.decide.untrusted import Fence
-from engine.evals.cases import load_cases
-from engine.model.alerts import AlertmanagerPayload
-from engine.model.records import ActionProposal, Escalation
-from engine.run.recorded import RecordedExecutor
-from engine.settings import Settings
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.decide.evidence import Evidence
+from remediator.engine.decide.llm import LLMPlanner
+from remediator.engine.decide.llm_tools import catalog_tools
+from remediator.engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner, load_runbooks
+from remediator.engine.decide.untrusted import Fence
+from remediator.engine.evals.cases import load_cases
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.model.records import ActionProposal, Escalation
+from remediator.engine.run.recorded import RecordedExecutor
+from remediator.engine.settings import Settings
 from tests.conftest import FIXTURES
 from tests.scripted_llm import ScriptedLLM, check_request
 
@@ -106,7 +106,7 @@ def test_scenario(sc, mode, server, catalog, runbooks):
 def test_auto_probes_once_and_uses_structured_output_where_tools_come_back_as_prose(catalog, runbooks):
     """A server whose chat template drops the tools (llama.cpp with a small model): `auto` probes it once, finds
     structured output works, and plans with it; the second incident does not probe again."""
-    from engine.decide import llm
+    from remediator.engine.decide import llm
     ctx = _context("service-down.json", "auto/1")
     replies = [{"tool_calls": [{"name": "restart_service", "arguments": {"unit": "api-gateway", "reason": "down",
                                                                         "rationale": "it is down"}}]}]
@@ -124,7 +124,7 @@ def test_auto_probes_once_and_uses_structured_output_where_tools_come_back_as_pr
 def test_llm_check_tells_an_operator_what_the_endpoint_does():
     import openai
 
-    from engine.decide.llm_tools import probe
+    from remediator.engine.decide.llm_tools import probe
     for native, expected in ((True, "tools"), (False, "json_schema")):
         with ScriptedLLM(native_tools=native) as s:
             found = probe(openai.OpenAI(base_url=s.url, api_key="x", max_retries=0), "any-model", 5)

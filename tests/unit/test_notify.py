@@ -2,9 +2,9 @@
 import pytest
 from sqlalchemy import select
 
-from engine.outbound.notify import Notification, Notifier, NotifyEvent, enqueue, pagerduty_payload, slack_payload
-from engine.settings import Settings
-from engine.store.db import OutboxMessage, Store
+from remediator.engine.outbound.notify import Notification, Notifier, NotifyEvent, enqueue, pagerduty_payload, slack_payload
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import OutboxMessage, Store
 from tests.standins import Receivers, _pagerduty, _slack
 
 pytestmark = pytest.mark.unit

@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.decide.configured import make_planner
-from engine.decide.policy import load_policy
-from engine.evals.cases import EvalCase, load_cases, run_case
-from engine.intake.targets import load_inventory
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Incident
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.decide.configured import make_planner
+from remediator.engine.decide.policy import load_policy
+from remediator.engine.evals.cases import EvalCase, load_cases, run_case
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident
 from tests.fakes import FixedClock, RecordedExecutor, seed_history, take_in
 
 pytestmark = pytest.mark.unit

@@ -5,11 +5,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from engine.model.states import IncidentState
-from engine.people.approvals import expire_due
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
+from remediator.engine.model.states import IncidentState
+from remediator.engine.people.approvals import expire_due
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 from tests.fakes import take_in
 

@@ -3,13 +3,13 @@ import re
 
 import pytest
 
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.decide.policy import PolicyContext, load_policy
-from engine.errors import ConfigError
-from engine.intake.targets import load_inventory
-from engine.model.records import ActionProposal, Verdict
-from engine.run.preview import build_preview
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.decide.policy import PolicyContext, load_policy
+from remediator.engine.errors import ConfigError
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.model.records import ActionProposal, Verdict
+from remediator.engine.run.preview import build_preview
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

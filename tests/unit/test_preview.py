@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from engine.run.preview import build_preview
+from remediator.engine.run.preview import build_preview
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit

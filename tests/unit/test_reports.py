@@ -1,4 +1,4 @@
-"""Level 2 reports (engine/decide/reports.py): the diagnosis is the engine's, its proposal waits for a person whatever
+"""Level 2 reports (remediator/engine/decide/reports.py): the diagnosis is the engine's, its proposal waits for a person whatever
 policy allows, what could not be read is named and never acted on, and a report runbook that could mislead fails at
 load. The alerts and evidence are the eval cases' recordings (evals/cases/high-latency-pool and friends)."""
 import json
@@ -7,20 +7,20 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from engine import PROJECT_ROOT
-from engine.catalog.loader import load_catalog
-from engine.decide.configured import make_planner
-from engine.decide.planners import load_runbooks
-from engine.decide.policy import load_policy
-from engine.decide.reports import promql
-from engine.errors import ConfigError
-from engine.evals.cases import load_cases, run_case
-from engine.intake.targets import load_inventory
-from engine.model.states import IncidentState, RunMode
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Incident, OutboxMessage, Run
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.decide.configured import make_planner
+from remediator.engine.decide.planners import load_runbooks
+from remediator.engine.decide.policy import load_policy
+from remediator.engine.decide.reports import promql
+from remediator.engine.errors import ConfigError
+from remediator.engine.evals.cases import load_cases, run_case
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.model.states import IncidentState, RunMode
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident, OutboxMessage, Run
 from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
 from tests.scripted_llm import ScriptedLLM
 

@@ -7,12 +7,12 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from engine import PROJECT_ROOT
-from engine.cli.main import app as cli
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store import audit, queries, retention
-from engine.store.db import Delivery, Incident, OutboxMessage, Run, utcnow
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.cli.main import app as cli
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store import audit, queries, retention
+from remediator.engine.store.db import Delivery, Incident, OutboxMessage, Run, utcnow
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit

@@ -9,13 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.app import create_app
-from engine import PROJECT_ROOT, logs
-from engine.decide.planners import PlanningContext, PlanningSession
-from engine.model.states import IncidentState
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import AuditEvent, OutboxMessage
+from remediator.api.app import create_app
+from remediator.engine import PROJECT_ROOT, logs
+from remediator.engine.decide.planners import PlanningContext, PlanningSession
+from remediator.engine.model.states import IncidentState
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import AuditEvent, OutboxMessage
 from tests.fakes import take_in
 from tests.scripted_llm import ScriptedLLM
 from tests.standins import Receivers

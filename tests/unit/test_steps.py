@@ -5,12 +5,12 @@ import json
 import pytest
 from sqlalchemy import select
 
-from engine.model.states import ApprovalState, IncidentState
-from engine.people import approvals
-from engine.people.identities import Identity, Role
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Approval, AuditEvent, Incident, Run
+from remediator.engine.model.states import ApprovalState, IncidentState
+from remediator.engine.people import approvals
+from remediator.engine.people.identities import Identity, Role
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
 from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in, work_all
 

@@ -7,15 +7,15 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from engine import PROJECT_ROOT
-from engine.cli.main import app as cli
-from engine.decide import suggest
-from engine.intake.incidents import new_incident_id
-from engine.model.records import ActionProposal, PolicyDecision, Verdict
-from engine.model.states import ApprovalState, IncidentState
-from engine.service import Engine
-from engine.settings import Settings
-from engine.store.db import Approval, Incident, Run, utcnow
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.cli.main import app as cli
+from remediator.engine.decide import suggest
+from remediator.engine.intake.incidents import new_incident_id
+from remediator.engine.model.records import ActionProposal, PolicyDecision, Verdict
+from remediator.engine.model.states import ApprovalState, IncidentState
+from remediator.engine.service import Engine
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, Incident, Run, utcnow
 
 pytestmark = pytest.mark.unit
 RULE = "risky-entries-need-approval"

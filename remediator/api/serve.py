@@ -1,0 +1,50 @@
+"""`remediator serve`: the engine behind uvicorn. The web side adds this command to the engine's command line,
+and this module's `main` is the console script, so remediator/engine/ never imports FastAPI or uvicorn."""
+from __future__ import annotations
+
+import typer
+
+from remediator.engine.cli import main as cli
+from remediator.engine.cli.common import console
+from remediator.engine.errors import ConfigError
+from remediator.engine.settings import load_settings
+
+__all__ = ["serve", "main"]
+
+
+def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1; REMEDIATOR_HOST)"),
+          port: int = typer.Option(None, help="listen port (default 8080; REMEDIATOR_PORT)"),
+          workers: int = typer.Option(None, help="incidents worked on at once (REMEDIATOR_WORKERS)"),
+          allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated",
+                                                     help="accept requests without a token: local experiments only"),
+          log_level: str = typer.Option("info", help="uvicorn and engine log level")) -> None:
+    """Serve the webhook and API, and work incidents: Alertmanager -> fix -> verify -> notify."""
+    import uvicorn
+
+    from remediator.api.app import create_app
+    from remediator.engine import logs
+    from remediator.engine.service import Engine
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    if allow_unauthenticated:
+        overrides["allow_unauthenticated"] = True
+    settings = load_settings(**overrides)
+    if not settings.tokens and not settings.allow_unauthenticated:
+        raise ConfigError("no API token configured: set REMEDIATOR_TOKENS=<token>[,<next token>] (or tokens: in "
+                          "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
+    logs.configure(log_level)
+    engine = Engine(settings)
+    if not settings.tokens:
+        console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")
+    console.print(f"remediator serving on http://{settings.host}:{settings.port} — inventory {settings.inventory}, "
+                  f"{len(engine.catalog)} catalog entries, store {settings.db_url}")
+    uvicorn.run(create_app(engine), host=settings.host, port=settings.port, log_level=log_level.lower(),
+                access_log=False)
+
+
+cli.app.command("serve")(serve)
+
+
+def main() -> None:
+    """The `remediator` console script: every command, serve included."""
+    cli.main(cli.app)

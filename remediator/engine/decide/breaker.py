@@ -1,0 +1,150 @@
+"""The circuit breaker: after repeated failed remediations, automatic runs pause until an admin resets it.
+
+Three kinds of scope: one entry (`entry:<id>`, after `breaker_entry_failures` consecutive failures of
+that entry), everything (`global`, after `breaker_global_failures` consecutive failures of any entry),
+both counted over `breaker_window_s`; and what the boundary learned (`learned:<entry>|<group>|<alertname>`:
+after `learn_failures` failed or unverified runs of that entry for that alert on hosts of that inventory
+group within `learn_window_s`, consecutive or not). Counts start again at a scope's last reset. A
+remediation failed when its real run failed or its fix did not verify (the incident ended failed or
+escalated after an apply). While a scope is open, a verdict of `allow` becomes `approve`: a person looks
+at each dry run; it only ever tightens. Opening is audited and notified; only an admin resets
+(`remediator breaker reset`, the API); `remediator policy status` shows what was learned.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from remediator.engine.errors import NotFound
+from remediator.engine.model.states import IncidentState, RunMode
+from remediator.engine.people.identities import Identity, Role
+from remediator.engine.settings import Settings
+from remediator.engine.store import audit
+from remediator.engine.store.db import BreakerRow, Incident, Run, Store, utcnow
+
+__all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "status",
+           "reset"]
+
+GLOBAL = "global"
+LEARNED = "learned:"
+_FAILED = {IncidentState.FAILED.value, IncidentState.ESCALATED.value}
+
+
+def scope_of(entry: str) -> str:
+    return f"entry:{entry}"
+
+
+def learned_scopes(entry: str, groups: list[str], alertname: str) -> list[str]:
+    """The learned scopes an action falls in: one per inventory group of its host."""
+    return [f"{LEARNED}{entry}|{group}|{alertname}" for group in groups]
+
+
+class BreakerView(BaseModel):
+    scope: str
+    open: bool
+    opened_at: datetime | None
+    reason: str
+    reset_by: str
+    reset_at: datetime | None
+
+
+def tripped(session: Session, entry: str, learned: list[str] | tuple[str, ...] = ()) -> BreakerRow | None:
+    """The open breaker that pauses automatic runs of `entry` (a learned scope, its own, else the global one)."""
+    rows = session.execute(select(BreakerRow).where(BreakerRow.scope.in_([scope_of(entry), GLOBAL, *learned]),
+                                                    BreakerRow.open.is_(True))).scalars().all()
+    return min(rows, key=lambda r: (r.scope == GLOBAL, r.scope.startswith("entry:")), default=None)
+
+
+def _consecutive_failures(session: Session, settings: Settings, entry: str | None, since: datetime) -> int:
+    applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
+    q = (select(Incident.state).where(Incident.id.in_(applied), Incident.closed_at.is_not(None), Incident.closed_at >= since,
+                                      Incident.state.in_([*_FAILED, IncidentState.RESOLVED.value]))
+         .order_by(Incident.closed_at.desc()).limit(max(settings.breaker_entry_failures, settings.breaker_global_failures)))
+    if entry is not None:
+        q = q.where(Incident.entry == entry)
+    n = 0
+    for (state,) in session.execute(q):
+        if state not in _FAILED:
+            break
+        n += 1
+    return n
+
+
+def _learned_failures(session: Session, inc: Incident, hosts: list[str], since: datetime) -> int:
+    """Failed or unverified real runs of this entry for this alert on these hosts since `since`."""
+    applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
+    return len(session.execute(select(Incident.id).where(
+        Incident.id.in_(applied), Incident.entry == inc.entry, Incident.alertname == inc.alertname,
+        Incident.host.in_(hosts), Incident.state.in_(list(_FAILED)), Incident.closed_at >= since)).all())
+
+
+def record_outcome(session: Session, settings: Settings, inc: Incident,
+                   groups: dict[str, list[str]] | None = None) -> list[str]:
+    """After a remediation ended (in the caller's transaction): open the scopes it trips; returns them.
+
+    `groups`: the host's inventory groups, each with its hosts (what the boundary learns per)."""
+    if inc.entry is None:
+        return []
+    opened: list[str] = []
+    for group, hosts in (groups or {}).items():
+        scope = f"{LEARNED}{inc.entry}|{group}|{inc.alertname}"
+        row = session.get(BreakerRow, scope)
+        if row is not None and row.open:
+            continue
+        window_start = utcnow() - timedelta(seconds=settings.learn_window_s)
+        since = max(window_start, row.reset_at) if row is not None and row.reset_at else window_start
+        failures = _learned_failures(session, inc, hosts, since)
+        if failures < settings.learn_failures:
+            continue
+        reason = (f"learned: {failures} failed or unverified {inc.entry} runs for {inc.alertname} on hosts of group "
+                  f"{group} within {settings.learn_window_s // 3600} h (the last: incident {inc.id} on {inc.host}); "
+                  "there, each run needs a person until an admin resets it")
+        _open(session, row, scope, reason, failures, inc)
+        opened.append(scope)
+    window_start = utcnow() - timedelta(seconds=settings.breaker_window_s)
+    for scope, entry, limit in ((scope_of(inc.entry), inc.entry, settings.breaker_entry_failures),
+                                (GLOBAL, None, settings.breaker_global_failures)):
+        row = session.get(BreakerRow, scope)
+        if row is not None and row.open:
+            continue
+        since = max(window_start, row.reset_at) if row is not None and row.reset_at else window_start
+        failures = _consecutive_failures(session, settings, entry, since)
+        if failures < limit:
+            continue
+        what = inc.entry if entry else "remediations of any entry"
+        reason = (f"{failures} consecutive failed {what} within {settings.breaker_window_s} s "
+                  f"(the last: incident {inc.id} on {inc.host}); automatic runs pause, each needs a person")
+        _open(session, row, scope, reason, failures, inc)
+        opened.append(scope)
+    return opened
+
+
+def _open(session: Session, row: BreakerRow | None, scope: str, reason: str, failures: int, inc: Incident) -> None:
+    if row is None:
+        row = BreakerRow(scope=scope)
+        session.add(row)
+    row.open, row.opened_at, row.reason = True, utcnow(), reason
+    audit.append(session, "breaker.opened", {"scope": scope, "failures": failures, "reason": reason}, inc.id)
+
+
+def status(store: Store) -> list[BreakerView]:
+    with store.read() as session:
+        return [BreakerView.model_validate(r, from_attributes=True)
+                for r in session.execute(select(BreakerRow).order_by(BreakerRow.scope)).scalars()]
+
+
+def reset(store: Store, who: Identity, scope: str) -> BreakerView:
+    """Close a scope (admin only); its failure count starts again from now."""
+    who.require(Role.ADMIN, "reset the circuit breaker")
+    with store.write() as session:
+        row = session.get(BreakerRow, scope)
+        if row is None or not row.open:
+            raise NotFound(f"no open breaker {scope!r}; open ones: "
+                           + (", ".join(r.scope for r in session.execute(
+                               select(BreakerRow).where(BreakerRow.open.is_(True))).scalars()) or "none"))
+        row.open, row.reset_by, row.reset_at = False, who.name, utcnow()
+        audit.append(session, "breaker.reset", {"scope": scope, "by": who.name})
+        return BreakerView.model_validate(row, from_attributes=True)

@@ -1,0 +1,233 @@
+"""Incidents: dedup, correlation, close-on-resolved, priority, and every state change (audited).
+
+- Dedup per alert on (fingerprint, startsAt, status): retries, HA peers and group re-sends deliver
+  the same alert again; the second copy changes nothing.
+- Correlation: firing alerts of one alertname on one host join the open incident of that pair.
+- A cap per sender: past `sender_incidents_per_minute` new incidents in a minute, a sender's further alerts
+  (that would open more) are kept on one overflow incident, escalated at once: one POST cannot make
+  thousands of incidents and messages, and nothing it sent is dropped.
+- A resolved alert closes its incident when nothing has run yet (and cancels a pending approval);
+  an incident being worked on is only marked not firing: the worker checks that before it runs.
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from remediator.engine.intake.targets import Inventory, host_from_labels, strip_port
+from remediator.engine.model.alerts import Alert
+from remediator.engine.model.states import FINAL_STATES, ApprovalState, IncidentState
+from remediator.engine.outbound.notify import NotifyEvent
+from remediator.engine.pipeline.lifecycle import Lifecycle
+from remediator.engine.store import audit
+from remediator.engine.store.db import AlertRow, Approval, Incident, utcnow
+
+__all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "priority_of", "new_incident_id", "note_truncation",
+           "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
+
+#: The correlation key prefix of a sender's overflow incident (see Attacher._overflow).
+OVERFLOW = "overflow|"
+#: Lower number = worked on first.
+SEVERITY_PRIORITY = {"critical": 0, "page": 0, "error": 1, "high": 1, "warning": 2, "medium": 2,
+                     "info": 3, "low": 3}
+_OPEN = [s.value for s in IncidentState if s not in FINAL_STATES]
+#: Nothing has run on a host yet in these states, so a resolved alert can simply close the incident.
+_CLOSABLE = {IncidentState.RECEIVED, IncidentState.AWAITING_APPROVAL, IncidentState.APPROVED}
+
+
+def priority_of(severity: str) -> int:
+    return SEVERITY_PRIORITY.get(severity.lower(), 4)
+
+
+def new_incident_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class AttachOutcome:
+    incident_id: str | None
+    new: bool                           # False: a duplicate of an alert already stored
+    closed_from: str | None = None      # the state a resolved alert closed the incident from
+
+
+def _starts_at(alert: Alert) -> str:
+    # Milliseconds: the webhook sends startsAt with nanoseconds, Alertmanager's API v2 with
+    # milliseconds (truncated); the same alert from either must get the same identity.
+    at = alert.startsAt.astimezone(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
+
+
+class Attacher:
+    """Attach the alerts of one write transaction: what the store knows about them is read once.
+
+    Dedup and correlation look up every alert of the batch in two queries instead of two per
+    alert, and the rows go in together; an alert seen earlier in the same batch counts as stored.
+    The audit head is locked first, so a second process's intake waits and then sees these rows."""
+
+    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, lifecycle: Lifecycle):
+        self.session, self.inventory, self.lifecycle = session, inventory, lifecycle
+        self.target_labels = target_labels = lifecycle.settings.target_labels
+        audit.lock(session)
+        fingerprints = sorted({a.fingerprint for a in alerts})
+        self.known: dict[tuple[str, str, str], str | None] = {}
+        for chunk in _chunks(fingerprints):
+            for fp, starts_at, status, incident_id in session.execute(select(
+                    AlertRow.fingerprint, AlertRow.starts_at, AlertRow.status, AlertRow.incident_id)
+                    .where(AlertRow.fingerprint.in_(chunk))):
+                self.known[(fp, starts_at, status)] = incident_id
+        self.targets = {id(a): host_from_labels(a.labels, inventory, target_labels)
+                        for a in alerts if a.status == "firing"}
+        keys = sorted({_correlation_key(a, self.targets[id(a)][0], target_labels)
+                       for a in alerts if a.status == "firing"})
+        self.open: dict[str, Incident] = {}
+        for chunk in _chunks(keys):
+            for incident in session.execute(select(Incident).where(Incident.correlation_key.in_(chunk),
+                                                                   Incident.state.in_(_OPEN))
+                                            .order_by(Incident.created_at)).scalars():
+                self.open[incident.correlation_key] = incident   # the newest wins
+        self._rows: list[dict[str, Any]] = []
+        self.hostless: dict[str, tuple[Incident, int]] = {}   # opened for no inventory host, by the delivery
+        self._budget: dict[str, int] = {}                     # new incidents each sender may still open
+
+    def attach(self, delivery_id: int, alert: Alert, sender: str | None = None) -> AttachOutcome:
+        """Store one alert (unless it is a duplicate) and open, join or close its incident."""
+        starts_at = _starts_at(alert)
+        identity = (alert.fingerprint, starts_at, alert.status)
+        if identity in self.known:
+            return AttachOutcome(self.known[identity], new=False)
+        incident: Incident | None
+        if alert.status == "firing":
+            host, how = self.targets[id(alert)]
+            key = _correlation_key(alert, host, self.target_labels)
+            if not self._joins(key) and not self._spend(sender):
+                key, host, how = self._overflow(sender)
+            incident = self._open_incident(alert, key, host, how, sender)
+            if host is None:
+                self.hostless.setdefault(incident.id, (incident, delivery_id))
+        else:
+            firing = self.known.get((alert.fingerprint, starts_at, "firing"))
+            incident = self.session.get(Incident, firing) if firing else None
+        self.known[identity] = incident.id if incident else None
+        self._rows.append(dict(delivery_id=delivery_id, incident_id=incident.id if incident else None,
+                               fingerprint=alert.fingerprint, starts_at=starts_at, status=alert.status,
+                               alertname=alert.alertname, severity=alert.severity, labels=dict(alert.labels),
+                               annotations=dict(alert.annotations), generator_url=alert.generatorURL,
+                               received_at=utcnow()))
+        if incident is None:
+            audit.append(self.session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint,
+                                                                    "alertname": alert.alertname})
+            return AttachOutcome(None, new=True)
+        audit.append(self.session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
+                                                              "alertname": alert.alertname, "labels": dict(alert.labels),
+                                                              "delivery": delivery_id, "sender": sender},
+                     incident.id)
+        if alert.status == "resolved":
+            self.flush()   # still_firing() reads the rows
+            return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(self.session, incident, self.lifecycle))
+        incident.firing = True
+        return AttachOutcome(incident.id, new=True)
+
+    def flush(self) -> None:
+        """Write the alert rows attached so far (one statement)."""
+        self.session.flush()   # their new incidents first
+        if self._rows:
+            self.session.execute(insert(AlertRow), self._rows)
+            self._rows = []
+
+    def _joins(self, key: str) -> bool:
+        incident = self.open.get(key)
+        return incident is not None and incident.state in _OPEN
+
+    def _spend(self, sender: str | None) -> bool:
+        """Take one new incident from the sender's budget for this minute; False when it is spent."""
+        if sender is None:
+            return True
+        if sender not in self._budget:
+            cap = self.lifecycle.settings.sender_incidents_per_minute
+            since = utcnow() - timedelta(minutes=1)
+            opened = self.session.execute(select(func.count()).select_from(Incident).where(
+                Incident.sender == sender, Incident.created_at >= since)).scalar_one()
+            self._budget[sender] = cap - opened
+        self._budget[sender] -= 1
+        return self._budget[sender] >= 0
+
+    def _overflow(self, sender: str | None) -> tuple[str, None, str]:
+        cap = self.lifecycle.settings.sender_incidents_per_minute
+        return (f"{OVERFLOW}{sender}|{utcnow():%Y%m%d%H%M}", None,
+                f"{sender} opened {cap} incidents within a minute (sender_incidents_per_minute); its further alerts "
+                "are kept on this incident for a person, and nothing was run for them")
+
+    def _open_incident(self, alert: Alert, key: str, host: str | None, how: str, sender: str | None = None) -> Incident:
+        incident = self.open.get(key)
+        if incident is not None and incident.state in _OPEN:
+            audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
+            return incident
+        incident = Incident(id=new_incident_id(), correlation_key=key, alertname=alert.alertname, host=host,
+                            severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
+                            firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
+                            evidence={}, reason="" if host else how, generator_url=alert.generatorURL,
+                            created_at=utcnow(), updated_at=utcnow(), sender=sender)
+        self.session.add(incident)
+        self.open[key] = incident
+        audit.append(self.session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,
+                                                       "severity": alert.severity, "key": key}, incident.id)
+        return incident
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _correlation_key(alert: Alert, host: str | None, target_labels: list[str]) -> str:
+    """alertname|host; for a host not in the inventory, its label value without the port (or the fingerprint)."""
+    if host:
+        return f"{alert.alertname}|{host}"
+    raw = next((strip_port(alert.labels[name]) for name in target_labels if alert.labels.get(name)), alert.fingerprint)
+    return f"{alert.alertname}|?{raw}"
+
+
+def still_firing(session: Session, incident_id: str) -> bool:
+    """True while some firing alert of the incident has no resolved notification yet."""
+    rows = session.execute(select(AlertRow.fingerprint, AlertRow.starts_at, AlertRow.status)
+                           .where(AlertRow.incident_id == incident_id)).all()
+    resolved = {(f, s) for f, s, st in rows if st == "resolved"}
+    return any(st == "firing" and (f, s) not in resolved for f, s, st in rows)
+
+
+def close_if_quiet(session: Session, incident: Incident, lifecycle: Lifecycle) -> str | None:
+    """After a resolved alert: mark the incident not firing; close it if nothing has run yet.
+
+    Returns the state it was closed from, or None when it stays as it is."""
+    if still_firing(session, incident.id):
+        return None
+    incident.firing = False
+    state = IncidentState(incident.state)
+    if state not in _CLOSABLE:
+        return None
+    for approval in session.execute(select(Approval).where(Approval.incident_id == incident.id,
+                                                           Approval.state == ApprovalState.PENDING)).scalars():
+        approval.state = ApprovalState.CANCELED
+        approval.decided_at = utcnow()
+        approval.comment = "the alert resolved"
+    # People were told only once an approval was requested: then they hear that it resolved on its own.
+    told = state in (IncidentState.AWAITING_APPROVAL, IncidentState.APPROVED)
+    lifecycle.close(session, incident, IncidentState.RESOLVED, "the alert resolved before anything ran; nothing was changed",
+                    event="incident.auto_resolved", notice=NotifyEvent.AUTO_RESOLVED if told else None)
+    return state.value
+
+
+def note_truncation(session: Session, incident_ids: list[str], truncated: int) -> None:
+    """Alertmanager left alerts out (max_alerts); say so on every incident of the delivery."""
+    for incident_id in incident_ids:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            continue
+        incident.truncated = max(incident.truncated, truncated)
+        audit.append(session, "delivery.truncated", {"truncated_alerts": truncated}, incident_id)

@@ -1,0 +1,377 @@
+"""The ingester: takes acknowledged deliveries into incidents, in batches, in a process of its own (or a thread).
+
+The webhook only stores a delivery and answers (remediator/engine/intake/inbox.py). The ingester reads what is stored and
+not yet taken in, oldest first, from the store itself, never from memory: so what a crash left behind is taken
+in by the same path as everything else. By default (`intake_process`) the loop runs in a child process, with the
+second core to itself: a storm's acknowledgements and its dedup, correlation and audit no longer share one
+interpreter (docs/benchmarks.md). The parent keeps only counts (the backlog that turns into 503s) and is told
+what each batch became over a pipe; the child dies with it (PR_SET_PDEATHSIG), so a SIGKILL of serve leaves no
+second ingester behind.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+
+from remediator.engine.errors import StoreUnavailable
+from remediator.engine.intake.inbox import Inbox, IntakeResult, batch_of, ingest, ingest_alert_by_alert
+from remediator.engine.intake.targets import Inventory, load_inventory
+from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.pipeline.lifecycle import Lifecycle
+from remediator.engine.settings import Settings
+from remediator.engine.store import audit
+from remediator.engine.store.db import Delivery, open_store, utcnow
+
+__all__ = ["Ingester", "IngestLoop", "Batch"]
+
+log = logging.getLogger(__name__)
+_SPAWN = multiprocessing.get_context("spawn")   # never fork a process that runs threads
+
+
+@dataclass
+class Batch:
+    """What one batch became: the deliveries it took in (or marked failed), each one's result, and the incidents it
+    closed (state, seconds open) for the metrics."""
+
+    taken: list[int]
+    results: list[IntakeResult]
+    closed: list[tuple[str, float]]
+    moved_upto: int   # every inbox row up to this id is in the store now
+
+
+class IngestLoop:
+    """Takes what is stored and not taken in into incidents, batch after batch, wherever it is run.
+
+    `report` hears each batch; `stuck` why the store refuses it for now ('' once it takes it)."""
+
+    def __init__(self, inbox: Inbox, inventory: Inventory, settings: Settings, report: Callable[[Batch], None],
+                 stuck: Callable[[str], None]):
+        self.inbox, self.store, self.inventory, self.report, self.stuck = inbox, inbox.main, inventory, report, stuck
+        self._closed: list[tuple[str, float]] = []
+        # Its own lifecycle: the closes it makes are counted by whoever holds the metrics (the parent process).
+        self.lifecycle = Lifecycle(settings, None, inventory, on_close=lambda state, s: self._closed.append((state, s)))
+        self.max_batch_alerts = settings.intake_batch_alerts
+        self.moved_upto: int | None = None   # the newest inbox row moved into the store (read from it at first)
+        self.linger_s = settings.intake_linger_s
+
+    def run(self, wait: Callable[[float], bool], stopping: Callable[[], bool]) -> None:
+        """Until `stopping()`: take in what waits; when nothing does, `wait` for a nudge (an acknowledgement) or a
+        second."""
+        while not stopping():
+            try:
+                taken = self.take_in_next(stopping)
+            except StoreUnavailable as exc:
+                self.stuck(exc.message)
+                wait(1.0)
+                continue
+            # Then a moment for more to arrive: under a storm one bigger batch costs far less than many small ones
+            # (the queries, the flush and the report are per batch), and the webhook gets the core meanwhile. Alone,
+            # an alert reaches its incident this much later.
+            if taken or wait(1.0):
+                time.sleep(self.linger_s)
+
+    def take_in_next(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """One batch of the oldest deliveries not taken in; how many deliveries it held (0: none waits)."""
+        if self.moved_upto is None:
+            self.moved_upto = self.inbox.floor()
+        moved_before = self.moved_upto
+        self.moved_upto = self.inbox.move(self.max_batch_alerts, after=self.moved_upto)
+        batch, broken = self.pending()
+        for delivery_id in broken:
+            self._mark_failed(delivery_id, "its stored body is not a valid webhook any more")
+        results = self._ingest(batch, stopping) if batch else []
+        if not batch and not broken and self.moved_upto == moved_before:
+            return 0
+        self.stuck("")
+        closed, self._closed = self._closed, []
+        try:
+            self.report(Batch([d for d, _ in batch] + broken, results, closed, self.moved_upto))
+        except Exception:
+            log.exception("after taking in %d deliveries", len(batch))
+        return len(batch) + len(broken) or 1
+
+    def pending(self) -> tuple[list[tuple[int, AlertmanagerPayload]], list[int]]:
+        """The oldest deliveries moved out of the inbox and not taken in, up to `intake_batch_alerts` alerts (at least
+        one delivery); and the ids of any whose stored body no longer validates."""
+        with self.store.read() as session:
+            heads = session.execute(select(Delivery.id, Delivery.alerts_count).where(Delivery.ingested_at.is_(None))
+                                    .order_by(Delivery.id).limit(1000)).all()
+            ids = batch_of(heads, self.max_batch_alerts)
+            rows = session.execute(select(Delivery.id, Delivery.body).where(Delivery.id.in_(ids))
+                                   .order_by(Delivery.id)).all() if ids else []
+        batch, broken = [], []
+        for delivery_id, body in rows:
+            try:
+                batch.append((delivery_id, AlertmanagerPayload.model_validate(body)))
+            except ValidationError:
+                broken.append(delivery_id)
+        return batch, broken
+
+    def _ingest(self, batch: list[tuple[int, AlertmanagerPayload]], stopping: Callable[[], bool]
+                ) -> list[IntakeResult]:
+        while True:
+            try:
+                with self.store.write() as session:
+                    return ingest(session, batch, self.inventory, self.lifecycle)
+            except StoreUnavailable as exc:   # acknowledged, so never dropped: try again
+                log.warning("cannot take in %d deliveries yet: %s", len(batch), exc.message)
+                self.stuck(exc.message)
+                if stopping():
+                    raise
+                time.sleep(1)
+            except Exception:
+                self._closed.clear()   # that transaction was rolled back: its closes did not happen
+                if len(batch) > 1:     # one delivery broke the batch: the others each on its own
+                    return [r for one in batch for r in self._ingest([one], stopping)]
+                return self._alert_by_alert(*batch[0], stopping)
+
+    def _alert_by_alert(self, delivery_id: int, payload: AlertmanagerPayload, stopping: Callable[[], bool]
+                        ) -> list[IntakeResult]:
+        """One delivery broke: its alerts each on their own, so one bad alert does not lose the rest."""
+        log.warning("delivery %s could not be taken in whole; taking its %d alerts in one by one",
+                    delivery_id, len(payload.alerts))
+        while True:
+            try:
+                return [ingest_alert_by_alert(self.store, delivery_id, payload, self.inventory, self.lifecycle)]
+            except StoreUnavailable as exc:   # alerts taken in already are duplicates next time round
+                self.stuck(exc.message)
+                if stopping():
+                    raise
+                time.sleep(1)
+            except Exception:
+                log.exception("delivery %s could not be taken in; it stays in the store, marked", delivery_id)
+                self._mark_failed(delivery_id, "could not be taken in: see the log")
+                return []
+
+    def _mark_failed(self, delivery_id: int, why: str) -> None:
+        try:
+            with self.store.write() as session:
+                session.execute(update(Delivery), [{"id": delivery_id, "ingested_at": utcnow(), "outcome": {"error": why}}])
+                audit.append(session, "delivery.failed", {"delivery": delivery_id, "why": why})
+        except Exception:
+            log.exception("delivery %s: could not record the failure", delivery_id)
+
+
+class Ingester:
+    """The serve process's side of the ingester: starts the loop (a child process, or a thread), counts the backlog.
+
+    `acknowledged()` is called for each stored delivery; `backlog` counts its alerts until the loop reports it taken
+    in: the webhook answers 503 above `intake_backlog_max`, so a storm slows Alertmanager down instead of filling
+    memory. `on_ingested` hears each batch, in this process. The child is nudged through a pipe it only reads (a
+    byte per acknowledgement, never blocking the webhook), and told what to do through nothing else: when that pipe
+    closes (stop, or this process died) it finishes the batch in hand and exits."""
+
+    def __init__(self, settings: Settings, inbox: Inbox, inventory: Inventory,
+                 on_ingested: Callable[[Batch], None], *, process: bool | None = None):
+        self.settings, self.inbox, self.inventory, self.on_ingested = settings, inbox, inventory, on_ingested
+        self.process = settings.intake_process if process is None else process
+        self._cv = threading.Condition()
+        self._waiting: dict[int, int] = {}    # delivery -> alerts, acknowledged by this process and not yet taken in
+        # Taken in before acknowledged() heard of them (the child can take a delivery in the moment it is committed),
+        # or recovered from before this start: delivery -> when, forgotten after a minute.
+        self._early: dict[int, float] = {}
+        self.backlog = 0
+        self.stuck = ""   # why the batch in hand cannot be taken in yet (the store), for /healthz
+        self._stopping = threading.Event()
+        self._nudged = threading.Event()     # thread mode
+        self._nudge_fd: int | None = None    # process mode: the write end of the child's nudge pipe
+        self._child: Any = None
+        self._thread: threading.Thread | None = None   # the loop (thread mode), or the results' reader (process mode)
+
+    def start(self) -> None:
+        """Start taking in (first whatever was stored before this start and never taken in); a no-op when running."""
+        with self._cv:
+            if self.alive():
+                return
+            self._stop_child()
+            self._stopping.clear()
+            if not self._waiting:   # what waits from before this start counts too (and is taken in first)
+                try:
+                    self._waiting = self.inbox.waiting()
+                except Exception as exc:   # the store is down: the loop waits for it; the count is only late
+                    log.warning("cannot count the inbox yet: %s", exc)
+                self.backlog = sum(self._waiting.values())
+            if self.process:
+                atexit.register(self._stopping.set)   # the interpreter's exit ends the child: not worth an error
+                # The thread that spawns the child is the one that reads its results, and lives as long as it:
+                # PR_SET_PDEATHSIG fires when the spawning *thread* ends, not only when this process dies.
+                spawned = threading.Event()
+                self._thread = threading.Thread(target=self._run_child, args=(spawned,), name="ingester-results",
+                                                daemon=True)
+                self._thread.start()
+                spawned.wait(60)
+                return
+            loop = IngestLoop(self.inbox, self.inventory, self.settings, report=self._done, stuck=self._set_stuck)
+            self._thread = threading.Thread(target=loop.run, args=(self._wait, self._stopping.is_set),
+                                            name="ingester", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Finish the batch in hand; what waits stays in the store for the next start."""
+        self._stopping.set()
+        self._nudged.set()
+        self._stop_child(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _stop_child(self, timeout_s: float = 30) -> None:
+        if self._nudge_fd is not None:
+            os.close(self._nudge_fd)   # the child's end reads EOF: it finishes its batch and exits
+            self._nudge_fd = None
+        if self._child is not None:
+            self._child.join(timeout_s)
+            if self._child.is_alive():
+                self._child.kill()
+            self._child = None
+
+    def alive(self) -> bool:
+        if self.process and (self._child is None or not self._child.is_alive()):
+            return False
+        return self._thread is not None and self._thread.is_alive()
+
+    def acknowledged(self, delivery_id: int, alerts: int) -> None:
+        """A delivery is stored: count it, and nudge the loop."""
+        with self._cv:
+            fd = self._nudge_fd
+            if self._early.pop(delivery_id, None) is not None:
+                return
+            self._waiting[delivery_id] = alerts
+            self.backlog += alerts
+        if fd is None:
+            self._nudged.set()
+            return
+        try:
+            os.write(fd, b"\0")
+        except (BlockingIOError, OSError):   # full: the child has nudges enough; gone: start() brings it back
+            pass
+
+    def wait_idle(self, timeout_s: float = 30) -> bool:
+        """Block until everything acknowledged here is taken in (tests); False on timeout or with no loop running."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self.backlog:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive():
+                    return False
+                self._cv.wait(min(left, 0.5))
+        return True
+
+    def wait_taken_in(self, delivery_id: int, timeout_s: float) -> bool:
+        """Block until this delivery (acknowledged here) is taken in; False on timeout or with no loop running."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while delivery_id in self._waiting:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive():
+                    return False
+                self._cv.wait(min(left, 0.5))
+        return True
+
+    def _wait(self, timeout_s: float) -> bool:
+        nudged = self._nudged.wait(timeout_s)
+        self._nudged.clear()
+        return nudged
+
+    def _set_stuck(self, why: str) -> None:
+        self.stuck = why
+
+    def _done(self, batch: Batch) -> None:
+        self.inbox.moved(batch.moved_upto)
+        now = time.monotonic()
+        with self._cv:
+            for delivery_id in batch.taken:
+                if delivery_id in self._waiting:
+                    self.backlog -= self._waiting.pop(delivery_id)
+                else:
+                    self._early[delivery_id] = now
+            if len(self._early) > 10_000 or (self._early and next(iter(self._early.values())) < now - 60):
+                self._early = {d: t for d, t in self._early.items() if t >= now - 60}
+            self._cv.notify_all()
+        self.on_ingested(batch)
+
+    def _run_child(self, spawned: threading.Event) -> None:
+        """Process mode: start the child, then hear what it says until it ends."""
+        try:
+            conn, theirs = _SPAWN.Pipe(duplex=False)
+            nudges, nudge = _SPAWN.Pipe(duplex=False)
+            self._child = _SPAWN.Process(target=_child_main, name="remediator-ingester", daemon=True,
+                                         args=(self.settings, theirs, nudges, logging.getLogger().getEffectiveLevel()))
+            self._child.start()
+            theirs.close()
+            nudges.close()
+            os.set_blocking(nudge.fileno(), False)
+            self._nudge_fd = os.dup(nudge.fileno())
+            nudge.close()
+        finally:
+            spawned.set()
+        while True:
+            try:
+                kind, what = conn.recv()
+            except (EOFError, OSError):
+                break
+            if kind == "stuck":
+                self._set_stuck(what)
+                continue
+            try:
+                self._done(what)
+            except Exception:
+                log.exception("after the ingester took in a batch")
+        conn.close()
+        with self._cv:
+            self._cv.notify_all()
+        if not self._stopping.is_set():
+            log.error("the ingester process ended; the next webhook starts it again")
+
+
+def _child_main(settings: Settings, results: Connection, nudges: Connection, level: int) -> None:
+    """The ingester process: the loop over its own store connection, reporting to the parent over `results`."""
+    try:   # die with the parent even mid-batch: a SIGKILL of serve must not leave a second ingester running
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent stops us in order
+    from remediator.engine import logs
+    logs.configure(logging.getLevelName(level))
+    store = open_store(settings)
+    inbox = Inbox.open(settings, store)
+    closed = threading.Event()   # the nudge pipe's EOF: the parent stopped us, or died
+
+    def wait(timeout_s: float) -> bool:
+        """A nudge within `timeout_s` (drained); False on none, or once the pipe is closed."""
+        if closed.is_set() or not nudges.poll(timeout_s):
+            return False
+        try:
+            if os.read(nudges.fileno(), 65536):
+                return True
+        except OSError:
+            pass
+        closed.set()
+        return False
+
+    def stopping() -> bool:   # between batches too: a storm never leaves the loop idle long enough to see EOF
+        wait(0)
+        return closed.is_set()
+
+    loop = IngestLoop(inbox, load_inventory(settings.inventory), settings, report=lambda b: results.send(("done", b)),
+                      stuck=lambda why: results.send(("stuck", why)))
+    try:
+        loop.run(wait, stopping)
+    except (BrokenPipeError, EOFError):
+        pass
+    finally:
+        store.engine.dispose()
+        inbox.store.engine.dispose()

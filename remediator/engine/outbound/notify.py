@@ -1,0 +1,262 @@
+"""Notifications through an outbox: Slack (Block Kit), PagerDuty Events API v2, a generic webhook.
+
+`enqueue()` adds one outbox row per configured channel INSIDE the transaction that changes the
+incident, so a notification exists exactly when the change does. `Notifier.deliver_due()` sends
+what is due; a channel that is down keeps its rows (retried with backoff, tenacity inside one
+attempt), so nothing is lost. Secrets (Slack URL, PagerDuty routing key) are added at send time
+and never stored in the outbox.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from datetime import timedelta
+from enum import StrEnum
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from remediator.engine.logs import redact
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Approval, Incident, OutboxMessage, Store, utcnow
+
+__all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "Notifier", "slack_payload", "pagerduty_payload"]
+
+log = logging.getLogger(__name__)
+
+
+class NotifyEvent(StrEnum):
+    FIXED = "fixed"                          # remediated and verified
+    AUTO_RESOLVED = "auto_resolved"          # the alert cleared before anything ran
+    AWAITING_APPROVAL = "awaiting_approval"
+    ESCALATED = "escalated"                  # a person must look (no runbook, unknown host, not fixed, ...)
+    DENIED = "denied"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    BREAKER_OPEN = "breaker_open"            # repeated failures: automatic runs paused
+
+
+_PD_TRIGGER = {NotifyEvent.ESCALATED, NotifyEvent.DENIED, NotifyEvent.FAILED, NotifyEvent.EXPIRED, NotifyEvent.REJECTED,
+               NotifyEvent.BREAKER_OPEN}
+_PD_RESOLVE = {NotifyEvent.FIXED, NotifyEvent.AUTO_RESOLVED}
+_TITLE = {
+    NotifyEvent.FIXED: "Fixed", NotifyEvent.AUTO_RESOLVED: "Resolved on its own",
+    NotifyEvent.AWAITING_APPROVAL: "Needs approval", NotifyEvent.ESCALATED: "Escalated: a person must look",
+    NotifyEvent.DENIED: "Denied by policy: a person must look", NotifyEvent.FAILED: "Remediation failed",
+    NotifyEvent.EXPIRED: "Approval expired", NotifyEvent.REJECTED: "Rejected",
+    NotifyEvent.BREAKER_OPEN: "Circuit breaker open: automatic runs paused",
+}
+_PD_SEVERITY = {"critical": "critical", "page": "critical", "error": "error", "high": "error",
+                "warning": "warning", "medium": "warning", "info": "info", "low": "info"}
+
+
+class Notification(BaseModel):
+    """What every channel is told; the generic webhook receives exactly this as JSON."""
+
+    model_config = ConfigDict(frozen=True)
+    event: NotifyEvent
+    incident_id: str
+    alertname: str
+    host: str | None
+    severity: str
+    state: str
+    text: str
+    entry: str | None = None
+    preview: str = ""
+    report: list[str] = []       # a Level 2 diagnosis, as lines (Report.lines())
+    url: str = ""
+    # an approval request: where to review it (a page; opening it never approves), risk, deadline
+    approval_url: str = ""
+    risk: str = ""
+    expires_at: str = ""
+    approvers: int = 0
+    dedup_key: str = ""          # PagerDuty's; default the incident id
+
+
+def enqueue(session: Session, settings: Settings, note: Notification) -> int:
+    """Add an outbox row for every configured channel that takes this event; returns how many."""
+    channels = []
+    if settings.slack_webhook_url:
+        channels.append("slack")
+    if settings.pagerduty_routing_key and note.event in _PD_TRIGGER | _PD_RESOLVE:
+        channels.append("pagerduty")
+    if settings.webhook_url:
+        channels.append("webhook")
+    for channel in channels:
+        session.add(OutboxMessage(incident_id=note.incident_id, channel=channel, event=note.event.value,
+                                  payload=note.model_dump(mode="json")))
+    return len(channels)
+
+
+def notify_incident(session: Session, settings: Settings, incident: Incident, event: NotifyEvent, text: str,
+                    approval: Approval | None = None, dedup_key: str = "") -> int:
+    """Enqueue `event` about an incident row, with its preview and a link to its page (and to the approval's)."""
+    base = settings.public_url.rstrip("/")
+    extra = {}
+    if approval is not None:
+        extra = {"approval_url": f"{base}/ui/approvals/{approval.id}", "risk": approval.risk,
+                 "expires_at": approval.expires_at.isoformat(timespec="seconds") + "Z", "approvers": approval.required}
+    return enqueue(session, settings, Notification(
+        event=event, incident_id=incident.id, alertname=incident.alertname, host=incident.host,
+        severity=incident.severity, state=incident.state, text=text, entry=incident.entry,
+        preview=incident.preview.summary if incident.preview else "", url=f"{base}/ui/incidents/{incident.id}",
+        report=incident.report.lines() if incident.report else [], dedup_key=dedup_key, **extra))
+
+
+def notify_digest(session: Session, settings: Settings, incidents: list[Incident], text: str, dedup_key: str) -> int:
+    """One message for many incidents escalated together (one delivery's alerts on no host): a count, not a flood."""
+    first = incidents[0]
+    names = Counter(i.alertname for i in incidents)
+    listed = ", ".join(f"{name} ×{n}" for name, n in names.most_common(10)) + (" …" if len(names) > 10 else "")
+    return enqueue(session, settings, Notification(
+        event=NotifyEvent.ESCALATED, incident_id=first.id, alertname=f"{len(incidents)} alerts", host=None,
+        severity=min(incidents, key=lambda i: i.priority).severity, state=first.state,
+        text=f"{text}: {listed}", url=f"{settings.public_url.rstrip('/')}/ui/incidents", dedup_key=dedup_key))
+
+
+def _mrkdwn(text: str) -> str:
+    # Slack's escaping: alert text must not become a link, a mention or an @channel.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_payload(note: Notification) -> dict:
+    """A Block Kit message (with `text` as the notification fallback)."""
+    title = f"{_TITLE[note.event]} — {note.alertname} on {note.host or 'an unknown host'}"
+    fields = [f"*Incident*\n{_mrkdwn(note.incident_id)}", f"*Severity*\n{_mrkdwn(note.severity)}",
+              f"*State*\n{_mrkdwn(note.state)}", f"*Action*\n{_mrkdwn(note.entry or 'none')}"]
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(note.text)[:2900] or "-"}},
+    ]
+    if note.report:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "*Diagnosis*\n" + _mrkdwn("\n".join(note.report))[:2800]}})
+    if note.preview:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "*Dry run*\n" + _mrkdwn(note.preview)[:2800]}})
+    if note.approval_url:
+        who = "two distinct approvers" if note.approvers > 1 else "one approver"
+        blocks.append({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*Risk*\n{_mrkdwn(note.risk or '-')}"},
+            {"type": "mrkdwn", "text": f"*Expires*\n{_mrkdwn(note.expires_at)} (needs {who})"}]})
+        # A link, never an approve button: link scanners open links; deciding is a POST from the page.
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": f"<{note.approval_url}|Review the dry run and decide>"}})
+    if note.url:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{note.url}|incident {note.incident_id}>"}]})
+    return {"text": _mrkdwn(f"{title}: {note.text}")[:3000], "blocks": blocks}
+
+
+def pagerduty_payload(note: Notification, routing_key: str) -> dict:
+    """Events API v2: trigger on escalation, resolve when fixed; dedup_key is the incident id."""
+    action = "resolve" if note.event in _PD_RESOLVE else "trigger"
+    body: dict = {"routing_key": routing_key, "event_action": action, "dedup_key": note.dedup_key or note.incident_id}
+    if action == "trigger":
+        body["payload"] = {
+            "summary": f"{_TITLE[note.event]}: {note.alertname} on {note.host or 'unknown host'} — {note.text}"[:1024],
+            "source": note.host or "remediator", "severity": _PD_SEVERITY.get(note.severity.lower(), "error"),
+            "component": note.entry or "", "group": note.alertname, "class": note.event.value,
+            "custom_details": {"state": note.state, "reason": note.text, "preview": note.preview,
+                               "diagnosis": "\n".join(note.report)[:4000]},
+        }
+        if note.url:
+            body["links"] = [{"href": note.url, "text": f"remediator incident {note.incident_id}"}]
+    return body
+
+
+class _Retryable(Exception):
+    pass
+
+
+class _Permanent(Exception):
+    pass
+
+
+class Notifier:
+    """Sends due outbox rows; one call of deliver_due() is one pass."""
+
+    def __init__(self, store: Store, settings: Settings, client: httpx.Client | None = None,
+                 on_sent: Callable[[str], None] = lambda _channel: None):
+        self.store = store
+        self.settings = settings
+        self.client = client or httpx.Client(timeout=10.0)
+        self.on_sent = on_sent      # the channel of each delivered notification (the metrics count them)
+        self._sent: dict[str, deque[float]] = defaultdict(deque)   # per channel: when each of the last minute went
+
+    def throttled(self) -> set[str]:
+        """Channels that sent `notify_per_minute` messages in the last minute: theirs wait in the outbox."""
+        now = time.monotonic()
+        for window in self._sent.values():
+            while window and now - window[0] >= 60:
+                window.popleft()
+        return {c for c, window in self._sent.items() if len(window) >= self.settings.notify_per_minute}
+
+    def _request(self, channel: str, note: Notification) -> tuple[str, dict]:
+        s = self.settings
+        if channel == "slack" and s.slack_webhook_url:
+            return s.slack_webhook_url.get_secret_value(), slack_payload(note)
+        if channel == "pagerduty" and s.pagerduty_routing_key:
+            return s.pagerduty_url, pagerduty_payload(note, s.pagerduty_routing_key.get_secret_value())
+        if channel == "webhook" and s.webhook_url:
+            return s.webhook_url, note.model_dump(mode="json")
+        raise _Permanent(f"channel {channel} is no longer configured")
+
+    @retry(retry=retry_if_exception_type(_Retryable), stop=stop_after_attempt(3),
+           wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+    def _post(self, url: str, body: dict) -> None:
+        try:
+            r = self.client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        if r.status_code == 429 or r.status_code >= 500:
+            raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
+        if r.status_code >= 400:
+            raise _Permanent(f"HTTP {r.status_code}: {r.text[:200]}")
+
+    def deliver_due(self, limit: int = 50) -> int:
+        """Send what is due, at most `notify_per_minute` per channel (the rest wait, nothing is dropped); returns how
+        many were sent."""
+        waiting = self.throttled()
+        with self.store.read() as session:
+            due = session.execute(select(OutboxMessage).where(
+                OutboxMessage.sent_at.is_(None), OutboxMessage.dead.is_(False), OutboxMessage.channel.not_in(waiting),
+                OutboxMessage.next_attempt_at <= utcnow()).order_by(OutboxMessage.id).limit(limit)).scalars().all()
+        sent = 0
+        for msg in due:
+            if msg.channel in waiting or msg.channel in self.throttled():
+                waiting.add(msg.channel)
+                continue
+            self._sent[msg.channel].append(time.monotonic())   # an attempt counts: a failing channel is not hammered
+            error, permanent = "", False
+            try:
+                url, body = self._request(msg.channel, Notification.model_validate(msg.payload))
+                self._post(url, body)
+            except _Retryable as exc:
+                error = redact(str(exc))
+            except _Permanent as exc:
+                error, permanent = redact(str(exc)), True
+            with self.store.write() as session:
+                row = session.get(OutboxMessage, msg.id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if not error:
+                    row.sent_at = utcnow()
+                    sent += 1
+                    self.on_sent(row.channel)
+                    continue
+                row.last_error = error[:2000]
+                if permanent or row.attempts >= self.settings.notify_max_attempts:
+                    row.dead = True
+                    log.error("notification %s to %s given up: %s", row.id, row.channel, error)
+                else:
+                    row.next_attempt_at = utcnow() + timedelta(seconds=min(2 ** row.attempts, 300))
+                    log.warning("notification %s to %s failed (attempt %d): %s", row.id, row.channel, row.attempts, error)
+        return sent

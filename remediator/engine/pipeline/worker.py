@@ -1,0 +1,184 @@
+"""The workers: threads that claim incidents from the store and hand them to the steps (steps.py).
+
+A worker claims the most urgent incident whose host has nothing else in flight (one remediation per
+host at a time, whichever entry), and `workers` bounds how many run at once. After a restart,
+recover() requeues what had not run yet and marks what a restart cut off (never re-run blindly).
+The states and their moves are remediator/engine/model/states.py.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import or_, select
+
+from remediator.engine.catalog.loader import Catalog
+from remediator.engine.decide.decision import Clock, StoreHistory, metrics_query, system_clock
+from remediator.engine.decide.planners import Planner
+from remediator.engine.decide.policy import Policy
+from remediator.engine.decide.reports import Query
+from remediator.engine.errors import StoreUnavailable
+from remediator.engine.intake.targets import Inventory
+from remediator.engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
+from remediator.engine.outbound.metrics import Metrics
+from remediator.engine.outbound.prometheus import Prometheus
+from remediator.engine.pipeline.lifecycle import Lifecycle
+from remediator.engine.pipeline.records import Records
+from remediator.engine.pipeline.steps import ShuttingDown, Steps
+from remediator.engine.run.runner import Executor
+from remediator.engine.settings import Settings
+from remediator.engine.store.db import Incident, Run, Store, utcnow
+
+__all__ = ["Pipeline"]
+
+
+log = logging.getLogger(__name__)
+
+#: Before the real run nothing has changed on a host, so after a crash these are simply worked again.
+_CLAIMABLE = [IncidentState.RECEIVED.value, IncidentState.APPROVED.value]
+_REQUEUE_ON_START = {IncidentState.DIAGNOSING, IncidentState.PLANNED, IncidentState.CHECKING}
+
+
+class Pipeline:
+    def __init__(self, *, settings: Settings, store: Store, catalog: Catalog, inventory: Inventory, planner: Planner,
+                 policy: Policy, executor: Executor, metrics: Metrics, lifecycle: Lifecycle,
+                 clock: Clock = system_clock, query: Query | None = None):
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.inventory = inventory
+        self.planner = planner
+        self.policy = policy
+        self.executor = executor
+        self.metrics = metrics
+        self.lifecycle = lifecycle
+        self.clock = clock
+        self.history = StoreHistory(store)
+        self.prometheus = Prometheus(settings.prometheus_url, settings.prometheus_query_timeout_s,
+                                     external_url=settings.prometheus_external_url) if settings.prometheus_url else None
+        self.query = query or metrics_query(self.prometheus)    # what Level 2 reports ask Prometheus
+        self._stop = threading.Event()
+        self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self.records = Records(store, lifecycle, metrics)
+        self.steps = Steps(settings=settings, store=store, catalog=catalog, planner=planner, policy=policy,
+                           executor=executor, records=self.records, lifecycle=lifecycle, history=self.history,
+                           clock=clock, prometheus=self.prometheus, query=self.query, cancel=self._cancel, stopping=self._stop)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for n in range(self.settings.workers):
+            t = threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop taking work, cancel runs in flight, wait for the workers."""
+        self._stop.set()
+        self._cancel.set()
+        self.wake()
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads.clear()
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def wake(self) -> None:
+        """New work is in the store (intake or an approval): stop waiting."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def recover(self) -> None:
+        """After a restart: requeue what had not run yet; mark what a restart cut off, never run it blindly.
+
+        A real run that was cut off may have changed the host: the incident is worked again from the
+        start (diagnose, plan, policy, check mode) and a person decides before it runs again. A cut-off
+        verify is simply verified again."""
+        with self.store.write() as session:
+            for inc in session.execute(select(Incident).where(Incident.state.in_([s.value for s in HELD_STATES]))).scalars():
+                if IncidentState(inc.state) in _REQUEUE_ON_START:
+                    self.lifecycle.move(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
+                                         event="incident.requeued")
+                    continue
+                step = RunMode.APPLY if inc.state == IncidentState.EXECUTING else RunMode.VERIFY
+                cut = session.execute(select(Run).where(Run.incident_id == inc.id, Run.status == RunState.RUNNING)).scalars().all()
+                for run in cut:
+                    run.status, run.finished_at = RunState.INTERRUPTED, utcnow()
+                inc.interrupted = step
+                reason = (f"remediator restarted during the real run of {inc.entry} on {inc.host}, which may have changed "
+                          f"it: diagnosed and checked again, and a person decides before it runs again" if step == RunMode.APPLY
+                          else f"remediator restarted while verifying {inc.entry} on {inc.host}: verifying again")
+                self.lifecycle.move(session, inc, IncidentState.RECEIVED, reason, event="incident.interrupted",
+                                     data={"step": step, "runs": [r.ident for r in cut]})
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                incident_id = self.claim()
+            except StoreUnavailable as exc:
+                log.warning("cannot claim work: %s", exc.message)
+                incident_id = None
+            if incident_id is None:
+                with self._wake:
+                    self._wake.wait(timeout=1.0)
+                continue
+            self.work(incident_id)
+
+    # ---- claiming --------------------------------------------------------------------------
+
+    def claim(self) -> str | None:
+        """Take the most urgent incident whose host is free; None when there is nothing to do."""
+        with self.store.read() as session:   # most wake-ups find nothing: don't queue for the write lock then
+            if session.execute(select(Incident.id).where(Incident.state.in_(_CLAIMABLE)).limit(1)).first() is None:
+                return None
+        with self.store.write() as session:
+            held = {h for (h,) in session.execute(select(Incident.host).where(
+                Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
+            approved_hosts = {h for (h,) in session.execute(select(Incident.host).where(
+                Incident.state == IncidentState.APPROVED, Incident.host.is_not(None))).all()}
+            # The busy hosts are left out in the query itself: however many incidents wait on a held host,
+            # the first row is always one a worker can take (no starving a free host behind them).
+            q = select(Incident).where(Incident.state.in_(_CLAIMABLE))
+            if held:
+                q = q.where(or_(Incident.host.is_(None), Incident.host.not_in(held)))
+            if approved_hosts:   # an approved run on a host goes before new work on it
+                q = q.where(or_(Incident.state == IncidentState.APPROVED, Incident.host.is_(None),
+                                Incident.host.not_in(approved_hosts)))
+            inc = session.execute(q.order_by(Incident.priority, Incident.created_at).limit(1)).scalar_one_or_none()
+            if inc is not None:
+                nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
+                inc.claimed_at = utcnow()
+                inc.attempts += 1
+                self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value})
+                return inc.id
+        return None
+
+    # ---- the steps -------------------------------------------------------------------------
+
+    def work(self, incident_id: str) -> None:
+        """Run one claimed incident as far as it goes now; never raises."""
+        try:
+            with self.store.read() as session:
+                inc = session.get(Incident, incident_id)
+            if inc is None:
+                return
+            if inc.state == IncidentState.DIAGNOSING:
+                self.steps.from_received(inc)
+            elif inc.state == IncidentState.CHECKING:
+                self.steps.after_approval(inc)
+        except ShuttingDown:     # a run was cancelled by a stop: the incident stays where it is, for recover()
+            log.info("incident %s: left for the next start (shutting down)", incident_id)
+        except Exception as exc:   # a bug or an outage must not leave the incident (and its host) held
+            log.exception("incident %s: internal error", incident_id)
+            try:
+                with self.store.write() as session:
+                    inc = session.get(Incident, incident_id)
+                    if inc is not None and IncidentState(inc.state) in HELD_STATES:
+                        self.lifecycle.close(session, inc, IncidentState.ESCALATED,
+                                    f"remediator hit an internal error ({type(exc).__name__}: {exc}); a person must look")
+            except Exception:
+                log.exception("incident %s: could not record the error", incident_id)

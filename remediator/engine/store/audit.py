@@ -1,0 +1,118 @@
+"""The audit trail: append-only events, each carrying the hash of the one before.
+
+hash = sha256(prev_hash + canonical JSON of (seq, at, incident_id, kind, data)). Editing, deleting
+or reordering any event breaks the chain at that point, and `verify()` says where. After each commit
+that appends, the new head goes to the store's anchor sinks (remediator/engine/store/anchor.py), so a tail cut off
+with its head row is caught too (`verify(expect=...)`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import event, insert, select
+from sqlalchemy.orm import Session
+
+from remediator.engine.store.db import AuditEvent, AuditHead, Store
+
+__all__ = ["append", "head", "lock", "verify", "AuditReport", "GENESIS"]
+
+GENESIS = "0" * 64
+log = logging.getLogger(__name__)
+
+
+def _digest(prev_hash: str, seq: int, at: str, incident_id: str | None, kind: str, data: dict[str, Any]) -> str:
+    body = json.dumps([seq, at, incident_id, kind, data], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def lock(session: Session) -> AuditHead:
+    """Take the chain's head for this transaction (a row lock on PostgreSQL), read once and kept.
+
+    Every write that records something appends here, so taking it first serializes writers across
+    processes; what the transaction reads afterwards is what the others committed."""
+    head = session.info.get("audit_head")
+    if head is None:
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+        if head is None:
+            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            session.add(head)
+        session.info["audit_head"] = head   # Store.write(): one session per transaction
+    return head
+
+
+def append(session: Session, kind: str, data: dict[str, Any], incident_id: str | None = None) -> None:
+    """Add one event inside the caller's write transaction (so it commits with the change it records)."""
+    head = lock(session)
+    data = json.loads(json.dumps(data, default=str))   # exactly what the JSON column will hold
+    seq = head.seq + 1
+    at = datetime.now(UTC).isoformat()
+    digest = _digest(head.hash, seq, at, incident_id, kind, data)
+    # Written in one statement when the transaction commits: an intake batch appends hundreds.
+    session.info.setdefault("audit_pending", []).append(
+        {"seq": seq, "at": at, "incident_id": incident_id, "kind": kind, "data": data, "prev_hash": head.hash,
+         "hash": digest})
+    head.seq, head.hash = seq, digest
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    pending = session.info.pop("audit_pending", None)
+    if pending:
+        session.execute(insert(AuditEvent), pending)
+        session.info["audit_new_head"] = (pending[-1]["seq"], pending[-1]["hash"])
+
+
+@event.listens_for(Session, "after_commit")
+def _export_head(session: Session) -> None:
+    head = session.info.pop("audit_new_head", None)
+    for sink in session.info.get("audit_sinks", ()) if head else ():
+        try:
+            sink(*head)
+        except Exception:   # the change is committed; a sink that is down must not make it look failed
+            log.exception("could not export the audit head %s", head[0])
+
+
+def head(store: Store) -> tuple[int, str]:
+    """The chain's head now: the last event's seq and hash (0 and GENESIS before the first)."""
+    with store.read() as session:
+        row = session.get(AuditHead, 1)
+        return (row.seq, row.hash) if row else (0, GENESIS)
+
+
+class AuditReport(BaseModel):
+    ok: bool
+    events: int
+    problems: list[str]
+
+
+def verify(store: Store, expect: Sequence[tuple[int, str]] = ()) -> AuditReport:
+    """Walk the whole chain; report every break (edited, missing or reordered events), and every exported head
+    (`expect`: seq, hash) the chain no longer holds (a tail cut off together with its head row)."""
+    problems: list[str] = []
+    prev, expected_seq, count = GENESIS, 1, 0
+    wanted = {seq: digest for seq, digest in expect if seq > 0}   # 0 is the empty chain's genesis
+    with store.read() as session:
+        head = session.get(AuditHead, 1)
+        for ev in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
+            count += 1
+            if ev.seq in wanted and wanted.pop(ev.seq) != ev.hash:
+                problems.append(f"event {ev.seq}: its hash is not the one exported as the head then (rewritten)")
+            if ev.seq != expected_seq:
+                problems.append(f"event {expected_seq} is missing (next present is {ev.seq})")
+            if ev.prev_hash != prev:
+                problems.append(f"event {ev.seq}: does not follow the event before it (deleted or reordered)")
+            if _digest(ev.prev_hash, ev.seq, ev.at, ev.incident_id, ev.kind, ev.data) != ev.hash:
+                problems.append(f"event {ev.seq} ({ev.kind}): content does not match its hash (edited)")
+            prev, expected_seq = ev.hash, ev.seq + 1
+        if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
+            problems.append(f"the chain ends at event {expected_seq - 1} but its head says {head.seq}: events at the end were removed")
+    for seq in sorted(wanted):
+        problems.append(f"event {seq} was exported as the head ({wanted[seq][:12]}…) but the chain ends at event "
+                        f"{expected_seq - 1}: events at the end were removed, with the head")
+    return AuditReport(ok=not problems, events=count, problems=problems)
