@@ -307,10 +307,11 @@ def load_catalog(root: Path, *overlays: Path) -> Catalog:
                                   "give your own entry a name of its own")
             entries[d.name] = load_entry(where, d.name)
     for entry in entries.values():
+        meta_file = entry.playbook.parent / "roles" / entry.id / "meta" / "remediator.yml"
         for call in [*entry.meta.diagnostics, *entry.meta.verify]:
             target = entries.get(call.entry)
             if target is None or target.meta.kind != EntryKind.DIAGNOSTIC:
-                raise ConfigError(f"{entry.playbook.parent / 'roles' / entry.id / 'meta/remediator.yml'}: {call.entry!r} is not a diagnostic entry")
+                raise ConfigError(f"{meta_file}: {call.entry!r} is not a diagnostic entry")
         if entry.meta.kind == EntryKind.DIAGNOSTIC and not entry.meta.read_only:
-            raise ConfigError(f"{entry.playbook.parent / 'roles' / entry.id / 'meta/remediator.yml'}: a diagnostic must be read_only")
+            raise ConfigError(f"{meta_file}: a diagnostic must be read_only")
     return Catalog(entries, root)
