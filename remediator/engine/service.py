@@ -75,7 +75,7 @@ class Engine:
         self.settings = settings
         self.clock = clock
         self.store = open_store(settings)
-        self.store.migrate()
+        self.store.prepare(settings.migrate_on_start)
         self.catalog = load_catalog(*settings.catalog_roots)
         self.inventory = load_inventory(settings.inventory)
         self.planner = make_planner(settings, self.catalog)

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
                            "keys; default: var/ of a checkout, else $STATE_DIRECTORY or ~/.local/state/remediator")
     database_url: str | None = None
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    migrate_on_start: bool = Field(True, description="bring the store's schema to this version at start; false: "
+                                   "refuse to start on an older one (the operator runs `remediator db upgrade`)")
     playbooks_dir: Path = Field(SHIPPED / "playbooks", description="the vetted catalog (shipped with remediator)")
     catalog_overlay: Path | None = Field(None, description="an operator's own entries (roles/<id>/ + <id>.yml, as in "
                                          "the catalog), validated like the shipped ones and beside them")

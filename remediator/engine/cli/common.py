@@ -22,7 +22,7 @@ def settings() -> Settings:
 def store(current: Settings | None = None) -> Store:
     current = current or load_settings()
     s = open_store(current)
-    s.migrate()
+    s.prepare(current.migrate_on_start)
     return s
 
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from remediator.engine.cli import incidents, ops, predict
+from remediator.engine.cli import incidents, install, ops, predict
 from remediator.engine.errors import RemediatorError
 from remediator.engine.lab import cli as lab
 
@@ -25,6 +25,8 @@ app.add_typer(lab.lab_app, name="lab")
 app.add_typer(ops.audit_app, name="audit")
 app.add_typer(ops.policy_app, name="policy")
 app.add_typer(predict.llm_app, name="llm")
+app.add_typer(install.db_app, name="db")
+app.command("init")(install.init)
 app.command("plan")(predict.plan)
 app.command("prune")(ops.prune)
 app.command("eval")(predict.eval_cmd)

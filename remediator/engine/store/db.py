@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from remediator.engine.errors import NotFound, StoreUnavailable
+from remediator.engine.errors import ConfigError, NotFound, StoreUnavailable
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Preview, Report
 
 if TYPE_CHECKING:
@@ -342,6 +342,22 @@ class Store:
         """Bring the schema to the newest Alembic revision."""
         from remediator.engine.store.migrations import upgrade
         upgrade(self.engine)
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the schema's Alembic revision, None when empty; the newest this remediator knows)."""
+        from remediator.engine.store.migrations import revisions
+        return revisions(self.engine)
+
+    def prepare(self, migrate: bool) -> None:
+        """Ready for use: migrated to the newest revision, or (migrate False: the operator migrates by hand)
+        checked to be there already."""
+        if migrate:
+            self.migrate()
+            return
+        current, head = self.revisions()
+        if current != head:
+            raise ConfigError(f"the store is at revision {current or 'none (empty)'}, this remediator needs {head}: "
+                              "run `remediator db upgrade` (migrate_on_start is false)")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1,8 +1,11 @@
-"""Alembic migrations of the store. `upgrade(engine)` runs them programmatically."""
+"""Alembic migrations of the store. `upgrade(engine)` runs them programmatically; `revisions(engine)` says where a
+database stands."""
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 HERE = Path(__file__).resolve().parent
 
@@ -16,3 +19,10 @@ def config(engine=None) -> Config:
 
 def upgrade(engine) -> None:
     command.upgrade(config(engine), "head")
+
+
+def revisions(engine) -> tuple[str | None, str]:
+    """(the database's revision, None for an empty one; the newest this remediator knows)."""
+    head = ScriptDirectory.from_config(config()).get_current_head()
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision(), str(head)

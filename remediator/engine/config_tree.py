@@ -1,0 +1,72 @@
+"""What `remediator init DIR` writes: an operator-owned tree that serve uses through REMEDIATOR_CONFIG.
+
+DIR/remediator.yml (the settings, with a fresh token), inventory.yml (the SSH example), policies/ and runbooks/
+(copies of the shipped defaults, the operator's to edit), catalog/ (an empty overlay for the operator's own
+entries) and, asked for, remediator.service (the systemd unit, its paths filled in).
+"""
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from jinja2 import Template
+from pydantic import BaseModel
+
+from remediator.engine import SHIPPED
+from remediator.engine.errors import ConfigError
+
+__all__ = ["InitReport", "init_tree", "UNIT", "systemd_unit"]
+
+PACKAGING = SHIPPED / "packaging"
+UNIT = PACKAGING / "systemd" / "remediator.service"
+_DEFAULT_CONFIG = "/etc/remediator/remediator.yml"
+_DEFAULT_EXEC = "/opt/remediator/bin/remediator"
+_OVERLAY_README = """\
+Your own catalog entries, beside the ones remediator ships, in the same layout (docs/engine.md, "The catalog"):
+  roles/<id>/meta/argument_specs.yml, roles/<id>/meta/remediator.yml, roles/<id>/tasks/main.yml, and <id>.yml.
+They are validated like the shipped ones at start; an id the catalog already has is refused.
+"""
+
+
+class InitReport(BaseModel):
+    config: Path
+    token: str
+    written: list[Path]
+    unit: Path | None = None
+
+
+def systemd_unit(config: Path, executable: Path | None = None) -> str:
+    """The shipped unit with this settings file and this installation's `remediator` in it."""
+    exe = executable or Path(sys.executable).parent / "remediator"
+    return UNIT.read_text().replace(_DEFAULT_CONFIG, str(config)).replace(_DEFAULT_EXEC, str(exe))
+
+
+def init_tree(target: Path, *, systemd: bool = False) -> InitReport:
+    """Write the tree into `target` (created, or empty); never over an existing one."""
+    target = target.resolve()
+    config = target / "remediator.yml"
+    if config.exists():
+        raise ConfigError(f"{config} exists: this directory is set up already (edit it, or init another one)")
+    if target.is_dir() and any(target.iterdir()):
+        raise ConfigError(f"{target} is not empty: init writes into a new or empty directory")
+    target.mkdir(parents=True, exist_ok=True, mode=0o750)
+    token = secrets.token_urlsafe(32)
+    data_dir = "/var/lib/remediator" if systemd else "var"
+    text = Template((PACKAGING / "remediator.yml.j2").read_text(), keep_trailing_newline=True).render(
+        data_dir=data_dir, token=token)
+    config.write_text(text)
+    config.chmod(0o600)   # it holds the token
+    shutil.copy(SHIPPED / "inventory" / "example-ssh.yml", target / "inventory.yml")
+    for name in ("policies", "runbooks"):
+        shutil.copytree(SHIPPED / name, target / name)
+    (target / "catalog" / "roles").mkdir(parents=True)
+    (target / "catalog" / "README").write_text(_OVERLAY_README)
+    written = [config, target / "inventory.yml", target / "policies", target / "runbooks", target / "catalog"]
+    unit = None
+    if systemd:
+        unit = target / "remediator.service"
+        unit.write_text(systemd_unit(config))
+        written.append(unit)
+    return InitReport(config=config, token=token, written=written, unit=unit)

@@ -1,0 +1,112 @@
+"""Setting remediator up as an operator does: `remediator init`, its settings file, a catalog overlay, the store's
+migrations by hand, the systemd unit."""
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.cli.main import app as cli
+from remediator.engine.config_tree import init_tree, systemd_unit
+from remediator.engine.decide.policy import load_policy
+from remediator.engine.errors import ConfigError
+from remediator.engine.intake.targets import load_inventory
+from remediator.engine.settings import load_settings
+
+pytestmark = pytest.mark.unit
+runner = CliRunner()
+
+
+def _overlay_entry(overlay, entry_id: str = "unit_state") -> None:
+    """A copy of the shipped service_status diagnostic under a name of its own (an operator's entry)."""
+    src = PROJECT_ROOT / "playbooks"
+    shutil.copytree(src / "roles" / "service_status", overlay / "roles" / entry_id)
+    for f in [overlay / f"{entry_id}.yml", *(overlay / "roles" / entry_id).rglob("*.yml")]:
+        text = (src / "service_status.yml").read_text() if f.name == f"{entry_id}.yml" else f.read_text()
+        f.write_text(text.replace("service_status", entry_id))
+
+
+def test_init_writes_a_tree_serve_can_use(tmp_path, monkeypatch):
+    report = init_tree(tmp_path / "conf")
+    assert report.config.stat().st_mode & 0o077 == 0   # it holds the token
+    _overlay_entry(tmp_path / "conf" / "catalog")
+    monkeypatch.setenv("REMEDIATOR_CONFIG", str(report.config))
+    monkeypatch.chdir("/")   # relative paths in the file are the file's, not the working directory's
+    settings = load_settings()
+    assert settings.data_dir == tmp_path / "conf" / "var"
+    assert settings.inventory == tmp_path / "conf" / "inventory.yml"
+    assert settings.policies_dir == tmp_path / "conf" / "policies"
+    assert [t.get_secret_value() for t in settings.tokens] == [report.token] and len(report.token) >= 32
+    catalog = load_catalog(*settings.catalog_roots)
+    assert "unit_state" in catalog.entries and "restart_service" in catalog.entries
+    assert catalog.get("unit_state").playbook == tmp_path / "conf" / "catalog" / "unit_state.yml"
+    # the copies it wrote load as the shipped ones do
+    load_policy(settings.policies_dir, catalog, load_inventory(settings.inventory))
+
+
+def test_init_never_writes_over_a_tree(tmp_path):
+    init_tree(tmp_path / "conf")
+    before = (tmp_path / "conf" / "remediator.yml").read_text()
+    with pytest.raises(ConfigError, match="set up already"):
+        init_tree(tmp_path / "conf")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    result = runner.invoke(cli, ["init", str(tmp_path / "other")])
+    assert result.exit_code != 0 and "not empty" in str(result.exception)
+    assert (tmp_path / "conf" / "remediator.yml").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+
+
+def test_an_overlay_entry_may_not_take_a_shipped_entrys_name(tmp_path):
+    _overlay_entry(tmp_path, "restart_service")
+    with pytest.raises(ConfigError, match="already in the catalog"):
+        load_catalog(PROJECT_ROOT / "playbooks", tmp_path)
+
+
+def test_an_overlay_entry_is_validated_like_a_shipped_one(tmp_path):
+    _overlay_entry(tmp_path)
+    meta = tmp_path / "roles" / "unit_state" / "meta" / "remediator.yml"
+    meta.write_text(meta.read_text().replace("read_only: true", "read_only: false"))
+    with pytest.raises(ConfigError, match=r"unit_state/meta/remediator.yml: a diagnostic must be read_only"):
+        load_catalog(PROJECT_ROOT / "playbooks", tmp_path)
+
+
+def test_migrations_by_hand(tmp_path, monkeypatch):
+    monkeypatch.setenv("REMEDIATOR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REMEDIATOR_MIGRATE_ON_START", "false")
+    behind = runner.invoke(cli, ["db", "current"])
+    assert behind.exit_code == 1 and "none (empty)" in behind.output and "remediator db upgrade" in behind.output
+    refused = runner.invoke(cli, ["incidents", "list"])   # a command that needs the store refuses an old schema
+    assert refused.exit_code != 0 and "run `remediator db upgrade`" in str(refused.exception)
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    current = runner.invoke(cli, ["db", "current"])
+    assert current.exit_code == 0 and "up to date" in current.output
+    assert runner.invoke(cli, ["incidents", "list"]).exit_code == 0
+
+
+def test_the_systemd_unit_is_clean_for_systemd_analyze(tmp_path):
+    executable = tmp_path / "bin" / "remediator"
+    executable.parent.mkdir()
+    executable.write_text("#!/bin/sh\n")
+    executable.chmod(0o755)
+    unit = tmp_path / "remediator.service"
+    unit.write_text(systemd_unit(tmp_path / "remediator.yml", executable))
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert (out.returncode, out.stdout + out.stderr) == (0, "")
+    for line in ("NoNewPrivileges=true", "ProtectSystem=strict", "User=remediator", "StateDirectory=remediator",
+                 f"ExecStart={executable} serve", f"Environment=REMEDIATOR_CONFIG={tmp_path / 'remediator.yml'}"):
+        assert line in unit.read_text().splitlines()
+    # the check can fail: a unit systemd would half-ignore is reported
+    unit.write_text(unit.read_text().replace("ProtectSystem=strict", "ProtectSystem=sometimes"))
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert "protect system value, ignoring: sometimes" in out.stdout + out.stderr
+
+
+def test_init_systemd_keeps_state_under_var_lib(tmp_path):
+    report = init_tree(tmp_path / "conf", systemd=True)
+    assert yaml.safe_load(report.config.read_text())["data_dir"] == "/var/lib/remediator"
+    assert report.unit is not None and f"REMEDIATOR_CONFIG={report.config}" in report.unit.read_text()
