@@ -64,13 +64,14 @@ class ServeProcess:
 
     def __init__(self, env: dict[str, str], port: int, log: Path, *, argv: list[str] | None = None,
                  new_session: bool = False, healthy_codes: tuple[int, ...] = (200,), timeout_s: float = 60,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, inherit_env: bool = True):
+        """`inherit_env` False: `env` alone (an installation tried the way a fresh shell would run it)."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         self.argv = argv or [str(REMEDIATOR), "serve"]
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, **env}, cwd=cwd,
+        self.proc = subprocess.Popen(self.argv, env={**os.environ, **env} if inherit_env else env, cwd=cwd,
                                      stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=new_session)
         deadline = time.monotonic() + timeout_s
         while not healthy(self.url, healthy_codes):
