@@ -9,6 +9,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -35,7 +36,7 @@ from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.pipeline.worker import Pipeline
 from remediator.engine.run.runner import AnsibleExecutor, Executor
 from remediator.engine.settings import Settings
-from remediator.engine.store import retention
+from remediator.engine.store import anchor, audit, retention
 from remediator.engine.store.db import open_store
 from remediator.engine.store.queries import get_delivery
 
@@ -68,6 +69,10 @@ _PARSE_ON_LOOP_BYTES = 64 * 1024   # bigger bodies are validated on a thread: th
 REFETCH_SENDER = "remediator:refetch"   # what fetching a truncated group's other alerts records as their poster
 
 
+def _as_gauge(alive: Callable[[], bool]) -> Callable[[], float]:
+    return lambda: 1.0 if alive() else 0.0
+
+
 class Engine:
     def __init__(self, settings: Settings, executor: Executor | None = None, clock: Clock = system_clock,
                  query: Query | None = None):
@@ -93,6 +98,12 @@ class Engine:
         self._acknowledge = inbox.GroupCommit(self.inbox.store, self.inbox.write)
         self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
+        self.metrics.intake_stuck.set_function(lambda: 1 if self.ingester.stuck else 0)
+        parts: dict[str, Callable[[], bool]] = {
+            "workers": self.pipeline.alive, "ingester": self.ingester.alive,
+            "housekeeper": lambda: bool(self._housekeeper and self._housekeeper.is_alive())}
+        for part, alive in parts.items():
+            self.metrics.up.labels(part).set_function(_as_gauge(alive))
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -116,8 +127,12 @@ class Engine:
 
     def _housekeep(self) -> None:
         next_prune = time.monotonic() + 60   # the first a minute after start, then daily
+        next_verify = time.monotonic() + 5
         while not self._stop.wait(0.5):
             try:
+                if self.settings.audit_verify_interval_s and time.monotonic() >= next_verify:
+                    next_verify = time.monotonic() + self.settings.audit_verify_interval_s
+                    self._verify_audit()
                 approvals.expire_due(self.store, self.lifecycle)
                 sent = self.notifier.deliver_due()
                 if sent:
@@ -130,6 +145,15 @@ class Engine:
                 log.warning("housekeeping skipped: %s", exc.message)
             except Exception:
                 log.exception("housekeeping failed; trying again")
+
+    def _verify_audit(self) -> None:
+        """The chain checked as `remediator audit verify` does, for the metrics (an alert rule watches them)."""
+        kept = self.settings.audit_anchor_file   # and against every head exported there, when it is configured
+        report = audit.verify(self.store, anchor.parse_heads(kept.read_text()) if kept and kept.is_file() else [])
+        self.metrics.audit_broken.set(0 if report.ok else 1)
+        self.metrics.audit_verified.set(time.time())
+        if not report.ok:
+            log.error("the audit chain is broken: %s", "; ".join(report.problems[:5]))
 
     def healthy(self) -> tuple[bool, dict[str, str]]:
         """Is the store reachable and are the workers alive?"""

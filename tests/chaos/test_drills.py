@@ -47,11 +47,26 @@ def test_lab_up_runs_prometheus_that_scrapes_every_lab_host(lab_env):
     url = f"http://127.0.0.1:{env['REMEDIATOR_LAB_PROMETHEUS_PORT']}/api/v1/targets"
     up: dict[str, str] = {}
     for _ in range(30):   # discovery and the first scrapes take a moment after /-/ready
-        up = {t["labels"]["host"]: t["health"] for t in httpx.get(url).json()["data"]["activeTargets"]}
+        up = {t["labels"]["host"]: t["health"] for t in httpx.get(url).json()["data"]["activeTargets"]
+              if t["labels"]["job"] == "webapp"}
         if len(up) == 4 and set(up.values()) == {"up"}:
             break
         time.sleep(0.5)
     assert up == dict.fromkeys(["app-server-01", "app-server-02", "api-server-01", "db-primary-01"], "up")
+
+
+def test_lab_prometheus_loads_remediators_own_rules(lab_env):
+    env, _, _ = lab_env
+    url = f"http://127.0.0.1:{env['REMEDIATOR_LAB_PROMETHEUS_PORT']}/api/v1/rules"
+    health: dict[str, str] = {}
+    for _ in range(30):   # a rule's health is "unknown" until its first evaluation
+        groups = {g["name"]: g for g in httpx.get(url).json()["data"]["groups"]}
+        health = {r["name"]: r["health"] for r in groups.get("remediator", {}).get("rules", [])}
+        if health and set(health.values()) == {"ok"}:
+            break
+        time.sleep(0.5)
+    assert len(health) == 10 and set(health.values()) == {"ok"}, health
+    assert {"RemediatorNoWorker", "RemediatorAuditChainBroken", "RemediatorApprovalExpiringSoon"} <= set(health)
 
 
 def test_every_drill_passes(lab_env):

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import jinja2
 
-from remediator.engine import PROJECT_ROOT
+from remediator.engine import PROJECT_ROOT, SHIPPED
 from remediator.engine.errors import RemediatorError
 from remediator.engine.lab.fleet import LabHost
 from remediator.engine.lab.harness import LabSettings
@@ -86,7 +86,8 @@ class Monitoring:
         (am_dir / "alertmanager.yml").write_text(env.get_template("alertmanager.yml.j2").render(
             engine_port=self.engine_port, token_file=token_file))
         (prom_dir / "prometheus.yml").write_text(env.get_template("prometheus.yml.j2").render(
-            hosts=hosts, rules=TEMPLATES / "rules.yml", alertmanager_port=self.ports["alertmanager"]))
+            hosts=hosts, rules=TEMPLATES / "rules.yml", own_rules=SHIPPED / "packaging" / "prometheus" / "remediator-rules.yml",
+            alertmanager_port=self.ports["alertmanager"], engine_port=self.engine_port))
         self._start("alertmanager", [_binary("prometheus-alertmanager", "alertmanager"),
                                      f"--config.file={am_dir / 'alertmanager.yml'}", f"--storage.path={am_dir / 'data'}",
                                      f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",

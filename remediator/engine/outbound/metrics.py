@@ -1,13 +1,15 @@
-"""Prometheus metrics. Counters count events in this process; incidents by state and the outbox
-backlog are read from the store at scrape time, so they survive a restart and agree across processes."""
+"""Prometheus metrics. Counters count events in this process; incidents by state, the outbox, open breakers and
+waiting approvals are read from the store at scrape time, so they survive a restart and agree across processes.
+packaging/prometheus/remediator-rules.yml alerts on them, packaging/grafana/remediator.json shows them (a test
+keeps both to names serve exports)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from remediator.engine.model.states import IncidentState
-from remediator.engine.store.db import Incident, OutboxMessage, Store
+from remediator.engine.store.db import Approval, BreakerRow, Incident, OutboxMessage, Store, utcnow
 
 __all__ = ["Metrics"]
 
@@ -22,21 +24,37 @@ class _StoreCollector:
         by_state = GaugeMetricFamily("remediator_incidents", "Incidents by state", labels=["state"])
         backlog = GaugeMetricFamily("remediator_outbox_pending", "Notifications not yet delivered", labels=["channel"])
         dead = GaugeMetricFamily("remediator_outbox_dead", "Notifications given up after their retries", labels=["channel"])
+        oldest = GaugeMetricFamily("remediator_outbox_oldest_pending_seconds", "Age of the oldest notification not yet "
+                                   "delivered", labels=["channel"])
+        breakers = GaugeMetricFamily("remediator_breakers_open", "Open circuit breakers (automatic runs paused there)")
+        waiting = GaugeMetricFamily("remediator_approvals_waiting", "Approval requests waiting for a person")
+        expiry = GaugeMetricFamily("remediator_approval_next_expiry_seconds", "Seconds until the soonest waiting "
+                                   "approval request expires (absent when none waits)")
         try:
             with self.store.read() as session:
                 counts = dict(session.execute(select(Incident.state, func.count()).group_by(Incident.state)).all())
-                pending = session.execute(select(OutboxMessage.channel, OutboxMessage.dead, func.count())
+                pending = session.execute(select(OutboxMessage.channel, OutboxMessage.dead, func.count(),
+                                                 func.min(OutboxMessage.created_at))
                                           .where(OutboxMessage.sent_at.is_(None))
                                           .group_by(OutboxMessage.channel, OutboxMessage.dead)).all()
+                open_breakers = session.execute(select(func.count()).select_from(BreakerRow)
+                                                .where(BreakerRow.open.is_(True))).scalar_one()
+                n_waiting, soonest = session.execute(select(func.count(), func.min(Approval.expires_at))
+                                                     .where(Approval.state == "pending")).one()
         except Exception:   # a scrape must not fail because the store is busy; the gauges are just absent
             return
+        now = utcnow()
         for state in IncidentState:
             by_state.add_metric([state.value], counts.get(state.value, 0))
-        for channel, is_dead, n in pending:
+        for channel, is_dead, n, first in pending:
             (dead if is_dead else backlog).add_metric([channel], n)
-        yield by_state
-        yield backlog
-        yield dead
+            if not is_dead:
+                oldest.add_metric([channel], max(0.0, (now - first).total_seconds()))
+        breakers.add_metric([], open_breakers)
+        waiting.add_metric([], n_waiting)
+        if soonest is not None:
+            expiry.add_metric([], (soonest - now).total_seconds())
+        yield from (by_state, backlog, dead, oldest, breakers, waiting, expiry)
 
 
 class Metrics:
@@ -64,6 +82,14 @@ class Metrics:
         self.notifications = Counter("remediator_notifications_sent", "Notifications delivered", ["channel"], registry=r)
         self.intake_backlog = Gauge("remediator_intake_backlog", "Alerts acknowledged, not yet taken into incidents",
                                     registry=r)
+        self.intake_stuck = Gauge("remediator_intake_stuck", "1 while the store refuses what the ingester takes in",
+                                  registry=r)
+        self.up = Gauge("remediator_up", "serve's parts: running (1) or not (0)", ["part"], registry=r)
+        self.audit_broken = Gauge("remediator_audit_chain_broken", "1 when the last check of the audit chain found "
+                                  "an event edited, removed or reordered", registry=r)
+        self.audit_verified = Gauge("remediator_audit_last_verified_timestamp_seconds", "When the audit chain was "
+                                    "last checked (0: not yet)", registry=r)
+        ProcessCollector(registry=r)   # process_start_time_seconds, memory, open files
         if store is not None:
             r.register(_StoreCollector(store))
 
