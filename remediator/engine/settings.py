@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     pagerduty_routing_key: SecretStr | None = None
     webhook_url: str | None = None
+    teams_webhook_url: SecretStr | None = Field(None, description="a Teams incoming webhook or Workflows trigger URL: "
+                                                "every event as an Adaptive Card")
+    jira_url: str | None = Field(None, description="Jira's base URL: a ticket per escalated incident (docs/operating.md)")
+    jira_project: str = Field("OPS", description="the project key of the tickets")
+    jira_issue_type: str = "Task"
+    jira_user: str | None = Field(None, description="the account (e-mail) of the API token")
+    jira_api_token: SecretStr | None = None
+    ticket_webhook_url: str | None = Field(None, description="a generic ticket endpoint: JSON upserted by external_id")
     public_url: str = "http://127.0.0.1:8080"
     notify_max_attempts: int = 8
     notify_per_minute: int = Field(60, ge=1, description="messages sent per channel per minute (Slack takes about one "

@@ -11,7 +11,7 @@ import pytest
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.lab import fleet
 from remediator.engine.lab.harness import REMEDIATOR, ServeProcess, free_port
-from tests.standins import Receivers
+from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
@@ -49,6 +49,9 @@ class Server(ServeProcess):
                     "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
                     "REMEDIATOR_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
                     "REMEDIATOR_WEBHOOK_URL": f"{receivers.url}/hook", "COLUMNS": "200",   # the CLI's tables unwrapped
+                    "REMEDIATOR_TEAMS_WEBHOOK_URL": f"{receivers.url}/teams", "REMEDIATOR_JIRA_URL": f"{receivers.url}/jira",
+                    "REMEDIATOR_JIRA_USER": JIRA_USER, "REMEDIATOR_JIRA_API_TOKEN": JIRA_TOKEN,
+                    "REMEDIATOR_TICKET_WEBHOOK_URL": f"{receivers.url}/ticket",
                     **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
         data_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(self.env, port, data_dir / "serve.log", new_session=new_session)

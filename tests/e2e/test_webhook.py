@@ -118,6 +118,28 @@ def test_hostile_label_never_runs(server, receivers):
     assert not any("<!channel>" in json.dumps(b) for b in receivers.received["slack"])
 
 
+def test_teams_and_tickets_hear_an_escalation_through_their_outage(server, receivers):
+    """Teams and both ticket channels are down for a moment: the escalation waits in the outbox and arrives once
+    each, one ticket for the incident."""
+    for name in ("teams", "jira", "ticket"):
+        receivers.fail_next[name] = 3
+    r = server.post(PAYLOADS / "no-runbook-app-server-01.json")
+    (incident_id,) = server.taken_in(r)["incidents"]
+    assert server.wait_state(incident_id, {"escalated", "denied", "failed", "resolved"})["state"] == "escalated"
+    card = receivers.wait_for("teams", lambda b: incident_id in json.dumps(b))["attachments"][0]["content"]
+    assert any(a["url"].endswith(f"/ui/incidents/{incident_id}") for a in card["actions"])
+    ticket = receivers.wait_for("ticket", lambda b: b["external_id"] == incident_id)
+    assert ticket["action"] == "open" and ticket["event"] == "escalated"
+    deadline = time.monotonic() + 30
+    while not (issues := [i for i in receivers.jira.issues.values() if f"remediator-{incident_id}" in i["fields"]["labels"]]):
+        assert time.monotonic() < deadline, receivers.jira.issues
+        time.sleep(0.2)
+    assert len(issues) == 1 and "CertificateExpiringSoon" in issues[0]["fields"]["summary"]
+    assert all(receivers.fail_next[n] == 0 for n in ("teams", "jira", "ticket"))   # each was down, then retried
+    assert len(receivers.desk.tickets[incident_id]) == 1
+    assert len([b for b in receivers.received["teams"] if incident_id in json.dumps(b)]) == 1
+
+
 def test_approval_runs_exactly_the_previewed_rollback(server, receivers):
     r = server.post(PAYLOADS / "bad-release-app-server-01.json")
     (incident_id,) = server.taken_in(r)["incidents"]

@@ -1,11 +1,21 @@
 """Notifications: payload shapes the real services accept, escaping, and the outbox's retries."""
+import json
+
 import pytest
 from sqlalchemy import select
 
-from remediator.engine.outbound.notify import Notification, Notifier, NotifyEvent, enqueue, pagerduty_payload, slack_payload
+from remediator.engine.outbound.notify import (
+    Notification,
+    Notifier,
+    NotifyEvent,
+    enqueue,
+    pagerduty_payload,
+    slack_payload,
+    teams_payload,
+)
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import OutboxMessage, Store
-from tests.standins import Receivers, _pagerduty, _slack
+from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers, _pagerduty, _slack, _teams
 
 pytestmark = pytest.mark.unit
 KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
@@ -106,3 +116,118 @@ def test_a_refused_message_is_given_up_not_retried(outbox, receivers):
     pd = _rows(store)["pagerduty"]
     assert pd.dead and pd.attempts == 1 and "400" in pd.last_error
     assert receivers.received["pagerduty"] == []
+
+
+# ---- Teams and tickets ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("event", list(NotifyEvent))
+def test_every_event_makes_a_card_teams_takes(event):
+    body = teams_payload(_note(event, report=["likely cause: x"], approval_url="http://127.0.0.1:8080/ui/approvals/a1"),
+                         "Title")
+    assert _teams(body, json.dumps(body).encode()) == (202, "")
+
+
+def test_teams_shows_alert_text_as_plain_text_and_links_only_to_remediator():
+    hostile = "see [here](http://evil.example) **now** <at>everyone</at>"
+    card = teams_payload(_note(text=hostile, preview=hostile), "Escalated")["attachments"][0]["content"]
+    assert not [e for e in card["body"] if e["type"] == "TextBlock"]   # TextBlock renders markdown; TextRun does not
+    runs = [i["text"] for e in card["body"] if e["type"] == "RichTextBlock" for i in e["inlines"]]
+    assert hostile in runs
+    assert {a["url"] for a in card["actions"]} == {"http://127.0.0.1:8080/incidents/20261124-170000-abcdef"}
+
+
+def test_a_huge_diagnosis_is_cut_to_what_teams_takes(outbox_all, receivers):
+    store, settings, notifier = outbox_all
+    with store.write() as s:
+        enqueue(s, settings, _note(report=["y" * 5000] * 40, preview="z" * 50_000))
+    notifier.deliver_due()
+    assert _rows(store)["teams"].sent_at is not None and len(receivers.received["teams"]) == 1
+
+
+@pytest.fixture
+def outbox_all(tmp_path, receivers, database_url):
+    store = Store(database_url or f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    settings = Settings(data_dir=tmp_path, teams_webhook_url=f"{receivers.url}/teams", jira_url=f"{receivers.url}/jira",
+                        jira_user=JIRA_USER, jira_api_token=JIRA_TOKEN, jira_project="OPS",
+                        ticket_webhook_url=f"{receivers.url}/ticket", notify_max_attempts=3)
+    return store, settings, Notifier(store, settings)
+
+
+def _all_rows(store) -> list[OutboxMessage]:
+    with store.read() as s:
+        return list(s.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars())
+
+
+def test_one_ticket_per_incident_updated_never_duplicated(outbox_all, receivers):
+    store, settings, notifier = outbox_all
+    with store.write() as s:
+        assert enqueue(s, settings, _note(NotifyEvent.ESCALATED)) == 3          # teams, jira, ticket
+    assert notifier.deliver_due() == 3
+    with store.write() as s:   # a second escalation of the same incident, then its fix
+        enqueue(s, settings, _note(NotifyEvent.ESCALATED, text="still down"))
+        enqueue(s, settings, _note(NotifyEvent.FIXED, state="resolved"))
+    assert notifier.deliver_due() == 6
+    (issue,) = receivers.jira.issues.values()
+    assert issue["fields"]["labels"] == ["remediator", "remediator-20261124-170000-abcdef"]
+    assert issue["fields"]["project"] == {"key": "OPS"} and issue["fields"]["summary"].startswith("Escalated")
+    assert len(issue["comments"]) == 2 and "still down" in issue["comments"][0] and "Fixed" in issue["comments"][1]
+    (events,) = receivers.desk.tickets.values()
+    assert [e["action"] for e in events] == ["open", "open", "update"]
+    # the same message sent again (its answer was lost): the desk applies it once, Jira finds the issue
+    with store.write() as s:
+        for row in s.execute(select(OutboxMessage)).scalars():
+            row.sent_at = None
+    notifier.deliver_due()
+    assert len(receivers.desk.tickets["20261124-170000-abcdef"]) == 3 and len(receivers.jira.issues) == 1
+
+
+def test_news_of_an_incident_with_no_ticket_opens_none(outbox_all, receivers):
+    store, settings, notifier = outbox_all
+    with store.write() as s:
+        assert enqueue(s, settings, _note(NotifyEvent.FIXED, state="resolved")) == 1   # teams only
+        assert enqueue(s, settings, _note(NotifyEvent.AWAITING_APPROVAL, incident_id="i2")) == 1
+        assert enqueue(s, settings, _note(NotifyEvent.AWAITING_APPROVAL, incident_id="i3",
+                                          report=["likely cause: a bad release"])) == 3   # a Level 2 diagnosis
+    notifier.deliver_due()
+    assert [i["fields"]["labels"][1] for i in receivers.jira.issues.values()] == ["remediator-i3"]
+
+
+def test_alert_text_cannot_break_out_of_the_tickets_plain_text(outbox_all, receivers):
+    store, settings, notifier = outbox_all
+    with store.write() as s:
+        enqueue(s, settings, _note(text="x {noformat} [evil|http://evil.example] {noformat}\nsummary: pwned", preview=""))
+    notifier.deliver_due()
+    (issue,) = receivers.jira.issues.values()
+    description = issue["fields"]["description"]
+    inside = description.split("{noformat}")
+    assert len(inside) == 3 and "[evil|http://evil.example]" in inside[1]   # one block, the link inside it
+    assert "\n" not in issue["fields"]["summary"]
+
+
+def test_teams_and_tickets_keep_their_messages_through_an_outage(outbox_all, receivers):
+    store, settings, notifier = outbox_all
+    for name in ("teams", "jira", "ticket"):
+        receivers.fail_next[name] = 3        # tenacity's 3 quick tries all fail: one outbox attempt each
+    with store.write() as s:
+        enqueue(s, settings, _note())
+    assert notifier.deliver_due() == 0
+    rows = _all_rows(store)
+    assert all(r.sent_at is None and r.attempts == 1 and not r.dead and "503" in r.last_error for r in rows)
+    with store.write() as s:   # the backoff has passed
+        for row in s.execute(select(OutboxMessage)).scalars():
+            row.next_attempt_at = row.created_at
+    assert notifier.deliver_due() == 3
+    assert len(receivers.received["teams"]) == 1 and len(receivers.jira.issues) == 1 and len(receivers.desk.tickets) == 1
+
+
+def test_a_wrong_jira_token_is_given_up_not_retried(outbox_all, receivers):
+    store, settings, notifier = outbox_all
+    wrong = Settings(**{**settings.model_dump(), "jira_api_token": "not-the-token", "teams_webhook_url": None,
+                        "ticket_webhook_url": None})
+    with store.write() as s:
+        enqueue(s, wrong, _note())
+    Notifier(store, wrong).deliver_due()
+    (row,) = _all_rows(store)
+    assert row.dead and "401" in row.last_error and "not-the-token" not in row.last_error
+    assert receivers.jira.issues == {}

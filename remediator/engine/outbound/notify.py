@@ -1,4 +1,5 @@
-"""Notifications through an outbox: Slack (Block Kit), PagerDuty Events API v2, a generic webhook.
+"""Notifications through an outbox: Slack (Block Kit), PagerDuty Events API v2, Microsoft Teams (an Adaptive Card:
+outbound/teams.py), tickets (Jira and a generic ticket webhook: outbound/tickets.py) and a generic webhook.
 
 `enqueue()` adds one outbox row per configured channel INSIDE the transaction that changes the
 incident, so a notification exists exactly when the change does. `Notifier.deliver_due()` sends
@@ -8,6 +9,7 @@ and never stored in the outbox.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -22,10 +24,14 @@ from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from remediator.engine.logs import redact
+from remediator.engine.outbound import tickets
+from remediator.engine.outbound.teams import MAX_BYTES as TEAMS_MAX_BYTES
+from remediator.engine.outbound.teams import teams_payload
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, Incident, OutboxMessage, Store, utcnow
 
-__all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "Notifier", "slack_payload", "pagerduty_payload"]
+__all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "Notifier", "slack_payload", "pagerduty_payload",
+           "teams_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +94,21 @@ def enqueue(session: Session, settings: Settings, note: Notification) -> int:
         channels.append("pagerduty")
     if settings.webhook_url:
         channels.append("webhook")
+    if settings.teams_webhook_url:
+        channels.append("teams")
+    for channel, configured in (("jira", settings.jira_url), ("ticket", settings.ticket_webhook_url)):
+        # a ticket opens on what a person must follow up; later news goes to the incident's ticket, if it has one
+        if configured and (tickets.opens_ticket(note) or _had(session, note.incident_id, channel)):
+            channels.append(channel)
     for channel in channels:
         session.add(OutboxMessage(incident_id=note.incident_id, channel=channel, event=note.event.value,
                                   payload=note.model_dump(mode="json")))
     return len(channels)
+
+
+def _had(session: Session, incident_id: str, channel: str) -> bool:
+    return session.execute(select(OutboxMessage.id).where(OutboxMessage.incident_id == incident_id,
+                                                          OutboxMessage.channel == channel).limit(1)).first() is not None
 
 
 def notify_incident(session: Session, settings: Settings, incident: Incident, event: NotifyEvent, text: str,
@@ -171,6 +188,16 @@ def pagerduty_payload(note: Notification, routing_key: str) -> dict:
     return body
 
 
+def _fit_teams(note: Notification) -> dict:
+    """The card, its long parts cut until the message fits what Teams takes."""
+    body = teams_payload(note, _TITLE[note.event])
+    if len(json.dumps(body)) > TEAMS_MAX_BYTES:
+        short = note.model_copy(update={"report": [line[:200] for line in note.report[:20]], "preview": note.preview[:2000],
+                                        "text": note.text[:1000]})
+        body = teams_payload(short, _TITLE[note.event])
+    return body
+
+
 class _Retryable(Exception):
     pass
 
@@ -206,19 +233,33 @@ class Notifier:
             return s.pagerduty_url, pagerduty_payload(note, s.pagerduty_routing_key.get_secret_value())
         if channel == "webhook" and s.webhook_url:
             return s.webhook_url, note.model_dump(mode="json")
+        if channel == "teams" and s.teams_webhook_url:
+            return s.teams_webhook_url.get_secret_value(), _fit_teams(note)
         raise _Permanent(f"channel {channel} is no longer configured")
+
+    def _send(self, channel: str, note: Notification, message_id: int) -> None:
+        s = self.settings
+        if channel == "jira" and s.jira_url:
+            tickets.jira_deliver(self._call, s, note, _TITLE[note.event])
+        elif channel == "ticket" and s.ticket_webhook_url:
+            tickets.ticket_webhook_deliver(self._call, s, note, _TITLE[note.event], message_id)
+        else:
+            url, body = self._request(channel, note)
+            self._call("POST", url, json=body)
 
     @retry(retry=retry_if_exception_type(_Retryable), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
-    def _post(self, url: str, body: dict) -> None:
+    def _call(self, method: str, url: str, **kwargs) -> httpx.Response:
+        """One request (httpx's keywords), tried 3 times when the far end is busy or down; a refusal is permanent."""
         try:
-            r = self.client.post(url, json=body)
+            r = self.client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         if r.status_code == 429 or r.status_code >= 500:
             raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
         if r.status_code >= 400:
             raise _Permanent(f"HTTP {r.status_code}: {r.text[:200]}")
+        return r
 
     def deliver_due(self, limit: int = 50) -> int:
         """Send what is due, at most `notify_per_minute` per channel (the rest wait, nothing is dropped); returns how
@@ -236,8 +277,7 @@ class Notifier:
             self._sent[msg.channel].append(time.monotonic())   # an attempt counts: a failing channel is not hammered
             error, permanent = "", False
             try:
-                url, body = self._request(msg.channel, Notification.model_validate(msg.payload))
-                self._post(url, body)
+                self._send(msg.channel, Notification.model_validate(msg.payload), msg.id)
             except _Retryable as exc:
                 error = redact(str(exc))
             except _Permanent as exc:
