@@ -36,7 +36,7 @@ from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.pipeline.worker import Pipeline
 from remediator.engine.run.runner import AnsibleExecutor, Executor
 from remediator.engine.settings import Settings
-from remediator.engine.store import anchor, audit, retention
+from remediator.engine.store import anchor, audit, checkpoint, retention
 from remediator.engine.store.db import open_store
 from remediator.engine.store.queries import get_delivery
 
@@ -137,19 +137,30 @@ class Engine:
                 sent = self.notifier.deliver_due()
                 if sent:
                     log.info("delivered %d notifications", sent)
-                if self.settings.retention_days and time.monotonic() >= next_prune:
+                if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + 86_400
-                    report = retention.prune(self.store, timedelta(days=self.settings.retention_days))
-                    log.info("pruned what is older than %d days: %s", self.settings.retention_days, report)
+                    self._prune()
             except StoreUnavailable as exc:
                 log.warning("housekeeping skipped: %s", exc.message)
             except Exception:
                 log.exception("housekeeping failed; trying again")
 
+    def _prune(self) -> None:
+        """The daily prune: bulk after retention_days, records after retention_incidents_days (0: keep)."""
+        s = self.settings
+        if s.retention_days:
+            report = retention.prune(self.store, timedelta(days=s.retention_days))
+            log.info("pruned what is older than %d days: %s", s.retention_days, report)
+        if s.retention_incidents_days:
+            report = retention.prune(self.store, timedelta(days=s.retention_incidents_days), incidents=True,
+                                     key=checkpoint.signing_key(s))
+            log.info("pruned records older than %d days: %s", s.retention_incidents_days, report)
+
     def _verify_audit(self) -> None:
         """The chain checked as `remediator audit verify` does, for the metrics (an alert rule watches them)."""
         kept = self.settings.audit_anchor_file   # and against every head exported there, when it is configured
-        report = audit.verify(self.store, anchor.parse_heads(kept.read_text()) if kept and kept.is_file() else [])
+        report = audit.verify(self.store, anchor.parse_heads(kept.read_text()) if kept and kept.is_file() else [],
+                              checkpoint.signing_key(self.settings))
         self.metrics.audit_broken.set(0 if report.ok else 1)
         self.metrics.audit_verified.set(time.time())
         if not report.ok:

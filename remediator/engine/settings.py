@@ -57,9 +57,14 @@ class Settings(BaseSettings):
 
     retention_days: int = Field(30, ge=0, description="delivery bodies, sent notifications and closed incidents' run "
                                 "artifacts older than this are pruned daily (remediator/engine/store/retention.py); 0 keeps all")
+    retention_incidents_days: int = Field(365, ge=0, description="closed incidents older than this go daily, with "
+                                          "their alerts, runs and approvals, and the audit events before them behind a "
+                                          "signed checkpoint (ship them first: `remediator audit export`); 0 keeps all")
 
     audit_verify_interval_s: int = Field(3600, ge=0, description="serve checks the whole audit chain this often (and "
                                          "5 s after start) for the metrics; 0: never")
+    audit_checkpoint_key: SecretStr | None = Field(None, description="signs the checkpoint a prune of the audit chain "
+                                                   "leaves; default: a key kept in data_dir/audit-key")
     # the audit chain's anchor (remediator/engine/store/anchor.py): each new head, where the store's writer cannot take it back
     audit_anchor_syslog: bool = Field(True, description="send each new audit head to syslog (/dev/log; the journal "
                                       "keeps it on a systemd host)")

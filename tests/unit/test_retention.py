@@ -1,5 +1,6 @@
-"""Retention (`remediator prune`, and serve daily after `retention_days`): old delivery bodies, sent notifications
-and closed incidents' run artifacts go; incidents, alerts and the audit chain stay and still verify."""
+"""Retention (`remediator prune`, and serve daily): old delivery bodies, sent notifications and closed incidents' run
+artifacts go while incidents, alerts and the audit chain stay; with records, old closed incidents go too and the
+audit chain's prefix behind a signed checkpoint, and what is left still verifies and exports as one chain."""
 import json
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from remediator.engine.cli.main import app as cli
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit, queries, retention
-from remediator.engine.store.db import Delivery, Incident, OutboxMessage, Run, utcnow
+from remediator.engine.store.db import AuditCheckpoint, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.unit
@@ -70,3 +71,73 @@ def test_the_cli_prunes_and_says_what(engine, tmp_path, monkeypatch):
     out = CliRunner().invoke(cli, ["prune", "--older-than", "a month"])
     assert out.exit_code == 2 and "write a number and d or h" in out.output
     assert json.loads(SAMPLE)   # the fixture itself is untouched
+
+
+# ---- records: closed incidents and the audit chain's prefix, behind a signed checkpoint ------------------------
+
+KEY = b"k" * 32
+
+
+def _events(engine) -> list[AuditEvent]:
+    with engine.store.read() as session:
+        return list(session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+
+
+def test_pruning_records_leaves_a_chain_that_still_verifies(engine):
+    before = _events(engine)
+    others = queries.list_incidents(engine.store, None, 100)
+    assert len(others) == 3   # the grouped sample: one closed above, two escalated (closed) on no host
+    with engine.store.write() as session:   # one stays open: its story must survive the prune whole
+        keep = session.get(Incident, others[-1].id if others[-1].id != engine.incident_id else others[0].id)
+        keep.state, keep.closed_at = "awaiting_approval", None
+        keep_id = keep.id
+    dry = retention.prune(engine.store, timedelta(days=30), incidents=True, dry_run=True, now=utcnow() + LATER)
+    done = retention.prune(engine.store, timedelta(days=30), incidents=True, key=KEY, now=utcnow() + LATER)
+    assert done.incidents == dry.incidents == 2 and done.audit_events == dry.audit_events > 0
+    assert [i.id for i in queries.list_incidents(engine.store, None, 100)] == [keep_id]
+    assert _count(engine, Run, Run.incident_id == engine.incident_id) == 0
+    with engine.store.read() as session:
+        cp = session.get(AuditCheckpoint, 1)
+    after = _events(engine)
+    assert after[0].seq == cp.seq + 1 and after[0].prev_hash == cp.hash == before[cp.seq - 1].hash
+    assert cp.events == done.audit_events and after[-1].kind == "store.pruned"
+    assert min(e.seq for e in before if e.incident_id == keep_id) > cp.seq   # the open incident's story is whole
+    assert queries.get_incident(engine.store, keep_id).timeline
+    report = audit.verify(engine.store, key=KEY)
+    assert report.ok, report.problems
+    # the heads exported before the prune: those it took are shipped, not failures; the last one is still reached
+    assert audit.verify(engine.store, [(before[0].seq, before[0].hash), (before[-1].seq, before[-1].hash)], KEY).ok
+
+
+def test_a_forged_checkpoint_or_a_further_cut_is_caught(engine):
+    retention.prune(engine.store, timedelta(days=30), incidents=True, key=KEY, now=utcnow() + LATER)
+    assert not audit.verify(engine.store).ok                                  # no key, no trust
+    assert "does not match its signature" in " ".join(audit.verify(engine.store, key=b"wrong" * 8).problems)
+    first = _events(engine)[0]
+    with engine.store.write() as session:   # someone with the store, not the key, prunes one more event
+        session.delete(session.get(AuditEvent, first.seq))
+        cp = session.get(AuditCheckpoint, 1)
+        cp.seq, cp.hash = first.seq, first.hash
+    problems = " ".join(audit.verify(engine.store, key=KEY).problems)
+    assert "does not match its signature (moved or edited)" in problems
+
+
+def test_prune_verify_and_export_together_from_the_cli(engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("REMEDIATOR_DATA_DIR", str(tmp_path))
+    if engine.settings.database_url:
+        monkeypatch.setenv("REMEDIATOR_DATABASE_URL", engine.settings.database_url)
+    runner = CliRunner()
+    shipped = tmp_path / "shipped.jsonl"
+    assert runner.invoke(cli, ["audit", "export", "-o", str(shipped)]).exit_code == 0   # ship first
+    lines = [json.loads(line) for line in shipped.read_text().splitlines()]
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(lines, lines[1:], strict=False))
+    pruned = runner.invoke(cli, ["prune", "--older-than", "0h", "--incidents"])
+    assert pruned.exit_code == 0 and "3 closed incidents" in pruned.output, pruned.output
+    verified = runner.invoke(cli, ["audit", "verify"])
+    assert verified.exit_code == 0 and "chain intact" in verified.output, verified.output
+    rest = runner.invoke(cli, ["audit", "export", "--since", str(lines[-1]["seq"])])
+    later = [json.loads(line) for line in rest.stdout.splitlines()]
+    # what the prune left continues what was shipped: the two files together are one chain
+    assert later and later[0]["prev_hash"] == lines[-1]["hash"] and later[-1]["kind"] == "store.pruned"
+    assert "resume with --since" in rest.stderr

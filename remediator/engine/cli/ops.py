@@ -13,7 +13,7 @@ from rich.table import Table
 from remediator.engine.catalog.loader import load_catalog, markdown_table
 from remediator.engine.cli import common
 from remediator.engine.cli.common import console
-from remediator.engine.store import anchor, audit, retention
+from remediator.engine.store import anchor, audit, checkpoint, retention
 
 catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
@@ -65,7 +65,8 @@ def audit_verify(
         if not found:
             raise typer.BadParameter(f"{heads}: no `audit head SEQ:HASH` line in it")
         expect += found
-    report = audit.verify(common.store(), expect)
+    settings = common.settings()
+    report = audit.verify(common.store(settings), expect, checkpoint.signing_key(settings))
     for problem in report.problems:
         console.print(f"[red]{problem}[/red]")
     checked = f", {len(expect)} exported heads checked" if expect else ""
@@ -181,16 +182,42 @@ def approvers_remove(name: str) -> None:
 
 def prune(older_than: str = typer.Option(..., "--older-than", metavar="AGE",
                                          help="e.g. 30d, 12h: what is older goes (days d, hours h)"),
+          incidents: bool = typer.Option(False, "--incidents", help="also closed incidents with their alerts, runs and "
+                                         "approvals, and the audit events before them (behind a signed checkpoint; "
+                                         "ship them first with `remediator audit export`)"),
           dry_run: bool = typer.Option(False, "--dry-run", help="count what would go; remove nothing")) -> None:
-    """Remove old bulk: delivery bodies taken in, notifications sent or given up, closed incidents' run artifacts.
+    """Remove old bulk: delivery bodies taken in, notifications sent or given up, closed incidents' run artifacts;
+    with --incidents, the old records too. `audit verify` still holds afterwards.
 
-    Incidents, alerts, runs and the audit chain stay. `serve` does this daily after `retention_days`."""
+    `serve` does this daily after `retention_days` (bulk) and `retention_incidents_days` (records)."""
     match = re.fullmatch(r"(\d+)([dh])", older_than.strip())
     if not match:
         raise typer.BadParameter(f"--older-than {older_than!r}: write a number and d or h, e.g. 30d")
     age = timedelta(days=int(match[1])) if match[2] == "d" else timedelta(hours=int(match[1]))
-    report = retention.prune(common.store(), age, dry_run=dry_run)
+    settings = common.settings()
+    report = retention.prune(common.store(settings), age, incidents=incidents, dry_run=dry_run,
+                             key=checkpoint.signing_key(settings) if incidents else None)
     verb = "would prune" if dry_run else "pruned"
+    records = f", {report.incidents} closed incidents, {report.audit_events} audit events" if incidents else ""
     console.print(f"{verb} what is older than {report.older_than.isoformat(timespec='seconds')}Z: "
                   f"{report.delivery_bodies} delivery bodies, {report.notifications} notifications, "
-                  f"{report.run_dirs} run artifact directories")
+                  f"{report.run_dirs} run artifact directories{records}")
+
+
+@audit_app.command("export")
+def audit_export(since: int = typer.Option(0, "--since", metavar="SEQ", help="only events after this one (the last "
+                                           "seq shipped before)"),
+                 output: Path | None = typer.Option(None, "--output", "-o", help="a file (default: standard output)")
+                 ) -> None:
+    """Write the audit events as JSON lines, oldest first (each with its hash and the one before it), for shipping
+    to a log store (Elasticsearch, S3, ...). Resume with --since the last seq written."""
+    out = output.open("w") if output else sys.stdout
+    n = last = 0
+    try:
+        for event in audit.export(common.store(), since):
+            out.write(json.dumps(event, sort_keys=True, separators=(",", ":")) + "\n")
+            n, last = n + 1, event["seq"]
+    finally:
+        if output:
+            out.close()
+    print(f"{n} events exported" + (f", the last {last}: resume with --since {last}" if n else ""), file=sys.stderr)

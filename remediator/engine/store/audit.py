@@ -8,9 +8,10 @@ with its head row is caught too (`verify(expect=...)`).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +19,9 @@ from pydantic import BaseModel
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
-from remediator.engine.store.db import AuditEvent, AuditHead, Store
+from remediator.engine.store.db import AuditCheckpoint, AuditEvent, AuditHead, Store
 
-__all__ = ["append", "head", "lock", "verify", "AuditReport", "GENESIS"]
+__all__ = ["append", "head", "lock", "verify", "export", "AuditReport", "GENESIS"]
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
@@ -91,14 +92,26 @@ class AuditReport(BaseModel):
     problems: list[str]
 
 
-def verify(store: Store, expect: Sequence[tuple[int, str]] = ()) -> AuditReport:
+def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | None = None) -> AuditReport:
     """Walk the whole chain; report every break (edited, missing or reordered events), and every exported head
-    (`expect`: seq, hash) the chain no longer holds (a tail cut off together with its head row)."""
+    (`expect`: seq, hash) the chain no longer holds (a tail cut off together with its head row). After a prune it
+    starts from the checkpoint (remediator/engine/store/checkpoint.py), whose signature `key` checks."""
+    from remediator.engine.store.checkpoint import signature
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
     wanted = {seq: digest for seq, digest in expect if seq > 0}   # 0 is the empty chain's genesis
     with store.read() as session:
         head = session.get(AuditHead, 1)
+        cp = session.get(AuditCheckpoint, 1)
+        if cp is not None:
+            if key is None:
+                problems.append(f"the checkpoint at event {cp.seq} cannot be checked: no key given")
+            elif not hmac.compare_digest(cp.signature, signature(key, cp.seq, cp.hash, cp.events)):
+                problems.append(f"the checkpoint at event {cp.seq} does not match its signature (moved or edited)")
+            prev, expected_seq = cp.hash, cp.seq + 1
+            if cp.seq in wanted and wanted.pop(cp.seq) != cp.hash:
+                problems.append(f"event {cp.seq}: the checkpoint's hash is not the one exported as the head then")
+            wanted = {s: d for s, d in wanted.items() if s > cp.seq}   # pruned: shipped by `audit export` before
         for ev in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
             count += 1
             if ev.seq in wanted and wanted.pop(ev.seq) != ev.hash:
@@ -116,3 +129,12 @@ def verify(store: Store, expect: Sequence[tuple[int, str]] = ()) -> AuditReport:
         problems.append(f"event {seq} was exported as the head ({wanted[seq][:12]}…) but the chain ends at event "
                         f"{expected_seq - 1}: events at the end were removed, with the head")
     return AuditReport(ok=not problems, events=count, problems=problems)
+
+
+def export(store: Store, since: int = 0) -> Iterator[dict[str, Any]]:
+    """Every event after seq `since`, oldest first, as it is stored (each with its hash and the one before it)."""
+    with store.read() as session:
+        for ev in session.execute(select(AuditEvent).where(AuditEvent.seq > since).order_by(AuditEvent.seq)
+                                  .execution_options(yield_per=1000)).scalars():
+            yield {"seq": ev.seq, "at": ev.at, "incident_id": ev.incident_id, "kind": ev.kind, "data": ev.data,
+                   "prev_hash": ev.prev_hash, "hash": ev.hash}

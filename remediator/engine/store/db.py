@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["incident_row", "utcnow", "Base", "InboxRow",
            "Delivery", "AlertRow", "Incident", "Run", "AuditEvent", "AuditHead", "OutboxMessage",
-           "Approval", "ApprovalVote", "Approver", "BreakerRow", "Store", "utcnow"]
+           "Approval", "ApprovalVote", "Approver", "AuditCheckpoint", "BreakerRow", "Store", "utcnow"]
 
 
 class ModelJSON(TypeDecorator):
@@ -207,6 +207,19 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """One row once a prefix of the chain was pruned: the last pruned event's seq and hash, signed
+    (remediator/engine/store/checkpoint.py); the chain verifies on from it."""
+
+    __tablename__ = "audit_checkpoint"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    events: Mapped[int] = mapped_column(Integer)       # pruned in all, over every prune
+    at: Mapped[str] = mapped_column(String(40))
+    signature: Mapped[str] = mapped_column(String(64))
 
 
 class OutboxMessage(Base):

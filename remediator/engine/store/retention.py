@@ -1,22 +1,38 @@
-"""Retention: what remediator keeps grows with every alert, so old bulk goes after `retention_days`.
+"""Retention: what remediator keeps grows with every alert, so old bulk goes after `retention_days`, old records
+after `retention_incidents_days`.
 
-Pruned: the bodies of deliveries taken in long ago (the alerts stay, as rows), notifications sent or given up,
-and the run artifacts of closed incidents. Kept: incidents, alerts, runs and the audit chain (small, and what
-the story of an incident is made of), so `incidents show` and `audit verify` still work after a prune.
+Bulk: the bodies of deliveries taken in long ago (the alerts stay, as rows), notifications sent or given up, and
+the run artifacts of closed incidents; incidents, alerts, runs and the audit chain stay, so `incidents show` and
+`audit verify` still work. Records (`incidents=True`): closed incidents with their alerts, runs, approvals and
+notifications, the deliveries left with no alert, and the audit events older than the cutoff that no remaining
+incident's story needs, behind a signed checkpoint (remediator/engine/store/checkpoint.py): the rest of the chain
+still verifies. Ship the events first: `remediator audit export`.
 """
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
-from sqlalchemy import Text, cast, delete, or_, select, update
+from sqlalchemy import Text, cast, delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from remediator.engine.model.states import FINAL_STATES
-from remediator.engine.store import audit
-from remediator.engine.store.db import Delivery, Incident, OutboxMessage, Run, Store, utcnow
+from remediator.engine.store import audit, checkpoint
+from remediator.engine.store.db import (
+    AlertRow,
+    Approval,
+    ApprovalVote,
+    AuditEvent,
+    Delivery,
+    Incident,
+    OutboxMessage,
+    Run,
+    Store,
+    utcnow,
+)
 
 __all__ = ["PruneReport", "prune"]
 
@@ -28,11 +44,17 @@ class PruneReport(BaseModel):
     delivery_bodies: int = 0
     notifications: int = 0
     run_dirs: int = 0
+    incidents: int = 0
+    audit_events: int = 0
     dry_run: bool = False
 
 
-def prune(store: Store, older_than: timedelta, *, dry_run: bool = False, now: datetime | None = None) -> PruneReport:
-    """Remove what is older than `older_than` (see the module's docstring); audited. `dry_run`: only count."""
+def prune(store: Store, older_than: timedelta, *, incidents: bool = False, key: bytes | None = None,
+          dry_run: bool = False, now: datetime | None = None) -> PruneReport:
+    """Remove what is older than `older_than` (see the module's docstring); audited. `incidents`: the records too,
+    the audit chain's prefix signed with `key`. `dry_run`: only count."""
+    if incidents and key is None and not dry_run:
+        raise ValueError("pruning records cuts the audit chain: a checkpoint key is needed")
     cutoff = (now or utcnow()) - older_than
     report = PruneReport(older_than=cutoff, dry_run=dry_run)
     closed = [s.value for s in FINAL_STATES]
@@ -48,11 +70,49 @@ def prune(store: Store, older_than: timedelta, *, dry_run: bool = False, now: da
             .where(Incident.state.in_(closed), Incident.closed_at < cutoff, Run.artifact_dir != "")).scalars()]
         dirs = [d for d in dirs if d.is_dir()]
         report.run_dirs = len(dirs)
+        old_incidents = select(Incident.id).where(Incident.state.in_(closed), Incident.closed_at < cutoff)
+        if incidents:
+            report.incidents = len(session.execute(old_incidents).all())
         if dry_run:
+            if incidents:
+                report.audit_events = _audit_prefix(session, cutoff, old_incidents)[1]
             return report
         session.execute(update(Delivery).where(Delivery.id.in_(old_deliveries.scalar_subquery())).values(body=PRUNED_BODY))
         session.execute(delete(OutboxMessage).where(done))
+        if incidents and key is not None:
+            _prune_records(session, old_incidents, cutoff)
+            upto, report.audit_events = _audit_prefix(session, cutoff, None)
+            if upto:
+                checkpoint.cut(session, upto, key)
         audit.append(session, "store.pruned", report.model_dump(mode="json"))
     for d in dirs:   # after the commit: a prune that failed in the store leaves the files
         shutil.rmtree(d, ignore_errors=True)
     return report
+
+
+def _prune_records(session: Session, old_incidents, cutoff: datetime) -> None:
+    """Closed incidents older than the cutoff and every row of theirs, then deliveries left with no alert."""
+    ids = old_incidents.scalar_subquery()
+    session.execute(delete(ApprovalVote).where(ApprovalVote.approval_id.in_(
+        select(Approval.id).where(Approval.incident_id.in_(ids)).scalar_subquery())))
+    for model in (Approval, Run, AlertRow, OutboxMessage):
+        session.execute(delete(model).where(model.incident_id.in_(ids)))
+    session.execute(delete(Incident).where(Incident.id.in_(ids)))
+    session.execute(delete(Delivery).where(Delivery.ingested_at < cutoff,
+                                           ~exists().where(AlertRow.delivery_id == Delivery.id)))
+
+
+def _audit_prefix(session: Session, cutoff: datetime, leaving) -> tuple[int, int]:
+    """(the last seq that may go, how many events that is): older than the cutoff, and before the first event of
+    any incident that stays (`leaving`: the incidents a dry run would remove, still present)."""
+    at = cutoff.replace(tzinfo=UTC).isoformat(timespec="microseconds")
+    upto = session.execute(select(func.max(AuditEvent.seq)).where(AuditEvent.at < at)).scalar() or 0
+    staying = select(Incident.id)
+    if leaving is not None:
+        staying = staying.where(Incident.id.not_in(leaving.scalar_subquery()))
+    first_kept = session.execute(select(func.min(AuditEvent.seq)).where(
+        AuditEvent.incident_id.in_(staying.scalar_subquery()))).scalar()
+    if first_kept is not None:
+        upto = min(upto, first_kept - 1)
+    n = session.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.seq <= upto)).scalar_one()
+    return (upto, n) if n else (0, 0)
