@@ -2,6 +2,7 @@ import os
 import signal
 import string
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def lab_fleet():
     fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
     yield
     fleet.down(INVENTORY)
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this checkout, built as a release would be (tests/e2e/test_wheel.py, test_image.py)."""
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(PROJECT_ROOT)],
+                   check=True, capture_output=True, timeout=600)
+    return next(dist.glob("remediator-*.whl"))
 
 
 @pytest.fixture(scope="session")

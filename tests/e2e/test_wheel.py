@@ -2,7 +2,6 @@
 serving from a directory outside the checkout, with nothing of the checkout on its path, makes the first fix."""
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -20,11 +19,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(PROJECT_ROOT)],
-                   check=True, capture_output=True, timeout=600)
-    return next(dist.glob("remediator-*.whl"))
+def wheel(built_wheel) -> Path:
+    return built_wheel
 
 
 @pytest.fixture(scope="module")
