@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from remediator.engine.store.db import AuditCheckpoint, AuditEvent, AuditHead, Store
 
-__all__ = ["append", "head", "lock", "verify", "export", "AuditReport", "GENESIS"]
+__all__ = ["append", "head", "lock", "verify", "export", "checkpoint_signature", "AuditReport", "GENESIS"]
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
@@ -92,11 +92,15 @@ class AuditReport(BaseModel):
     problems: list[str]
 
 
+def checkpoint_signature(key: bytes, seq: int, digest: str, events: int) -> str:
+    """The HMAC a checkpoint of a pruned prefix carries (remediator/engine/store/checkpoint.py makes them)."""
+    return hmac.new(key, f"remediator-audit-checkpoint:{seq}:{digest}:{events}".encode(), hashlib.sha256).hexdigest()
+
+
 def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | None = None) -> AuditReport:
     """Walk the whole chain; report every break (edited, missing or reordered events), and every exported head
     (`expect`: seq, hash) the chain no longer holds (a tail cut off together with its head row). After a prune it
     starts from the checkpoint (remediator/engine/store/checkpoint.py), whose signature `key` checks."""
-    from remediator.engine.store.checkpoint import signature
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
     wanted = {seq: digest for seq, digest in expect if seq > 0}   # 0 is the empty chain's genesis
@@ -106,7 +110,7 @@ def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | No
         if cp is not None:
             if key is None:
                 problems.append(f"the checkpoint at event {cp.seq} cannot be checked: no key given")
-            elif not hmac.compare_digest(cp.signature, signature(key, cp.seq, cp.hash, cp.events)):
+            elif not hmac.compare_digest(cp.signature, checkpoint_signature(key, cp.seq, cp.hash, cp.events)):
                 problems.append(f"the checkpoint at event {cp.seq} does not match its signature (moved or edited)")
             prev, expected_seq = cp.hash, cp.seq + 1
             if cp.seq in wanted and wanted.pop(cp.seq) != cp.hash:

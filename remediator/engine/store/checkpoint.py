@@ -8,8 +8,6 @@ before a prune takes them.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import AuditCheckpoint, AuditEvent
 
-__all__ = ["signing_key", "signature", "cut"]
+__all__ = ["signing_key", "cut"]
 
 
 def signing_key(settings: Settings) -> bytes:
@@ -36,10 +34,6 @@ def signing_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def signature(key: bytes, seq: int, digest: str, events: int) -> str:
-    return hmac.new(key, f"remediator-audit-checkpoint:{seq}:{digest}:{events}".encode(), hashlib.sha256).hexdigest()
-
-
 def cut(session: Session, upto: int, key: bytes) -> int:
     """Inside a write transaction: prune the events up to seq `upto` behind a checkpoint (audited); how many went."""
     audit.lock(session)   # no event is appended meanwhile
@@ -50,7 +44,7 @@ def cut(session: Session, upto: int, key: bytes) -> int:
     row = session.get(AuditCheckpoint, 1)
     total = (row.events if row else 0) + n
     fields = {"seq": last.seq, "hash": last.hash, "events": total, "at": datetime.now(UTC).isoformat(),
-              "signature": signature(key, last.seq, last.hash, total)}
+              "signature": audit.checkpoint_signature(key, last.seq, last.hash, total)}
     if row is None:
         session.add(AuditCheckpoint(id=1, **fields))
     else:
