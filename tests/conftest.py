@@ -42,6 +42,24 @@ def database_url(_postgres) -> str | None:
 
 
 @pytest.fixture(scope="session")
+def postgres_cluster(_postgres):
+    """A PostgreSQL cluster whatever REMEDIATOR_TEST_DATABASE says: replicas only share PostgreSQL."""
+    if _postgres is not None:
+        yield _postgres
+        return
+    from tests.postgres import Cluster
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> str:
+    """A fresh database in that cluster."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(scope="session")
 def local_model(tmp_path_factory):
     """A real small model (llama.cpp's server, SmolLM2-135M) on loopback: tests/local_model.py."""
     from tests.local_model import LocalModel

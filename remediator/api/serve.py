@@ -15,6 +15,8 @@ __all__ = ["serve", "main"]
 def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1; REMEDIATOR_HOST)"),
           port: int = typer.Option(None, help="listen port (default 8080; REMEDIATOR_PORT)"),
           workers: int = typer.Option(None, help="incidents worked on at once (REMEDIATOR_WORKERS)"),
+          role: str = typer.Option(None, help="all, api (webhook, API, intake) or worker (works incidents); api and "
+                                   "worker need PostgreSQL (REMEDIATOR_ROLE; docs/scaling.md)"),
           allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated",
                                                      help="accept requests without a token: local experiments only"),
           log_level: str = typer.Option("info", help="uvicorn and engine log level")) -> None:
@@ -24,8 +26,9 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
     from remediator.api.app import create_app
     from remediator.engine import logs
     from remediator.engine.service import Engine
+    from remediator.engine.store.leader import single_serve
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers, "role": role}.items() if v is not None}
     if allow_unauthenticated:
         overrides["allow_unauthenticated"] = True
     settings = load_settings(**overrides)
@@ -33,6 +36,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
         raise ConfigError("no API token configured: set REMEDIATOR_TOKENS=<token>[,<next token>] (or tokens: in "
                           "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
     logs.configure(log_level)
+    claim = single_serve(settings.db_url)   # held until this process ends
     engine = Engine(settings)
     if not settings.tokens:
         console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")
@@ -40,6 +44,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
                   f"{len(engine.catalog)} catalog entries, store {settings.db_url}")
     uvicorn.run(create_app(engine), host=settings.host, port=settings.port, log_level=log_level.lower(),
                 access_log=False)
+    del claim
 
 
 cli.app.command("serve")(serve)

@@ -21,9 +21,10 @@ from remediator.engine.decide.decision import Clock, decide, situation_of, syste
 from remediator.engine.decide.evidence import Evidence
 from remediator.engine.decide.policy import load_policy
 from remediator.engine.decide.reports import Query
-from remediator.engine.errors import PayloadError, StoreUnavailable
+from remediator.engine.errors import ConfigError, PayloadError, StoreUnavailable
 from remediator.engine.intake import inbox
 from remediator.engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from remediator.engine.intake.group_commit import GroupCommit
 from remediator.engine.intake.ingester import Batch, Ingester
 from remediator.engine.intake.targets import host_from_labels, load_inventory
 from remediator.engine.model.alerts import Alert, AlertmanagerPayload
@@ -38,6 +39,7 @@ from remediator.engine.run.runner import AnsibleExecutor, Executor
 from remediator.engine.settings import Settings
 from remediator.engine.store import anchor, audit, checkpoint, retention
 from remediator.engine.store.db import open_store
+from remediator.engine.store.leader import HOUSEKEEPER, Leadership
 from remediator.engine.store.queries import get_delivery
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
@@ -80,6 +82,11 @@ class Engine:
         self.settings = settings
         self.clock = clock
         self.store = open_store(settings)
+        if settings.role != "all" and self.store.is_sqlite:
+            raise ConfigError(f"role {settings.role} needs the replicas to share a PostgreSQL store (database_url: "
+                              "postgresql+psycopg://...); on SQLite one serve does everything (role all; docs/scaling.md)")
+        self.works = settings.role in ("all", "worker")
+        self.takes_in = settings.role in ("all", "api")
         self.store.prepare(settings.migrate_on_start)
         self.catalog = load_catalog(*settings.catalog_roots)
         self.inventory = load_inventory(settings.inventory)
@@ -95,7 +102,7 @@ class Engine:
         self.notifier = Notifier(self.store, settings,
                                  on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
         self.inbox = inbox.Inbox.open(settings, self.store)
-        self._acknowledge = inbox.GroupCommit(self.inbox.store, self.inbox.write)
+        self._acknowledge = GroupCommit(self.inbox.store, self.inbox.write)
         self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.metrics.intake_stuck.set_function(lambda: 1 if self.ingester.stuck else 0)
@@ -103,17 +110,21 @@ class Engine:
             "workers": self.pipeline.alive, "ingester": self.ingester.alive,
             "housekeeper": lambda: bool(self._housekeeper and self._housekeeper.is_alive())}
         for part, alive in parts.items():
-            self.metrics.up.labels(part).set_function(_as_gauge(alive))
+            if (part != "workers" or self.works) and (part != "ingester" or self.takes_in):
+                self.metrics.up.labels(part).set_function(_as_gauge(alive))
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self.leader = Leadership(self.store, HOUSEKEEPER)   # the housekeeper's jobs run on one replica at a time
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the pipeline workers and the housekeeper (notifications, approval expiry)."""
-        self.pipeline.start()
-        self.ingester.start()
+        """Start the pipeline workers and the ingester (as the role says) and the housekeeper."""
+        if self.works:
+            self.pipeline.start()
+        if self.takes_in:
+            self.ingester.start()
         self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
         self._housekeeper.start()
 
@@ -123,13 +134,26 @@ class Engine:
         self.pipeline.stop()
         if self._housekeeper:
             self._housekeeper.join(15)
-        self.notifier.deliver_due()   # a last pass: what can go out now goes out
+        if self.leader.held():
+            self.notifier.deliver_due()   # a last pass: what can go out now goes out
+        self.leader.release()
 
     def _housekeep(self) -> None:
+        """This replica's own chores, then (on the one replica holding the lock) the singletons: the audit check,
+        approval expiry, the outbox, retention, and taking over what a dead replica left."""
         next_prune = time.monotonic() + 60   # the first a minute after start, then daily
         next_verify = time.monotonic() + 5
+        next_takeover = 0.0
         while not self._stop.wait(0.5):
             try:
+                if not self.store.is_sqlite:
+                    self.ingester.settle()
+                if not self.leader.held():
+                    continue
+                if not self.store.is_sqlite and time.monotonic() >= next_takeover:
+                    next_takeover = time.monotonic() + self.settings.lease_ttl_s / 4
+                    if self.pipeline.take_over():
+                        self.pipeline.wake()
                 if self.settings.audit_verify_interval_s and time.monotonic() >= next_verify:
                     next_verify = time.monotonic() + self.settings.audit_verify_interval_s
                     self._verify_audit()
@@ -175,9 +199,12 @@ class Engine:
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"unavailable: {exc}"
-        checks["workers"] = "ok" if self.pipeline.alive() else "not running"
-        checks["ingester"] = ("not running" if not self.ingester.alive() else
-                              f"{self.ingester.backlog} alerts waiting: {self.ingester.stuck}" if self.ingester.stuck else "ok")
+        if self.works:
+            checks["workers"] = ("ok" if self.pipeline.alive() else
+                                 f"fenced: {self.pipeline.fenced}" if self.pipeline.fenced else "not running")
+        if self.takes_in:
+            checks["ingester"] = ("not running" if not self.ingester.alive() else f"{self.ingester.backlog} alerts "
+                                  f"waiting: {self.ingester.stuck}" if self.ingester.stuck else "ok")
         checks["housekeeper"] = "ok" if self._housekeeper and self._housekeeper.is_alive() else "not running"
         return all(v == "ok" for v in checks.values()), checks
 
@@ -190,6 +217,9 @@ class Engine:
 
         PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when
         the store cannot take it or the ingester is more than `intake_backlog_max` alerts behind."""
+        if not self.takes_in:   # a 5xx: Alertmanager keeps it and retries (a 4xx would drop it)
+            raise StoreUnavailable("this replica's role is worker: it takes no webhooks; point Alertmanager at a "
+                                   "replica of role api or all")
         if len(body) > _PARSE_ON_LOOP_BYTES:
             payload = await asyncio.to_thread(inbox.parse_payload, body)
         else:

@@ -74,7 +74,12 @@ class Settings(BaseSettings):
     # the pipeline
     planner: Literal["runbook", "llm"] = "runbook"
     target_labels: list[str] = Field(default_factory=lambda: ["instance", "host", "nodename"])
-    workers: int = Field(2, ge=1, le=64, description="incidents worked on at once (global concurrency)")
+    workers: int = Field(2, ge=1, le=64, description="incidents this replica works on at once")
+    role: Literal["all", "api", "worker"] = Field("all", description="what this serve does: api (webhook, API, pages, "
+                                                  "intake), worker (works incidents), all; api and worker need "
+                                                  "PostgreSQL (docs/scaling.md)")
+    lease_ttl_s: float = Field(15, ge=3, le=600, description="a claimed host's lease lasts this long unless its replica "
+                               "renews it (every quarter of it); a dead replica's incidents are taken over after it")
     intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "
                                     "above this the webhook answers 503 (Alertmanager retries)")
     sender_incidents_per_minute: int = Field(300, ge=1, description="new incidents one sender's alerts may open in a "

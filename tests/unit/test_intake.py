@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.errors import PayloadError
+from remediator.engine.intake.group_commit import GroupCommit
 from remediator.engine.intake.inbox import (
-    GroupCommit,
     Inbox,
     Received,
     accept,

@@ -9,6 +9,7 @@ from remediator.engine.model.states import IncidentState
 from remediator.engine.people.approvals import expire_due
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from remediator.engine.store import leases
 from remediator.engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 from tests.fakes import take_in
@@ -42,6 +43,8 @@ def test_most_severe_first_and_one_incident_per_host(engine):
     assert _state(engine, backlog[0]) == "received"
     with engine.store.write() as s:
         s.get(Incident, corr[1]).state = IncidentState.RESOLVED
+    assert engine.pipeline.claim() is None                             # its worker still holds the host's lease
+    leases.release(engine.store, engine.pipeline.owner, corr[1])       # as work() does when it is done
     assert engine.pipeline.claim() == backlog[0]
 
 

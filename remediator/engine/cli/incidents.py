@@ -52,6 +52,8 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
     console.print(f"[bold]{d.id}[/bold]  {d.alertname} on {d.host or '?'}  severity {d.severity}  "
                   f"state [bold]{d.state}[/bold]  firing={d.firing}")
     console.print(f"reason: {d.reason}", markup=False)
+    if d.state in ("received", "approved"):
+        _held_back(d.host)
     for line in d.report.lines() if d.report else []:
         console.print(line, markup=False)
     if d.proposal:
@@ -70,6 +72,19 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
                       f" {n.last_error[:80]}", markup=False)
     for e in d.timeline:
         console.print(f"{e.at[:19]}  #{e.seq:<5} {e.kind}", markup=False)
+
+
+def _held_back(host: str | None) -> None:
+    """Say so when a pause keeps this incident from being claimed."""
+    from remediator.engine.intake.targets import load_inventory
+    from remediator.engine.store import leases
+    settings = common.settings()
+    groups = load_inventory(settings.inventory).hosts.get(host or "", [])
+    with common.store(settings).read() as session:
+        pause = leases.holding(session, host, groups)
+    if pause is not None:
+        console.print(f"held back: claims are paused ({pause.scope}) by {pause.by} since {pause.at:%Y-%m-%d %H:%M:%S}"
+                      f"{': ' + pause.reason if pause.reason else ''}; `remediator resume` lets it go on", markup=False)
 
 
 def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None) -> None:

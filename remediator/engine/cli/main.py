@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from remediator.engine.cli import incidents, install, ops, predict
+from remediator.engine.cli import incidents, install, ops, predict, replicas
 from remediator.engine.errors import RemediatorError
 from remediator.engine.lab import cli as lab
 
@@ -31,6 +31,9 @@ app.command("plan")(predict.plan)
 app.command("prune")(ops.prune)
 app.command("eval")(predict.eval_cmd)
 app.command("demo")(lab.demo)
+app.command("pause")(replicas.pause)
+app.command("resume")(replicas.resume)
+app.command("claims")(replicas.claims)
 
 
 def main(cli: typer.Typer = app) -> None:

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, text, update
@@ -33,13 +29,12 @@ from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import Delivery, InboxRow, Incident, Store, utcnow
+from remediator.engine.store.leader import INGEST, serialize
 
 __all__ = ["parse_payload", "Received", "accept", "accept_many", "Inbox", "batch_of", "ingest", "ingest_alert_by_alert",
-           "stored_payload", "GroupCommit", "note_refetch", "IntakeResult"]
+           "stored_payload", "note_refetch", "IntakeResult"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 
@@ -125,7 +120,7 @@ class Inbox:
         ids, in order. It also forgets what the ingester has moved out since: this process is the inbox's only
         writer, so the ingester never holds its lock (it only reads it)."""
         upto = self.moved_upto
-        if upto > self._forgotten:
+        if upto > self._forgotten and self.store is not self.main:   # in the store, move() forgets as it moves
             session.execute(delete(InboxRow).where(InboxRow.id <= upto))
             self._forgotten = upto
         if not received:
@@ -151,7 +146,7 @@ class Inbox:
 
     def waiting(self) -> dict[int, int]:
         """Every delivery still in the inbox, with its alerts."""
-        floor = self.floor()
+        floor = 0 if self.store is self.main else self.floor()
         with self.store.read() as session:
             return dict(session.execute(select(InboxRow.id, InboxRow.alerts_count).where(InboxRow.id > floor))
                         .tuples().all())
@@ -164,6 +159,8 @@ class Inbox:
         """The oldest rows past `after` (up to `max_alerts` alerts, at least one row) into `deliveries`, to be taken
         in; the newest id moved (`after` when none was). Rows commit to the inbox in id order (one writer), so every
         row up to that id is in the store once this returns."""
+        if self.store is self.main:
+            return self._move_within(max_alerts, after)
         with self.store.read() as session:
             heads = session.execute(select(InboxRow.id, InboxRow.alerts_count).where(InboxRow.id > after)
                                     .order_by(InboxRow.id).limit(1000)).all()
@@ -179,6 +176,26 @@ class Inbox:
             if fresh:
                 session.execute(insert(Delivery), fresh)
         return max(ids)
+
+    def _move_within(self, max_alerts: int, after: int) -> int:
+        """The inbox is in the store (PostgreSQL): rows go into `deliveries` and leave the inbox in one transaction,
+        one replica at a time. No watermark: replicas' webhooks commit out of id order, and a row that commits late
+        is moved the next time. Returns the newest id moved (`after` when none was)."""
+        with self.main.write() as session:
+            serialize(session, INGEST)
+            heads = session.execute(select(InboxRow.id, InboxRow.alerts_count).order_by(InboxRow.id).limit(1000)).all()
+            ids = batch_of(heads, max_alerts)
+            if not ids:
+                return after
+            rows = session.execute(select(InboxRow).where(InboxRow.id.in_(ids))).scalars().all()
+            have = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids))).scalars())
+            fresh = [{"id": r.id, "received_at": r.received_at, "group_key": r.group_key, "status": r.status,
+                      "alerts_count": r.alerts_count, "truncated": r.truncated, "body": r.body, "new_alerts": 0,
+                      "sender": r.sender} for r in rows if r.id not in have]
+            if fresh:
+                session.execute(insert(Delivery), fresh)
+            session.execute(delete(InboxRow).where(InboxRow.id.in_(ids)))
+        return max(max(ids), after)
 
 
 def batch_of(heads: Sequence[tuple[int, int]], max_alerts: int) -> list[int]:
@@ -270,6 +287,7 @@ def ingest_alert_by_alert(store: Store, delivery_id: int, payload: AlertmanagerP
         one = payload.model_copy(update={"alerts": [alert], "truncatedAlerts": 0})
         try:
             with store.write() as session:
+                serialize(session, INGEST)
                 done = ingest(session, [(delivery_id, one)], inventory, lifecycle, mark=False)
         except StoreUnavailable:
             raise
@@ -310,66 +328,6 @@ def _escalate_hostless(session: Session, lifecycle: Lifecycle, incident: Inciden
     reason = incident.reason if overflow else f"no target host: {incident.reason}"
     lifecycle.close(session, incident, IncidentState.ESCALATED, reason, **({} if tell else {"notice": None}))
     return True
-
-
-class GroupCommit(Generic[T, R]):
-    """Items that arrive while a transaction is committing are written together in the next one.
-
-    The fsync that makes an acknowledgement durable is the cost of intake; under a storm one fsync then covers
-    every item waiting, instead of one each. One writer thread does the writing (started with the first item, and
-    again if it ever died), so a caller hands its item over and waits on a future: an async caller (the webhook)
-    without a thread of its own, a plain caller with `submit()`. Every caller hears only after its own item is
-    committed."""
-
-    def __init__(self, store: Store, write: Callable[[Session, list[T]], list[R]]):
-        self.store, self.write = store, write
-        self._cv = threading.Condition()
-        self._waiting: list[tuple[T, Future[R]]] = []
-        self._writer: threading.Thread | None = None
-
-    def submit(self, item: T) -> R:
-        """Write this item (with whatever else is waiting); returns once it is committed."""
-        return self.hand_over(item).result()
-
-    def hand_over(self, item: T) -> Future[R]:
-        """Queue this item for the next transaction; the future is its result once committed."""
-        mine: Future[R] = Future()
-        with self._cv:
-            self._waiting.append((item, mine))
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_loop, name="group-commit", daemon=True)
-                self._writer.start()
-            self._cv.notify()
-        return mine
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._waiting:
-                    if not self._cv.wait(60):   # idle a minute: end; the next item starts a writer again
-                        if not self._waiting:
-                            self._writer = None
-                            return
-                batch, self._waiting = self._waiting, []
-            self._commit(batch)
-
-    def _commit(self, batch: list[tuple[T, Future[R]]]) -> None:
-        try:
-            with self.store.write() as session:
-                results = self.write(session, [item for item, _ in batch])
-        except StoreUnavailable as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        except Exception:
-            if len(batch) == 1:
-                batch[0][1].set_exception(sys.exc_info()[1])
-                return
-            for one in batch:   # one item broke the batch: write the others each on its own, so only it fails
-                self._commit([one])
-            return
-        for (_, future), result in zip(batch, results, strict=False):
-            future.set_result(result)
 
 
 def note_refetch(store: Store, result: IntakeResult, outcome: str) -> None:

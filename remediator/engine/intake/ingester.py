@@ -34,6 +34,7 @@ from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import Delivery, open_store, utcnow
+from remediator.engine.store.leader import INGEST, serialize
 
 __all__ = ["Ingester", "IngestLoop", "Batch"]
 
@@ -125,6 +126,7 @@ class IngestLoop:
         while True:
             try:
                 with self.store.write() as session:
+                    serialize(session, INGEST)   # replicas' ingesters take turns: a delivery is taken in once
                     return ingest(session, batch, self.inventory, self.lifecycle)
             except StoreUnavailable as exc:   # acknowledged, so never dropped: try again
                 log.warning("cannot take in %d deliveries yet: %s", len(batch), exc.message)
@@ -258,6 +260,20 @@ class Ingester:
             os.write(fd, b"\0")
         except (BlockingIOError, OSError):   # full: the child has nudges enough; gone: start() brings it back
             pass
+
+    def settle(self) -> None:
+        """Replicas share the inbox: forget what another replica's ingester took in (this loop never reports it)."""
+        with self._cv:
+            ids = list(self._waiting)[:1000]
+        if not ids:
+            return
+        with self.inbox.main.read() as session:
+            done = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.ingested_at.is_not(None)))
+                       .scalars())
+        with self._cv:
+            for delivery_id in done & set(self._waiting):
+                self.backlog -= self._waiting.pop(delivery_id)
+            self._cv.notify_all()
 
     def wait_idle(self, timeout_s: float = 30) -> bool:
         """Block until everything acknowledged here is taken in (tests); False on timeout or with no loop running."""

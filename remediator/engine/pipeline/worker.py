@@ -1,16 +1,20 @@
 """The workers: threads that claim incidents from the store and hand them to the steps (steps.py).
 
 A worker claims the most urgent incident whose host has nothing else in flight (one remediation per
-host at a time, whichever entry), and `workers` bounds how many run at once. After a restart,
-recover() requeues what had not run yet and marks what a restart cut off (never re-run blindly).
-The states and their moves are remediator/engine/model/states.py.
+host at a time, whichever entry, across every replica: the claim writes the host's lease, remediator/engine/store/
+leases.py), and `workers` bounds how many run at once here. A lease is renewed while its incident is worked; a
+replica that cannot renew stops its workers (fenced) before its leases expire. take_over() recovers an incident
+whose lease expired (its replica died) or, at a start, every held one on SQLite: it requeues what had not run yet
+and marks what was cut off (never re-run blindly). The states and their moves are remediator/engine/model/states.py.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide.decision import Clock, StoreHistory, metrics_query, system_clock
@@ -27,6 +31,7 @@ from remediator.engine.pipeline.records import Records
 from remediator.engine.pipeline.steps import ShuttingDown, Steps
 from remediator.engine.run.runner import Executor
 from remediator.engine.settings import Settings
+from remediator.engine.store import audit, leases
 from remediator.engine.store.db import Incident, Run, Store, utcnow
 
 __all__ = ["Pipeline"]
@@ -61,6 +66,11 @@ class Pipeline:
         self._cancel = threading.Event()     # handed to every ansible-runner run: set on shutdown
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self.owner = leases.replica_name()   # whose leases these are
+        self._working: set[str] = set()      # incidents this replica's workers hold now
+        self._closing = threading.Event()    # stop() was called (not a fence)
+        self._keeper: threading.Thread | None = None
+        self.fenced = ""                     # why the workers are stopped while the store is out of reach
         self.records = Records(store, lifecycle, metrics)
         self.steps = Steps(settings=settings, store=store, catalog=catalog, planner=planner, policy=policy,
                            executor=executor, records=self.records, lifecycle=lifecycle, history=self.history,
@@ -70,6 +80,14 @@ class Pipeline:
 
     def start(self) -> None:
         self.recover()
+        self._closing.clear()
+        self._start_workers()
+        self._keeper = threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True)
+        self._keeper.start()
+
+    def _start_workers(self) -> None:
+        self._stop.clear()
+        self._cancel.clear()
         for n in range(self.settings.workers):
             t = threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
             t.start()
@@ -77,6 +95,12 @@ class Pipeline:
 
     def stop(self, timeout_s: float = 30) -> None:
         """Stop taking work, cancel runs in flight, wait for the workers."""
+        self._closing.set()
+        self._stop_workers(timeout_s)
+        if self._keeper is not None:
+            self._keeper.join(timeout_s)
+
+    def _stop_workers(self, timeout_s: float = 30) -> None:
         self._stop.set()
         self._cancel.set()
         self.wake()
@@ -93,13 +117,26 @@ class Pipeline:
             self._wake.notify_all()
 
     def recover(self) -> None:
-        """After a restart: requeue what had not run yet; mark what a restart cut off, never run it blindly.
+        """At a start: on SQLite (the only replica) every held incident is this store's to recover; on PostgreSQL
+        only those whose lease expired (the others are live replicas' work)."""
+        self.take_over(every_held=self.store.is_sqlite)
 
-        A real run that was cut off may have changed the host: the incident is worked again from the
-        start (diagnose, plan, policy, check mode) and a person decides before it runs again. A cut-off
-        verify is simply verified again."""
+    def take_over(self, *, every_held: bool = False) -> list[str]:
+        """Recover held incidents that no live lease covers: requeue what had not run yet, mark what was cut off; the
+        incidents recovered. Expired leases go.
+
+        A real run that was cut off may have changed the host: the incident is worked again from the start
+        (diagnose, plan, policy, check mode) and a person decides before it runs again. A cut-off verify is simply
+        verified again."""
+        taken: list[str] = []
         with self.store.write() as session:
-            for inc in session.execute(select(Incident).where(Incident.state.in_([s.value for s in HELD_STATES]))).scalars():
+            audit.lock(session)   # among replicas one at a time, and what they committed is what is read below
+            live = set() if every_held else leases.live_incidents(session)
+            held = select(Incident).where(Incident.state.in_([s.value for s in HELD_STATES]))
+            for inc in session.execute(held.with_for_update(skip_locked=True)).scalars():
+                if inc.id in live:
+                    continue
+                taken.append(inc.id)
                 if IncidentState(inc.state) in _REQUEUE_ON_START:
                     self.lifecycle.move(session, inc, IncidentState.RECEIVED, "remediator restarted before the real run; worked again",
                                          event="incident.requeued")
@@ -114,6 +151,39 @@ class Pipeline:
                           else f"remediator restarted while verifying {inc.entry} on {inc.host}: verifying again")
                 self.lifecycle.move(session, inc, IncidentState.RECEIVED, reason, event="incident.interrupted",
                                      data={"step": step, "runs": [r.ident for r in cut]})
+            gone = delete(leases.Lease)
+            if not every_held:
+                gone = gone.where(leases.Lease.incident_id.in_(taken) | (leases.Lease.expires_at <= utcnow()))
+            session.execute(gone)
+        return taken
+
+    # ---- the leases ------------------------------------------------------------------------
+
+    def _keep_leases(self) -> None:
+        """Renew this replica's leases; fence the workers when that fails for half a lease, or a lease was taken."""
+        ttl = self.settings.lease_ttl_s
+        renewed = time.monotonic()
+        while not self._closing.wait(ttl / 4):
+            try:
+                still = leases.renew(self.store, self.owner, ttl)
+            except Exception as exc:   # StoreUnavailable, or the connection itself refused
+                if not self.fenced and time.monotonic() - renewed > ttl / 2:
+                    self._fence(f"cannot renew its leases for {time.monotonic() - renewed:.0f} s ({exc})")
+                continue
+            renewed = time.monotonic()
+            lost = self._working - still
+            if lost and not self.fenced:
+                self._fence(f"another replica took over incident(s) {', '.join(sorted(lost))}")
+            elif self.fenced and not self._closing.is_set():
+                log.warning("the store answers again: workers start (were fenced: %s)", self.fenced)
+                self.fenced = ""
+                self._start_workers()
+
+    def _fence(self, why: str) -> None:
+        """Stop every run here before another replica may take the hosts over: a host is never worked twice."""
+        log.error("workers stopped: %s", why)
+        self.fenced = why
+        self._stop_workers()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -121,6 +191,9 @@ class Pipeline:
                 incident_id = self.claim()
             except StoreUnavailable as exc:
                 log.warning("cannot claim work: %s", exc.message)
+                incident_id = None
+            except Exception:   # a bug must not end the worker
+                log.exception("claiming failed")
                 incident_id = None
             if incident_id is None:
                 with self._wake:
@@ -131,36 +204,61 @@ class Pipeline:
     # ---- claiming --------------------------------------------------------------------------
 
     def claim(self) -> str | None:
-        """Take the most urgent incident whose host is free; None when there is nothing to do."""
+        """Take the most urgent incident whose host is free and not paused, and the host's lease; None when there is
+        nothing to do."""
         with self.store.read() as session:   # most wake-ups find nothing: don't queue for the write lock then
             if session.execute(select(Incident.id).where(Incident.state.in_(_CLAIMABLE)).limit(1)).first() is None:
                 return None
         with self.store.write() as session:
-            held = {h for (h,) in session.execute(select(Incident.host).where(
+            audit.lock(session)   # claims take turns across replicas: each reads what the last one committed
+            paused = {p.scope for p in leases.pauses(session)}
+            if leases.ALL in paused:
+                return None
+            busy = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
+            busy |= set(session.execute(select(leases.Lease.key).where(leases.Lease.expires_at > utcnow())).scalars())
+            busy |= {h for h, groups in self.inventory.hosts.items() if h in paused or paused.intersection(groups)}
             approved_hosts = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state == IncidentState.APPROVED, Incident.host.is_not(None))).all()}
             # The busy hosts are left out in the query itself: however many incidents wait on a held host,
             # the first row is always one a worker can take (no starving a free host behind them).
             q = select(Incident).where(Incident.state.in_(_CLAIMABLE))
-            if held:
-                q = q.where(or_(Incident.host.is_(None), Incident.host.not_in(held)))
+            if busy:
+                q = q.where(or_(Incident.host.is_(None), Incident.host.not_in(busy)))
             if approved_hosts:   # an approved run on a host goes before new work on it
                 q = q.where(or_(Incident.state == IncidentState.APPROVED, Incident.host.is_(None),
                                 Incident.host.not_in(approved_hosts)))
-            inc = session.execute(q.order_by(Incident.priority, Incident.created_at).limit(1)).scalar_one_or_none()
-            if inc is not None:
-                nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
-                inc.claimed_at = utcnow()
-                inc.attempts += 1
-                self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value})
-                return inc.id
-        return None
+            q = q.order_by(Incident.priority, Incident.created_at).limit(1).with_for_update(skip_locked=True)
+            inc = session.execute(q).scalar_one_or_none()
+            if inc is None:
+                return None
+            now = utcnow()
+            key = leases.lease_key(inc.host, inc.id)
+            session.execute(delete(leases.Lease).where(leases.Lease.key == key))   # expired: its owner is gone
+            session.add(leases.Lease(key=key, incident_id=inc.id, owner=self.owner,
+                                     claimed_at=now, expires_at=now + timedelta(seconds=self.settings.lease_ttl_s)))
+            nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
+            inc.claimed_at = now
+            inc.attempts += 1
+            self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value, "by": self.owner})
+            claimed = inc.id
+        self._working.add(claimed)   # committed: the lease is ours
+        return claimed
 
     # ---- the steps -------------------------------------------------------------------------
 
     def work(self, incident_id: str) -> None:
-        """Run one claimed incident as far as it goes now; never raises."""
+        """Run one claimed incident as far as it goes now, then give its host's lease back; never raises."""
+        try:
+            self._work(incident_id)
+        finally:
+            self._working.discard(incident_id)   # first: the lease keeper must not see its own release as a loss
+            try:
+                leases.release(self.store, self.owner, incident_id)
+            except Exception as exc:   # it expires; take_over() clears it
+                log.warning("incident %s: could not give the lease back: %s", incident_id, exc)
+
+    def _work(self, incident_id: str) -> None:
         try:
             with self.store.read() as session:
                 inc = session.get(Incident, incident_id)

@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import event, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from remediator.engine.store.db import AuditCheckpoint, AuditEvent, AuditHead, Store
@@ -40,9 +42,11 @@ def lock(session: Session) -> AuditHead:
     head = session.info.get("audit_head")
     if head is None:
         head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
-        if head is None:
-            head = AuditHead(id=1, seq=0, hash=GENESIS)
-            session.add(head)
+        if head is None:   # the first event ever: replicas may write it together, one row wins
+            dialect = session.get_bind().dialect.name
+            first = (pg_insert if dialect == "postgresql" else sqlite_insert)(AuditHead)
+            session.execute(first.values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
+            head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
         session.info["audit_head"] = head   # Store.write(): one session per transaction
     return head
 

@@ -1,0 +1,37 @@
+"""leases (a host being remediated by one replica, until it expires unless renewed) and pauses (no new claims in a scope)
+
+Revision ID: 0014
+Revises: 0013
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0014'
+down_revision = '0013'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('leases',
+                    sa.Column('key', sa.String(length=300), nullable=False),
+                    sa.Column('incident_id', sa.String(length=32), nullable=False),
+                    sa.Column('owner', sa.String(length=200), nullable=False),
+                    sa.Column('claimed_at', sa.DateTime(), nullable=False),
+                    sa.Column('expires_at', sa.DateTime(), nullable=False),
+                    sa.PrimaryKeyConstraint('key'))
+    op.create_index('ix_leases_incident_id', 'leases', ['incident_id'])
+    op.create_index('ix_leases_owner', 'leases', ['owner'])
+    op.create_table('pauses',
+                    sa.Column('scope', sa.String(length=256), nullable=False),
+                    sa.Column('by', sa.String(length=64), nullable=False),
+                    sa.Column('reason', sa.Text(), nullable=False),
+                    sa.Column('at', sa.DateTime(), nullable=False),
+                    sa.PrimaryKeyConstraint('scope'))
+
+
+def downgrade() -> None:
+    op.drop_table('pauses')
+    op.drop_index('ix_leases_owner', 'leases')
+    op.drop_index('ix_leases_incident_id', 'leases')
+    op.drop_table('leases')
