@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from remediator.engine.lab.harness import ServeProcess, free_port
+from remediator.engine.lab.harness import LAB_BLAST, ServeProcess, free_port
 from remediator.engine.model.states import FINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def start_remediator(**settings: str) -> Server:
     """`remediator serve` on a free port with a store of its own; settings as REMEDIATOR_<NAME>."""
     data = Path(tempfile.mkdtemp(prefix="remediator-bench-"))
     port = free_port()
-    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": TOKEN, "REMEDIATOR_PORT": str(port),
+    env = {**os.environ, **LAB_BLAST, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": TOKEN, "REMEDIATOR_PORT": str(port),
            "REMEDIATOR_SQLITE_SYNCHRONOUS": "FULL", "COLUMNS": "200",
            **{f"REMEDIATOR_{k.upper()}": v for k, v in settings.items()}}
     return Server([str(VENV_BIN / "remediator"), "serve", "--log-level", "warning"], env, port, log=data / "serve.log")

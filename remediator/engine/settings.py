@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     role: Literal["all", "api", "worker"] = Field("all", description="what this serve does: api (webhook, API, pages, "
                                                   "intake), worker (works incidents), all; api and worker need "
                                                   "PostgreSQL (docs/scaling.md)")
+    # blast radius (remediator/engine/decide/blast.py; docs/scaling.md): regions are the inventory groups named region_*
+    budget_per_group: int = Field(5, ge=0, description="hosts of one inventory group worked on at once; 0: no limit")
+    cap_per_region: int = Field(10, ge=0, description="hosts of one region worked on at once; 0: no limit")
+    cap_global: int = Field(0, ge=0, description="hosts worked on at once across every replica; 0: the workers bound it")
+    cap_per_entry: int = Field(5, ge=0, description="real runs of one entry in flight at once; 0: no limit")
+    brake_hosts: int = Field(5, ge=1, description="the storm brake: more alerting hosts in a group than max(this, "
+                             "brake_percent of its hosts) and every action there waits for a person")
+    brake_percent: float = Field(30, gt=0, le=100)
+    brake_regions: int = Field(2, ge=2, description="one alertname firing in this many regions within brake_window_s "
+                               "brakes it everywhere")
+    brake_window_s: int = Field(600, ge=10, description="the brake's window; a brake an admin reset does not open "
+                                "again within it")
+    wave_bake_s: int = Field(300, ge=0, description="after an entry's run verified in one region, how long before it "
+                             "may run in another")
+    wave_window_s: int = Field(3600, ge=0, description="runs older than this do not hold other regions back; 0: "
+                               "no waves")
+    hold_s: int = Field(30, ge=1, description="an incident a wave or a cap holds back is worked again after this")
     lease_ttl_s: float = Field(15, ge=3, le=600, description="a claimed host's lease lasts this long unless its replica "
                                "renews it (every quarter of it); a dead replica's incidents are taken over after it")
     intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "

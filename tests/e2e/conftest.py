@@ -11,7 +11,7 @@ import pytest
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.lab import fleet
-from remediator.engine.lab.harness import REMEDIATOR, ServeProcess, free_port
+from remediator.engine.lab.harness import LAB_BLAST, REMEDIATOR, ServeProcess, free_port
 from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers
 
 INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
@@ -53,7 +53,7 @@ class Server(ServeProcess):
                  **settings: str):
         port = port or free_port()
         self.data_dir = data_dir
-        self.env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
+        self.env = {**os.environ, **LAB_BLAST, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
                     "REMEDIATOR_PORT": str(port), "REMEDIATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
                     "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
                     "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",

@@ -44,8 +44,10 @@ def rolled_back(engine, state: IncidentState, host: str = "app-server-01") -> st
     return incident_id
 
 
-def _suggest(engine):
-    return suggest.suggest(engine.store, PROJECT_ROOT / "policies", engine.catalog, engine.inventory, 5)
+def _suggest(engine, group: str = "app"):
+    """The suggestions for one inventory group's scope (the lab's hosts are in a region group too)."""
+    found = suggest.suggest(engine.store, PROJECT_ROOT / "policies", engine.catalog, engine.inventory, 5)
+    return [f for f in found if f.scope.split("|")[1] == group]
 
 
 def test_five_approved_and_verified_earn_a_suggestion_with_its_backtest(engine):
@@ -64,6 +66,7 @@ def test_one_failure_or_too_few_and_there_is_none(engine):
     rolled_back(engine, IncidentState.RESOLVED)
     rolled_back(engine, IncidentState.FAILED, host="app-server-02")    # one failure in the group
     assert _suggest(engine) == []
+    assert len(_suggest(engine, "region_east")) == 1                   # app-server-01's region had none
 
 
 def test_the_cli_prints_the_diff_and_the_backtest(engine, tmp_path, monkeypatch):
@@ -74,7 +77,7 @@ def test_the_cli_prints_the_diff_and_the_backtest(engine, tmp_path, monkeypatch)
         monkeypatch.setenv("REMEDIATOR_DATABASE_URL", engine.settings.database_url)
     out = CliRunner().invoke(cli, ["policy", "suggest", "--json"])
     assert out.exit_code == 0, out.output
-    (found,) = json.loads(out.output)
+    (found,) = [f for f in json.loads(out.output) if f["scope"].split("|")[1] == "app"]
     assert found["scope"] == "rollback_release|app|BadRelease" and len(found["changed"]) == 5
     with engine.store.read() as s:
         assert len(s.execute(select(Incident)).scalars().all()) == 5     # reading only

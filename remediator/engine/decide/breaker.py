@@ -25,8 +25,8 @@ from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import BreakerRow, Incident, Run, Store, utcnow
 
-__all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "status",
-           "reset"]
+__all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "open_scope",
+           "status", "reset"]
 
 GLOBAL = "global"
 LEARNED = "learned:"
@@ -120,6 +120,11 @@ def record_outcome(session: Session, settings: Settings, inc: Incident,
         _open(session, row, scope, reason, failures, inc)
         opened.append(scope)
     return opened
+
+
+def open_scope(session: Session, scope: str, reason: str, inc: Incident) -> None:
+    """Open a scope for another cause than failures (the storm brake, remediator/engine/decide/blast.py)."""
+    _open(session, session.get(BreakerRow, scope), scope, reason, 0, inc)
 
 
 def _open(session: Session, row: BreakerRow | None, scope: str, reason: str, failures: int, inc: Incident) -> None:

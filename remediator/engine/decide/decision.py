@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from remediator.engine.catalog.loader import Catalog
-from remediator.engine.decide import breaker
+from remediator.engine.decide import blast, breaker
 from remediator.engine.decide.evidence import Evidence
 from remediator.engine.decide.planners import Planner, PlanningContext, PlanningSession
 from remediator.engine.decide.policy import Policy, PolicyContext
@@ -159,7 +159,10 @@ def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, polic
         params = None   # policy denies it, with the reason
     verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock(), catalog))
     groups = policy.inventory.hosts.get(situation.host, [])
-    verdict = breaker_rule(verdict, plan.entry, history, breaker.learned_scopes(plan.entry, groups, situation.alertname))
+    scopes = breaker.learned_scopes(plan.entry, groups, situation.alertname) + blast.brake_scopes(groups, situation.alertname)
+    verdict = breaker_rule(verdict, plan.entry, history, scopes)
+    if (why := blast.target_problem(policy.inventory, plan.hosts)) and verdict.verdict != Verdict.DENY:
+        verdict = PolicyDecision(verdict=Verdict.DENY, rules=[*verdict.rules, "one-region"], reasons=[why])
     if plan.needs_person and verdict.verdict == Verdict.ALLOW:   # Level 2: never automatic, whatever rules allow
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "needs-person"],
                                  reasons=[plan.needs_person])

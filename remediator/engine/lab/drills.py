@@ -25,7 +25,7 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import Catalog, Drill, Probe
 from remediator.engine.errors import ConfigError
 from remediator.engine.lab.fleet import LabHost, lab_hosts
-from remediator.engine.lab.harness import ServeProcess, healthy, lab_token
+from remediator.engine.lab.harness import LAB_BLAST, ServeProcess, healthy, lab_token
 from remediator.engine.lab.monitoring import Monitoring
 from remediator.engine.model.states import FINAL_STATES, IncidentState
 from remediator.engine.people.identities import Identities
@@ -230,7 +230,7 @@ class Server:
         self.started = False
         if healthy(self.url):
             return
-        env = {"REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or self.token,
+        env = {**LAB_BLAST, "REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or self.token,
                "REMEDIATOR_PROMETHEUS_URL": monitoring.url("prometheus"),
                "REMEDIATOR_ALERTMANAGER_URL": monitoring.url("alertmanager")}
         log.unlink(missing_ok=True)   # this run's log only

@@ -19,10 +19,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from remediator.engine.errors import ConfigError
 from remediator.engine.settings import Settings
 
-__all__ = ["LabSettings", "lab_token", "free_port", "ServeProcess", "REMEDIATOR"]
+__all__ = ["LabSettings", "lab_token", "free_port", "ServeProcess", "REMEDIATOR", "LAB_BLAST"]
 
 #: the `remediator` console script of the Python running this
 REMEDIATOR = Path(sys.executable).parent / "remediator"
+#: The lab's drills and tests break hosts of both of its regions within minutes, one after the other, on purpose (a
+#: fleet's storm would brake and wave them: docs/scaling.md). serve runs them with the cross-region brake and the waves
+#: off; the two-region drill (tests/chaos/test_regions.py) turns them back on.
+LAB_BLAST = {"REMEDIATOR_BRAKE_REGIONS": "99", "REMEDIATOR_WAVE_WINDOW_S": "0"}
 
 
 class LabSettings(BaseSettings):

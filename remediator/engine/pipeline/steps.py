@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
 from remediator.engine.catalog.loader import Catalog
+from remediator.engine.decide import blast
 from remediator.engine.decide.decision import Clock, History, Situation, decide, gather, judge
 from remediator.engine.decide.evidence import Evidence, run_verify, verify_reads
 from remediator.engine.decide.planners import Planner, PlanningContext
@@ -182,6 +184,7 @@ class Steps:
         if not self.still_allowed(incident_id, proposal) or not self.still_broken(incident_id, proposal):
             return
         with self.store.write() as session:
+            audit.lock(session)   # real runs take turns across replicas: the caps and waves below read what they did
             row = incident_row(session, incident_id)
             # Right before the real run: is the alert still firing? (Acting on a resolved alert hurts.)
             if not incidents.still_firing(session, incident_id):
@@ -189,6 +192,11 @@ class Steps:
                 self.lifecycle.close(session, row, IncidentState.RESOLVED,
                                      "the alert resolved before the real run; nothing was changed",
                                      notice=NotifyEvent.AUTO_RESOLVED)
+                return
+            if why := blast.hold(session, self.settings, self.policy.inventory, entry.id, proposal.hosts):
+                row.not_before = utcnow() + timedelta(seconds=self.settings.hold_s)
+                self.lifecycle.move(session, row, IncidentState.RECEIVED, f"held back: {why}; worked again after "
+                                    f"{self.settings.hold_s} s", event="incident.held", data={"why": why})
                 return
             self.lifecycle.move(session, row, IncidentState.EXECUTING)
             attempt = row.attempts
@@ -272,6 +280,11 @@ class Steps:
             situation = _situation(inc)
         verdict, _ = judge(situation, proposal, catalog=self.catalog, policy=self.policy, history=self.history,
                            clock=self.clock)
+        if verdict.verdict == Verdict.ALLOW:
+            with self.store.read() as session:
+                why = blast.unverified_elsewhere(session, self.settings, self.policy.inventory, proposal.entry, proposal.hosts)
+            if why:
+                verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "wave"], reasons=[why])
         if verdict.verdict == Verdict.DENY:
             self.records.close(incident_id, IncidentState.DENIED, "asked again right before the real run, policy "
                                f"denies: {'; '.join(verdict.reasons)}", data={"rules": verdict.rules})

@@ -17,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import delete, or_, select
 
 from remediator.engine.catalog.loader import Catalog
+from remediator.engine.decide import blast
 from remediator.engine.decide.decision import Clock, StoreHistory, metrics_query, system_clock
 from remediator.engine.decide.planners import Planner
 from remediator.engine.decide.policy import Policy
@@ -25,6 +26,7 @@ from remediator.engine.errors import StoreUnavailable
 from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
 from remediator.engine.outbound.metrics import Metrics
+from remediator.engine.outbound.notify import NotifyEvent, notify_incident
 from remediator.engine.outbound.prometheus import Prometheus
 from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.pipeline.records import Records
@@ -218,11 +220,16 @@ class Pipeline:
                 Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
             busy |= set(session.execute(select(leases.Lease.key).where(leases.Lease.expires_at > utcnow())).scalars())
             busy |= {h for h, groups in self.inventory.hosts.items() if h in paused or paused.intersection(groups)}
+            room = blast.busy_hosts(session, self.settings, self.inventory)   # the budget and the caps
+            if room is None:
+                return None
+            busy |= room
             approved_hosts = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state == IncidentState.APPROVED, Incident.host.is_not(None))).all()}
             # The busy hosts are left out in the query itself: however many incidents wait on a held host,
             # the first row is always one a worker can take (no starving a free host behind them).
-            q = select(Incident).where(Incident.state.in_(_CLAIMABLE))
+            q = select(Incident).where(Incident.state.in_(_CLAIMABLE),
+                                       or_(Incident.not_before.is_(None), Incident.not_before <= utcnow()))
             if busy:
                 q = q.where(or_(Incident.host.is_(None), Incident.host.not_in(busy)))
             if approved_hosts:   # an approved run on a host goes before new work on it
@@ -238,8 +245,11 @@ class Pipeline:
             session.add(leases.Lease(key=key, incident_id=inc.id, owner=self.owner,
                                      claimed_at=now, expires_at=now + timedelta(seconds=self.settings.lease_ttl_s)))
             nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
-            inc.claimed_at = now
+            inc.claimed_at, inc.not_before = now, None
             inc.attempts += 1
+            for scope, why in blast.brake(session, self.settings, self.inventory, inc):   # paged once, by its key
+                notify_incident(session, self.settings, inc, NotifyEvent.BREAKER_OPEN, why, dedup_key=f"breaker:{scope}")
+                self.metrics.breaker_opened.labels(scope).inc()
             self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value, "by": self.owner})
             claimed = inc.id
         self._working.add(claimed)   # committed: the lease is ours

@@ -165,6 +165,7 @@ class Incident(Base):
     transcript: Mapped[dict[str, Any] | None] = mapped_column(JSON)   # the LLM planner's conversation
     interrupted: Mapped[str] = mapped_column(String(16), default="")   # apply | verify: a restart cut that step off
     report: Mapped[Report | None] = mapped_column(ModelJSON(Report))   # a Level 2 diagnosis (remediator/engine/decide/reports.py)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)   # held back (a wave, a cap): not claimed before
 
 
 class Run(Base):

@@ -1,4 +1,5 @@
-"""leases (a host being remediated by one replica, until it expires unless renewed) and pauses (no new claims in a scope)
+"""leases (a host being remediated by one replica, until it expires unless renewed), pauses (no new claims in a scope),
+and an incident's not_before (held back by a wave or a cap)
 
 Revision ID: 0014
 Revises: 0013
@@ -28,9 +29,13 @@ def upgrade() -> None:
                     sa.Column('reason', sa.Text(), nullable=False),
                     sa.Column('at', sa.DateTime(), nullable=False),
                     sa.PrimaryKeyConstraint('scope'))
+    with op.batch_alter_table('incidents') as batch:
+        batch.add_column(sa.Column('not_before', sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('incidents') as batch:
+        batch.drop_column('not_before')
     op.drop_table('pauses')
     op.drop_index('ix_leases_owner', 'leases')
     op.drop_index('ix_leases_incident_id', 'leases')
