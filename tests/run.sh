@@ -25,4 +25,4 @@ REMEDIATOR_TEST_DATABASE=postgres pytest -ra -m unit tests/unit/test_intake.py t
   tests/unit/test_audit.py tests/unit/test_notify.py tests/unit/test_approvals.py tests/unit/test_breaker.py \
   tests/unit/test_api.py tests/unit/test_faults.py tests/security/test_fairness.py \
   tests/security/test_store_limits.py tests/security/test_amplification.py tests/unit/test_retention.py \
-  tests/unit/test_suggest.py tests/unit/test_reports.py
+  tests/unit/test_suggest.py tests/unit/test_reports.py tests/unit/test_blast.py
