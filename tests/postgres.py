@@ -48,6 +48,15 @@ class Cluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://remediator@127.0.0.1:{self.port}/{name}"
 
+    def down(self) -> None:
+        """Stop the server, keeping its data (an outage)."""
+        self._as_postgres(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def up(self) -> None:
+        """Start it again after down()."""
+        self._as_postgres(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "log"), "-o",
+                          f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on", "start")
+
     def stop(self) -> None:
         self._as_postgres(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)

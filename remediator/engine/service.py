@@ -143,9 +143,12 @@ class Engine:
         approval expiry, the outbox, retention, and taking over what a dead replica left."""
         next_prune = time.monotonic() + 60   # the first a minute after start, then daily
         next_verify = time.monotonic() + 5
-        next_takeover = 0.0
+        next_takeover = next_ingester = 0.0
         while not self._stop.wait(0.5):
             try:
+                if self.takes_in and not self.ingester.alive() and time.monotonic() >= next_ingester:
+                    next_ingester = time.monotonic() + 10   # it ended (a bug, an outage at its start): again
+                    self.ingester.start()
                 if not self.store.is_sqlite:
                     self.ingester.settle()
                 if not self.leader.held():

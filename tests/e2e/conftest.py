@@ -71,6 +71,9 @@ class Server(ServeProcess):
         return self.client.post("/webhook/alertmanager", content=payload_file.read_bytes(),
                                 headers={"content-type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
 
+    def post_bytes(self, body: bytes) -> httpx.Response:
+        return self.client.post("/webhook/alertmanager", content=body, headers={"content-type": "application/json"})
+
     def taken_in(self, response: httpx.Response, timeout_s: float = 30) -> dict:
         """What an acknowledged webhook became (GET /deliveries/{id}, once the ingester took it in)."""
         assert response.status_code == 200, response.text

@@ -151,6 +151,12 @@ class Inbox:
             return dict(session.execute(select(InboxRow.id, InboxRow.alerts_count).where(InboxRow.id > floor))
                         .tuples().all())
 
+    def taken_in(self, ids: list[int]) -> set[int]:
+        """Which of these deliveries are taken in (by any replica's ingester)."""
+        with self.main.read() as session:
+            return set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.ingested_at.is_not(None)))
+                       .scalars())
+
     def get(self, delivery_id: int) -> InboxRow | None:
         with self.store.read() as session:
             return session.get(InboxRow, delivery_id)

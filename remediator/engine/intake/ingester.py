@@ -44,8 +44,7 @@ _SPAWN = multiprocessing.get_context("spawn")   # never fork a process that runs
 
 @dataclass
 class Batch:
-    """What one batch became: the deliveries it took in (or marked failed), each one's result, and the incidents it
-    closed (state, seconds open) for the metrics."""
+    """What one batch became: deliveries taken in (or marked failed), results, incidents closed (for the metrics)."""
 
     taken: list[int]
     results: list[IntakeResult]
@@ -71,13 +70,18 @@ class IngestLoop:
     def run(self, wait: Callable[[float], bool], stopping: Callable[[], bool]) -> None:
         """Until `stopping()`: take in what waits; when nothing does, `wait` for a nudge (an acknowledgement) or a
         second."""
+        was_stuck = True   # whatever the parent heard before this loop ran (a store down at the start) is cleared
         while not stopping():
             try:
                 taken = self.take_in_next(stopping)
             except StoreUnavailable as exc:
                 self.stuck(exc.message)
+                was_stuck = True
                 wait(1.0)
                 continue
+            if was_stuck:   # the store answers again, with nothing waiting: no longer stuck either
+                self.stuck("")
+                was_stuck = False
             # Then a moment for more to arrive: under a storm one bigger batch costs far less than many small ones
             # (the queries, the flush and the report are per batch), and the webhook gets the core meanwhile. Alone,
             # an alert reaches its incident this much later.
@@ -267,9 +271,7 @@ class Ingester:
             ids = list(self._waiting)[:1000]
         if not ids:
             return
-        with self.inbox.main.read() as session:
-            done = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.ingested_at.is_not(None)))
-                       .scalars())
+        done = self.inbox.taken_in(ids)
         with self._cv:
             for delivery_id in done & set(self._waiting):
                 self.backlog -= self._waiting.pop(delivery_id)
@@ -363,7 +365,14 @@ def _child_main(settings: Settings, results: Connection, nudges: Connection, lev
     from remediator.engine import logs
     logs.configure(logging.getLevelName(level))
     store = open_store(settings)
-    inbox = Inbox.open(settings, store)
+    while True:   # started while the store is down (or restarted by the parent meanwhile): wait for it
+        try:
+            inbox = Inbox.open(settings, store)
+            break
+        except StoreUnavailable as exc:
+            results.send(("stuck", exc.message))
+            if nudges.poll(1.0) and not os.read(nudges.fileno(), 65536):
+                return   # the parent stopped us
     closed = threading.Event()   # the nudge pipe's EOF: the parent stopped us, or died
 
     def wait(timeout_s: float) -> bool:

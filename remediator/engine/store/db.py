@@ -375,9 +375,13 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reading only (on SQLite it takes no lock: writing in it is a bug)."""
-        with self._read_sessions() as session:
-            yield session
+        """A session for reading only (on SQLite it takes no lock: writing in it is a bug); StoreUnavailable when the
+        database does not answer."""
+        try:
+            with self._read_sessions() as session:
+                yield session
+        except (OperationalError, InternalError) as exc:
+            raise StoreUnavailable(f"the store cannot be read now: {exc.orig}") from None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
