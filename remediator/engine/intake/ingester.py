@@ -68,8 +68,7 @@ class IngestLoop:
         self.linger_s = settings.intake_linger_s
 
     def run(self, wait: Callable[[float], bool], stopping: Callable[[], bool]) -> None:
-        """Until `stopping()`: take in what waits; when nothing does, `wait` for a nudge (an acknowledgement) or a
-        second."""
+        """Until `stopping()`: take in what waits; when nothing does, `wait` for a nudge or a second."""
         was_stuck = True   # whatever the parent heard before this loop ran (a store down at the start) is cleared
         while not stopping():
             try:
@@ -90,9 +89,7 @@ class IngestLoop:
 
     def take_in_next(self, stopping: Callable[[], bool] = lambda: False) -> int:
         """One batch of the oldest deliveries not taken in; how many deliveries it held (0: none waits)."""
-        if self.moved_upto is None:
-            self.moved_upto = self.inbox.floor()
-        moved_before = self.moved_upto
+        moved_before = self.moved_upto = self.inbox.floor() if self.moved_upto is None else self.moved_upto
         self.moved_upto = self.inbox.move(self.max_batch_alerts, after=self.moved_upto)
         batch, broken = self.pending()
         for delivery_id in broken:
