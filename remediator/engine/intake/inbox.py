@@ -176,9 +176,7 @@ class Inbox:
             return after
         with self.main.write() as session:
             have = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids))).scalars())
-            fresh = [{"id": r.id, "received_at": r.received_at, "group_key": r.group_key, "status": r.status,
-                      "alerts_count": r.alerts_count, "truncated": r.truncated, "body": r.body, "new_alerts": 0,
-                      "sender": r.sender} for r in rows if r.id not in have]
+            fresh = [_as_delivery(r) for r in rows if r.id not in have]
             if fresh:
                 session.execute(insert(Delivery), fresh)
         return max(ids)
@@ -195,13 +193,17 @@ class Inbox:
                 return after
             rows = session.execute(select(InboxRow).where(InboxRow.id.in_(ids))).scalars().all()
             have = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids))).scalars())
-            fresh = [{"id": r.id, "received_at": r.received_at, "group_key": r.group_key, "status": r.status,
-                      "alerts_count": r.alerts_count, "truncated": r.truncated, "body": r.body, "new_alerts": 0,
-                      "sender": r.sender} for r in rows if r.id not in have]
+            fresh = [_as_delivery(r) for r in rows if r.id not in have]
             if fresh:
                 session.execute(insert(Delivery), fresh)
             session.execute(delete(InboxRow).where(InboxRow.id.in_(ids)))
         return max(max(ids), after)
+
+
+def _as_delivery(r: InboxRow) -> dict:
+    """An inbox row as the `deliveries` row it becomes (the same id)."""
+    return {"id": r.id, "received_at": r.received_at, "group_key": r.group_key, "status": r.status,
+            "alerts_count": r.alerts_count, "truncated": r.truncated, "body": r.body, "new_alerts": 0, "sender": r.sender}
 
 
 def batch_of(heads: Sequence[tuple[int, int]], max_alerts: int) -> list[int]:
