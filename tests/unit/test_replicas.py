@@ -177,5 +177,6 @@ def test_one_serve_per_sqlite_store_and_no_roles_on_it(tmp_path):
         single_serve(url)
     held.close()
     single_serve(url).close()                   # free again once the first is gone
+    single_serve(f"sqlite:///{tmp_path / 'new' / 'var' / 'remediator.db'}").close()   # a first start: no dir yet
     with pytest.raises(ConfigError, match="role worker needs the replicas to share a PostgreSQL store"):
         Engine(Settings(data_dir=tmp_path, role="worker"))

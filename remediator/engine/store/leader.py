@@ -81,6 +81,7 @@ def single_serve(url: str) -> IO[str] | None:
     if not path or path == ":memory:":
         return None
     lock = Path(path + ".serve.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)   # a first start: the store makes it too, later
     handle = lock.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
