@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     breaker_entry_failures: int = Field(3, ge=1, description="consecutive failed remediations of one entry that pause it")
     breaker_global_failures: int = Field(5, ge=1, description="consecutive failed remediations of any entry that pause all")
     breaker_window_s: int = Field(3600, ge=60, description="failures older than this do not count")
+    breaker_failure_percent: float = Field(50, gt=0, le=100, description="an entry whose remediations across the fleet "
+                                           "failed in more than this share within breaker_window_s pauses (100: off)")
+    breaker_failure_min: int = Field(6, ge=1, description="ended remediations of the entry before its share counts")
     # what the boundary learns (only ever tightening): per entry x inventory group x alertname
     learn_failures: int = Field(5, ge=1, description="failed or unverified runs of an entry for one alertname on one "
                                 "inventory group's hosts that make that scope approve-only")

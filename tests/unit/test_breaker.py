@@ -1,5 +1,5 @@
-"""The circuit breaker: consecutive failed remediations pause automatic runs of an entry (or of all),
-people are told, policy's `allow` becomes `approve`, and only an admin resets it."""
+"""The circuit breaker: consecutive failed remediations, or too large a share of failed ones, pause automatic runs
+of an entry (or of all), people are told, policy's `allow` becomes `approve`, and only an admin resets it."""
 import json
 
 import pytest
@@ -74,6 +74,19 @@ def test_a_success_between_failures_keeps_it_closed(engine):
     assert not any(b.open for b in breaker.status(engine.store))
 
 
+def test_an_entry_failing_in_more_than_half_its_fleet_wide_runs_becomes_approve_only_everywhere(engine):
+    """Failures that alternate with fixes never count as consecutive: the share across the fleet does."""
+    hosts = ["app-server-01", "app-server-02", "api-server-01", "db-primary-01"]
+    for n, outcome in enumerate([IncidentState.FAILED, IncidentState.RESOLVED] * 3):
+        remediated(engine, "restart_service", outcome, host=hosts[n % 4])
+    assert not any(b.open for b in breaker.status(engine.store))             # 3 of 6: not more than 50 %
+    remediated(engine, "restart_service", IncidentState.ESCALATED, host="api-server-01")
+    paused = breaker_rule(ALLOW, "restart_service", engine.pipeline.history)
+    assert paused.verdict == Verdict.APPROVE
+    assert "4 of the last 7 restart_service remediations across the fleet failed" in paused.reasons[0]
+    assert breaker_rule(ALLOW, "clean_logs", engine.pipeline.history).verdict == Verdict.ALLOW
+
+
 def test_failures_across_entries_pause_everything(engine):
     for entry in ("restart_service", "clean_logs", "reset_db_pool", "scale_out", "clean_logs"):
         remediated(engine, entry, IncidentState.FAILED)
@@ -116,6 +129,7 @@ def test_cli_shows_and_resets(engine, tmp_path):
 def test_the_boundary_learns_per_group_and_alert_and_only_tightens(engine, tmp_path, monkeypatch):
     """Five failed or unverified restarts for ServiceDown on the app group's hosts (successes among them) make that
     scope approve-only: another app host now needs a person, an api host does not; `policy status` shows it."""
+    engine.settings.breaker_failure_percent = 100     # the entry's share across the fleet: the test above
     learned = breaker.learned_scopes("restart_service", ["app"], "ServiceDown")
     failed, ok = (IncidentState.ESCALATED, IncidentState.FAILED), IncidentState.RESOLVED
     for n, outcome in enumerate([*failed, ok, *failed, ok, failed[0]]):     # never 3 in a row: the entry breaker stays shut

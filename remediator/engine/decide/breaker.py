@@ -1,10 +1,12 @@
 """The circuit breaker: after repeated failed remediations, automatic runs pause until an admin resets it.
 
 Three kinds of scope: one entry (`entry:<id>`, after `breaker_entry_failures` consecutive failures of
-that entry), everything (`global`, after `breaker_global_failures` consecutive failures of any entry),
-both counted over `breaker_window_s`; and what the boundary learned (`learned:<entry>|<group>|<alertname>`:
-after `learn_failures` failed or unverified runs of that entry for that alert on hosts of that inventory
-group within `learn_window_s`, consecutive or not). Counts start again at a scope's last reset. A
+that entry, or when more than `breaker_failure_percent` of its last ended remediations across the fleet, at least
+`breaker_failure_min`, failed: failures that alternate with fixes never count as consecutive), everything
+(`global`, after `breaker_global_failures` consecutive failures of any entry), all counted over `breaker_window_s`;
+and what the boundary learned (`learned:<entry>|<group>|<alertname>`: after `learn_failures` failed or unverified
+runs of that entry for that alert on hosts of that inventory group within `learn_window_s`, consecutive or not).
+Counts start again at a scope's last reset. A
 remediation failed when its real run failed or its fix did not verify (the incident ended failed or
 escalated after an apply). While a scope is open, a verdict of `allow` becomes `approve`: a person looks
 at each dry run; it only ever tightens. Opening is audited and notified; only an admin resets
@@ -73,6 +75,17 @@ def _consecutive_failures(session: Session, settings: Settings, entry: str | Non
     return n
 
 
+def _failure_share(session: Session, settings: Settings, entry: str, since: datetime) -> tuple[int, int] | None:
+    """(failed, ended) remediations of `entry` on any host since `since`, when the failed share passes the setting."""
+    applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
+    states = session.execute(select(Incident.state).where(
+        Incident.id.in_(applied), Incident.entry == entry, Incident.closed_at.is_not(None), Incident.closed_at >= since,
+        Incident.state.in_([*_FAILED, IncidentState.RESOLVED.value]))).scalars().all()
+    failed, ended = sum(s in _FAILED for s in states), len(states)
+    passed = ended >= settings.breaker_failure_min and failed * 100 > settings.breaker_failure_percent * ended
+    return (failed, ended) if passed else None
+
+
 def _learned_failures(session: Session, inc: Incident, hosts: list[str], since: datetime) -> int:
     """Failed or unverified real runs of this entry for this alert on these hosts since `since`."""
     applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
@@ -112,11 +125,17 @@ def record_outcome(session: Session, settings: Settings, inc: Incident,
             continue
         since = max(window_start, row.reset_at) if row is not None and row.reset_at else window_start
         failures = _consecutive_failures(session, settings, entry, since)
-        if failures < limit:
-            continue
         what = inc.entry if entry else "remediations of any entry"
-        reason = (f"{failures} consecutive failed {what} within {settings.breaker_window_s} s "
-                  f"(the last: incident {inc.id} on {inc.host}); automatic runs pause, each needs a person")
+        if failures >= limit:
+            reason = (f"{failures} consecutive failed {what} within {settings.breaker_window_s} s "
+                      f"(the last: incident {inc.id} on {inc.host}); automatic runs pause, each needs a person")
+        elif entry is not None and (share := _failure_share(session, settings, entry, since)):
+            failures, ended = share
+            reason = (f"{failures} of the last {ended} {what} remediations across the fleet failed within "
+                      f"{settings.breaker_window_s} s (more than {settings.breaker_failure_percent:g} %; the last: "
+                      f"incident {inc.id} on {inc.host}); it is approve-only everywhere until an admin resets it")
+        else:
+            continue
         _open(session, row, scope, reason, failures, inc)
         opened.append(scope)
     return opened
