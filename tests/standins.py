@@ -143,6 +143,10 @@ class Receivers:
         self.jira = _Jira()
         self.desk = _TicketDesk()
         self.fail_next: dict[str, int] = {}     # path -> how many requests to answer 503 first
+        # path -> after how many accepted requests the next one is held (until `released`) and answered 503, unrecorded:
+        # a sender killed meanwhile never learns whether it went
+        self.hold_after: dict[str, int] = {}
+        self.holding, self.released = threading.Event(), threading.Event()
         self._lock = threading.Lock()
         receivers = self
 
@@ -171,6 +175,13 @@ class Receivers:
                     if receivers.fail_next.get(name, 0) > 0:
                         receivers.fail_next[name] -= 1
                         return self._answer(503, "unavailable")
+                    held = receivers.hold_after.get(name) == len(receivers.received.get(name, []))
+                    if held:
+                        del receivers.hold_after[name]
+                if held:
+                    receivers.holding.set()
+                    receivers.released.wait(120)
+                    return self._answer(503, "held")
                 if name == "slack":
                     code, text = _slack(body)
                 elif name == "pagerduty":

@@ -151,7 +151,9 @@ class Engine:
                     self.ingester.start()
                 if not self.store.is_sqlite:
                     self.ingester.settle()
-                if not self.leader.held():
+                leads = self.leader.held()
+                self.metrics.leader.set(1 if leads else 0)
+                if not leads:
                     continue
                 if not self.store.is_sqlite and time.monotonic() >= next_takeover:
                     next_takeover = time.monotonic() + self.settings.lease_ttl_s / 4

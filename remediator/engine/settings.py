@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     ticket_webhook_url: str | None = Field(None, description="a generic ticket endpoint: JSON upserted by external_id")
     public_url: str = "http://127.0.0.1:8080"
     notify_max_attempts: int = 8
+    notify_claim_s: int = Field(60, ge=1, description="a message being sent is claimed this long: when its sender "
+                                "dies mid-send, another replica sends it after that")
     notify_per_minute: int = Field(60, ge=1, description="messages sent per channel per minute (Slack takes about one "
                                    "a second); the rest wait in the outbox, none is dropped")
 

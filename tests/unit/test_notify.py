@@ -1,8 +1,9 @@
 """Notifications: payload shapes the real services accept, escaping, and the outbox's retries."""
 import json
+import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from remediator.engine.outbound.notify import (
     Notification,
@@ -14,7 +15,7 @@ from remediator.engine.outbound.notify import (
     teams_payload,
 )
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import OutboxMessage, Store
+from remediator.engine.store.db import OutboxMessage, Store, utcnow
 from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers, _pagerduty, _slack, _teams
 
 pytestmark = pytest.mark.unit
@@ -105,6 +106,42 @@ def test_a_channel_that_is_down_keeps_its_message(outbox, receivers):
     assert notifier.deliver_due() == 1
     assert _rows(store)["slack"].sent_at is not None
     assert len(receivers.received["slack"]) == 1
+
+
+def test_two_senders_at_once_send_each_message_once(outbox, receivers):
+    """The outbox's singleton moves between replicas; for a moment two may send. Each row is claimed before its send:
+    of two senders exactly one sends it; a sender that died mid-send leaves its row to the next after the claim."""
+    store, settings, _ = outbox
+    with store.write() as s:
+        for n in range(20):
+            enqueue(s, settings, _note(text=f"message {n}"))        # slack, pagerduty, webhook: 60 rows
+    senders = [Notifier(store, settings), Notifier(store, settings)]
+    go, sent = threading.Barrier(2), []
+
+    def send(notifier: Notifier) -> None:
+        go.wait()
+        sent.append(notifier.deliver_due(limit=100))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in senders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(sent) == 60 and all(sent), sent                      # both sent some, none twice
+    texts = sorted(b["text"] for b in receivers.received["hook"])
+    assert texts == sorted(f"message {n}" for n in range(20))
+    with store.write() as s:
+        enqueue(s, settings, _note(text="cut off"))
+    assert senders[0]._claim(max(_ids(store)))                      # claimed, then its sender died
+    assert senders[1].deliver_due() == 2                            # the other two channels' rows
+    with store.write() as s:                                        # the claim ran out
+        s.execute(update(OutboxMessage).where(OutboxMessage.sent_at.is_(None)).values(next_attempt_at=utcnow()))
+    assert senders[1].deliver_due() == 1
+
+
+def _ids(store) -> list[int]:
+    with store.read() as s:
+        return list(s.execute(select(OutboxMessage.id)).scalars())
 
 
 def test_a_refused_message_is_given_up_not_retried(outbox, receivers):

@@ -85,6 +85,8 @@ class Metrics:
         self.intake_stuck = Gauge("remediator_intake_stuck", "1 while the store refuses what the ingester takes in",
                                   registry=r)
         self.up = Gauge("remediator_up", "serve's parts: running (1) or not (0)", ["part"], registry=r)
+        self.leader = Gauge("remediator_leader", "1 while this replica runs the singletons (approval expiry, the "
+                            "outbox, retention, take-over); one replica at a time", registry=r)
         self.audit_broken = Gauge("remediator_audit_chain_broken", "1 when the last check of the audit chain found "
                                   "an event edited, removed or reordered", registry=r)
         self.audit_verified = Gauge("remediator_audit_last_verified_timestamp_seconds", "When the audit chain was "

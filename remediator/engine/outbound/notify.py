@@ -4,7 +4,10 @@ outbound/teams.py), tickets (Jira and a generic ticket webhook: outbound/tickets
 `enqueue()` adds one outbox row per configured channel INSIDE the transaction that changes the
 incident, so a notification exists exactly when the change does. `Notifier.deliver_due()` sends
 what is due; a channel that is down keeps its rows (retried with backoff, tenacity inside one
-attempt), so nothing is lost. Secrets (Slack URL, PagerDuty routing key) are added at send time
+attempt), so nothing is lost. Each row is claimed right before its send (its next attempt moved
+`notify_claim_s` ahead, only if it is still due): two senders (the singleton's old and new holder, for a
+moment) never send one message both; a sender that dies mid-send leaves that one row to the next
+after its claim. Secrets (Slack URL, PagerDuty routing key) are added at send time
 and never stored in the outbox.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from enum import StrEnum
 
 import httpx
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -261,6 +264,17 @@ class Notifier:
             raise _Permanent(f"HTTP {r.status_code}: {r.text[:200]}")
         return r
 
+    def _claim(self, message_id: int) -> bool:
+        """This row is ours to send now: still due, and not claimed by another sender (PostgreSQL rechecks the
+        condition on the row it waited for, so of two senders exactly one wins)."""
+        now = utcnow()
+        with self.store.write() as session:
+            won = session.execute(update(OutboxMessage).where(
+                OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None), OutboxMessage.dead.is_(False),
+                OutboxMessage.next_attempt_at <= now).values(
+                next_attempt_at=now + timedelta(seconds=self.settings.notify_claim_s)))
+            return bool(won.rowcount)   # type: ignore[attr-defined]
+
     def deliver_due(self, limit: int = 50) -> int:
         """Send what is due, at most `notify_per_minute` per channel (the rest wait, nothing is dropped); returns how
         many were sent."""
@@ -274,6 +288,8 @@ class Notifier:
             if msg.channel in waiting or msg.channel in self.throttled():
                 waiting.add(msg.channel)
                 continue
+            if not self._claim(msg.id):
+                continue   # another sender has it
             self._sent[msg.channel].append(time.monotonic())   # an attempt counts: a failing channel is not hammered
             error, permanent = "", False
             try:
