@@ -24,10 +24,11 @@ import time
 from bench.common import ROOT, TOKEN, Server, free_port, intake_backlog, main, start_remediator
 
 
-def load(port: int, per_request: int, distinct: bool, concurrency: int, seconds: float, salt: str) -> dict:
+def load(port: int, per_request: int, distinct: bool, concurrency: int, seconds: float, salt: str,
+         tid_base: int = 0) -> dict:
     """wrk against the webhook for `seconds`; its figures (requests, seconds, p50/p99 ms, failures)."""
     env = {**os.environ, "BENCH_ALERTS": str(per_request), "BENCH_DISTINCT": "1" if distinct else "0",
-           "BENCH_SALT": salt, "BENCH_TOKEN": TOKEN}
+           "BENCH_SALT": salt, "BENCH_TOKEN": TOKEN, "BENCH_TID_BASE": str(tid_base)}
     out = subprocess.run(["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "30s",
                           "-s", str(ROOT / "bench/webhook.lua"), f"http://127.0.0.1:{port}/webhook/alertmanager"],
                          env=env, capture_output=True, text=True, check=True).stdout

@@ -5,7 +5,8 @@
 1 intake under a storm (bench/intake.py, against bare FastAPI), 2 alert to verified fix
 (bench/fix.py, against bare ansible-playbook), 3 storm to drained (bench/storm.py, against the
 serial sum), 4 memory (idle and under load, in 1 and 3), 5 fault to verified fix through the lab's
-Prometheus and Alertmanager (bench/drills.py, against its target). Needs the lab (bash lab/setup.sh) and wrk.
+Prometheus and Alertmanager (bench/drills.py, against its target), 6 intake and storm with 1, 2 and 3 replicas on
+PostgreSQL (bench/replicas.py, against one serve on SQLite). Needs the lab (bash lab/setup.sh) and wrk.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import drills, fix, intake, storm
+from bench import drills, fix, intake, replicas, storm
 from bench.common import ROOT
 
 
@@ -37,6 +38,8 @@ def main() -> None:
     figures["storm"] = storm.run(args.workers)
     print("\n== 5. fault to verified fix, through Prometheus and Alertmanager")
     figures["drills"] = drills.run()
+    print("\n== 6. replicas on PostgreSQL: intake and the storm")
+    figures["replicas"] = replicas.run(args.seconds * 2)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=2))
     print(f"\nevery figure: {args.json}")

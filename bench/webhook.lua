@@ -3,12 +3,13 @@
 --   BENCH_DISTINCT  1: every alert new (fingerprint from thread, request and index); 0: one body again and again
 --   BENCH_SALT      keeps cells apart (fingerprints and instances)
 --   BENCH_TOKEN     the bearer token
+--   BENCH_TID_BASE  added to wrk's thread numbers: wrk processes run side by side make distinct fingerprints
 local per = tonumber(os.getenv("BENCH_ALERTS") or "1")
 local distinct = os.getenv("BENCH_DISTINCT") == "1"
 local salt = os.getenv("BENCH_SALT") or "0"
 local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "")}
 
-local next_id = 1
+local next_id = 1 + tonumber(os.getenv("BENCH_TID_BASE") or "0")
 function setup(thread)
   thread:set("tid", next_id)
   next_id = next_id + 1
