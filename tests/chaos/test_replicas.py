@@ -2,8 +2,10 @@
 ansible-playbook runs) at random moments, 20 times, half of them during a real run and aimed at the replica doing it,
 starting it again each time; then let them drain. Every alert that got a 2xx from any replica is in the store, every
 incident reaches a final state, no playbook ran twice for one incident, no host was worked by two incidents at once
-(their runs never overlap in time, whichever replica ran them), a real run cut off by a kill was never re-run without
+(their runs never overlap in time, whichever replica ran them), the global cap (1 host at a time: cap_global) was
+never exceeded (no two incidents' runs overlap at all), a real run cut off by a kill was never re-run without
 a person, and the audit chain is one intact chain."""
+import itertools
 import json
 import random
 import time
@@ -42,7 +44,7 @@ class Replicas:
 
     def start(self, n: int) -> Server:
         return Server(self.root / f"replica-{n}", self.receivers, self.ports[n], new_session=True, database_url=self.url,
-                      approval_ttl_s=str(STORM["approval_ttl_s"]), workers="2", lease_ttl_s="6")
+                      approval_ttl_s=str(STORM["approval_ttl_s"]), workers="2", lease_ttl_s="6", cap_global="1")
 
     def running_apply(self, db) -> int | None:
         """The replica doing a real run now (by its lease's owner pid), if any."""
@@ -129,6 +131,10 @@ def test_sigkill_of_random_replicas_loses_nothing_runs_nothing_twice_and_books_n
         for s1, e1, i1 in spans:
             for s2, e2, i2 in spans:
                 assert i1 == i2 or e1 <= s2 or e2 <= s1, f"{host}: {i1} ran {s1}..{e1}, {i2} ran {s2}..{e2}"
+    # The global cap of 1: one host worked on at a time across the replicas, so no two incidents' runs overlap at all.
+    spans = sorted((start, end, incident_id, hosts) for incident_id, hosts, start, end in runs)
+    for (s1, e1, i1, h1), (s2, e2, i2, h2) in itertools.combinations(spans, 2):
+        assert i1 == i2 or e1 <= s2 or e2 <= s1, f"cap_global 1 exceeded: {i1} on {h1} {s1}..{e1}, {i2} on {h2} {s2}..{e2}"
     interrupted = [i for i, _, cut in incidents if cut == "apply"]
     assert interrupted, "no kill cut off a real run: the test did not test that"
     assert all(started.get(i) == 1 for i in interrupted), {i: started.get(i) for i in interrupted}
@@ -136,4 +142,4 @@ def test_sigkill_of_random_replicas_loses_nothing_runs_nothing_twice_and_books_n
     assert health == [200] * REPLICAS
     print(f"\n{kills} kills ({aimed} at the replica running a real run); {len(accepted)} alerts acknowledged, all "
           f"stored; {len(incidents)} incidents, all final; {sum(applies.values())} real runs, none twice; "
-          f"{len(interrupted)} cut off, none re-run; no host worked by two incidents at once")
+          f"{len(interrupted)} cut off, none re-run; no host worked by two incidents at once, nor two hosts (cap_global 1)")

@@ -2,12 +2,14 @@
 racing replicas too; a storm brakes a group, or an alert firing in two regions, once (one page) and until an admin
 resets it; the wave rule keeps an entry out of a second region until it verified and baked in the first; a held-back
 incident is not claimed before its time; one region per action; and a flood on one host never starves a free one."""
+import subprocess
 import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
+from remediator.engine import PROJECT_ROOT
 from remediator.engine.decide import blast, breaker
 from remediator.engine.decide.decision import Situation, judge
 from remediator.engine.model.records import ActionProposal, Verdict
@@ -43,6 +45,25 @@ def test_the_group_budget_and_the_global_cap_hold_at_the_claim(tmp_path, databas
     for host in ("app-server-01", "api-server-01", "db-primary-01"):
         _add(capped, 1, host)
     assert len(_claim_all(capped)) == 2
+
+
+def test_incidents_show_says_which_budget_or_cap_an_incident_waits_for(tmp_path):
+    engine = _engine(tmp_path, None, budget_per_group=1, brake_hosts=50)
+    _add(engine, 1, "app-server-01", name="first")
+    (waiting,) = _add(engine, 1, "app-server-02", name="second")
+    assert engine.pipeline.claim() is not None and engine.pipeline.claim() is None
+    with engine.store.read() as s:
+        assert blast.waiting(s, engine.settings, engine.inventory, "app-server-02") == \
+            "1 hosts of app are being worked on (budget_per_group 1)"
+        assert "app-server-01 is being worked on by another incident" in blast.waiting(s, engine.settings,
+                                                                                       engine.inventory, "app-server-01")
+        assert blast.waiting(s, engine.settings, engine.inventory, "api-server-01") == ""
+    env = {"PATH": "/usr/bin:/bin", "REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_BUDGET_PER_GROUP": "1",
+           "COLUMNS": "200"}
+    shown = subprocess.run([str(PROJECT_ROOT / ".venv/bin/remediator"), "incidents", "show", waiting], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting: 1 hosts of app are being worked on (budget_per_group 1); it is claimed when there is room" in shown.stdout
 
 
 def test_racing_replicas_never_pass_the_budget(tmp_path, postgres_url):

@@ -75,16 +75,20 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
 
 
 def _held_back(host: str | None) -> None:
-    """Say so when a pause keeps this incident from being claimed."""
+    """Say so when a pause, the budget or a cap keeps this incident from being claimed."""
+    from remediator.engine.decide import blast
     from remediator.engine.intake.targets import load_inventory
     from remediator.engine.store import leases
     settings = common.settings()
-    groups = load_inventory(settings.inventory).hosts.get(host or "", [])
+    inventory = load_inventory(settings.inventory)
     with common.store(settings).read() as session:
-        pause = leases.holding(session, host, groups)
+        pause = leases.holding(session, host, inventory.hosts.get(host or "", []))
+        why = blast.waiting(session, settings, inventory, host)
     if pause is not None:
         console.print(f"held back: claims are paused ({pause.scope}) by {pause.by} since {pause.at:%Y-%m-%d %H:%M:%S}"
                       f"{': ' + pause.reason if pause.reason else ''}; `remediator resume` lets it go on", markup=False)
+    if why:
+        console.print(f"waiting: {why}; it is claimed when there is room", markup=False)
 
 
 def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None) -> None:

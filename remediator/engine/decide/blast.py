@@ -31,7 +31,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store.db import BreakerRow, Incident, Run, utcnow
 from remediator.engine.store.leases import Lease
 
-__all__ = ["REGION", "BRAKE", "region_of", "brake_scopes", "busy_hosts", "brake", "hold", "unverified_elsewhere",
+__all__ = ["REGION", "BRAKE", "region_of", "brake_scopes", "busy_hosts", "waiting", "brake", "hold", "unverified_elsewhere",
            "target_problem"]
 
 REGION = "region_"
@@ -57,20 +57,41 @@ def _members(inventory: Inventory) -> dict[str, set[str]]:
     return out
 
 
-def busy_hosts(session: Session, settings: Settings, inventory: Inventory) -> set[str] | None:
-    """Hosts the budget and the caps leave no room for now; None: the global cap is reached (claim nothing).
-    A host counts while it is leased or its incident is held (a dead replica's, until it is taken over)."""
-    leased = set(session.execute(select(Lease.key).where(Lease.expires_at > utcnow())).scalars())
-    leased |= {h for h in session.execute(select(Incident.host).where(
+def _working(session: Session) -> set[str]:
+    """Hosts being worked on now: leased, or their incident held (a dead replica's, until it is taken over)."""
+    working = set(session.execute(select(Lease.key).where(Lease.expires_at > utcnow())).scalars())
+    return working | {h for h in session.execute(select(Incident.host).where(
         Incident.state.in_([s.value for s in HELD_STATES]))).scalars() if h}
-    if settings.cap_global and len(leased) >= settings.cap_global:
-        return None
-    busy: set[str] = set()
+
+
+def _full(settings: Settings, inventory: Inventory, working: set[str]) -> list[tuple[str, set[str], str]]:
+    """The groups whose budget (or regions whose cap) the hosts being worked on fill: (group, its hosts, why)."""
+    out = []
     for group, hosts in _members(inventory).items():
-        limit = settings.cap_per_region if group.startswith(REGION) else settings.budget_per_group
-        if limit and len(hosts & leased) >= limit:
-            busy |= hosts
-    return busy
+        region = group.startswith(REGION)
+        limit = settings.cap_per_region if region else settings.budget_per_group
+        if limit and len(hosts & working) >= limit:
+            out.append((group, hosts, f"{len(hosts & working)} hosts of {group} are being worked on "
+                                      f"({'cap_per_region' if region else 'budget_per_group'} {limit})"))
+    return out
+
+
+def busy_hosts(session: Session, settings: Settings, inventory: Inventory) -> set[str] | None:
+    """Hosts the budget and the caps leave no room for now; None: the global cap is reached (claim nothing)."""
+    working = _working(session)
+    if settings.cap_global and len(working) >= settings.cap_global:
+        return None
+    return {h for _group, hosts, _why in _full(settings, inventory, working) for h in hosts}
+
+
+def waiting(session: Session, settings: Settings, inventory: Inventory, host: str | None) -> str:
+    """Why the claim passes over this host's incident now ('' when the budget and the caps leave it room)."""
+    working = _working(session)
+    if host in working:
+        return f"{host} is being worked on by another incident (one at a time per host)"
+    if settings.cap_global and len(working) >= settings.cap_global:
+        return f"{len(working)} hosts are being worked on (cap_global {settings.cap_global})"
+    return next((why for _group, hosts, why in _full(settings, inventory, working) if host in hosts), "")
 
 
 def brake(session: Session, settings: Settings, inventory: Inventory, inc: Incident) -> list[tuple[str, str]]:
