@@ -74,7 +74,12 @@ def taken_in(http: httpx.Client, response: httpx.Response, timeout_s: float = 60
     response.raise_for_status()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        delivery = http.get(f"/deliveries/{response.json()['delivery']}").json()
+        answer = http.get(f"/deliveries/{response.json()['delivery']}")
+        if answer.status_code == 503:     # a busy store: ask again
+            time.sleep(0.1)
+            continue
+        answer.raise_for_status()
+        delivery = answer.json()
         if delivery["ingested"]:
             return delivery
         time.sleep(0.01)

@@ -71,12 +71,12 @@ def intake(kind: str, n: int, cluster: Cluster, seconds: float) -> dict:
     finally:
         for s in servers:
             s.stop()
-    acked = sum(g["requests"] for g in got) * 100
     # every alert is new (and on a host outside the inventory: escalated as it is taken in); stored once by its identity
     held = _counts(url)
     sent = held["deliveries"] * 100    # every 2xx (wrk's count stops at its deadline; the store has the late ones too)
-    return {"store": kind, "replicas": n, "acked_alerts": acked, "alerts_per_s": round(acked / loaded),
-            "taken_in_per_s": round(acked / drained), "p99_ms": round(max(g["p99_ms"] for g in got), 1),
+    # wrk's count has the 503s (a full backlog) in it: the store's deliveries are what was acknowledged
+    return {"store": kind, "replicas": n, "alerts_per_s": round(sent / loaded), "taken_in_per_s": round(sent / drained),
+            "p99_ms": round(max(g["p99_ms"] for g in got), 1),
             "drain_s": round(drained - loaded, 2), "failures": sum(g["non_200"] + g["errors"] for g in got),
             "acknowledged": sent, "stored": held["alerts"], "lost": sent - held["alerts"]}
 

@@ -152,19 +152,28 @@ class DeliveryView(BaseModel):
 
 def get_delivery(store: Store, delivery_id: int, inbox: Store | None = None) -> DeliveryView:
     """A delivery taken in or about to be (in `deliveries`), else one still in the inbox store; NotFound otherwise."""
-    with store.read() as session:
-        d = session.get(Delivery, delivery_id)
-        if d is not None:
-            outcome = d.outcome or {}
-            return DeliveryView(id=d.id, received_at=d.received_at, group_key=d.group_key, status=d.status,
-                                alerts=d.alerts_count, truncated_alerts=d.truncated, ingested=d.ingested_at is not None,
-                                ingested_at=d.ingested_at, sender=d.sender, **{k: outcome.get(k) for k in
-                                                              ("new", "duplicates", "incidents", "escalated", "failed",
-                                                               "error")})
+    if (found := _in_deliveries(store, delivery_id)) is not None:
+        return found
     with (inbox or store).read() as session:
         w = session.get(InboxRow, delivery_id)
-        if w is None:
-            raise NotFound(f"no delivery {delivery_id}")
-        return DeliveryView(id=w.id, received_at=w.received_at, group_key=w.group_key, status=w.status,
-                            alerts=w.alerts_count, truncated_alerts=w.truncated, ingested=False, ingested_at=None,
-                            sender=w.sender)
+        if w is not None:
+            return DeliveryView(id=w.id, received_at=w.received_at, group_key=w.group_key, status=w.status,
+                                alerts=w.alerts_count, truncated_alerts=w.truncated, ingested=False, ingested_at=None,
+                                sender=w.sender)
+    # moved between the two reads (it reaches `deliveries` before it leaves the inbox): it is there now
+    if (found := _in_deliveries(store, delivery_id)) is not None:
+        return found
+    raise NotFound(f"no delivery {delivery_id}")
+
+
+def _in_deliveries(store: Store, delivery_id: int) -> DeliveryView | None:
+    with store.read() as session:
+        d = session.get(Delivery, delivery_id)
+        if d is None:
+            return None
+        outcome = d.outcome or {}
+        return DeliveryView(id=d.id, received_at=d.received_at, group_key=d.group_key, status=d.status,
+                            alerts=d.alerts_count, truncated_alerts=d.truncated, ingested=d.ingested_at is not None,
+                            ingested_at=d.ingested_at, sender=d.sender, **{k: outcome.get(k) for k in
+                                                                           ("new", "duplicates", "incidents", "escalated",
+                                                                            "failed", "error")})
