@@ -18,6 +18,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store import leases
 from remediator.engine.store.db import AlertRow, AuditEvent, Delivery, Incident, Run, utcnow
 from remediator.engine.store.leader import HOUSEKEEPER, Leadership, single_serve
+from remediator.engine.store.queries import get_delivery
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.unit
@@ -180,3 +181,25 @@ def test_one_serve_per_sqlite_store_and_no_roles_on_it(tmp_path):
     single_serve(f"sqlite:///{tmp_path / 'new' / 'var' / 'remediator.db'}").close()   # a first start: no dir yet
     with pytest.raises(ConfigError, match="role worker needs the replicas to share a PostgreSQL store"):
         Engine(Settings(data_dir=tmp_path, role="worker"))
+
+
+class _MovedMeanwhile:
+    """The inbox store as get_delivery() reads it, with the ingester's move landing right before that read."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def read(self):
+        self.engine.inbox.move(10_000, 0)
+        return self.engine.inbox.store.read()
+
+
+def test_a_delivery_moved_between_the_two_reads_is_found(tmp_path, postgres_url):
+    """GET /deliveries/{id} read `deliveries` (not there yet), then the inbox (gone meanwhile): 404 for a stored
+    delivery, on PostgreSQL (found by bench/replicas.py; SQLite's inbox keeps a moved row a while). The row reaches `deliveries` before it leaves the inbox."""
+    engine = Engine(Settings(data_dir=tmp_path, database_url=postgres_url, webhook_url="http://127.0.0.1:9/hook"))
+    body = parse_payload((FIXTURES / "payloads" / "correlated-firing.json").read_bytes())
+    with engine.inbox.store.write() as s:
+        (delivery_id,) = engine.inbox.write(s, [Received(body, "alertmanager")])
+    found = get_delivery(engine.store, delivery_id, _MovedMeanwhile(engine))
+    assert found.id == delivery_id and found.alerts == len(body.alerts)
