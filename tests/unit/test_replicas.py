@@ -196,7 +196,8 @@ class _MovedMeanwhile:
 
 def test_a_delivery_moved_between_the_two_reads_is_found(tmp_path, postgres_url):
     """GET /deliveries/{id} read `deliveries` (not there yet), then the inbox (gone meanwhile): 404 for a stored
-    delivery, on PostgreSQL (found by bench/replicas.py; SQLite's inbox keeps a moved row a while). The row reaches `deliveries` before it leaves the inbox."""
+    delivery, on PostgreSQL (found by bench/replicas.py; SQLite's inbox keeps a moved row a while).
+    The row reaches `deliveries` before it leaves the inbox."""
     engine = Engine(Settings(data_dir=tmp_path, database_url=postgres_url, webhook_url="http://127.0.0.1:9/hook"))
     body = parse_payload((FIXTURES / "payloads" / "correlated-firing.json").read_bytes())
     with engine.inbox.store.write() as s:
