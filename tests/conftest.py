@@ -8,6 +8,10 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import Catalog, load_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# pytest-xdist's workers start with COLUMNS=80 set, and a Rich console made while it is set keeps that width for good,
+# whatever a test's CLI invocation asks for: the CLI's console must size itself per invocation, as in a shell.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 
 @pytest.fixture(scope="session")
@@ -23,30 +27,23 @@ def catalog_copy(tmp_path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def _postgres():
-    """The PostgreSQL cluster, when REMEDIATOR_TEST_DATABASE=postgres (tests/run.sh runs the store tests so)."""
-    if os.environ.get("REMEDIATOR_TEST_DATABASE") != "postgres":
-        yield None
-        return
-    from tests.postgres import Cluster
-    cluster = Cluster()
-    yield cluster
-    cluster.stop()
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `store` that takes `database_url` runs twice: on SQLite and on PostgreSQL."""
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("store"):
+        metafunc.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
-def database_url(_postgres) -> str | None:
-    """None (SQLite in the test's data dir), or a fresh PostgreSQL database."""
-    return _postgres.new_database() if _postgres else None
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the test's data dir), or, for the `postgres` run of a `store` test, a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        return request.getfixturevalue("postgres_cluster").new_database()
+    return None
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster(_postgres):
-    """A PostgreSQL cluster whatever REMEDIATOR_TEST_DATABASE says: replicas only share PostgreSQL."""
-    if _postgres is not None:
-        yield _postgres
-        return
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster (tests/postgres.py), one per test process."""
     from tests.postgres import Cluster
     cluster = Cluster()
     yield cluster
@@ -66,3 +63,50 @@ def local_model(tmp_path_factory):
     model = LocalModel(tmp_path_factory.mktemp("local-model") / "server.log")
     yield model
     model.stop()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """This test process's lab instance (tests/lab.py); every container of it is removed at the session's end."""
+    from tests.lab import Lab
+    lab = Lab()
+    yield lab
+    lab.down()
+
+
+#: Which lane (an xdist group: one worker, one lab instance) runs each module that uses the lab. The lanes are
+#: balanced by the durations CI prints (tests/run.sh); a module not named here runs in the last lane.
+LAB_LANES = {
+    "lab-a": ["tests/chaos/test_replicas.py", "tests/chaos/test_drills.py"],
+    "lab-b": ["tests/chaos/test_kill.py", "tests/chaos/test_regions.py", "tests/chaos/test_storm.py",
+              "tests/e2e/test_store_outage.py", "tests/e2e/test_outbox_failover.py", "tests/e2e/test_prometheus.py",
+              "tests/e2e/test_monitoring.py"],
+}
+DEFAULT_LANE = "lab-c"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group what shares a lab instance or the small model onto one xdist worker (`--dist loadgroup`)."""
+    lanes = {path: lane for lane, paths in LAB_LANES.items() for path in paths}
+    root = config.rootpath
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "lab" in fixtures:
+            path = item.path.relative_to(root).as_posix()
+            item.add_marker(pytest.mark.xdist_group(lanes.get(path, DEFAULT_LANE)))
+        elif "local_model" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("model"))
+
+
+@pytest.fixture(scope="module")
+def lab_host(lab) -> str:
+    """app-server-01 of this process's lab (tests/lab.py), running."""
+    return lab.use(["app-server-01"])[0]
+
+
+@pytest.fixture
+def executor(tmp_path):
+    """An AnsibleExecutor over this process's lab inventory."""
+    from remediator.engine.run.runner import AnsibleExecutor
+    from tests.lab import INVENTORY
+    return AnsibleExecutor(tmp_path / "runs", INVENTORY)

@@ -1,28 +1,58 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: the gates (ruff, mypy), lint the catalog, every Molecule scenario, then pytest
-# (unit, integration against lab containers, end to end, a real small model: tests/local_model.py; coverage floor),
-# and the store's tests once more on PostgreSQL. Run lab/setup.sh first.
-# Fast inner loop instead: .venv/bin/pytest -m unit
-set -euo pipefail
+# The whole test suite, as CI runs it. Run lab/setup.sh first.
+#   - the gates (ruff, mypy, ansible-lint of the catalog), in the background: they need the CPU the lab lanes leave;
+#   - pytest over 4 xdist workers (--dist loadgroup, tests/conftest.py): three lab lanes, each with a lab instance of
+#     its own, the small model in one group, and everything else (unit, security, every Molecule scenario as a test
+#     item, the store's tests again on PostgreSQL) spread over whichever worker is free; coverage floor of pyproject;
+#   - at the end, a table of each phase's minutes and pytest's slowest tests, so every log shows where the time goes.
+# Fast inner loop instead: .venv/bin/pytest -m unit -n 2    (or one file, without -n)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
+logs=var/ci
+rm -rf "$logs"; mkdir -p "$logs"
+started=$SECONDS
 
-echo "== gates: ruff, mypy"
-ruff check .
-mypy remediator
+# timed NAME CMD...: run CMD, note its seconds and exit code in $logs/phases
+timed() {
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  "$@" || rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$rc" >> "$logs/phases"
+  return "$rc"
+}
 
-echo "== ansible-lint (production profile)"
-ansible-lint --profile production playbooks/ molecule/
+table() {
+  echo
+  echo "== phases (minutes; the gates overlap pytest)"
+  awk -F'\t' '{ printf "  %-34s %6.1f  %s\n", $1, $2 / 60, ($3 == 0 ? "ok" : "FAILED rc=" $3) }' "$logs/phases"
+  awk -v s=$((SECONDS - started)) 'BEGIN { printf "  %-34s %6.1f\n", "tests/run.sh, wall", s / 60 }'
+}
+trap table EXIT
 
-echo "== molecule: every scenario"
-molecule test --all
+gates() {
+  timed "gates: ruff" ruff check . &&
+  timed "gates: mypy" mypy remediator &&
+  timed "gates: ansible-lint" ansible-lint -q --profile production playbooks/ molecule/
+}
+echo "== gates (ruff, mypy, ansible-lint) in the background: $logs/gates.log"
+gates > "$logs/gates.log" 2>&1 &
+gates_pid=$!
 
-echo "== pytest (with the coverage floor of pyproject.toml)"
-pytest -ra --cov --cov-report=term "$@"
+echo "== pytest: -n 4 --dist loadgroup (lab lanes, the model, Molecule, unit, security, the store on PostgreSQL)"
+timed "pytest" pytest -ra -n 4 --dist loadgroup --durations=40 --junitxml="$logs/junit.xml" --cov --cov-report=term "$@"
+pytest_rc=$?
 
-echo "== the store's tests again, on PostgreSQL (a throwaway cluster: tests/postgres.py)"
-REMEDIATOR_TEST_DATABASE=postgres pytest -ra -m unit tests/unit/test_intake.py tests/unit/test_pipeline.py \
-  tests/unit/test_audit.py tests/unit/test_notify.py tests/unit/test_approvals.py tests/unit/test_breaker.py \
-  tests/unit/test_api.py tests/unit/test_faults.py tests/security/test_fairness.py \
-  tests/security/test_store_limits.py tests/security/test_amplification.py tests/unit/test_retention.py \
-  tests/unit/test_suggest.py tests/unit/test_reports.py tests/unit/test_blast.py
+gates_rc=0
+wait "$gates_pid" || gates_rc=$?
+echo "== gates"
+cat "$logs/gates.log"
+
+# Nothing a run started may outlive it: no lab container, Molecule instance or model server left behind.
+left=$(podman ps --all --format '{{.Names}}' | grep -E '^remediator-(lab|molecule)' || true)
+if [ -n "$left" ]; then
+  echo "== containers left behind by the tests: $left"
+  pytest_rc=1
+fi
+
+[ "$gates_rc" -eq 0 ] && [ "$pytest_rc" -eq 0 ]

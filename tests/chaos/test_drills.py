@@ -22,10 +22,10 @@ REMEDIATOR = Path(sys.executable).parent / "remediator"
 
 
 @pytest.fixture(scope="module")
-def lab_env(tmp_path_factory):
+def lab_env(tmp_path_factory, lab):
     receivers = Receivers()
     data = tmp_path_factory.mktemp("chaos")
-    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": "chaos-token",
+    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_INVENTORY": str(lab.inventory), "REMEDIATOR_TOKENS": "chaos-token",
            "REMEDIATOR_PORT": str(free_port()), "REMEDIATOR_LAB_PROMETHEUS_PORT": str(free_port()),
            "REMEDIATOR_LAB_ALERTMANAGER_PORT": str(free_port()),
            "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
@@ -35,6 +35,7 @@ def lab_env(tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     yield env, data, receivers
     down = subprocess.run([str(REMEDIATOR), "lab", "down"], env=env, capture_output=True, text=True, timeout=300)
+    lab.used()
     receivers.close()
     assert down.returncode == 0, down.stderr
     assert "stopped prometheus, alertmanager" in down.stdout

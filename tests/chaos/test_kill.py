@@ -14,10 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from remediator.engine.lab import fleet
 from remediator.engine.model.states import FINAL_STATES
-from tests.e2e.conftest import INVENTORY, SAMPLES, Server, free_port, on_host
-from tests.standins import Receivers
+from tests.e2e.conftest import SAMPLES, Server, free_port
+from tests.lab import on_host
 
 pytestmark = pytest.mark.e2e
 STORM = yaml.safe_load((Path(__file__).parent / "kill.yml").read_text())
@@ -55,14 +54,6 @@ def _post(server: Server, body: bytes) -> set[str]:
     except httpx.HTTPError:
         return set()
     return {a["fingerprint"] for a in json.loads(body)["alerts"]} if r.status_code == 200 else set()
-
-
-@pytest.fixture(scope="module")
-def lab_fleet():
-    fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
-    with Receivers() as receivers:
-        yield receivers
-    fleet.down(INVENTORY)
 
 
 def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, lab_fleet):

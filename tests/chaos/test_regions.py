@@ -14,22 +14,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from remediator.engine.lab import fleet
 from tests.chaos.test_kill import TEMPLATE
-from tests.e2e.conftest import INVENTORY, Server, on_host
-from tests.standins import Receivers
+from tests.e2e.conftest import Server
+from tests.lab import HOSTS as LAB
+from tests.lab import on_host
 
 pytestmark = pytest.mark.e2e
-HOSTS = {"app-server-01": 18081, "app-server-02": 18082}
+HOSTS = {h: LAB[h].port for h in ("app-server-01", "app-server-02")}   # the webapp's published port
+LAB_HOSTS = list(HOSTS)
 BAKE_S = 20
-
-
-@pytest.fixture(scope="module")
-def lab_fleet():
-    fleet.up(INVENTORY, hosts=list(HOSTS))
-    with Receivers() as receivers:
-        yield receivers
-    fleet.down(INVENTORY)
 
 
 def _storm(tag: str, hosts=tuple(HOSTS), alertname: str = "ServiceDown") -> bytes:

@@ -15,23 +15,15 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from remediator.engine.lab import fleet
 from remediator.engine.model.states import FINAL_STATES
 from tests.chaos.test_kill import _post, _round_payload
-from tests.e2e.conftest import INVENTORY, Server, free_port, on_host
+from tests.e2e.conftest import Server, free_port
+from tests.lab import on_host
 from tests.standins import Receivers
 
 pytestmark = pytest.mark.e2e
 STORM = yaml.safe_load((Path(__file__).parent / "kill.yml").read_text())
 REPLICAS = 3
-
-
-@pytest.fixture(scope="module")
-def lab_fleet():
-    fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
-    with Receivers() as receivers:
-        yield receivers
-    fleet.down(INVENTORY)
 
 
 class Replicas:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from remediator.engine.lab import fleet
-from tests.e2e.conftest import INVENTORY, Server, on_host
+from tests.e2e.conftest import Server
+from tests.lab import on_host
 from tests.standins import Receivers
 
 pytestmark = pytest.mark.e2e
@@ -16,14 +16,14 @@ SETTLED = {"resolved", "failed", "escalated", "denied", "awaiting_approval"}
 
 
 @pytest.fixture(scope="module")
-def storm_server(tmp_path_factory):
-    fleet.up(INVENTORY)
+def storm_server(tmp_path_factory, lab):
+    lab.use(fresh=True)
     receivers = Receivers()
     server = Server(tmp_path_factory.mktemp("storm"), receivers)
     yield server
     server.stop()
     receivers.close()
-    fleet.down(INVENTORY)
+    lab.used()
 
 
 def test_storm(storm_server):

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.lab import fleet
 from remediator.engine.lab.harness import LAB_BLAST, REMEDIATOR, ServeProcess, free_port
+from tests.lab import HOSTS, INVENTORY, on_host
 from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers
 
-INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
+__all__ = ["INVENTORY", "on_host", "free_port", "Server", "SAMPLES", "TOKEN"]
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
 HERE = Path(__file__).parent
 PAYLOADS = HERE / "payloads"
@@ -22,12 +22,11 @@ TOKEN = "e2e-token-" + "x" * 22
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"   # PagerDuty integration keys are 32 characters
 
 
-@pytest.fixture(scope="session")
-def lab_fleet():
-    """app-server-01 and api-server-01, fresh; removed after the session."""
-    fleet.up(INVENTORY, hosts=["app-server-01", "api-server-01"])
-    yield
-    fleet.down(INVENTORY)
+@pytest.fixture(scope="module")
+def lab_fleet(lab):
+    """app-server-01 and api-server-01 of this process's lab (tests/lab.py): running, fresh unless the module before
+    left them clean. Each end-to-end test leaves them as it found them."""
+    lab.use(["app-server-01", "api-server-01"])
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +53,7 @@ class Server(ServeProcess):
         port = port or free_port()
         self.data_dir = data_dir
         self.env = {**os.environ, **LAB_BLAST, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
+                    "REMEDIATOR_INVENTORY": str(INVENTORY),
                     "REMEDIATOR_PORT": str(port), "REMEDIATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
                     "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
                     "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
@@ -108,15 +108,11 @@ class Server(ServeProcess):
         super().stop(timeout_s)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory, lab_fleet, receivers):
     s = Server(tmp_path_factory.mktemp("serve"), receivers)
     yield s
     s.stop()
-
-
-def on_host(host: str, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", "exec", f"remediator-lab-{host}", *argv], capture_output=True, text=True)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:
@@ -153,7 +149,7 @@ def start_prometheus(work: Path, alertmanager_url: str) -> tuple[str, subprocess
     (work / "rules.yml").write_text((HERE / "rules.yml").read_text())
     config = work / "prometheus.yml"
     config.write_text(string.Template((HERE / "prometheus.yml").read_text()).substitute(
-        AM_PORT=alertmanager_url.rsplit(":", 1)[1]))
+        AM_PORT=alertmanager_url.rsplit(":", 1)[1], WEBAPP_PORT=HOSTS["app-server-01"].port))
     log = work / "prometheus.log"
     proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={work / 'prom-data'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -15,8 +15,9 @@ import yaml
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.config_tree import init_tree
+from remediator.engine.lab.fleet import SSH_DIR
 from remediator.engine.lab.harness import free_port
-from tests.e2e.conftest import SAMPLES, on_host
+from tests.e2e.conftest import INVENTORY, SAMPLES, on_host
 
 pytestmark = pytest.mark.e2e
 UID = 10001   # the image's user (packaging/image/Containerfile)
@@ -45,8 +46,8 @@ def tree(tmp_path) -> Path:
     ssh = conf / "ssh"
     ssh.mkdir()
     for name in ("id_ed25519", "known_hosts"):
-        shutil.copy(PROJECT_ROOT / "var" / "lab-ssh" / name, ssh / name)
-    lab = (PROJECT_ROOT / "inventory" / "lab.yml").read_text().replace("{{ inventory_dir }}/../var/lab-ssh", "/etc/remediator/ssh")
+        shutil.copy(SSH_DIR / name, ssh / name)
+    lab = INVENTORY.read_text().replace("{{ inventory_dir }}/..", str(PROJECT_ROOT)).replace(str(SSH_DIR), "/etc/remediator/ssh")
     (conf / "inventory.yml").write_text(lab)
     settings = yaml.safe_load(report.config.read_text())
     settings.pop("data_dir")   # the image's: /var/lib/remediator, the volume

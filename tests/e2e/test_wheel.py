@@ -13,7 +13,7 @@ import yaml
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.lab.harness import ServeProcess, free_port
-from tests.e2e.conftest import SAMPLES, on_host
+from tests.e2e.conftest import INVENTORY, SAMPLES, on_host
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def test_the_installed_wheel_makes_the_first_fix_from_outside_the_checkout(insta
     assert run("init", "conf").returncode == 0
     config = tmp_path / "conf" / "remediator.yml"
     # the lab's fleet as this operator's inventory: its hosts, keys and allow-lists
-    lab = (PROJECT_ROOT / "inventory" / "lab.yml").read_text().replace("{{ inventory_dir }}/..", str(PROJECT_ROOT))
+    lab = INVENTORY.read_text().replace("{{ inventory_dir }}/..", str(PROJECT_ROOT))
     (tmp_path / "conf" / "inventory.yml").write_text(lab)
     port = free_port()
     settings = yaml.safe_load(config.read_text())

@@ -5,6 +5,7 @@ import pytest
 
 from remediator.engine.model.records import RunStatus
 from tests.integration.conftest import on_host
+from tests.lab import container
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ def test_failing_task_is_a_failed_run_with_the_reason(catalog, executor, lab_hos
 
 def test_unreachable_host_is_reported(catalog, executor, lab_host):
     # app-server-02 is in the inventory; make sure no container answers for it.
-    subprocess.run(["podman", "rm", "--force", "--time", "0", "remediator-lab-app-server-02"], capture_output=True)
+    subprocess.run(["podman", "rm", "--force", "--time", "0", container("app-server-02")], capture_output=True)
     entry = catalog.get("restart_service")
     run = executor.run(entry, entry.validate_params({"unit": "webapp", "reason": "r"}), ["app-server-02"],
                        check=True, ident="t-unreach", timeout_s=120)

@@ -16,7 +16,7 @@ from remediator.engine.store.db import AlertRow, Incident, OutboxMessage
 from tests.fakes import take_in
 from tests.standins import Receivers
 
-pytestmark = [pytest.mark.security, pytest.mark.unit]
+pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 BASE = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())
 
 

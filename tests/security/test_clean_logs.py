@@ -17,7 +17,7 @@ from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.model.records import ActionProposal, RunStatus, Verdict
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
-from tests.integration.conftest import INVENTORY, executor, lab_host, on_host  # noqa: F401 (fixtures)
+from tests.integration.conftest import INVENTORY, on_host
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.security
@@ -77,7 +77,7 @@ def test_a_model_cleaning_off_the_host_lists_is_denied(tmp_path, arguments, list
 
 
 @pytest.mark.integration
-def test_the_real_role_never_deletes_through_a_symlink(catalog, executor, lab_host):  # noqa: F811
+def test_the_real_role_never_deletes_through_a_symlink(catalog, executor, lab_host):
     """/var/log/webapp/lnk -> /var/tmp/elsewhere: neither naming lnk/keep nor cleaning the root reaches there."""
     on_host("sh", "-c", "mkdir -p /var/tmp/elsewhere/keep && truncate -s 1M /var/tmp/elsewhere/keep/precious.log "
                         "/var/tmp/elsewhere/target.log /var/log/webapp/old-sec.log "
@@ -112,7 +112,7 @@ def test_the_real_role_never_deletes_through_a_symlink(catalog, executor, lab_ho
 
 
 @pytest.mark.integration
-def test_disk_usage_does_not_look_through_a_symlink(catalog, executor, lab_host):  # noqa: F811
+def test_disk_usage_does_not_look_through_a_symlink(catalog, executor, lab_host):
     """Finding 17: a diagnostic followed /tmp/x -> /root. It now resolves the path on the host and refuses."""
     on_host("ln", "-sfn", "/root", "/tmp/peek")
     try:

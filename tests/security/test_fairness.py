@@ -9,7 +9,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident, utcnow
 
-pytestmark = [pytest.mark.security, pytest.mark.unit]
+pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 
 
 @pytest.fixture

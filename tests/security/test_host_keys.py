@@ -4,11 +4,12 @@ import re
 
 import ansible_runner
 import pytest
+import yaml
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.run.runner import AnsibleExecutor
-from tests.integration.conftest import lab_host  # noqa: F401 (fixture)
+from tests.lab import INVENTORY
 
 pytestmark = pytest.mark.security
 
@@ -36,7 +37,7 @@ def test_host_key_checking_stays_on_in_the_runs_environment(tmp_path, monkeypatc
 
 
 @pytest.mark.integration
-def test_a_host_whose_key_is_not_the_pinned_one_is_never_worked(catalog, lab_host, tmp_path):  # noqa: F811
+def test_a_host_whose_key_is_not_the_pinned_one_is_never_worked(catalog, lab_host, tmp_path):
     """The lab is reached over SSH with each host's key pinned: a known_hosts that pins another key for
     app-server-01 (as a host, or a man in the middle, presenting a new key would look) stops the run before
     any task; the same run with the true file works, so the test can fail. Each run logs in afresh: a kept
@@ -47,9 +48,13 @@ def test_a_host_whose_key_is_not_the_pinned_one_is_never_worked(catalog, lab_hos
         root = tmp_path / name
         (root / "inventory").mkdir(parents=True)
         (root / "var" / "lab-ssh").mkdir(parents=True)
-        inventory = (PROJECT_ROOT / "inventory" / "lab.yml").read_text()
-        (root / "inventory" / "lab.yml").write_text(re.sub(r"ansible_ssh_args: .*", "ansible_ssh_args: ''", inventory))
-        (root / "var" / "lab-ssh" / "id_ed25519").symlink_to(SSH_DIR / "id_ed25519")
+        # this lab's inventory, with no kept connection and pins of its own
+        inventory = yaml.safe_load(INVENTORY.read_text().replace("{{ inventory_dir }}/..", str(PROJECT_ROOT)))
+        lab_vars = inventory["all"]["vars"]
+        lab_vars.update(ansible_ssh_args="", ansible_ssh_private_key_file=str(SSH_DIR / "id_ed25519"),
+                        ansible_ssh_common_args=re.sub(r"UserKnownHostsFile=\S+", f"UserKnownHostsFile={root}/var/lab-ssh/known_hosts",
+                                                       lab_vars["ansible_ssh_common_args"]))
+        (root / "inventory" / "lab.yml").write_text(yaml.safe_dump(inventory, width=1000))
         lines = (SSH_DIR / "known_hosts").read_text().splitlines()
         if pinned is None:   # app-server-01 pinned to app-server-02's key
             other = next(line for line in lines if line.startswith("app-server-02 ")).split(" ", 1)[1]

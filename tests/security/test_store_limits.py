@@ -14,7 +14,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent
 
-pytestmark = [pytest.mark.security, pytest.mark.unit]
+pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 ALERT = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())
 AUTH = {"Authorization": "Bearer service-token", "Content-Type": "application/json"}
 

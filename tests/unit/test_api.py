@@ -13,7 +13,7 @@ from remediator.engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER,
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
 GROUPED = (SAMPLES / "alertmanager-firing-grouped.json").read_bytes()
 AUTH = {"Authorization": "Bearer new-token"}

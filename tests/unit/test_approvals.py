@@ -24,7 +24,7 @@ from remediator.engine.store.db import Approval, AuditEvent, Incident, OutboxMes
 from tests.conftest import FIXTURES
 from tests.fakes import take_in
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 SERVICE = {"Authorization": "Bearer service-token"}
 PAYLOAD = (PROJECT_ROOT / "evals" / "cases" / "disk-space-low" / "alert.json").read_bytes()
 PREVIEW = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_logs-check.json").read_text()),

@@ -4,7 +4,7 @@ from sqlalchemy import update
 from remediator.engine.store import audit
 from remediator.engine.store.db import AuditEvent, Store
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store.db import BreakerRow, Incident, OutboxMessage, Run, utcnow
 from tests.unit.test_replicas import _add, _host, _replica
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 
 
 def _engine(tmp_path, url, **settings) -> Engine:

@@ -21,7 +21,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 ALLOW = PolicyDecision(verdict=Verdict.ALLOW, reasons=["safe"], rules=["safe-entries-run-automatically"])
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 

@@ -11,7 +11,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident, OutboxMessage, Run, utcnow
 from tests.fakes import take_in
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes()
 
 

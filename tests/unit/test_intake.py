@@ -27,7 +27,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
 from tests.conftest import FIXTURES
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 SAMPLES = FIXTURES / "samples"
 PAYLOADS = FIXTURES / "payloads"
 INVALID = yaml.safe_load((PAYLOADS / "invalid.yml").read_text())

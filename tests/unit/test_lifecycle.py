@@ -19,7 +19,7 @@ from tests.unit.test_approvals import PAYLOAD, waiting
 
 PAYLOADS = PROJECT_ROOT / "tests/fixtures/payloads"
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 S = IncidentState
 
 

@@ -18,7 +18,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store.db import OutboxMessage, Store, utcnow
 from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers, _pagerduty, _slack, _teams
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 
 

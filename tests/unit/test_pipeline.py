@@ -14,7 +14,7 @@ from remediator.engine.store.db import Approval, AuditEvent, Base, Incident, Out
 from tests.conftest import FIXTURES
 from tests.fakes import take_in
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 
 
 @pytest.fixture

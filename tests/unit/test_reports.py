@@ -24,7 +24,7 @@ from remediator.engine.store.db import Incident, OutboxMessage, Run
 from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
 from tests.scripted_llm import ScriptedLLM
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 CASES = {c.name: c for c in load_cases(PROJECT_ROOT / "evals" / "cases")}
 TOKEN = {"Authorization": "Bearer service-token"}
 

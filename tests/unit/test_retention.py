@@ -16,7 +16,7 @@ from remediator.engine.store import audit, queries, retention
 from remediator.engine.store.db import AuditCheckpoint, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
 from tests.fakes import take_in
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes()
 LATER = timedelta(days=40)
 

@@ -14,7 +14,7 @@ from remediator.engine.store.db import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
 from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in, work_all
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
 UP = {**DOWN, "active_state": "active", "sub_state": "running"}
 CHECK = json.loads((FIXTURES / "events" / "restart_service-check.json").read_text())

@@ -17,7 +17,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, Incident, Run, utcnow
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.store]
 RULE = "risky-entries-need-approval"
 
 

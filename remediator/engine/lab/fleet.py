@@ -4,9 +4,14 @@ Containers are named `remediator-lab-<host>`, run systemd as PID 1, and publish 
 only: the webapp on <lab_port> and sshd on the host's `ansible_port`. remediator reaches them over SSH,
 as it reaches a real fleet: a client key and one host key per host, made here once (SSH_DIR), the host
 keys pinned in the known_hosts file the lab inventory names, host-key checking on.
+
+Several labs can run side by side (the tests run one per pytest-xdist worker): `instance_inventory(k)` writes a
+copy of the lab inventory whose containers are `remediator-lab<k>-<host>`, whose ports are shifted by 100*k and
+whose SSH control sockets are its own; every function here reads the instance from the inventory it is given.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,11 +25,15 @@ import yaml
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.errors import ConfigError, RemediatorError
 
-__all__ = ["LabHost", "lab_hosts", "up", "down", "status", "IMAGE", "SSH_DIR"]
+__all__ = ["LabHost", "lab_hosts", "instance_inventory", "up", "down", "status", "IMAGE", "SSH_DIR", "INVENTORY"]
 
 IMAGE = "localhost/remediator-lab:latest"
 #: the lab's SSH material; inventory/lab.yml names these files ({{ inventory_dir }}/../var/lab-ssh/...)
 SSH_DIR = PROJECT_ROOT / "var" / "lab-ssh"
+#: the lab inventory of the checkout: instance 0
+INVENTORY = PROJECT_ROOT / "inventory" / "lab.yml"
+#: how far apart two instances' published ports are
+PORT_STRIDE = 100
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ def lab_hosts(inventory: Path) -> list[LabHost]:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{inventory}: cannot read the lab inventory: {exc}") from None
     hosts: list[LabHost] = []
+    instance = int(((doc.get("all") or {}).get("vars") or {}).get("lab_instance", 0))
+    prefix = "remediator-lab-" if instance == 0 else f"remediator-lab{instance}-"
 
     def walk(group: dict) -> None:
         for name, hv in (group.get("hosts") or {}).items():
@@ -49,7 +60,7 @@ def lab_hosts(inventory: Path) -> list[LabHost]:
             if "lab_port" in hv:
                 if "ansible_port" not in hv:
                     raise ConfigError(f"{inventory}: lab host {name} has no ansible_port (its sshd on 127.0.0.1)")
-                hosts.append(LabHost(name=name, container=f"remediator-lab-{name}", port=int(hv["lab_port"]),
+                hosts.append(LabHost(name=name, container=prefix + name, port=int(hv["lab_port"]),
                                      ssh_port=int(hv["ansible_port"])))
         for child in (group.get("children") or {}).values():
             walk(child or {})
@@ -58,6 +69,34 @@ def lab_hosts(inventory: Path) -> list[LabHost]:
     if not hosts:
         raise ConfigError(f"{inventory}: no host has lab_port; this is not a lab inventory")
     return hosts
+
+
+def instance_inventory(instance: int, base: Path = INVENTORY) -> Path:
+    """The lab inventory of instance `instance` (0: `base` itself), written under var/lab-instances/ from `base`:
+    its containers, ports and SSH control sockets its own, the same host keys (pinned under the same names)."""
+    if instance == 0:
+        return base
+    doc = yaml.safe_load(base.read_text().replace("{{ inventory_dir }}/..", str(PROJECT_ROOT)))
+    shift = PORT_STRIDE * instance
+
+    def walk(group: dict) -> None:
+        for hv in (group.get("hosts") or {}).values():
+            for key in ("ansible_port", "lab_port"):
+                if hv and key in hv:
+                    hv[key] = int(hv[key]) + shift
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(doc["all"])
+    doc["all"]["vars"]["lab_instance"] = instance
+    doc["all"]["vars"]["ansible_control_path"] = f"%(directory)s/remediator-lab{instance}-{{{{ inventory_hostname }}}}"
+    path = PROJECT_ROOT / "var" / "lab-instances" / str(instance) / base.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(f"# lab instance {instance}, written from {base} by remediator/engine/lab/fleet.py\n"
+                   + yaml.safe_dump(doc, sort_keys=False, width=1000))
+    tmp.replace(path)
+    return path
 
 
 def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -93,20 +132,27 @@ def ssh_keys(hosts: list[LabHost]) -> None:
     under its inventory name (the lab inventory's HostKeyAlias)."""
     (SSH_DIR / "hosts").mkdir(parents=True, exist_ok=True, mode=0o700)
     SSH_DIR.chmod(0o700)
-    _keygen(SSH_DIR / "id_ed25519", "remediator-lab-client")
-    lines = []
-    for h in sorted(hosts, key=lambda h: h.name):
-        _keygen(SSH_DIR / "hosts" / h.name, h.name)
-        algo, key = (SSH_DIR / "hosts" / f"{h.name}.pub").read_text().split()[:2]
-        lines.append(f"{h.name} {algo} {key}\n")
-    (SSH_DIR / "known_hosts").write_text("".join(lines))
+    # Labs side by side share these files: one writer at a time, and known_hosts replaced whole, never half written
+    # while another lab's run reads it.
+    with open(SSH_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _keygen(SSH_DIR / "id_ed25519", "remediator-lab-client")
+        lines = []
+        for h in sorted({h.name for h in hosts}):
+            _keygen(SSH_DIR / "hosts" / h, h)
+            algo, key = (SSH_DIR / "hosts" / f"{h}.pub").read_text().split()[:2]
+            lines.append(f"{h} {algo} {key}\n")
+        known = SSH_DIR / "known_hosts"
+        if not known.is_file() or known.read_text() != "".join(lines):
+            (SSH_DIR / "known_hosts.tmp").write_text("".join(lines))
+            (SSH_DIR / "known_hosts.tmp").replace(known)
 
 
 def close_connections(hosts: list[LabHost]) -> list[int]:
     """End the SSH control masters (ControlPersist) of connections to these lab hosts, so none outlives the
     container it reached; returns their pids. A master names itself by its socket, which the lab inventory
-    names after the host (ansible_control_path)."""
-    titles = {f"/remediator-lab-{h.name} [mux]".encode() for h in hosts}
+    names after the container (ansible_control_path)."""
+    titles = {f"/{h.container} [mux]".encode() for h in hosts}
     ended = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
@@ -150,7 +196,7 @@ def up(inventory: Path, hosts: list[str] | None = None, timeout_s: float = 60) -
 
 
 def down(inventory: Path) -> list[str]:
-    """Remove every lab container; returns the names removed."""
+    """Remove every container of this lab (this instance's, no other's); returns the names removed."""
     every = lab_hosts(inventory)
     names = [h.container for h in every]
     existing = json.loads(_podman("ps", "--all", "--format", "json", check=False).stdout or "[]")

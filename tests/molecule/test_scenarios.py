@@ -1,0 +1,26 @@
+"""Every Molecule scenario of the catalog (molecule/<entry>/), one test item each, so pytest-xdist runs them beside
+the lab lanes: `molecule test -s <entry>` in a container of the scenario's own (remediator-molecule-<entry>)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from remediator.engine import PROJECT_ROOT
+
+pytestmark = pytest.mark.molecule
+BIN = Path(sys.executable).parent
+SCENARIOS = sorted(p.parent.name for p in (PROJECT_ROOT / "molecule").glob("*/molecule.yml"))
+
+
+def test_every_catalog_entry_has_a_scenario(catalog):
+    assert {e.id for e in catalog.entries.values()} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario(scenario):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0"}
+    run = subprocess.run([str(BIN / "molecule"), "test", "-s", scenario], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
