@@ -6,6 +6,8 @@ import pytest
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import Catalog, load_catalog
+from remediator.engine.settings import Settings
+from tests.engines import new_engine
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # pytest-xdist's workers start with COLUMNS=80 set, and a Rich console made while it is set keeps that width for good,
@@ -74,28 +76,36 @@ def lab():
     lab.down()
 
 
-#: Which lane (an xdist group: one worker, one lab instance) runs each module that uses the lab. The lanes are
-#: balanced by the durations CI prints (tests/run.sh); a module not named here runs in the last lane.
-LAB_LANES = {
-    "lab-a": ["tests/chaos/test_replicas.py", "tests/chaos/test_drills.py"],
-    "lab-b": ["tests/chaos/test_kill.py", "tests/chaos/test_regions.py", "tests/chaos/test_storm.py",
-              "tests/e2e/test_store_outage.py", "tests/e2e/test_outbox_failover.py", "tests/e2e/test_prometheus.py",
-              "tests/e2e/test_monitoring.py"],
+#: The lanes of `--dist loadgroup` (tests/run.sh): each runs on one xdist worker, in order. A lab lane's modules share
+#: that worker's lab instance (tests/lab.py); the model lane shares one llama.cpp server. A test file not named here
+#: is no lane: its tests go one by one to whichever worker is free. Balanced by the durations CI prints.
+LANES = {
+    "lab-a": ["tests/chaos/test_replicas.py", "tests/chaos/test_kill.py", "tests/chaos/test_storm.py", "tests/chaos/test_regions.py"],
+    "lab-b": ["tests/chaos/test_drills.py", "tests/e2e/", "tests/integration/",
+              "tests/security/test_clean_logs.py", "tests/security/test_host_keys.py"],
+    "model": ["tests/security/test_real_model.py"],
 }
-DEFAULT_LANE = "lab-c"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group what shares a lab instance or the small model onto one xdist worker (`--dist loadgroup`)."""
-    lanes = {path: lane for lane, paths in LAB_LANES.items() for path in paths}
-    root = config.rootpath
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "lab" in fixtures:
-            path = item.path.relative_to(root).as_posix()
-            item.add_marker(pytest.mark.xdist_group(lanes.get(path, DEFAULT_LANE)))
-        elif "local_model" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("model"))
+def lane_of(nodeid: str) -> str | None:
+    """The lane a test runs in, by its file (None: any free worker)."""
+    path = nodeid.split("::", 1)[0]
+    return next((lane for lane, prefixes in LANES.items() for p in prefixes if path.startswith(p)), None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` by LANES: xdist's own loadgroup renames test ids from `xdist_group` marks, which pytest 9's
+    node ids no longer allow, so the lanes are read from the ids here instead."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane_of(nodeid) or nodeid
+
+    return Lanes(config, log)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +120,16 @@ def executor(tmp_path):
     from remediator.engine.run.runner import AnsibleExecutor
     from tests.lab import INVENTORY
     return AnsibleExecutor(tmp_path / "runs", INVENTORY)
+
+
+
+@pytest.fixture
+def make_engine(tmp_path, database_url):
+    """make_engine(**settings, executor=, clock=, query=) -> an Engine (not started) in tmp_path, on SQLite or, in a
+    `store` test's postgres run, on PostgreSQL; built as tests/engines.py builds every test's engine."""
+    def make(**overrides):
+        executor, clock, query = (overrides.pop(k, None) for k in ("executor", "clock", "query"))
+        overrides.setdefault("data_dir", tmp_path)
+        overrides.setdefault("database_url", database_url)
+        return new_engine(Settings(**overrides), executor=executor, clock=clock, query=query)
+    return make

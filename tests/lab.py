@@ -3,7 +3,8 @@ lanes run side by side without sharing a container, a port or an SSH socket.
 
 Modules take the `lab` fixture (tests/conftest.py) and ask it for the hosts they use: `lab.use(hosts)` reuses a
 host a module before left running and clean, and boots it fresh otherwise; a module that breaks hosts on purpose
-(the chaos tests) asks `fresh=True` and leaves them marked used. The containers are removed at the session's end.
+(the chaos tests) asks `fresh=True` and removes them when it is done (`used()`). The rest are removed at the
+session's end.
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ class Lab:
         return names
 
     def used(self, hosts: list[str] | None = None) -> None:
-        """These hosts were broken on purpose: the next module that uses them gets them fresh."""
+        """These hosts were broken on purpose: removed now (an idle lab host still serves its client's traffic), and
+        the next module that uses them gets them fresh."""
+        fleet.down(INVENTORY, hosts)
         self._clean -= set(hosts or HOSTS)
 
     def down(self) -> None:

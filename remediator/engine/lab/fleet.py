@@ -195,9 +195,10 @@ def up(inventory: Path, hosts: list[str] | None = None, timeout_s: float = 60) -
     return chosen
 
 
-def down(inventory: Path) -> list[str]:
-    """Remove every container of this lab (this instance's, no other's); returns the names removed."""
-    every = lab_hosts(inventory)
+def down(inventory: Path, hosts: list[str] | None = None) -> list[str]:
+    """Remove the containers of these hosts (default: every one) of this lab (this instance's, no other's);
+    returns the names removed."""
+    every = [h for h in lab_hosts(inventory) if hosts is None or h.name in hosts]
     names = [h.container for h in every]
     existing = json.loads(_podman("ps", "--all", "--format", "json", check=False).stdout or "[]")
     present = {n for c in existing for n in c.get("Names", [])}
