@@ -6,6 +6,8 @@ import pytest
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import Catalog, load_catalog
+from remediator.engine.settings import Settings
+from tests.engines import new_engine
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # pytest-xdist's workers start with COLUMNS=80 set, and a Rich console made while it is set keeps that width for good,
@@ -118,3 +120,16 @@ def executor(tmp_path):
     from remediator.engine.run.runner import AnsibleExecutor
     from tests.lab import INVENTORY
     return AnsibleExecutor(tmp_path / "runs", INVENTORY)
+
+
+
+@pytest.fixture
+def make_engine(tmp_path, database_url):
+    """make_engine(**settings, executor=, clock=, query=) -> an Engine (not started) in tmp_path, on SQLite or, in a
+    `store` test's postgres run, on PostgreSQL; built as tests/engines.py builds every test's engine."""
+    def make(**overrides):
+        executor, clock, query = (overrides.pop(k, None) for k in ("executor", "clock", "query"))
+        overrides.setdefault("data_dir", tmp_path)
+        overrides.setdefault("database_url", database_url)
+        return new_engine(Settings(**overrides), executor=executor, clock=clock, query=query)
+    return make

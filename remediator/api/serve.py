@@ -37,7 +37,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
                           "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
     logs.configure(log_level)
     claim = single_serve(settings.db_url)   # held until this process ends
-    engine = Engine(settings)
+    engine = Engine.load(settings)
     if not settings.tokens:
         console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")
     console.print(f"remediator serving on http://{settings.host}:{settings.port} — inventory {settings.inventory}, "

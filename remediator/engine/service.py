@@ -1,7 +1,7 @@
-"""The running engine: everything loaded once from the settings, plus its background threads.
+"""The running engine: the parts loaded once (parts.py), its background threads, and what the API and the CLI call.
 
-The API and the CLI hold one `Engine` and call its methods; nothing here knows about HTTP.
-Configuration problems (catalog, inventory, policies, runbooks) fail at construction, naming the file.
+The API and the CLI hold one `Engine` and call its methods; nothing here knows about HTTP. The housekeeper's chores
+are housekeeper.py's table; a truncated group's refetch is intake/refetch.py.
 """
 from __future__ import annotations
 
@@ -11,36 +11,32 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from remediator.engine.catalog.loader import load_catalog
-from remediator.engine.decide.configured import make_planner
-from remediator.engine.decide.decision import Clock, decide, situation_of, system_clock
+from remediator.engine.decide import closing
+from remediator.engine.decide.decision import decide, situation_of
 from remediator.engine.decide.evidence import Evidence
-from remediator.engine.decide.policy import load_policy
-from remediator.engine.decide.reports import Query
-from remediator.engine.errors import ConfigError, PayloadError, StoreUnavailable
+from remediator.engine.errors import PayloadError, StoreUnavailable
+from remediator.engine.housekeeper import Chore, Housekeeper
 from remediator.engine.intake import inbox
-from remediator.engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
 from remediator.engine.intake.group_commit import GroupCommit
 from remediator.engine.intake.ingester import Batch, Ingester
-from remediator.engine.intake.targets import host_from_labels, load_inventory
+from remediator.engine.intake.refetch import Refetch
+from remediator.engine.intake.targets import host_from_labels
 from remediator.engine.model.alerts import Alert, AlertmanagerPayload
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Preview, Report, Transcript, Verdict
 from remediator.engine.outbound.metrics import Metrics
 from remediator.engine.outbound.notify import Notifier
+from remediator.engine.parts import Parts
 from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identities, Identity, Role
-from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.pipeline.worker import Pipeline
-from remediator.engine.run.runner import AnsibleExecutor, Executor
 from remediator.engine.settings import Settings
 from remediator.engine.store import anchor, audit, checkpoint, retention
-from remediator.engine.store.db import open_store
 from remediator.engine.store.leader import HOUSEKEEPER, Leadership
-from remediator.engine.store.queries import get_delivery
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
 
@@ -68,7 +64,6 @@ class WhatIf(BaseModel):
 
 log = logging.getLogger(__name__)
 _PARSE_ON_LOOP_BYTES = 64 * 1024   # bigger bodies are validated on a thread: the loop keeps answering meanwhile
-REFETCH_SENDER = "remediator:refetch"   # what fetching a truncated group's other alerts records as their poster
 
 
 def _as_gauge(alive: Callable[[], bool]) -> Callable[[], float]:
@@ -76,46 +71,46 @@ def _as_gauge(alive: Callable[[], bool]) -> Callable[[], float]:
 
 
 class Engine:
-    def __init__(self, settings: Settings, executor: Executor | None = None, clock: Clock = system_clock,
-                 query: Query | None = None):
-        """`executor`, `clock` and `query` (how Level 2 reports ask Prometheus) default to the real ones."""
+    """Runs what `parts` (remediator/engine/parts.py) loaded: the pipeline workers, the ingester and the housekeeper,
+    as the role says; the API and the CLI call its methods. Nothing is loaded here."""
+
+    def __init__(self, parts: Parts):
+        settings = parts.settings
+        self.parts = parts
         self.settings = settings
-        self.clock = clock
-        self.store = open_store(settings)
-        if settings.role != "all" and self.store.is_sqlite:
-            raise ConfigError(f"role {settings.role} needs the replicas to share a PostgreSQL store (database_url: "
-                              "postgresql+psycopg://...); on SQLite one serve does everything (role all; docs/scaling.md)")
+        self.clock = parts.clock
+        self.store, self.inbox = parts.store, parts.inbox
+        self.catalog, self.inventory, self.planner, self.policy = parts.catalog, parts.inventory, parts.planner, parts.policy
+        self.executor = parts.executor
         self.works = settings.role in ("all", "worker")
         self.takes_in = settings.role in ("all", "api")
-        self.store.prepare(settings.migrate_on_start)
-        self.catalog = load_catalog(*settings.catalog_roots)
-        self.inventory = load_inventory(settings.inventory)
-        self.planner = make_planner(settings, self.catalog)
-        self.policy = load_policy(settings.policies_dir, self.catalog, self.inventory)
-        self.executor = executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory,
-                                                   forks=settings.runner_forks)
         self.metrics = Metrics(self.store)
-        self.lifecycle = Lifecycle(settings, self.metrics, self.inventory)
+        self.lifecycle = closing.lifecycle(settings, self.inventory, self.metrics)
         self.pipeline = Pipeline(settings=settings, store=self.store, catalog=self.catalog, inventory=self.inventory,
                                  planner=self.planner, policy=self.policy, executor=self.executor, metrics=self.metrics,
-                                 lifecycle=self.lifecycle, clock=clock, query=query)
+                                 lifecycle=self.lifecycle, clock=parts.clock, query=parts.query)
         self.notifier = Notifier(self.store, settings,
                                  on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
-        self.inbox = inbox.Inbox.open(settings, self.store)
         self._acknowledge = GroupCommit(self.inbox.store, self.inbox.write)
         self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested)
+        self.refetch_truncated = Refetch(settings, self.store, self.inbox.store, self._store,
+                                         lambda delivery, timeout_s: self.ingester.wait_taken_in(delivery, timeout_s=timeout_s),
+                                         self.pipeline.wake)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
         self.metrics.intake_stuck.set_function(lambda: 1 if self.ingester.stuck else 0)
-        parts: dict[str, Callable[[], bool]] = {
-            "workers": self.pipeline.alive, "ingester": self.ingester.alive,
-            "housekeeper": lambda: bool(self._housekeeper and self._housekeeper.is_alive())}
-        for part, alive in parts.items():
+        self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
+        self.leader = Leadership(self.store, HOUSEKEEPER)   # the housekeeper's jobs run on one replica at a time
+        self.housekeeper = Housekeeper(self._chores(), leads=self._leads)
+        parts_alive: dict[str, Callable[[], bool]] = {
+            "workers": self.pipeline.alive, "ingester": self.ingester.alive, "housekeeper": self.housekeeper.alive}
+        for part, alive in parts_alive.items():
             if (part != "workers" or self.works) and (part != "ingester" or self.takes_in):
                 self.metrics.up.labels(part).set_function(_as_gauge(alive))
-        self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
-        self._stop = threading.Event()
-        self._housekeeper: threading.Thread | None = None
-        self.leader = Leadership(self.store, HOUSEKEEPER)   # the housekeeper's jobs run on one replica at a time
+
+    @classmethod
+    def load(cls, settings: Settings, **parts: Any) -> Engine:
+        """An engine over everything the settings name (`parts`: any of Parts.load's, handed in instead)."""
+        return cls(Parts.load(settings, **parts))
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -125,54 +120,45 @@ class Engine:
             self.pipeline.start()
         if self.takes_in:
             self.ingester.start()
-        self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper", daemon=True)
-        self._housekeeper.start()
+        self.housekeeper.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.housekeeper.stop()
         self.ingester.stop()
         self.pipeline.stop()
-        if self._housekeeper:
-            self._housekeeper.join(15)
         if self.leader.held():
             self.notifier.deliver_due()   # a last pass: what can go out now goes out
         self.leader.release()
 
-    def _housekeep(self) -> None:
-        """This replica's own chores, then (on the one replica holding the lock) the singletons: the audit check,
-        approval expiry, the outbox, retention, and taking over what a dead replica left."""
-        next_prune = time.monotonic() + 60   # the first a minute after start, then daily
-        next_verify = time.monotonic() + 5
-        next_takeover = next_ingester = 0.0
-        while not self._stop.wait(0.5):
-            try:
-                if self.takes_in and not self.ingester.alive() and time.monotonic() >= next_ingester:
-                    next_ingester = time.monotonic() + 10   # it ended (a bug, an outage at its start): again
-                    self.ingester.start()
-                if not self.store.is_sqlite:
-                    self.ingester.settle()
-                leads = self.leader.held()
-                self.metrics.leader.set(1 if leads else 0)
-                if not leads:
-                    continue
-                if not self.store.is_sqlite and time.monotonic() >= next_takeover:
-                    next_takeover = time.monotonic() + self.settings.lease_ttl_s / 4
-                    if self.pipeline.take_over():
-                        self.pipeline.wake()
-                if self.settings.audit_verify_interval_s and time.monotonic() >= next_verify:
-                    next_verify = time.monotonic() + self.settings.audit_verify_interval_s
-                    self._verify_audit()
-                approvals.expire_due(self.store, self.lifecycle)
-                sent = self.notifier.deliver_due()
-                if sent:
-                    log.info("delivered %d notifications", sent)
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + 86_400
-                    self._prune()
-            except StoreUnavailable as exc:
-                log.warning("housekeeping skipped: %s", exc.message)
-            except Exception:
-                log.exception("housekeeping failed; trying again")
+    def _leads(self) -> bool:
+        leads = self.leader.held()
+        self.metrics.leader.set(1 if leads else 0)
+        return leads
+
+    def _chores(self) -> list[Chore]:
+        """This replica's own chores, then (on the one replica holding the lock) the singletons: taking over what a
+        dead replica left, the audit check, approval expiry, the outbox and retention."""
+        s, postgres = self.settings, not self.store.is_sqlite
+        return [
+            Chore("ingester", self.ingester.start, every_s=10, leader_only=False,   # it ended (a bug, an outage at its
+                  when=lambda: self.takes_in and not self.ingester.alive()),        # start): again
+            Chore("settle intake", self.ingester.settle, leader_only=False, when=lambda: postgres),
+            Chore("take over", self._take_over, every_s=s.lease_ttl_s / 4, when=lambda: postgres),
+            Chore("verify audit", self._verify_audit, every_s=s.audit_verify_interval_s, first_after_s=5,
+                  when=lambda: bool(s.audit_verify_interval_s)),
+            Chore("expire approvals", lambda: approvals.expire_due(self.store, self.lifecycle)),
+            Chore("notify", self._deliver),
+            Chore("prune", self._prune, every_s=86_400, first_after_s=60),   # a minute after the start, then daily
+        ]
+
+    def _take_over(self) -> None:
+        if self.pipeline.take_over():
+            self.pipeline.wake()
+
+    def _deliver(self) -> None:
+        sent = self.notifier.deliver_due()
+        if sent:
+            log.info("delivered %d notifications", sent)
 
     def _prune(self) -> None:
         """The daily prune: bulk after retention_days, records after retention_incidents_days (0: keep)."""
@@ -210,7 +196,7 @@ class Engine:
         if self.takes_in:
             checks["ingester"] = ("not running" if not self.ingester.alive() else f"{self.ingester.backlog} alerts "
                                   f"waiting: {self.ingester.stuck}" if self.ingester.stuck else "ok")
-        checks["housekeeper"] = "ok" if self._housekeeper and self._housekeeper.is_alive() else "not running"
+        checks["housekeeper"] = "ok" if self.housekeeper.alive() else "not running"
         return all(v == "ok" for v in checks.values()), checks
 
     # ---- what the API calls ----------------------------------------------------------------
@@ -263,36 +249,6 @@ class Engine:
                 threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
         if wake:
             self.pipeline.wake()
-
-    def refetch_truncated(self, payload: AlertmanagerPayload, result: inbox.IntakeResult) -> int:
-        """Fetch a truncated group's missing alerts from the Alertmanager API and take them in; returns how many were new."""
-        assert self.settings.alertmanager_url
-        if payload.receiver != self.settings.alertmanager_receiver:
-            inbox.note_refetch(self.store, result, f"not fetched: the delivery names receiver {payload.receiver!r}, not "
-                                                   f"remediator's ({self.settings.alertmanager_receiver!r})")
-            return 0
-        try:   # the receiver is the configured one, never the body's: a sender cannot pull in other routes' alerts
-            alerts = fetch_group_alerts(self.settings.alertmanager_url, dict(payload.groupLabels),
-                                        self.settings.alertmanager_receiver, limit=self.settings.alertmanager_refetch_max)
-        except AlertmanagerAPIError as exc:
-            log.warning("truncated delivery %s: %s", result.delivery_id, exc)
-            inbox.note_refetch(self.store, result, f"could not fetch the {payload.truncatedAlerts} alerts left out: {exc}")
-            return 0
-        if not alerts:
-            inbox.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
-            return 0
-        full = payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0})
-        # Another delivery, the way every delivery comes in: stored, then taken in by the ingester.
-        fetched = self._store(full, REFETCH_SENDER)
-        if not self.ingester.wait_taken_in(fetched, timeout_s=60):
-            inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API (delivery "
-                                                    f"{fetched}); not yet taken in")
-            return 0
-        new = get_delivery(self.store, fetched, self.inbox.store).new or 0
-        inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API, "
-                                                f"{new} of them new (delivery {fetched})")
-        self.pipeline.wake()
-        return new
 
     def vote(self, who: Identity, *, approve: bool, approval_id: str | None = None, incident_id: str | None = None,
              comment: str = "", digest: str | None = None) -> str:

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.outbound.notify import Notifier
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import AlertRow, Incident, OutboxMessage
+from tests.engines import new_engine
 from tests.fakes import take_in
 from tests.standins import Receivers
 
@@ -37,7 +37,7 @@ def _count(engine, *what):
 
 
 def test_one_delivery_of_hostless_alerts_makes_one_message(tmp_path, database_url):
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url="http://127.0.0.1:9/slack/x",
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url="http://127.0.0.1:9/slack/x",
                              webhook_url="http://127.0.0.1:9/hook", sender_incidents_per_minute=1000))
     result = take_in(engine, _flood(500, host=None))
     assert len(result.escalated) == 500
@@ -48,7 +48,7 @@ def test_one_delivery_of_hostless_alerts_makes_one_message(tmp_path, database_ur
 
 
 def test_a_sender_past_its_cap_opens_one_overflow_incident_and_loses_nothing(tmp_path, database_url):
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url="http://127.0.0.1:9/slack/x",
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url="http://127.0.0.1:9/slack/x",
                              sender_incidents_per_minute=50))
     take_in(engine, _flood(400, host="app-server-01"), sender="noisy")
     opened = _count(engine, Incident, Incident.sender == "noisy")
@@ -69,7 +69,7 @@ def test_a_sender_past_its_cap_opens_one_overflow_incident_and_loses_nothing(tmp
 
 def test_a_channel_sends_at_most_notify_per_minute_and_the_rest_wait(tmp_path, database_url):
     with Receivers() as receivers:
-        engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url=f"{receivers.url}/slack/T/B/x",
+        engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url=f"{receivers.url}/slack/T/B/x",
                                  notify_per_minute=3, sender_incidents_per_minute=1000))
         for n in range(5):   # five deliveries, one hostless alert each: five messages
             take_in(engine, _flood(1, host=None, offset=n))

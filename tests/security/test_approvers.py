@@ -7,8 +7,6 @@ from sqlalchemy import select
 
 from remediator.api.app import create_app
 from remediator.engine.people import approvals
-from remediator.engine.service import Engine
-from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent
 from tests.unit.test_approvals import waiting
 
@@ -16,8 +14,8 @@ pytestmark = [pytest.mark.security, pytest.mark.unit]
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+def engine(make_engine):
+    return make_engine(tokens=["service-token"])
 
 
 def test_an_admin_cannot_mint_the_second_approver_of_a_request(engine):

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store import anchor, audit
 from remediator.engine.store.db import AuditEvent, AuditHead
+from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
@@ -24,7 +24,7 @@ REMEDIATOR = PROJECT_ROOT / ".venv" / "bin" / "remediator"
 
 @pytest.fixture
 def engine(tmp_path):
-    engine = Engine(Settings(data_dir=tmp_path / "data", audit_anchor_file=tmp_path / "anchor" / "heads.log",
+    engine = new_engine(Settings(data_dir=tmp_path / "data", audit_anchor_file=tmp_path / "anchor" / "heads.log",
                              audit_anchor_syslog=False))
     take_in(engine, SAMPLE)
     body = json.loads(SAMPLE)
@@ -88,7 +88,7 @@ def test_heads_go_to_syslog(tmp_path, monkeypatch):
     listener.bind(str(path))
     listener.settimeout(5)
     monkeypatch.setattr(anchor, "_SYSLOG", str(path))
-    engine = Engine(Settings(data_dir=tmp_path / "data"))
+    engine = new_engine(Settings(data_dir=tmp_path / "data"))
     take_in(engine, SAMPLE)
     seq, _ = audit.head(engine.store)
     received = listener.recv(4096).decode()
@@ -98,6 +98,6 @@ def test_heads_go_to_syslog(tmp_path, monkeypatch):
 
 
 def test_a_malformed_expected_head_is_a_clear_error(tmp_path):
-    Engine(Settings(data_dir=tmp_path / "data"))
+    new_engine(Settings(data_dir=tmp_path / "data"))
     out = _verify(tmp_path, "--expect-head", "12:abc")
     assert out.returncode == 2 and "write each as SEQ:HASH" in out.stderr

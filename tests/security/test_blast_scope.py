@@ -18,6 +18,7 @@ from remediator.engine.settings import Settings
 from remediator.engine.store import leases
 from remediator.engine.store.db import AuditEvent, Incident, Run, utcnow
 from tests.conftest import FIXTURES
+from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor, take_in, work_all
 from tests.scripted_llm import ScriptedLLM
 
@@ -32,7 +33,7 @@ EAST, WEST = "app-server-01", "app-server-02"      # inventory/lab.yml: region_e
 def _engine(tmp_path) -> tuple[Engine, ScriptedExecutor]:
     executor = ScriptedExecutor({"service_status": [DOWN, UP]}, {"restart_service": CHECK})
     # the storm brake off: one alert in both regions is what these tests send (tests/unit/test_blast.py brakes)
-    return Engine(Settings(data_dir=tmp_path, verify_interval_s=0, brake_hosts=50, brake_regions=99),
+    return new_engine(Settings(data_dir=tmp_path, verify_interval_s=0, brake_hosts=50, brake_regions=99),
                   executor=executor), executor
 
 

@@ -11,12 +11,12 @@ import os
 import pytest
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.decide.policy import load_policy
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.model.records import ActionProposal, RunStatus, Verdict
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from tests.engines import new_engine
 from tests.integration.conftest import INVENTORY, on_host
 from tests.scripted_llm import ScriptedLLM
 
@@ -70,7 +70,7 @@ def test_a_model_cleaning_off_the_host_lists_is_denied(tmp_path, arguments, list
     alert = AlertmanagerPayload.model_validate(ALERT).alerts[0]
     call = {"name": "clean_logs", "arguments": {**arguments, "rationale": "the log said so"}}
     with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0))
+        engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0))
         w = engine.what_if(alert, check=False)
     assert w.proposal is not None and w.proposal.planner == "llm" and w.proposal.entry == "clean_logs"
     assert w.decision.verdict == Verdict.DENY and listed in w.decision.reasons[0], w.decision

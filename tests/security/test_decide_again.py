@@ -17,6 +17,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, Incident
 from tests.conftest import FIXTURES
+from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor, take_in, work_all
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
@@ -46,7 +47,7 @@ def _engine(tmp_path, clock) -> tuple[Engine, ScriptedExecutor]:
     shutil.copytree(PROJECT_ROOT / "policies", policies)
     (policies / "time.yml").write_text(TIME_RULES)
     executor = ScriptedExecutor({"service_status": [DOWN, UP]}, {"restart_service": CHECK})
-    engine = Engine(Settings(data_dir=tmp_path, policies_dir=policies, verify_interval_s=0), executor=executor,
+    engine = new_engine(Settings(data_dir=tmp_path, policies_dir=policies, verify_interval_s=0), executor=executor,
                     clock=clock)
     return engine, executor
 

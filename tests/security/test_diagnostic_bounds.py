@@ -8,8 +8,8 @@ import pytest
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.model.alerts import AlertmanagerPayload
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor
 from tests.scripted_llm import ScriptedLLM
 
@@ -31,7 +31,7 @@ def test_a_model_reading_outside_the_hosts_lists_reads_nothing(tmp_path, call, l
     executor = ScriptedExecutor({"service_status": [STATUS], "disk_usage": [DISK]}, {})
     escalate = {"tool_calls": [{"name": "escalate", "arguments": {"reason": "done reading"}}]}
     with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}, escalate]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url,
+        engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url,
                                  llm_max_retries=0), executor=executor)
         w = engine.what_if(alert, check=True)
         answered = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "tool"]
@@ -47,7 +47,7 @@ def test_the_control_a_listed_unit_and_directory_are_read(tmp_path):
              {"name": "disk_usage", "arguments": {"paths": ["/var/log/webapp"]}}]
     escalate = {"tool_calls": [{"name": "escalate", "arguments": {"reason": "done reading"}}]}
     with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": calls}, escalate]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url,
+        engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url,
                                  llm_max_retries=0), executor=executor)
         engine.what_if(alert, check=True)
     assert ("service_status", "diagnose") in executor.calls and ("disk_usage", "diagnose") in executor.calls

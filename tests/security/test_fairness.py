@@ -5,16 +5,14 @@ from datetime import timedelta
 import pytest
 
 from remediator.engine.model.states import IncidentState
-from remediator.engine.service import Engine
-from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident, utcnow
 
 pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url))
+def engine(make_engine):
+    return make_engine()
 
 
 def _add(engine, n: int, host: str, state: IncidentState, priority: int, name: str) -> list[str]:

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from remediator.api.app import create_app
 from remediator.engine.model.states import IncidentState
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident
+from tests.engines import new_engine
 from tests.unit.test_approvals import PREVIEW, login_csrf, waiting
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
@@ -21,7 +21,7 @@ SITE = "http://remediator.example"
 
 @pytest.fixture
 def engine(tmp_path):
-    return Engine(Settings(data_dir=tmp_path, tokens=["service-token"], public_url=SITE))
+    return new_engine(Settings(data_dir=tmp_path, tokens=["service-token"], public_url=SITE))
 
 
 def _client(engine) -> TestClient:

@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.decide.configured import make_planner
 from remediator.engine.decide.decision import PastRun, RecordedHistory, Situation, decide
 from remediator.engine.decide.policy import load_policy
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.settings import Settings
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

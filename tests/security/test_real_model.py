@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.evals.cases import evaluate, load_cases, summarise
-from remediator.engine.intake.targets import host_from_labels, load_inventory
+from remediator.engine.intake.targets import host_from_labels
 from remediator.engine.lab.harness import REMEDIATOR
 from remediator.engine.model.records import ESCALATE
 from remediator.engine.settings import Settings

@@ -12,6 +12,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident
 from tests.e2e.conftest import _wait_ready, free_port
+from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.security
@@ -54,7 +55,7 @@ def _alertnames(engine: Engine) -> set[str]:
     ("remediator", {}),                                   # no group filter: everything
 ])
 def test_a_truncated_delivery_cannot_pull_in_another_routes_alerts(tmp_path, alertmanager, receiver, group):
-    engine = Engine(Settings(data_dir=tmp_path, alertmanager_url=alertmanager))
+    engine = new_engine(Settings(data_dir=tmp_path, alertmanager_url=alertmanager))
     payload = _truncated(receiver, group)
     result = take_in(engine, payload.model_dump_json().encode())
     engine.refetch_truncated(payload, result)
@@ -62,7 +63,7 @@ def test_a_truncated_delivery_cannot_pull_in_another_routes_alerts(tmp_path, ale
 
 
 def test_the_control_our_own_group_is_fetched(tmp_path, alertmanager):
-    engine = Engine(Settings(data_dir=tmp_path, alertmanager_url=alertmanager))
+    engine = new_engine(Settings(data_dir=tmp_path, alertmanager_url=alertmanager))
     payload = _truncated("remediator", {"alertname": "ServiceDown"})
     result = take_in(engine, payload.model_dump_json().encode())
     assert engine.refetch_truncated(payload, result) >= 1

@@ -14,6 +14,7 @@ from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.model.records import Verdict
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from tests.engines import new_engine
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
@@ -44,7 +45,7 @@ def _verdicts(engine: Engine, body: dict) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    return Engine(Settings(data_dir=tmp_path_factory.mktemp("scope")))
+    return new_engine(Settings(data_dir=tmp_path_factory.mktemp("scope")))
 
 
 @pytest.mark.parametrize("entry", ["restart_service", "reset_db_pool", "rollback_release"])
@@ -78,7 +79,7 @@ def test_remediator_plan_says_deny_with_the_list_named(tmp_path):
 def test_a_host_without_an_allow_list_allows_nothing(tmp_path):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  hosts:\n    api-server-01: {}\n")
-    engine = Engine(Settings(data_dir=tmp_path, inventory=inventory))
+    engine = new_engine(Settings(data_dir=tmp_path, inventory=inventory))
     verdicts = _verdicts(engine, _payload("restart_service", ["api-gateway"]))
     assert verdicts == {"api-gateway": "deny"}
     w = engine.what_if(AlertmanagerPayload.model_validate(_payload("restart_service", ["api-gateway"])).alerts[0],
@@ -89,7 +90,7 @@ def test_a_host_without_an_allow_list_allows_nothing(tmp_path):
 def test_remediator_never_acts_on_itself_even_when_listed(tmp_path):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  vars:\n    remediator_services: ['*']\n  hosts:\n    api-server-01: {}\n")
-    engine = Engine(Settings(data_dir=tmp_path, inventory=inventory))
+    engine = new_engine(Settings(data_dir=tmp_path, inventory=inventory))
     verdicts = _verdicts(engine, _payload("restart_service", ["remediator", "remediator-worker", "webapp"]))
     assert verdicts == {"remediator": "deny", "remediator-worker": "deny", "webapp": "allow"}
 
@@ -108,7 +109,7 @@ def test_a_model_choosing_a_unit_off_the_list_is_denied(tmp_path, call):
                        "fingerprint": "5ec0000000000001"}]
     alert = AlertmanagerPayload.model_validate(body).alerts[0]
     with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0))
+        engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url, llm_max_retries=0))
         w = engine.what_if(alert, check=False)
     assert w.proposal is not None and w.proposal.entry == call["name"] and w.proposal.planner == "llm"
     assert w.decision.verdict == Verdict.DENY, w.decision
@@ -118,6 +119,6 @@ def test_behind_a_list_that_allows_everything_the_rules_still_deny(tmp_path):
     """Defense in depth: an operator's `['*']` does not open security-relevant units; policy's rules deny them."""
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  vars:\n    remediator_services: ['*', '*.*']\n  hosts:\n    api-server-01: {}\n")
-    engine = Engine(Settings(data_dir=tmp_path, inventory=inventory))
+    engine = new_engine(Settings(data_dir=tmp_path, inventory=inventory))
     verdicts = _verdicts(engine, _payload("restart_service", ["sshd", "dbus", "polkit", "api-gateway"]))
     assert verdicts == {"sshd": "deny", "dbus": "deny", "polkit": "deny", "api-gateway": "allow"}

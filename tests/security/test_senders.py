@@ -12,9 +12,9 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.errors import ConflictError, Forbidden
 from remediator.engine.model.states import IncidentState
 from remediator.engine.people import approvals
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent, Incident
+from tests.engines import new_engine
 from tests.unit.test_approvals import waiting
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
@@ -23,7 +23,7 @@ SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.jso
 
 @pytest.mark.parametrize("role", ["viewer", "approver", "admin"])
 def test_a_persons_token_cannot_post_alerts(tmp_path, role):
-    engine = Engine(Settings(data_dir=tmp_path, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["service-token"]))
     _, token = engine.identities.add("pat", role)
     with TestClient(create_app(engine, start_engine=False)) as client:
         r = client.post("/webhook/alertmanager", content=SAMPLE,
@@ -36,7 +36,7 @@ def test_a_persons_token_cannot_post_alerts(tmp_path, role):
 
 def test_each_delivery_records_the_service_token_that_posted_it(tmp_path):
     """The poster is kept with the delivery and in the audit: `name:secret` tokens by name, others by place."""
-    engine = Engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret", "plain-token-two"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret", "plain-token-two"]))
     with TestClient(create_app(engine, start_engine=False)) as client:
         posted = {}
         other = json.loads(SAMPLE)
@@ -60,7 +60,7 @@ def test_each_delivery_records_the_service_token_that_posted_it(tmp_path):
 
 
 def test_a_person_cannot_take_a_senders_name(tmp_path):
-    engine = Engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret", "plain-token-two"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret", "plain-token-two"]))
     for name in ("alertmanager", "Alertmanager", "service-2", "service-7"):
         with pytest.raises(ConflictError, match="service token's name"):
             engine.identities.add(name, "approver")
@@ -68,7 +68,7 @@ def test_a_person_cannot_take_a_senders_name(tmp_path):
 
 def test_whoever_posted_the_alert_does_not_approve_its_fix(tmp_path):
     """Names are kept apart, but if one slips through (a token renamed after its alerts came in), the vote fails."""
-    engine = Engine(Settings(data_dir=tmp_path, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["service-token"]))
     _, token = engine.identities.add("pat", "approver")
     pat = engine.identities.authenticate(token)
     incident_id, approval_id = waiting(engine, sender="pat")

@@ -10,9 +10,9 @@ from sqlalchemy import select, text
 
 from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent
+from tests.engines import new_engine
 
 pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 ALERT = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())
@@ -28,7 +28,7 @@ def _body(**labels: str) -> bytes:
 
 @pytest.mark.parametrize("label,limit", [("severity", 64), ("alertname", 256)])
 def test_a_label_too_long_for_the_store_is_refused_before_the_2xx(tmp_path, database_url, label, limit):
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
     with TestClient(create_app(engine, start_engine=False)) as client:
         refused = client.post("/webhook/alertmanager", content=_body(**{label: "x" * (limit + 1)}), headers=AUTH)
         assert refused.status_code == 422
@@ -54,7 +54,7 @@ def test_one_alert_the_store_refuses_does_not_lose_the_others(tmp_path, database
     """The rest of finding 13: when the store refuses one alert of an acknowledged delivery, the delivery is taken
     in alert by alert: the legitimate alert beside it gets its incident, and the refused one is named in the
     delivery's outcome and the audit (before, the whole delivery was marked failed and both were lost)."""
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
     with engine.store.write() as session:
         for statement in REFUSE_ONE[session.bind.dialect.name]:
             session.execute(text(statement))

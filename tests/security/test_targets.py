@@ -4,7 +4,8 @@ carries must name the same host (by name or ansible_host, any case); otherwise a
 import pytest
 
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.intake.targets import host_from_labels, load_inventory
+from remediator.engine.catalog.inventory import load_inventory
+from remediator.engine.intake.targets import host_from_labels
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 FLEET = load_inventory(PROJECT_ROOT / "inventory" / "example-ssh.yml")   # app-server-01 is 10.0.1.11

@@ -10,9 +10,9 @@ from remediator.engine import logs
 from remediator.engine.decide.planners import PlanningContext, PlanningSession
 from remediator.engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
 from remediator.engine.outbound.prometheus import Prometheus, PrometheusError
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from tests.e2e.conftest import free_port
+from tests.engines import new_engine
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 PASSWORD = "pw-SECRET-51c0"
@@ -23,7 +23,7 @@ def _nowhere() -> str:
 
 
 def test_the_llm_transcript_and_its_fallback_reason_hide_the_password(tmp_path):
-    engine = Engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=f"{_nowhere()}/v1",
+    engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=f"{_nowhere()}/v1",
                              llm_max_retries=0, llm_timeout_s=2))
     session = PlanningSession()
     choice = engine.planner.plan(PlanningContext(alertname="ServiceDown", labels={"service": "webapp"}, annotations={},

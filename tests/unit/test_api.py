@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from tests.engines import new_engine
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
@@ -20,8 +20,8 @@ AUTH = {"Authorization": "Bearer new-token"}
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["old-token", "new-token"], max_body_bytes=64 * 1024))
+def engine(make_engine):
+    return make_engine(tokens=["old-token", "new-token"], max_body_bytes=64 * 1024)
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def _bad_body(case) -> bytes:
 
 @pytest.mark.parametrize("case", BAD, ids=[c["name"] for c in BAD])
 def test_bad_requests_are_4xx_saying_what_is_wrong_and_store_nothing(case, tmp_path):
-    engine = Engine(Settings(data_dir=tmp_path, tokens=["new-token"], max_body_bytes=case.get("max_body_bytes", 1_048_576)))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["new-token"], max_body_bytes=case.get("max_body_bytes", 1_048_576)))
     with TestClient(create_app(engine, start_engine=False)) as client:
         r = client.post("/webhook/alertmanager", content=_bad_body(case),
                         headers={**AUTH, "content-type": case.get("content_type", "application/json")})
@@ -161,7 +161,7 @@ def test_bad_requests_are_4xx_saying_what_is_wrong_and_store_nothing(case, tmp_p
 
 def test_signed_webhooks_when_a_secret_is_set(tmp_path):
     secret = "hmac-secret-for-the-test"
-    engine = Engine(Settings(data_dir=tmp_path, tokens=["new-token"], webhook_hmac_secret=secret, webhook_hmac_window_s=300))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["new-token"], webhook_hmac_secret=secret, webhook_hmac_window_s=300))
     now = int(time.time())
     good = {**AUTH, TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(secret, now, GROUPED)}
     with TestClient(create_app(engine, start_engine=False)) as client:

@@ -10,15 +10,15 @@ from hypothesis import HealthCheck, settings
 
 from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = pytest.mark.fuzz
 
 # schemathesis reads the schema when the module is collected: the app exists by then (workers not started).
 _DATA = Path(tempfile.mkdtemp(prefix="remediator-fuzz-"))
-_ENGINE = Engine(Settings(data_dir=_DATA, tokens=["service-token"]))
+_ENGINE = new_engine(Settings(data_dir=_DATA, tokens=["service-token"]))
 _, TOKEN = _ENGINE.identities.add("fuzz-admin", "admin")
 take_in(_ENGINE, (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes())
 APP = create_app(_ENGINE, start_engine=False)

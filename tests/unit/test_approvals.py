@@ -18,10 +18,10 @@ from remediator.engine.model.states import IncidentState
 from remediator.engine.outbound.notify import Notification, NotifyEvent, notify_incident, slack_payload
 from remediator.engine.people import approvals
 from remediator.engine.run.preview import build_preview
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, AuditEvent, Incident, OutboxMessage, utcnow
 from tests.conftest import FIXTURES
+from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -32,9 +32,8 @@ PREVIEW = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_l
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack",
-                           public_url="http://remediator.example"))
+def engine(make_engine):
+    return make_engine(tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack", public_url="http://remediator.example")
 
 
 @pytest.fixture
@@ -144,7 +143,7 @@ def test_high_risk_takes_two_distinct_approvers(engine, client, people):
 def test_policy_asks_two_people_for_high_risk_entries(catalog_copy, tmp_path):
     meta = catalog_copy / "roles" / "rollback_release" / "meta" / "remediator.yml"
     meta.write_text(meta.read_text().replace("risk: approval", "risk: high"))
-    engine = Engine(Settings(data_dir=tmp_path, playbooks_dir=catalog_copy))
+    engine = new_engine(Settings(data_dir=tmp_path, playbooks_dir=catalog_copy))
     plan = ActionProposal(entry="rollback_release", params={"service": "webapp"}, hosts=["app-server-01"], rationale="r",
                           planner="runbook", offered=["rollback_release"])
     decision, _ = engine.policy.decide(plan, PolicyContext(incident_host="app-server-01", severity="warning",

@@ -18,13 +18,14 @@ from remediator.engine.people.identities import Identity, Role
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import BreakerRow, Incident, OutboxMessage, Run, utcnow
+from tests.engines import new_engine
 from tests.unit.test_replicas import _add, _host, _replica
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
 
 
 def _engine(tmp_path, url, **settings) -> Engine:
-    return Engine(Settings(data_dir=tmp_path, database_url=url, webhook_url="http://127.0.0.1:9/hook", **settings))
+    return new_engine(Settings(data_dir=tmp_path, database_url=url, webhook_url="http://127.0.0.1:9/hook", **settings))
 
 
 def _claim_all(engine: Engine) -> list[str]:

@@ -12,12 +12,10 @@ from remediator.engine.cli.main import app as cli
 from remediator.engine.decide import breaker
 from remediator.engine.decide.decision import breaker_rule
 from remediator.engine.errors import Forbidden
-from remediator.engine.intake.incidents import new_incident_id
 from remediator.engine.model.alerts import AlertmanagerPayload
+from remediator.engine.model.ids import new_incident_id
 from remediator.engine.model.records import PolicyDecision, Verdict
 from remediator.engine.model.states import IncidentState
-from remediator.engine.service import Engine
-from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 
@@ -27,9 +25,8 @@ ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"], pagerduty_routing_key=ROUTING_KEY,
-                           breaker_entry_failures=3, breaker_global_failures=5))
+def engine(make_engine):
+    return make_engine(tokens=["service-token"], pagerduty_routing_key=ROUTING_KEY, breaker_entry_failures=3, breaker_global_failures=5)
 
 
 def remediated(engine, entry: str, outcome: IncidentState, host: str = "app-server-01") -> str:

@@ -8,12 +8,12 @@ import subprocess
 import pytest
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.decide.llm import LLMPlanner
 from remediator.engine.decide.planners import RunbookPlanner, load_runbooks
 from remediator.engine.decide.policy import load_policy
 from remediator.engine.errors import ConfigError
 from remediator.engine.evals.cases import load_cases, run_case
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.settings import Settings
 from tests.e2e.conftest import REMEDIATOR
 from tests.scripted_llm import ScriptedLLM

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.model.records import ActionProposal
 from remediator.engine.model.states import IncidentState
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident, OutboxMessage, Run, utcnow
+from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -22,7 +22,7 @@ def test_a_crashing_ansible_runner_fails_the_incident_with_the_reason(tmp_path, 
         raise OSError("[Errno 12] Cannot allocate memory: 'ansible-playbook'")
 
     monkeypatch.setattr(ansible_runner, "run", crash)
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, pagerduty_routing_key="R" * 32,
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, pagerduty_routing_key="R" * 32,
                              pagerduty_url="http://127.0.0.1:9/pagerduty"))
     incident_id = take_in(engine, SAMPLE).incidents[0]
     proposal = ActionProposal(entry="restart_service", params={"unit": "api-gateway", "reason": "down"},

@@ -14,10 +14,10 @@ from remediator.engine.errors import ConfigError
 from remediator.engine.model.states import ApprovalState, IncidentState
 from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identity, Role
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, Incident
 from tests.conftest import FIXTURES
+from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor, take_in, work_all
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,7 @@ ALICE = Identity(name="alice", role=Role.APPROVER, approver_id="a1")
 
 def _run(tmp_path, reports, payload, **settings):
     executor = ScriptedExecutor({"service_status": reports}, {"restart_service": CHECK})
-    engine = Engine(Settings(data_dir=tmp_path, verify_interval_s=0, **settings), executor=executor)
+    engine = new_engine(Settings(data_dir=tmp_path, verify_interval_s=0, **settings), executor=executor)
     (incident_id,) = take_in(engine, (FIXTURES / "payloads" / payload).read_bytes()).incidents
     work_all(engine)
     return engine, executor, incident_id

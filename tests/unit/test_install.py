@@ -8,12 +8,12 @@ import yaml
 from typer.testing import CliRunner
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.cli.main import app as cli
 from remediator.engine.config_tree import init_tree, systemd_unit
 from remediator.engine.decide.policy import load_policy
 from remediator.engine.errors import ConfigError
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.settings import load_settings
 
 pytestmark = pytest.mark.unit

@@ -9,6 +9,8 @@ import yaml
 from sqlalchemy import select
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
+from remediator.engine.decide.closing import lifecycle
 from remediator.engine.errors import PayloadError
 from remediator.engine.intake.group_commit import GroupCommit
 from remediator.engine.intake.inbox import (
@@ -20,9 +22,7 @@ from remediator.engine.intake.inbox import (
     parse_payload,
 )
 from remediator.engine.intake.ingester import Ingester
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.model.states import IncidentState
-from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, Store, utcnow
 from tests.conftest import FIXTURES
@@ -60,7 +60,7 @@ def settings(tmp_path):
 def post(store, inbox, inventory, settings):
     def _post(name: str):
         path = SAMPLES / name if (SAMPLES / name).exists() else PAYLOADS / name
-        return accept(inbox, parse_payload(path.read_bytes()), inventory, Lifecycle(settings), "alertmanager")
+        return accept(inbox, parse_payload(path.read_bytes()), inventory, lifecycle(settings), "alertmanager")
     return _post
 
 
@@ -121,7 +121,7 @@ def test_one_transaction_dedups_and_correlates_across_its_deliveries(store, inbo
     """A group commit stores several deliveries at once: a resend inside the same batch is still a duplicate."""
     grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
     correlated = parse_payload((PAYLOADS / "correlated-firing.json").read_bytes())
-    first, again, other = accept_many(inbox, [grouped, grouped, correlated], inventory, Lifecycle(settings), "alertmanager")
+    first, again, other = accept_many(inbox, [grouped, grouped, correlated], inventory, lifecycle(settings), "alertmanager")
     assert (first.new_alerts, again.duplicates, other.new_alerts) == (3, 3, 3)
     assert again.incidents == first.incidents
     assert len(_incidents(store)) == 5
@@ -145,11 +145,11 @@ def test_concurrent_webhooks_share_transactions_and_each_gets_its_own_answer(sto
     assert len(set(ids)) == 24 and sum(batches) == 24
     assert inbox.move(10_000, after=inbox.floor()) == max(ids)   # into the store, to be taken in
     with store.write() as session:
-        results = ingest(session, list(zip(ids, bodies, strict=False)), inventory, Lifecycle(settings))
+        results = ingest(session, list(zip(ids, bodies, strict=False)), inventory, lifecycle(settings), settings)
     assert [r.new_alerts for r in results] == [1] * 24
     assert len(_incidents(store)) == 1   # one alertname on one host: they all correlate
     with store.write() as session:       # taken in once: a second pass (recovery and the queue) does nothing
-        assert ingest(session, list(zip(ids, bodies, strict=False)), inventory, Lifecycle(settings)) == []
+        assert ingest(session, list(zip(ids, bodies, strict=False)), inventory, lifecycle(settings), settings) == []
 
 
 def test_the_ingester_takes_in_what_was_acknowledged_before_a_restart(store, inbox, inventory, settings):

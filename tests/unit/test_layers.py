@@ -1,5 +1,5 @@
 """The layering holds: remediator/engine/ never imports the web side, the product path never imports the lab or the
-evals, no import cycles, no module past ~400 lines. Read from the source (every import, lazy ones too) and
+evals, the folders stand on floors and import only downward, no import cycles, no module past ~400 lines. Read from the source (every import, lazy ones too) and
 proven at run time (what importing the engine really loads)."""
 import ast
 import subprocess
@@ -15,6 +15,20 @@ WEB = ("fastapi", "starlette", "uvicorn", "remediator.api")
 OFF_PRODUCT_PATH = ("remediator.engine.lab", "remediator.engine.evals")
 MAY_USE_THE_LAB = ("remediator.engine.cli", "remediator.engine.lab", "remediator.engine.evals")
 MAX_LINES = 400
+#: The floors of remediator/, lowest first: a folder (or a module at engine/'s root) imports only from its own floor
+#: and the floors below it. docs/engine.md draws the same.
+FLOORS = [
+    {"errors", "logs", "model"},                    # the vocabulary
+    {"settings", "catalog"},                        # what the operator configures: settings, catalog, inventory
+    {"store", "run"},                               # the store (and the one writer of incident states); Ansible
+    {"outbound", "people"},                         # telling people; who people are and what they approve
+    {"decide"},                                     # plan, judge, the breaker
+    {"intake"},                                     # alerts in
+    {"pipeline", "parts", "housekeeper", "evals", "lab", "config_tree"},
+    {"service"},                                    # the running engine
+    {"cli"},
+    {"api"},                                        # the web side, on top of everything
+]
 
 
 def _module_name(path: Path) -> str:
@@ -70,6 +84,24 @@ def test_the_product_path_never_imports_the_lab_or_the_evals():
            if not _is(m, MAY_USE_THE_LAB)}
     assert {m: d for m, d in bad.items() if d} == {}
     assert not any(_is(i, ("remediator.engine.lab",)) for m, deps in GRAPH.items() if _is(m, ("remediator.engine.evals",)) for i in deps)
+
+
+def _folder(module: str) -> str:
+    """'remediator.engine.decide.policy' -> 'decide'; 'remediator.engine.service' -> 'service'; the API -> 'api'."""
+    parts = module.split(".")
+    return "api" if parts[1] == "api" else parts[2] if len(parts) > 2 else "engine"
+
+
+def test_folders_import_only_downward():
+    floor = {folder: n for n, folders in enumerate(FLOORS) for folder in folders}
+    folders = {_folder(m) for m in GRAPH} - {"engine"}
+    assert folders <= set(floor), f"folders on no floor (add them to FLOORS): {sorted(folders - set(floor))}"
+    upward = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() for d in deps
+                    if d in GRAPH and _folder(m) != "engine" and _folder(d) != "engine" and floor[_folder(d)] > floor[_folder(m)])
+    assert upward == []
+    edges = {(_folder(m), _folder(d)) for m, deps in GRAPH.items() for d in deps if d in GRAPH} - {("engine", "engine")}
+    both_ways = sorted(f"{a} <-> {b}" for a, b in edges if a < b and (b, a) in edges and "engine" not in (a, b))
+    assert both_ways == []
 
 
 def test_no_import_cycles():

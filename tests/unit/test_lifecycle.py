@@ -11,8 +11,6 @@ from remediator.engine.errors import IllegalTransition
 from remediator.engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState
 from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identity, Role
-from remediator.engine.service import Engine
-from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, AuditEvent, Incident, utcnow
 from tests.fakes import take_in
 from tests.unit.test_approvals import PAYLOAD, waiting
@@ -24,8 +22,8 @@ S = IncidentState
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+def engine(make_engine):
+    return make_engine(tokens=["service-token"])
 
 
 def _closed(engine, state: str) -> float:

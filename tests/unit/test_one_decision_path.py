@@ -5,14 +5,15 @@ import json
 import pytest
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.decide.configured import make_planner
 from remediator.engine.decide.policy import load_policy
 from remediator.engine.evals.cases import EvalCase, load_cases, run_case
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident
+from tests.engines import new_engine
 from tests.fakes import FixedClock, RecordedExecutor, seed_history, take_in
 
 pytestmark = pytest.mark.unit
@@ -34,7 +35,7 @@ def _eval(case: EvalCase, settings: Settings) -> tuple:
 
 
 def _engine(case: EvalCase, settings: Settings) -> Engine:
-    engine = Engine(settings, executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
+    engine = new_engine(settings, executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
                     query=case.query)
     seed_history(engine.store, case.history)
     return engine

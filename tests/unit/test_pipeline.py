@@ -7,8 +7,6 @@ from sqlalchemy import select
 
 from remediator.engine.model.states import IncidentState
 from remediator.engine.people.approvals import expire_due
-from remediator.engine.service import Engine
-from remediator.engine.settings import Settings
 from remediator.engine.store import leases
 from remediator.engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
@@ -18,8 +16,8 @@ pytestmark = [pytest.mark.unit, pytest.mark.store]
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url, webhook_url="http://127.0.0.1:9/hook"))
+def engine(make_engine):
+    return make_engine(webhook_url="http://127.0.0.1:9/hook")
 
 
 def _post(engine, name):

@@ -4,10 +4,10 @@ import re
 import pytest
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.decide.policy import PolicyContext, load_policy
 from remediator.engine.errors import ConfigError
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.model.records import ActionProposal, Verdict
 from remediator.engine.run.preview import build_preview
 from tests.conftest import FIXTURES

@@ -20,13 +20,14 @@ from remediator.engine.store.db import AlertRow, AuditEvent, Delivery, Incident,
 from remediator.engine.store.leader import HOUSEKEEPER, Leadership, single_serve
 from remediator.engine.store.queries import get_delivery
 from tests.conftest import FIXTURES
+from tests.engines import new_engine
 
 pytestmark = pytest.mark.unit
 HOSTS = ["app-server-01", "app-server-02", "api-server-01"]
 
 
 def _replica(tmp_path, url: str, name: str, **settings) -> Engine:
-    return Engine(Settings(data_dir=tmp_path / name, database_url=url, webhook_url="http://127.0.0.1:9/hook", **settings))
+    return new_engine(Settings(data_dir=tmp_path / name, database_url=url, webhook_url="http://127.0.0.1:9/hook", **settings))
 
 
 @pytest.fixture
@@ -180,7 +181,7 @@ def test_one_serve_per_sqlite_store_and_no_roles_on_it(tmp_path):
     single_serve(url).close()                   # free again once the first is gone
     single_serve(f"sqlite:///{tmp_path / 'new' / 'var' / 'remediator.db'}").close()   # a first start: no dir yet
     with pytest.raises(ConfigError, match="role worker needs the replicas to share a PostgreSQL store"):
-        Engine(Settings(data_dir=tmp_path, role="worker"))
+        new_engine(Settings(data_dir=tmp_path, role="worker"))
 
 
 class _MovedMeanwhile:
@@ -198,7 +199,7 @@ def test_a_delivery_moved_between_the_two_reads_is_found(tmp_path, postgres_url)
     """GET /deliveries/{id} read `deliveries` (not there yet), then the inbox (gone meanwhile): 404 for a stored
     delivery, on PostgreSQL (found by bench/replicas.py; SQLite's inbox keeps a moved row a while).
     The row reaches `deliveries` before it leaves the inbox."""
-    engine = Engine(Settings(data_dir=tmp_path, database_url=postgres_url, webhook_url="http://127.0.0.1:9/hook"))
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=postgres_url, webhook_url="http://127.0.0.1:9/hook"))
     body = parse_payload((FIXTURES / "payloads" / "correlated-firing.json").read_bytes())
     with engine.inbox.store.write() as s:
         (delivery_id,) = engine.inbox.write(s, [Received(body, "alertmanager")])

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.decide.configured import make_planner
 from remediator.engine.decide.planners import load_runbooks
@@ -16,11 +17,11 @@ from remediator.engine.decide.policy import load_policy
 from remediator.engine.decide.reports import promql
 from remediator.engine.errors import ConfigError
 from remediator.engine.evals.cases import load_cases, run_case
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.model.states import IncidentState, RunMode
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Incident, OutboxMessage, Run
+from tests.engines import new_engine
 from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
 from tests.scripted_llm import ScriptedLLM
 
@@ -38,7 +39,7 @@ def make_engine(tmp_path, database_url):
     """An engine serving a case's recorded diagnostics and metrics (on SQLite, or PostgreSQL in its tier)."""
     def make(name: str, *, recorded_metrics: bool = True, **settings) -> Engine:
         case = CASES[name]
-        return Engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"],
+        return new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"],
                                slack_webhook_url="http://127.0.0.1:9/slack", **settings),
                       executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
                       query=case.query if recorded_metrics else None)

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.cli.main import app as cli
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit, queries, retention
 from remediator.engine.store.db import AuditCheckpoint, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
+from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -23,7 +23,7 @@ LATER = timedelta(days=40)
 
 @pytest.fixture
 def engine(tmp_path, database_url):
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, webhook_url="http://127.0.0.1:9/hook"))
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, webhook_url="http://127.0.0.1:9/hook"))
     incident_id = take_in(engine, SAMPLE).incidents[0]
     artifacts = tmp_path / "runs" / f"{incident_id}-a1-check"
     artifacts.mkdir(parents=True)

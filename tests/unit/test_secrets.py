@@ -13,9 +13,9 @@ from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT, logs
 from remediator.engine.decide.planners import PlanningContext, PlanningSession
 from remediator.engine.model.states import IncidentState
-from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import AuditEvent, OutboxMessage
+from tests.engines import new_engine
 from tests.fakes import take_in
 from tests.scripted_llm import ScriptedLLM
 from tests.standins import Receivers
@@ -32,7 +32,7 @@ def test_no_secret_is_stored_shown_or_logged(tmp_path, caplog):
     logs.quiet_clients()                      # as `remediator serve` configures logging
     caplog.set_level(logging.DEBUG)
     with Receivers() as receivers, ScriptedLLM([{"match": "", "replies": [{"status": 500}]}]) as model:
-        engine = Engine(Settings(data_dir=tmp_path, tokens=[SERVICE], planner="llm", llm_alerts=["*"], llm_base_url=model.url,
+        engine = new_engine(Settings(data_dir=tmp_path, tokens=[SERVICE], planner="llm", llm_alerts=["*"], llm_base_url=model.url,
                                  llm_api_key=LLM_KEY, llm_max_retries=0,
                                  slack_webhook_url=f"{receivers.url}/slack/{SLACK_PATH}",
                                  pagerduty_url=f"{receivers.url}/pagerduty", pagerduty_routing_key=ROUTING_KEY))

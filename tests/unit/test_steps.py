@@ -12,6 +12,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
+from tests.engines import new_engine
 from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in, work_all
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -23,7 +24,7 @@ ALICE = Identity(name="alice", role=Role.APPROVER, approver_id="a1")
 
 def _engine(tmp_path, database_url, reports, **settings) -> tuple[Engine, ScriptedExecutor, RecordingNotifier]:
     executor = ScriptedExecutor({"service_status": reports}, {"restart_service": CHECK})
-    engine = Engine(Settings(data_dir=tmp_path, database_url=database_url, verify_interval_s=0,
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, verify_interval_s=0,
                              slack_webhook_url="http://127.0.0.1:9/slack", **settings), executor=executor)
     return engine, executor, RecordingNotifier(engine.store)
 

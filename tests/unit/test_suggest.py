@@ -10,11 +10,9 @@ from typer.testing import CliRunner
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.cli.main import app as cli
 from remediator.engine.decide import suggest
-from remediator.engine.intake.incidents import new_incident_id
+from remediator.engine.model.ids import new_incident_id
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Verdict
 from remediator.engine.model.states import ApprovalState, IncidentState
-from remediator.engine.service import Engine
-from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, Incident, Run, utcnow
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -22,8 +20,8 @@ RULE = "risky-entries-need-approval"
 
 
 @pytest.fixture
-def engine(tmp_path, database_url):
-    return Engine(Settings(data_dir=tmp_path, database_url=database_url))
+def engine(make_engine):
+    return make_engine()
 
 
 def rolled_back(engine, state: IncidentState, host: str = "app-server-01") -> str:

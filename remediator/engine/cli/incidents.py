@@ -76,8 +76,8 @@ def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json
 
 def _held_back(host: str | None) -> None:
     """Say so when a pause, the budget or a cap keeps this incident from being claimed."""
+    from remediator.engine.catalog.inventory import load_inventory
     from remediator.engine.decide import blast
-    from remediator.engine.intake.targets import load_inventory
     from remediator.engine.store import leases
     settings = common.settings()
     inventory = load_inventory(settings.inventory)
@@ -92,16 +92,16 @@ def _held_back(host: str | None) -> None:
 
 
 def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None) -> None:
+    from remediator.engine.decide.closing import lifecycle
     from remediator.engine.people import approvals
-    from remediator.engine.pipeline.lifecycle import Lifecycle
     settings = common.settings()
     who = common.identities(settings).authenticate(token)
     db = common.store(settings)
     if approval_id is not None:
-        state = approvals.vote(db, Lifecycle(settings), approval_id, who, approve=approve, comment=comment)
+        state = approvals.vote(db, lifecycle(settings), approval_id, who, approve=approve, comment=comment)
     else:
         assert incident_id is not None
-        state = approvals.vote_on_incident(db, Lifecycle(settings), incident_id, who, approve=approve, comment=comment)
+        state = approvals.vote_on_incident(db, lifecycle(settings), incident_id, who, approve=approve, comment=comment)
     console.print(f"{approval_id or incident_id}: {state} (by {who.name})"
                   + (" — a running `remediator serve` re-checks and runs exactly that dry run" if state == ApprovalState.APPROVED else "")
                   + (" — another distinct approver is needed" if state == ApprovalState.PENDING else ""))

@@ -137,8 +137,8 @@ def policy_status(as_json: bool = typer.Option(False, "--json")) -> None:
 def policy_suggest(as_json: bool = typer.Option(False, "--json")) -> None:
     """Scopes people approved and that verified, never failing, `suggest_min_approved` times: the rule diff that would
     let them run without a person, and the past incidents it would have changed. Nothing is applied."""
+    from remediator.engine.catalog.inventory import load_inventory
     from remediator.engine.decide import suggest
-    from remediator.engine.intake.targets import load_inventory
     settings = common.settings()
     found = suggest.suggest(common.store(settings), settings.policies_dir, load_catalog(*settings.catalog_roots),
                             load_inventory(settings.inventory), settings.suggest_min_approved)

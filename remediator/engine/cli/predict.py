@@ -25,7 +25,7 @@ def plan(alert_file: Path = typer.Argument(..., help="an Alertmanager webhook pa
     except OSError as exc:
         raise ConfigError(f"{alert_file}: {exc.strerror}") from None
     payload = parse_payload(body)
-    engine = Engine(common.settings())
+    engine = Engine.load(common.settings())
     outcomes = [engine.what_if(a, check=not no_check) for a in payload.alerts if a.status == "firing"]
     if as_json:
         print(json.dumps([o.model_dump(mode="json") for o in outcomes], indent=2))

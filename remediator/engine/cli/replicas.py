@@ -8,10 +8,10 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
+from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.cli import common
 from remediator.engine.cli.common import console
 from remediator.engine.errors import PayloadError
-from remediator.engine.intake.targets import load_inventory
 from remediator.engine.store import leases
 
 __all__ = ["pause", "resume", "claims"]

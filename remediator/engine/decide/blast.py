@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.decide import breaker
-from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.states import FINAL_STATES, HELD_STATES, IncidentState
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import BreakerRow, Incident, Run, utcnow

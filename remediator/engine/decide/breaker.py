@@ -14,25 +14,29 @@ at each dry run; it only ever tightens. Opening is audited and notified; only an
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.errors import NotFound
-from remediator.engine.model.states import IncidentState, RunMode
-from remediator.engine.people.identities import Identity, Role
+from remediator.engine.model.roles import Actor, Role
+from remediator.engine.model.states import IncidentState, NotifyEvent, RunMode
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import BreakerRow, Incident, Run, Store, utcnow
+from remediator.engine.store.lifecycle import Notice, OnClose
 
-__all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "open_scope",
+__all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "on_close", "open_scope",
            "status", "reset"]
 
 GLOBAL = "global"
 LEARNED = "learned:"
 _FAILED = {IncidentState.FAILED.value, IncidentState.ESCALATED.value}
+_ENDED = {IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED}   # what a remediation's end is
 
 
 def scope_of(entry: str) -> str:
@@ -141,6 +145,25 @@ def record_outcome(session: Session, settings: Settings, inc: Incident,
     return opened
 
 
+def on_close(settings: Settings, inventory: Inventory | None, notice: Notice | None,
+             opened: Callable[[str], None] | None = None) -> OnClose:
+    """The lifecycle's hook (remediator/engine/store/lifecycle.py): when a remediation that made a real run ends
+    (resolved, failed, escalated), count it and open what it trips, per entry and fleet-wide, and per the host's
+    inventory groups where the inventory is known; each opened scope is told once (deduplicated by the scope) and
+    handed to `opened` (the metrics)."""
+    def hook(session: Session, inc: Incident, state: IncidentState, seconds_open: float) -> None:
+        if state not in _ENDED or not inc.entry or not session.execute(
+                select(Run.id).where(Run.incident_id == inc.id, Run.mode == RunMode.APPLY).limit(1)).first():
+            return
+        for scope in record_outcome(session, settings, inc, inventory.groups_of(inc.host) if inventory else {}):
+            if opened is not None:
+                opened(scope)
+            row = session.get(BreakerRow, scope)
+            if notice is not None:
+                notice(session, inc, NotifyEvent.BREAKER_OPEN, row.reason if row else scope, dedup_key=f"breaker:{scope}")
+    return hook
+
+
 def open_scope(session: Session, scope: str, reason: str, inc: Incident) -> None:
     """Open a scope for another cause than failures (the storm brake, remediator/engine/decide/blast.py)."""
     _open(session, session.get(BreakerRow, scope), scope, reason, 0, inc)
@@ -160,7 +183,7 @@ def status(store: Store) -> list[BreakerView]:
                 for r in session.execute(select(BreakerRow).order_by(BreakerRow.scope)).scalars()]
 
 
-def reset(store: Store, who: Identity, scope: str) -> BreakerView:
+def reset(store: Store, who: Actor, scope: str) -> BreakerView:
     """Close a scope (admin only); its failure count starts again from now."""
     who.require(Role.ADMIN, "reset the circuit breaker")
     with store.write() as session:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import Catalog, CatalogEntry, DiagnosticCall, EntryKind, VerifyCheck
 from remediator.engine.decide.scope import out_of_scope
 from remediator.engine.errors import ProposalError
-from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.records import RunResult
 from remediator.engine.run.runner import Executor
 

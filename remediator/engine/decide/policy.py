@@ -20,10 +20,10 @@ import yaml
 from celpy import celtypes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import Catalog, EntryKind, RiskClass
 from remediator.engine.decide.scope import allowed_roots, out_of_scope, under
 from remediator.engine.errors import ConfigError, ProposalError
-from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Preview, Verdict
 
 __all__ = ["Policy", "PolicyContext", "Rule", "load_policy"]

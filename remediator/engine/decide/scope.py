@@ -13,8 +13,8 @@ import fnmatch
 import re
 from typing import Any
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import CatalogEntry
-from remediator.engine.intake.targets import Inventory
 
 __all__ = ["allowed_roots", "out_of_scope", "unit_name", "under"]
 

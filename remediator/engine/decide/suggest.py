@@ -19,9 +19,9 @@ import yaml
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide.policy import PolicyContext, load_policy
-from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.states import ApprovalState, IncidentState, RunMode
 from remediator.engine.store.db import Approval, Incident, Run, Store
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from remediator.engine.catalog.inventory import Inventory, load_inventory
 from remediator.engine.catalog.loader import Catalog, load_catalog
 from remediator.engine.decide.configured import make_planner
 from remediator.engine.decide.decision import PastRun, RecordedHistory, decide, gather, situation_of
@@ -34,7 +35,7 @@ from remediator.engine.decide.evidence import Evidence
 from remediator.engine.decide.planners import Planner
 from remediator.engine.decide.policy import Policy, load_policy
 from remediator.engine.errors import ConfigError
-from remediator.engine.intake.targets import Inventory, host_from_labels, load_inventory
+from remediator.engine.intake.targets import host_from_labels
 from remediator.engine.model.alerts import Alert, AlertmanagerPayload
 from remediator.engine.model.records import ESCALATE, ActionProposal, Transcript, Verdict
 from remediator.engine.run.recorded import RecordedExecutor

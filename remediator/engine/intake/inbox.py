@@ -19,17 +19,17 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.errors import PayloadError, StoreUnavailable
 from remediator.engine.intake import incidents
-from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.model.states import IncidentState
 from remediator.engine.outbound.notify import notify_digest
-from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import Delivery, InboxRow, Incident, Store, utcnow
 from remediator.engine.store.leader import INGEST, serialize
+from remediator.engine.store.lifecycle import Lifecycle
 
 __all__ = ["parse_payload", "Received", "accept", "accept_many", "Inbox", "batch_of", "ingest", "ingest_alert_by_alert",
            "stored_payload", "note_refetch", "IntakeResult"]
@@ -92,8 +92,8 @@ class Inbox:
     the ingester takes them in) and only then forgets them, so a crash in between leaves a row in both, never in
     neither. Ids are kept above every delivery the store already has."""
 
-    def __init__(self, store: Store, main: Store):
-        self.store, self.main = store, main
+    def __init__(self, store: Store, main: Store, settings: Settings):
+        self.store, self.main, self.settings = store, main, settings
         if store is not main:
             store.migrate()
         floor = self.floor()
@@ -113,7 +113,7 @@ class Inbox:
     def open(cls, settings: Settings, main: Store) -> Inbox:
         """The inbox the settings name (`inbox_url`), beside the store `main`."""
         same = settings.inbox_url == main.url
-        return cls(main if same else Store(settings.inbox_url, settings.sqlite_synchronous), main)
+        return cls(main if same else Store(settings.inbox_url, settings.sqlite_synchronous), main, settings)
 
     def write(self, session: Session, received: list[Received]) -> list[int]:
         """The acknowledgement's work (in the inbox's transaction): every delivery of the batch in one INSERT; their
@@ -234,11 +234,11 @@ def accept_many(inbox: Inbox, payloads: list[AlertmanagerPayload], inventory: In
     inbox.moved(inbox.move(10**9, after=inbox.floor()))
     inbox.forget_moved()
     with inbox.main.write() as session:
-        return ingest(session, list(zip(ids, payloads, strict=False)), inventory, lifecycle)
+        return ingest(session, list(zip(ids, payloads, strict=False)), inventory, lifecycle, inbox.settings)
 
 
 def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], inventory: Inventory,
-           lifecycle: Lifecycle, *, mark: bool = True) -> list[IntakeResult]:
+           lifecycle: Lifecycle, settings: Settings, *, mark: bool = True) -> list[IntakeResult]:
     """Take stored deliveries into alerts and incidents, in order, and mark them taken in (unless `mark` is False).
 
     A delivery already taken in (recovery and the queue may both hold it) is skipped: it has no result."""
@@ -247,7 +247,7 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
     deliveries = [(d, p) for d, p in deliveries if d in waiting]
     if not deliveries:
         return []
-    attacher = incidents.Attacher(session, [a for _, p in deliveries for a in p.alerts], inventory, lifecycle)
+    attacher = incidents.Attacher(session, [a for _, p in deliveries for a in p.alerts], inventory, lifecycle, settings)
     results = []
     for delivery_id, payload in deliveries:
         touched: list[str] = []
@@ -273,7 +273,7 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
         digest = len(escalated) > 1
         closed = [i for i in escalated if _escalate_hostless(session, lifecycle, i, tell=not digest)]
         if digest and closed:
-            notify_digest(session, lifecycle.settings, closed, f"{len(closed)} alerts of delivery {delivery_id} "
+            notify_digest(session, settings, closed, f"{len(closed)} alerts of delivery {delivery_id} "
                           f"(from {waiting[delivery_id]}) cannot be acted on: no inventory host, or past the "
                           "sender's cap; each is an escalated incident", dedup_key=f"delivery:{delivery_id}:escalated")
     attacher.flush()
@@ -285,7 +285,7 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
 
 
 def ingest_alert_by_alert(store: Store, delivery_id: int, payload: AlertmanagerPayload, inventory: Inventory,
-                          lifecycle: Lifecycle) -> IntakeResult:
+                          lifecycle: Lifecycle, settings: Settings) -> IntakeResult:
     """A delivery that cannot be taken in whole: each alert in a transaction of its own, so one alert the store
     refuses (a NUL byte PostgreSQL will not keep, say) does not lose the others. The refused ones are named in the
     delivery's outcome and the audit. StoreUnavailable still propagates: then nothing is refused, only late."""
@@ -296,7 +296,7 @@ def ingest_alert_by_alert(store: Store, delivery_id: int, payload: AlertmanagerP
         try:
             with store.write() as session:
                 serialize(session, INGEST)
-                done = ingest(session, [(delivery_id, one)], inventory, lifecycle, mark=False)
+                done = ingest(session, [(delivery_id, one)], inventory, lifecycle, settings, mark=False)
         except StoreUnavailable:
             raise
         except Exception as exc:

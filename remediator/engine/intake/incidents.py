@@ -11,24 +11,26 @@
 """
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from remediator.engine.intake.targets import Inventory, host_from_labels, strip_port
+from remediator.engine.catalog.inventory import Inventory, strip_port
+from remediator.engine.intake.targets import host_from_labels
 from remediator.engine.model.alerts import Alert
+from remediator.engine.model.ids import new_incident_id
 from remediator.engine.model.states import FINAL_STATES, ApprovalState, IncidentState
 from remediator.engine.outbound.notify import NotifyEvent
-from remediator.engine.pipeline.lifecycle import Lifecycle
+from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import AlertRow, Approval, Incident, utcnow
+from remediator.engine.store.lifecycle import Lifecycle
 
-__all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "priority_of", "new_incident_id", "note_truncation",
+__all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "priority_of", "note_truncation",
            "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
 
 #: The correlation key prefix of a sender's overflow incident (see Attacher._overflow).
@@ -43,10 +45,6 @@ _CLOSABLE = {IncidentState.RECEIVED, IncidentState.AWAITING_APPROVAL, IncidentSt
 
 def priority_of(severity: str) -> int:
     return SEVERITY_PRIORITY.get(severity.lower(), 4)
-
-
-def new_incident_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,9 @@ class Attacher:
     alert, and the rows go in together; an alert seen earlier in the same batch counts as stored.
     The audit head is locked first, so a second process's intake waits and then sees these rows."""
 
-    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, lifecycle: Lifecycle):
-        self.session, self.inventory, self.lifecycle = session, inventory, lifecycle
-        self.target_labels = target_labels = lifecycle.settings.target_labels
+    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, lifecycle: Lifecycle, settings: Settings):
+        self.session, self.inventory, self.lifecycle, self.settings = session, inventory, lifecycle, settings
+        self.target_labels = target_labels = settings.target_labels
         audit.lock(session)
         fingerprints = sorted({a.fingerprint for a in alerts})
         self.known: dict[tuple[str, str, str], str | None] = {}
@@ -149,7 +147,7 @@ class Attacher:
         if sender is None:
             return True
         if sender not in self._budget:
-            cap = self.lifecycle.settings.sender_incidents_per_minute
+            cap = self.settings.sender_incidents_per_minute
             since = utcnow() - timedelta(minutes=1)
             opened = self.session.execute(select(func.count()).select_from(Incident).where(
                 Incident.sender == sender, Incident.created_at >= since)).scalar_one()
@@ -158,7 +156,7 @@ class Attacher:
         return self._budget[sender] >= 0
 
     def _overflow(self, sender: str | None) -> tuple[str, None, str]:
-        cap = self.lifecycle.settings.sender_incidents_per_minute
+        cap = self.settings.sender_incidents_per_minute
         return (f"{OVERFLOW}{sender}|{utcnow():%Y%m%d%H%M}", None,
                 f"{sender} opened {cap} incidents within a minute (sender_incidents_per_minute); its further alerts "
                 "are kept on this incident for a person, and nothing was run for them")

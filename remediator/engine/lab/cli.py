@@ -4,15 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from remediator.engine.catalog.loader import load_catalog
-from remediator.engine.cli import common
-from remediator.engine.cli.common import console
 from remediator.engine.lab import fleet
 from remediator.engine.lab.harness import lab_token
-from remediator.engine.settings import Settings
+from remediator.engine.settings import Settings, load_settings
 
+# The lab stands below the command line: cli/main.py gathers these commands, and nothing here imports cli/.
+console = Console()
 lab_app = typer.Typer(help="The lab fleet: Podman hosts from inventory/lab.yml.", no_args_is_help=True)
 chaos_app = typer.Typer(help="Chaos drills on the lab: the real Prometheus -> Alertmanager -> remediator chain.",
                         no_args_is_help=True)
@@ -27,7 +28,7 @@ def _monitoring(settings: Settings):
 def lab_up(monitoring: bool = typer.Option(True, "--monitoring/--no-monitoring",
                                            help="also start the lab's Prometheus and Alertmanager")) -> None:
     """Start fresh lab containers (and Prometheus + Alertmanager posting to remediator) and wait for them."""
-    settings = common.settings()
+    settings = load_settings()
     hosts = fleet.up(settings.inventory)
     for h in hosts:
         console.print(f"{h.name}: up (container {h.container}, webapp on 127.0.0.1:{h.port}, ssh on 127.0.0.1:{h.ssh_port})")
@@ -43,7 +44,7 @@ def lab_up(monitoring: bool = typer.Option(True, "--monitoring/--no-monitoring",
 @lab_app.command("down")
 def lab_down() -> None:
     """Remove the lab containers and stop the lab's Prometheus and Alertmanager."""
-    settings = common.settings()
+    settings = load_settings()
     gone = fleet.down(settings.inventory)
     stopped = _monitoring(settings).down()
     console.print(f"removed {len(gone)} lab containers" + (f"; stopped {', '.join(stopped)}" if stopped else ""))
@@ -52,7 +53,7 @@ def lab_down() -> None:
 @lab_app.command("status")
 def lab_status() -> None:
     """Show each lab host's container state, and the lab's Prometheus and Alertmanager."""
-    settings = common.settings()
+    settings = load_settings()
     for name, state in fleet.status(settings.inventory).items():
         console.print(f"{name}: {state}")
     for m in _monitoring(settings).status():
@@ -67,7 +68,7 @@ def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entr
 
     Uses the `remediator serve` answering on the configured port, or starts one for the run."""
     from remediator.engine.lab import drills
-    settings = common.settings()
+    settings = load_settings()
     server = drills.Server(settings, _monitoring(settings), settings.data_dir / "chaos-serve.log")
     console.print(f"{'started' if server.started else 'using'} remediator serve on {server.url}")
     try:
@@ -87,7 +88,7 @@ def demo() -> None:
     from rich.spinner import Spinner
 
     from remediator.engine.lab import drills
-    settings = common.settings()
+    settings = load_settings()
     hosts = fleet.up(settings.inventory)
     token = lab_token(settings)
     monitoring = _monitoring(settings)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["IncidentState", "FINAL_STATES", "HELD_STATES", "TRANSITIONS", "RunState", "RunMode", "ApprovalState"]
+__all__ = ["IncidentState", "FINAL_STATES", "HELD_STATES", "TRANSITIONS", "RunState", "RunMode", "ApprovalState",
+           "NotifyEvent"]
 
 
 class IncidentState(StrEnum):
@@ -73,3 +74,17 @@ class ApprovalState(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     CANCELED = "canceled"
+
+
+class NotifyEvent(StrEnum):
+    """What people are told about an incident (remediator/engine/outbound/notify.py words and sends it)."""
+
+    FIXED = "fixed"                          # remediated and verified
+    AUTO_RESOLVED = "auto_resolved"          # the alert cleared before anything ran
+    AWAITING_APPROVAL = "awaiting_approval"
+    ESCALATED = "escalated"                  # a person must look (no runbook, unknown host, not fixed, ...)
+    DENIED = "denied"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    BREAKER_OPEN = "breaker_open"            # repeated failures: automatic runs paused

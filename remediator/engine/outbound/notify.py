@@ -18,7 +18,6 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from datetime import timedelta
-from enum import StrEnum
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -27,28 +26,18 @@ from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from remediator.engine.logs import redact
+from remediator.engine.model.states import NotifyEvent
 from remediator.engine.outbound import tickets
 from remediator.engine.outbound.teams import MAX_BYTES as TEAMS_MAX_BYTES
 from remediator.engine.outbound.teams import teams_payload
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Approval, Incident, OutboxMessage, Store, utcnow
+from remediator.engine.store.lifecycle import Notice
 
-__all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "Notifier", "slack_payload", "pagerduty_payload",
+__all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "notice", "Notifier", "slack_payload", "pagerduty_payload",
            "teams_payload"]
 
 log = logging.getLogger(__name__)
-
-
-class NotifyEvent(StrEnum):
-    FIXED = "fixed"                          # remediated and verified
-    AUTO_RESOLVED = "auto_resolved"          # the alert cleared before anything ran
-    AWAITING_APPROVAL = "awaiting_approval"
-    ESCALATED = "escalated"                  # a person must look (no runbook, unknown host, not fixed, ...)
-    DENIED = "denied"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    REJECTED = "rejected"
-    BREAKER_OPEN = "breaker_open"            # repeated failures: automatic runs paused
 
 
 _PD_TRIGGER = {NotifyEvent.ESCALATED, NotifyEvent.DENIED, NotifyEvent.FAILED, NotifyEvent.EXPIRED, NotifyEvent.REJECTED,
@@ -112,6 +101,14 @@ def enqueue(session: Session, settings: Settings, note: Notification) -> int:
 def _had(session: Session, incident_id: str, channel: str) -> bool:
     return session.execute(select(OutboxMessage.id).where(OutboxMessage.incident_id == incident_id,
                                                           OutboxMessage.channel == channel).limit(1)).first() is not None
+
+
+def notice(settings: Settings) -> Notice:
+    """How the lifecycle (remediator/engine/store/lifecycle.py) tells people: notify_incident with these settings."""
+    def tell(session: Session, inc: Incident, event: NotifyEvent, reason: str, *, approval: Approval | None = None,
+             dedup_key: str = "") -> None:
+        notify_incident(session, settings, inc, event, reason, approval=approval, dedup_key=dedup_key)
+    return tell
 
 
 def notify_incident(session: Session, settings: Settings, incident: Incident, event: NotifyEvent, text: str,

@@ -22,11 +22,10 @@ from sqlalchemy.orm import Session
 
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.errors import ConflictError, Forbidden, NotFound
-from remediator.engine.intake import incidents
+from remediator.engine.model.ids import new_approval_id
 from remediator.engine.model.records import Preview, Report
 from remediator.engine.model.states import ApprovalState, IncidentState
 from remediator.engine.people.identities import Identity, Role
-from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import (
@@ -40,6 +39,7 @@ from remediator.engine.store.db import (
     incident_row,
     utcnow,
 )
+from remediator.engine.store.lifecycle import Lifecycle
 
 __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "ApprovalDetail", "VoteView",
            "list_approvals", "get_approval"]
@@ -48,7 +48,7 @@ __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "Approv
 def request(session: Session, settings: Settings, inc: Incident, preview: Preview, *, required: int, risk: str,
             rules: list[str], reasons: list[str], supersedes: str | None = None) -> Approval:
     """A new pending request for this incident's dry run (in the caller's transaction)."""
-    approval = Approval(id=incidents.new_incident_id(), incident_id=inc.id, preview_digest=preview.digest, state=ApprovalState.PENDING,
+    approval = Approval(id=new_approval_id(), incident_id=inc.id, preview_digest=preview.digest, state=ApprovalState.PENDING,
                         expires_at=utcnow() + timedelta(seconds=settings.approval_ttl_s),
                         preview=preview,
                         required=max(1, required), risk=risk, rules=rules, reasons="; ".join(reasons),
@@ -139,7 +139,8 @@ def expire_due(store: Store, lifecycle: Lifecycle) -> int:
             _close(approval, ApprovalState.EXPIRED, "", "")
             inc = session.get(Incident, approval.incident_id)
             if inc is not None and inc.state == IncidentState.AWAITING_APPROVAL:
-                reason = (f"nobody approved within {lifecycle.settings.approval_ttl_s} s; nothing was run, "
+                ttl_s = round((approval.expires_at - approval.requested_at).total_seconds())
+                reason = (f"nobody approved within {ttl_s} s; nothing was run, "
                           "a person must look")
                 lifecycle.close(session, inc, IncidentState.EXPIRED, reason)
         return len(due)

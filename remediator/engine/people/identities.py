@@ -21,13 +21,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from remediator.engine.errors import AuthError, ConflictError, Forbidden, NotFound
+from remediator.engine.model.roles import Role
 from remediator.engine.store import audit
 from remediator.engine.store.db import Approver, Store, utcnow
 
@@ -41,11 +41,6 @@ _SERVICE_NAME = re.compile(r"^([a-z][a-z0-9._-]{0,31}):.")
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
 
-class Role(StrEnum):
-    SERVICE = "service"     # a machine token from the settings
-    VIEWER = "viewer"
-    APPROVER = "approver"
-    ADMIN = "admin"
 
 
 _RANK = {Role.SERVICE: 0, Role.VIEWER: 1, Role.APPROVER: 2, Role.ADMIN: 3}

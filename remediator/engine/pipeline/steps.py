@@ -26,12 +26,12 @@ from remediator.engine.model.states import ApprovalState, IncidentState, RunMode
 from remediator.engine.outbound.notify import NotifyEvent
 from remediator.engine.outbound.prometheus import Prometheus
 from remediator.engine.people import approvals
-from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.pipeline.records import Records
 from remediator.engine.run.runner import Executor
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import Approval, Incident, Run, Store, incident_row, utcnow
+from remediator.engine.store.lifecycle import Lifecycle
 
 __all__ = ["Steps", "ShuttingDown"]
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, or_, select
 
+from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide import blast
 from remediator.engine.decide.decision import Clock, StoreHistory, metrics_query, system_clock
@@ -23,18 +24,17 @@ from remediator.engine.decide.planners import Planner
 from remediator.engine.decide.policy import Policy
 from remediator.engine.decide.reports import Query
 from remediator.engine.errors import StoreUnavailable
-from remediator.engine.intake.targets import Inventory
 from remediator.engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
 from remediator.engine.outbound.metrics import Metrics
 from remediator.engine.outbound.notify import NotifyEvent, notify_incident
 from remediator.engine.outbound.prometheus import Prometheus
-from remediator.engine.pipeline.lifecycle import Lifecycle
 from remediator.engine.pipeline.records import Records
 from remediator.engine.pipeline.steps import ShuttingDown, Steps
 from remediator.engine.run.runner import Executor
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit, leases
 from remediator.engine.store.db import Incident, Run, Store, utcnow
+from remediator.engine.store.lifecycle import Lifecycle
 
 __all__ = ["Pipeline"]
 
