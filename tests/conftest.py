@@ -122,7 +122,6 @@ def executor(tmp_path):
     return AnsibleExecutor(tmp_path / "runs", INVENTORY)
 
 
-
 @pytest.fixture
 def make_engine(tmp_path, database_url):
     """make_engine(**settings, executor=, clock=, query=) -> an Engine (not started) in tmp_path, on SQLite or, in a

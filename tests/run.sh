@@ -25,8 +25,13 @@ timed() {
 table() {
   echo
   echo "== phases (minutes; the gates overlap pytest)"
+  if [ -n "${REMEDIATOR_CI_SETUP_S:-}" ]; then   # .ci/run: lab/setup.sh ran before this script
+    awk -v s="$REMEDIATOR_CI_SETUP_S" 'BEGIN { printf "  %-34s %6.1f  ok\n", "setup (lab/setup.sh)", s / 60 }'
+  fi
   awk -F'\t' '{ printf "  %-34s %6.1f  %s\n", $1, $2 / 60, ($3 == 0 ? "ok" : "FAILED rc=" $3) }' "$logs/phases"
   awk -v s=$((SECONDS - started)) 'BEGIN { printf "  %-34s %6.1f\n", "tests/run.sh, wall", s / 60 }'
+  [ -z "${REMEDIATOR_CI_SETUP_S:-}" ] ||
+    awk -v s=$((SECONDS - started + REMEDIATOR_CI_SETUP_S)) 'BEGIN { printf "  %-34s %6.1f\n", ".ci/run, wall", s / 60 }'
 }
 trap table EXIT
 

@@ -1,6 +1,6 @@
 """The layering holds: remediator/engine/ never imports the web side, the product path never imports the lab or the
-evals, the folders stand on floors and import only downward, no import cycles, no module past ~400 lines. Read from the source (every import, lazy ones too) and
-proven at run time (what importing the engine really loads)."""
+evals, the folders stand on floors and import only downward, no import cycles, no module past ~400 lines. Read
+from the source (every import, lazy ones too) and proven at run time (what importing the engine really loads)."""
 import ast
 import subprocess
 import sys
