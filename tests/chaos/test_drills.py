@@ -70,6 +70,7 @@ def test_lab_prometheus_loads_remediators_own_rules(lab_env):
     assert {"RemediatorNoWorker", "RemediatorAuditChainBroken", "RemediatorApprovalExpiringSoon"} <= set(health)
 
 
+@pytest.mark.timeout(1500)   # every drill through the real chain: about 5 minutes alone, longer beside the other lanes
 def test_every_drill_passes(lab_env):
     env, data, receivers = lab_env
     run = subprocess.run([str(REMEDIATOR), "chaos", "run"], env={**env, "COLUMNS": "200"}, capture_output=True,

@@ -1,5 +1,5 @@
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from remediator.engine.store import audit
 from remediator.engine.store.db import AuditEvent, Store
@@ -47,3 +47,24 @@ def test_reordered_events_are_caught(store):
         a, b = s.get(AuditEvent, 2), s.get(AuditEvent, 4)
         a.data, b.data = b.data, a.data
     assert not audit.verify(store).ok
+
+
+def test_an_event_appended_while_the_chain_is_walked_is_not_a_break(store):
+    """serve's hourly check and `audit verify` run while replicas append. Found on PostgreSQL under load: the head was
+    read, then an append committed, then the walk saw one event more than the head and called the chain broken."""
+    appended = []
+
+    def append_once(conn, cursor, statement, *_):
+        if "FROM audit_events" in statement and not appended:
+            appended.append(True)
+            with store.write() as session:
+                audit.append(session, "meanwhile", {}, incident_id="inc2")
+
+    event.listen(store.engine, "before_cursor_execute", append_once)
+    try:
+        report = audit.verify(store)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", append_once)
+    assert appended, "the walk never ran: the test did not test that"
+    assert report.ok and report.events == 5, report.problems
+    assert audit.verify(store).events == 6
