@@ -108,6 +108,30 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return Lanes(config, log)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_CPU_AT_START] = _cpu_s()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """Each test's CPU seconds, its process's and its reaped children's (ansible-playbook, serve, podman's CLI; not
+    the containers'), as the junit property `cpu_s`: on two cores the suite's length is its CPU (tests/run.sh)."""
+    try:
+        return (yield)
+    finally:
+        if _CPU_AT_START in item.stash:
+            item.user_properties.append(("cpu_s", f"{_cpu_s() - item.stash[_CPU_AT_START]:.1f}"))
+
+
+_CPU_AT_START = pytest.StashKey[float]()
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @pytest.fixture(scope="module")
 def lab_host(lab) -> str:
     """app-server-01 of this process's lab (tests/lab.py), running."""

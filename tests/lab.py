@@ -43,12 +43,13 @@ class Lab:
 
     def use(self, hosts: list[str] | None = None, *, fresh: bool = False) -> list[str]:
         """Make sure these hosts (default: all) run; boot those that do not, were used by a breaking module, or
-        all of them when `fresh`. Returns the names."""
+        all of them when `fresh`. Returns the names. Booted without client traffic: no test module reads request
+        metrics from them (the drills do, through `remediator lab up`, which starts the clients)."""
         names = list(hosts or HOSTS)
         states = fleet.status(INVENTORY)
         stale = [h for h in names if fresh or h not in self._clean or states.get(h) != "running"]
         if stale:
-            fleet.up(INVENTORY, hosts=stale)
+            fleet.up(INVENTORY, hosts=stale, traffic=False)
         self._clean |= set(names)
         return names
 

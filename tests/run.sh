@@ -5,7 +5,8 @@
 #     instance of its own, and everything else (unit, security, every Molecule scenario as a test item, the store's
 #     tests again on PostgreSQL) spread over whichever worker is free; coverage floor of pyproject;
 #   - then the real small model's tests, alone (their time bounds need a CPU of their own);
-#   - at the end, a table of each phase's minutes and pytest's slowest tests, so every log shows where the time goes.
+#   - at the end, a table of each phase's minutes, pytest's slowest tests and where the CPU went (tests/cpu.py): on
+#     two cores the run is as long as its CPU time, so every log shows where the time goes.
 # Fast inner loop instead: .venv/bin/pytest -m unit -n 2    (or one file, without -n)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 logs=var/ci
 rm -rf "$logs"; mkdir -p "$logs"
 started=$SECONDS
+python -m tests.cpu snapshot "$logs/cpu-start.json"
 
 # timed NAME CMD...: run CMD, note its seconds and exit code in $logs/phases
 timed() {
@@ -66,6 +68,8 @@ gates_rc=0
 wait "$gates_pid" || gates_rc=$?
 echo "== gates"
 cat "$logs/gates.log"
+python -m tests.cpu snapshot "$logs/cpu-end.json"
+python -m tests.cpu report "$logs/cpu-start.json" "$logs/cpu-end.json" "$logs/junit.xml" "$logs/junit-model.xml"
 
 # Nothing a run started may outlive it: no lab container, Molecule instance or model server left behind.
 left=$(podman ps --all --format '{{.Names}}' | grep -E '^remediator-(lab|molecule)' || true)

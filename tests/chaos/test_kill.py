@@ -56,6 +56,7 @@ def _post(server: Server, body: bytes) -> set[str]:
     return {a["fingerprint"] for a in json.loads(body)["alerts"]} if r.status_code == 200 else set()
 
 
+@pytest.mark.timeout(1500)   # about 4 minutes alone; on CI's two cores beside the other lanes, past 10
 def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, lab_fleet):
     receivers = lab_fleet
     rng = random.Random(20261124)

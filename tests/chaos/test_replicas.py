@@ -56,6 +56,7 @@ def _wait_apply(replicas: Replicas, db, timeout_s: float) -> int | None:
     return None
 
 
+@pytest.mark.timeout(1500)   # about 4 minutes alone; on CI's two cores beside the other lanes, past 10
 def test_sigkill_of_random_replicas_loses_nothing_runs_nothing_twice_and_books_no_host_twice(tmp_path, lab_fleet,
                                                                                               postgres_url):
     rng = random.Random(20261202)

@@ -114,3 +114,20 @@ def test_drills_load_and_name_known_entries(catalog):
     names = [name for name, _, _ in drills_of(catalog)]
     assert len(names) == len(set(names))
     assert {"db-corruption", "api-service-down"} <= set(names)
+
+
+def _module_names(node) -> set[str]:
+    """Every key shaped like a module's FQCN (namespace.collection.module) in a parsed playbook."""
+    if isinstance(node, list):
+        return set().union(*map(_module_names, node)) if node else set()
+    if isinstance(node, dict):
+        found = {k for k in node if isinstance(k, str) and re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+\.[a-z0-9_]+", k)}
+        return found.union(*map(_module_names, node.values()))
+    return set()
+
+
+def test_the_catalog_needs_no_collection_beyond_ansible_core():
+    """The package depends on ansible-core alone (pyproject.toml): a module from any other collection would be
+    missing on an operator's machine."""
+    used = set().union(*(_module_names(yaml.safe_load(p.read_text())) for p in (PROJECT_ROOT / "playbooks").rglob("*.yml")))
+    assert used and {m for m in used if not m.startswith("ansible.builtin.")} == set()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from remediator.engine.catalog.loader import Catalog
-from remediator.engine.decide.llm import LLMPlanner
 from remediator.engine.decide.planners import Planner, RunbookPlanner, load_runbooks
 from remediator.engine.settings import Settings
 
@@ -13,5 +12,7 @@ def make_planner(settings: Settings, catalog: Catalog, name: str | None = None) 
     """runbook (the default), or llm when the settings (or `name`) say so."""
     runbooks = RunbookPlanner(load_runbooks(settings.runbooks_dir, catalog), catalog)
     if (name or settings.planner) == "llm":
+        # imported here: the openai client takes a second to import, which every serve start and CLI call paid
+        from remediator.engine.decide.llm import LLMPlanner
         return LLMPlanner(settings, catalog, fallback=runbooks)
     return runbooks
