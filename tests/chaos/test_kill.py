@@ -78,6 +78,7 @@ def test_sigkill_during_a_storm_loses_nothing_and_runs_nothing_twice(tmp_path, l
             else:
                 time.sleep(rng.uniform(*STORM["kill_after_s"]))           # kill whenever
             server.kill()
+            assert server.left_behind() == [], "a killed serve's run outlived it"
             kills += 1
             server = Server(data, receivers, port, new_session=True, **settings)
         # Let it drain: interrupted runs wait for a person, who does not come (their approvals expire).

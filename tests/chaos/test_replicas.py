@@ -81,6 +81,7 @@ def test_sigkill_of_random_replicas_loses_nothing_runs_nothing_twice_and_books_n
                 time.sleep(rng.uniform(*STORM["kill_after_s"]))
             victim = rng.randrange(REPLICAS) if victim is None else victim
             replicas.servers[victim].kill()
+            assert replicas.servers[victim].left_behind() == [], "a killed replica's run outlived it"
             kills += 1
             replicas.servers[victim] = replicas.start(victim)
         deadline = time.monotonic() + 600

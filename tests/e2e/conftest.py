@@ -100,9 +100,30 @@ class Server(ServeProcess):
         return subprocess.run([str(REMEDIATOR), *args], env=self.env, capture_output=True, text=True, timeout=120)
 
     def kill(self) -> None:
-        """SIGKILL to serve and everything it started (its ansible-playbook runs too), as an OOM kill would."""
+        """SIGKILL to serve's process group (serve and its ingester), as an OOM kill would. Its ansible runs are
+        in sessions of their own (pexpect's): they must end by themselves (remediator/engine/run/tether.py)."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    def left_behind(self, within_s: float = 20) -> list[str]:
+        """The command lines of processes that this (killed) serve started and that still run after `within_s`:
+        an ansible-playbook of its runs, a fork of one, their ssh. Found by the run's directory in their
+        environment (ansible-runner's AWX_ISOLATED_DATA_DIR, inherited by every fork). An SSH connection master
+        (ControlPersist) is not counted: it is shared by every run to its host, carries no task, and ends when idle."""
+        marker = f"={self.data_dir}/".encode()
+        deadline = time.monotonic() + within_s
+        while True:
+            left = []
+            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    environ, cmdline = (Path(f"/proc/{pid}/{f}").read_bytes() for f in ("environ", "cmdline"))
+                except OSError:
+                    continue
+                if marker in environ and not (cmdline.startswith(b"ssh: ") and b"[mux]" in cmdline):
+                    left.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:300])
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.5)
 
     def stop(self, timeout_s: float = 30) -> None:
         super().stop(timeout_s)

@@ -5,7 +5,7 @@ files are not written (suppress_env_files), and a run has a timeout and can be c
 ansible-playbook does not stop what it already started on a host, so every catalog play marks its
 tasks' processes with REMEDIATOR_RUN=<ident>, and a stopped run is followed, before the host is given
 back, by playbooks/library/remediator_stop_run.py on its hosts, which ends them and the systemd jobs
-they queued.
+they queued. And an engine that dies takes its ansible processes with it (run/tether.py).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from remediator.engine import SHIPPED
 from remediator.engine.catalog.loader import CatalogEntry
 from remediator.engine.model.records import RunResult, RunStatus
 from remediator.engine.run.preview import build_preview, reports_from_events
+from remediator.engine.run.tether import PARENT_ENV, tether_dir
 
 __all__ = ["Executor", "AnsibleExecutor"]
 
@@ -52,6 +53,7 @@ class AnsibleExecutor:
         self.runs_dir = runs_dir
         self.inventory = inventory
         self.forks = forks
+        self.tether = tether_dir(runs_dir)
 
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
             timeout_s: int, cancel: threading.Event | None = None, then: Then = ()) -> RunResult:
@@ -95,7 +97,7 @@ class AnsibleExecutor:
                 timeout=timeout_s,
                 cancel_callback=(lambda: cancel.is_set()) if cancel else None,
                 event_handler=keep,
-                envvars={**_env(), "ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles")},
+                envvars={**run_env(self.tether), "ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles")},
             )
             status = {"successful": RunStatus.SUCCESSFUL, "failed": RunStatus.FAILED, "timeout": RunStatus.TIMEOUT,
                       "canceled": RunStatus.CANCELED}.get(r.status, RunStatus.ERROR)
@@ -156,22 +158,23 @@ class AnsibleExecutor:
                                    host_pattern=",".join(hosts), module="remediator_stop_run",
                                    module_args=f"run={ident}", forks=self.forks, quiet=True,
                                    suppress_env_files=True, timeout=timeout_s, event_handler=keep,
-                                   envvars={**_env(), "ANSIBLE_LIBRARY": str(LIBRARY)})
+                                   envvars={**run_env(self.tether), "ANSIBLE_LIBRARY": str(LIBRARY)})
         except Exception as exc:   # the stop is best effort, and says so
             return f"could not be stopped: {exc}."
         return " ".join(said) or f"could not be stopped ({r.status})."
 
 
-def _env() -> dict[str, str]:
+def run_env(tether: Path) -> dict[str, str]:
     """The environment every ansible-runner call of this engine gets."""
     return {
         # ansible-runner turns host-key checking off unless told: on, and the inventory decides per host or
         # group (ansible_host_key_checking), never this engine
         "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
-        # ansible-playbook from the same installation as this engine, even when `remediator` was started by
-        # its full path with the venv not on PATH
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # ansible-playbook from the same installation as this engine (even when `remediator` was started by its
+        # full path with the venv not on PATH), through its tether: it dies with this process
+        "PATH": os.pathsep.join([str(tether), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        PARENT_ENV: str(os.getpid()),
     }
 
 
