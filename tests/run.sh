@@ -71,10 +71,10 @@ cat "$logs/gates.log"
 python -m tests.cpu snapshot "$logs/cpu-end.json"
 python -m tests.cpu report "$logs/cpu-start.json" "$logs/cpu-end.json" "$logs/junit.xml" "$logs/junit-model.xml"
 
-# Nothing a run started may outlive it: no lab container, Molecule instance or model server left behind.
-left=$(podman ps --all --format '{{.Names}}' | grep -E '^remediator-(lab|molecule)' || true)
-if [ -n "$left" ]; then
-  echo "== containers left behind by the tests: $left"
+# Nothing a run started may outlive it: no lab container, Molecule instance, ansible-playbook, serve or model server.
+if ! left=$(python -m tests.leftovers); then
+  echo "== left behind by the tests:"
+  echo "$left"
   pytest_rc=1
 fi
 
