@@ -35,7 +35,7 @@ def test_a_label_too_long_for_the_store_is_refused_before_the_2xx(tmp_path, data
         assert f"label {label}: value of {limit + 1} characters, at most {limit}" in refused.text
         taken = client.post("/webhook/alertmanager", content=_body(**{label: "x" * limit}), headers=AUTH)
         assert taken.status_code == 200
-        assert engine.ingester.wait_idle(10)
+        assert engine.ingester.wait_idle(60)
         delivery = client.get(f"/deliveries/{taken.json()['delivery']}", headers=AUTH).json()
     assert delivery["ingested"] and delivery["new"] == 2
 

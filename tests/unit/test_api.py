@@ -42,7 +42,7 @@ def test_both_rotated_tokens_work_and_nothing_else(client):
 def _taken_in(client, engine, response) -> dict:
     """What an acknowledged webhook became, once the ingester took it in."""
     assert response.status_code == 200, response.text
-    assert engine.ingester.wait_idle(10)
+    assert engine.ingester.wait_idle(60)
     return client.get(f"/deliveries/{response.json()['delivery']}", headers=AUTH).json()
 
 
@@ -121,7 +121,7 @@ def test_catalog_and_metrics(client, engine):
     assert entries["service_status"]["kind"] == "diagnostic"
     client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
     client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
-    assert engine.ingester.wait_idle(10)
+    assert engine.ingester.wait_idle(60)
     metrics = client.get("/metrics").text
     assert 'remediator_alerts_received_total{outcome="duplicate"} 3.0' in metrics
     # api-server-01 waits for a worker; 02 and 03 are in no inventory: escalated at intake, nothing to run
