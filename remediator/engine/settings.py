@@ -134,11 +134,10 @@ class Settings(BaseSettings):
                                       "before `remediator policy suggest` proposes to exempt it from the rule that asked")
 
     # the LLM planner (planner: llm): any OpenAI-compatible endpoint; the defaults fit a local Ollama
-    # Opt-in: the model is asked only about these alerts; every other alert follows the runbooks.
+    # Opt-in: the model is asked only about these alerts; every other alert follows the runbooks. Only the operator
+    # opts in: an alert's own label never does (anyone who can post an alert could set it).
     llm_alerts: Annotated[list[str], NoDecode] = Field(default_factory=list, description="alertnames the model is "
                                                        "asked about (globs, any case; REMEDIATOR_LLM_ALERTS=a,b)")
-    llm_opt_in_label: str = Field("remediator_planner", description="an alert whose label of this name says `llm` is "
-                                  "asked about too (set it on the alerting rule)")
     llm_base_url: str = "http://localhost:11434/v1"
     llm_model: str = "qwen2.5:7b-instruct"
     llm_api_key: SecretStr = SecretStr("unused")       # Ollama and vLLM ignore it; OpenAI needs a real one
@@ -254,6 +253,11 @@ def _default_data_dir() -> Path:
     return Path(state.split(":")[0]) if state else Path.home() / ".local" / "state" / "remediator"
 
 
+#: settings that are gone, and what to do instead
+_REMOVED = {"llm_opt_in_label": "removed: an alert's own label no longer sends it to the model (any sender could set "
+                                "it); list the alertnames in llm_alerts"}
+
+
 def load_settings(**overrides) -> Settings:
     """Build the settings, or raise ConfigError naming the key that is wrong."""
     config_file = os.environ.get("REMEDIATOR_CONFIG")
@@ -264,5 +268,6 @@ def load_settings(**overrides) -> Settings:
     except SettingsError as exc:
         raise ConfigError(f"invalid settings ({config_file or 'environment'}): {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
+                             f"{_REMOVED.get(str(e['loc'][0]), e['msg']) if e['loc'] else e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings ({config_file or 'environment'}): {problems}") from None

@@ -23,7 +23,7 @@ from tests.fakes import ScriptedExecutor, take_in, work_all
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
-DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
+DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": [], "started": True}
 UP = {**DOWN, "active_state": "active", "sub_state": "running"}
 CHECK = json.loads((FIXTURES / "events" / "restart_service-check.json").read_text())
 ALERT = json.loads((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_text())

@@ -21,7 +21,7 @@ from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor, take_in, work_all
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
-DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
+DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": [], "started": True}
 UP = {**DOWN, "active_state": "active", "sub_state": "running"}
 CHECK = json.loads((FIXTURES / "events" / "restart_service-check.json").read_text())
 ALICE = Identity(name="alice", role=Role.APPROVER, approver_id="a1")

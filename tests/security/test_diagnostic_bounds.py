@@ -15,7 +15,7 @@ from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 ALERT = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())
-STATUS = {"unit": "x", "load_state": "loaded", "active_state": "active", "sub_state": "running", "journal": []}
+STATUS = {"unit": "x", "load_state": "loaded", "active_state": "active", "sub_state": "running", "journal": [], "started": True}
 DISK = {"df": [], "du": [], "old_files": 0, "old_bytes": 0, "older_than_days": 7, "largest_old_files": []}
 
 

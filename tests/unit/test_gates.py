@@ -21,7 +21,7 @@ from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor, take_in, work_all
 
 pytestmark = pytest.mark.unit
-DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": []}
+DOWN = {"unit": "webapp", "load_state": "loaded", "active_state": "failed", "sub_state": "failed", "journal": [], "started": True}
 UP = {**DOWN, "active_state": "active", "sub_state": "running", "since": "Thu 2026-11-12 09:14:02 UTC"}
 CHECK = json.loads((FIXTURES / "events" / "restart_service-check.json").read_text())
 ALICE = Identity(name="alice", role=Role.APPROVER, approver_id="a1")
@@ -44,7 +44,7 @@ def test_a_unit_that_runs_is_not_restarted_and_the_incident_says_what_was_read(t
     engine, executor, incident_id = _run(tmp_path, [UP], "webapp-down-app-server-01.json")
     inc = _incident(engine, incident_id)
     assert inc.state == IncidentState.ESCALATED
-    assert "the unit runs and answers; the alert's probe or route is what broke" in inc.reason
+    assert "the unit runs and answers (the alert's probe or route is what broke" in inc.reason
     assert "active_state=active" in inc.reason and "sub_state=running" in inc.reason
     assert executor.calls == [("service_status", "diagnose")]               # read, nothing checked or run
     assert inc.evidence["service_status"]["report"]["active_state"] == "active"   # kept for the person

@@ -9,17 +9,20 @@ Anything wrong fails closed at load, with the file and the key in the message.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+import celpy
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from remediator.engine.errors import ConfigError, ProposalError
 
-__all__ = ["Catalog", "CatalogEntry", "Drill", "Probe", "markdown_table", "EntryKind", "RiskClass", "ParamSpec", "load_catalog", "unsafe"]
+__all__ = ["Catalog", "CatalogEntry", "Drill", "EntryGate", "Probe", "markdown_table", "EntryKind", "RiskClass",
+           "ParamSpec", "load_catalog", "unsafe"]
 
 MAX_STR = 512
 MAX_LIST = 8     # a list parameter names a few paths or patterns; a small model filled 32 with one repeated path
@@ -91,6 +94,15 @@ class Scope(_Strict):
     kind: Literal["unit", "path", "pattern", "value"] = "unit"
 
 
+class EntryGate(_Strict):
+    """What must be true on the host before a model's choice of this entry runs without a person, where no runbook
+    answers the alert (remediator/engine/decide/gates.py): diagnostics by name, a CEL condition over their reports."""
+
+    evidence: dict[str, DiagnosticCall] = Field(min_length=1)
+    act_when: str
+    otherwise: str = "the evidence does not show the fault this entry fixes"
+
+
 class EntryMeta(_Strict):
     kind: EntryKind
     summary: str
@@ -104,6 +116,7 @@ class EntryMeta(_Strict):
     rollback: str = ""
     drill: Drill | None = None
     scope: list[Scope] = []           # what the entry may act on: allow-lists in the inventory (remediator/engine/decide/scope.py)
+    gate: EntryGate | None = None     # without one, a model's choice of it for an alert no runbook answers waits for a person
 
 
 class ParamSpec(_Strict):
@@ -291,6 +304,21 @@ def load_entry(root: Path, entry_id: str) -> CatalogEntry:
                         plays=plays)
 
 
+def _check_gate(meta_file: Path, entry: CatalogEntry) -> None:
+    """A gate's names are CEL identifiers, its `{refs}` the entry's parameters, its condition compiles."""
+    assert entry.meta.gate is not None
+    for name, call in entry.meta.gate.evidence.items():
+        refs = {r for v in call.params.values() if isinstance(v, str) for r in re.findall(r"\{([a-z_][a-z0-9_]*)\}", v)}
+        if not name.isidentifier() or refs - set(entry.params):
+            raise ConfigError(f"{meta_file}: gate.evidence.{name}: a name must be an identifier (CEL uses it) and "
+                              f"every {{reference}} a parameter of {entry.id} (unknown: {sorted(refs - set(entry.params))})")
+    try:
+        env = celpy.Environment()
+        env.compile(entry.meta.gate.act_when)
+    except celpy.CELParseError as exc:
+        raise ConfigError(f"{meta_file}: gate.act_when: bad CEL: {exc}") from None
+
+
 def load_catalog(root: Path, *overlays: Path) -> Catalog:
     """Load every entry under root/roles, then an operator's overlays' (the same layout, the same checks, never a
     shipped entry's id); fail closed on the first problem, naming the file."""
@@ -308,10 +336,13 @@ def load_catalog(root: Path, *overlays: Path) -> Catalog:
             entries[d.name] = load_entry(where, d.name)
     for entry in entries.values():
         meta_file = entry.playbook.parent / "roles" / entry.id / "meta" / "remediator.yml"
-        for call in [*entry.meta.diagnostics, *entry.meta.verify]:
+        gate = entry.meta.gate.evidence.values() if entry.meta.gate else []
+        for call in [*entry.meta.diagnostics, *entry.meta.verify, *gate]:
             target = entries.get(call.entry)
             if target is None or target.meta.kind != EntryKind.DIAGNOSTIC:
                 raise ConfigError(f"{meta_file}: {call.entry!r} is not a diagnostic entry")
+        if entry.meta.gate:
+            _check_gate(meta_file, entry)
         if entry.meta.kind == EntryKind.DIAGNOSTIC and not entry.meta.read_only:
             raise ConfigError(f"{meta_file}: a diagnostic must be read_only")
     return Catalog(entries, root)

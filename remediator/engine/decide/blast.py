@@ -46,7 +46,7 @@ def region_of(inventory: Inventory, host: str | None) -> str:
 
 def brake_scopes(groups: list[str], alertname: str) -> list[str]:
     """The brake scopes an action on a host of these groups, for this alert, falls in."""
-    return [f"{BRAKE}{g}" for g in groups] + [f"{BRAKE}alert:{alertname}"]
+    return [f"{BRAKE}{g}" for g in groups] + [f"{BRAKE}alert:{alertname.casefold()}"]   # the name in any case
 
 
 def _members(inventory: Inventory) -> dict[str, set[str]]:
@@ -113,10 +113,10 @@ def brake(session: Session, settings: Settings, inventory: Inventory, inc: Incid
                            f"alerting (more than max({settings.brake_hosts}, {settings.brake_percent:g} %)); every "
                            "action there waits for a person until an admin resets it"))
     since = utcnow() - timedelta(seconds=settings.brake_window_s)
-    scope = f"{BRAKE}alert:{inc.alertname}"
-    if scope not in open_:
-        firing = session.execute(select(Incident.host).where(Incident.alertname == inc.alertname,
-                                                             Incident.created_at >= since).distinct()).scalars()
+    scope = f"{BRAKE}alert:{inc.alertname.casefold()}"
+    if scope not in {s.lower() for s in open_}:
+        firing = [h for h, name in session.execute(select(Incident.host, Incident.alertname).where(
+            Incident.created_at >= since).distinct()) if name.casefold() == inc.alertname.casefold()]
         regions = {region_of(inventory, h) for h in firing} - {""}
         if len(regions) >= settings.brake_regions:
             wanted.append((scope, f"storm brake: {inc.alertname} fires in {len(regions)} regions ({', '.join(sorted(regions))}) "

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from remediator.engine.catalog.inventory import Inventory
@@ -44,8 +44,9 @@ def scope_of(entry: str) -> str:
 
 
 def learned_scopes(entry: str, groups: list[str], alertname: str) -> list[str]:
-    """The learned scopes an action falls in: one per inventory group of its host."""
-    return [f"{LEARNED}{entry}|{group}|{alertname}" for group in groups]
+    """The learned scopes an action falls in: one per inventory group of its host (the name in any case: a sender
+    who spells it `webappflaky` is still in `WebappFlaky`'s scope)."""
+    return [f"{LEARNED}{entry}|{group}|{alertname.casefold()}" for group in groups]
 
 
 class BreakerView(BaseModel):
@@ -59,8 +60,10 @@ class BreakerView(BaseModel):
 
 def tripped(session: Session, entry: str, learned: list[str] | tuple[str, ...] = ()) -> BreakerRow | None:
     """The open breaker that pauses automatic runs of `entry` (a learned scope, its own, else the global one)."""
-    rows = session.execute(select(BreakerRow).where(BreakerRow.scope.in_([scope_of(entry), GLOBAL, *learned]),
-                                                    BreakerRow.open.is_(True))).scalars().all()
+    # in any case: scopes written before names were casefolded keep their spelling
+    rows = session.execute(select(BreakerRow).where(
+        func.lower(BreakerRow.scope).in_([s.lower() for s in (scope_of(entry), GLOBAL, *learned)]),
+        BreakerRow.open.is_(True))).scalars().all()
     return min(rows, key=lambda r: (r.scope == GLOBAL, r.scope.startswith("entry:")), default=None)
 
 
@@ -93,9 +96,10 @@ def _failure_share(session: Session, settings: Settings, entry: str, since: date
 def _learned_failures(session: Session, inc: Incident, hosts: list[str], since: datetime) -> int:
     """Failed or unverified real runs of this entry for this alert on these hosts since `since`."""
     applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
-    return len(session.execute(select(Incident.id).where(
-        Incident.id.in_(applied), Incident.entry == inc.entry, Incident.alertname == inc.alertname,
-        Incident.host.in_(hosts), Incident.state.in_(list(_FAILED)), Incident.closed_at >= since)).all())
+    names = session.execute(select(Incident.alertname).where(
+        Incident.id.in_(applied), Incident.entry == inc.entry, Incident.host.in_(hosts),
+        Incident.state.in_(list(_FAILED)), Incident.closed_at >= since)).scalars()
+    return sum(1 for name in names if name.casefold() == inc.alertname.casefold())
 
 
 def record_outcome(session: Session, settings: Settings, inc: Incident,
@@ -107,7 +111,7 @@ def record_outcome(session: Session, settings: Settings, inc: Incident,
         return []
     opened: list[str] = []
     for group, hosts in (groups or {}).items():
-        scope = f"{LEARNED}{inc.entry}|{group}|{inc.alertname}"
+        scope = learned_scopes(inc.entry, [group], inc.alertname)[0]
         row = session.get(BreakerRow, scope)
         if row is not None and row.open:
             continue

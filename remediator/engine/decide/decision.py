@@ -21,7 +21,7 @@ from remediator.engine.decide.evidence import Evidence
 from remediator.engine.decide.planners import Planner, PlanningContext, PlanningSession
 from remediator.engine.decide.policy import Policy, PolicyContext
 from remediator.engine.decide.reports import Query
-from remediator.engine.decide.scope import unit_name
+from remediator.engine.decide.scope import template_of, unit_name
 from remediator.engine.errors import ProposalError
 from remediator.engine.model.alerts import Alert
 from remediator.engine.model.records import ActionProposal, Escalation, PolicyDecision, Report, Transcript, Verdict
@@ -187,11 +187,14 @@ def breaker_rule(verdict: PolicyDecision, entry: str, history: History, learned:
 
 def _acts_on(catalog: Catalog, entry: str, params: dict[str, Any] | None) -> Any:
     """What a run acts on, for counting repeats: its scoped units or services as systemd names them (`webapp` and
-    `webapp.service` are one unit, whatever the free-text `reason`); all its parameters for an unscoped entry."""
+    `webapp.service` are one unit, whatever the free-text `reason`; every instance of a template counts as the
+    template: `worker@1` and `worker@9999` are one, so a fresh instance name is no fresh budget); all its parameters
+    for an unscoped entry."""
     scopes = catalog.get(entry).meta.scope if entry in catalog.entries else []
     if not scopes or params is None:
         return params
-    return tuple(unit_name(str(params.get(s.param, ""))) for s in scopes)
+    return tuple(template_of(str(params.get(s.param, ""))) if s.kind == "unit" else unit_name(str(params.get(s.param, "")))
+                 for s in scopes)
 
 
 def _policy_context(situation: Situation, plan: ActionProposal, params: dict[str, Any] | None, history: History,

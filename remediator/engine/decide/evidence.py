@@ -20,7 +20,7 @@ from remediator.engine.errors import ProposalError
 from remediator.engine.model.records import RunResult
 from remediator.engine.run.runner import Executor
 
-__all__ = ["bind_params", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "verify_reads",
+__all__ = ["bind_params", "fill", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "verify_reads",
            "expectation_met"]
 
 _REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -28,8 +28,13 @@ _REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 def bind_params(call: DiagnosticCall, params: dict[str, Any]) -> dict[str, Any]:
     """Fill `{name}` references with the remediation's parameters; a whole-string reference keeps its type."""
+    return fill(call.params, params)
+
+
+def fill(template: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """`template`'s `{name}` references filled from `params` (bind_params on a call's parameters)."""
     out: dict[str, Any] = {}
-    for key, value in call.params.items():
+    for key, value in template.items():
         if isinstance(value, str):
             whole = _REF.fullmatch(value)
             if whole:

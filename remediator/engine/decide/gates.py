@@ -5,20 +5,27 @@ over their reports (`act_when:`). The runbook planner runs them on the incident'
 the condition holds, it proposes its action; it does not, it escalates with `otherwise:` and the numbers it
 read; a diagnostic that gives no report escalates too (never act blindly). Without access to the host
 (`remediator plan --no-check`) the gate is not read, and the proposal says so.
+
+An entry may declare a gate of its own (`gate:` in its meta/remediator.yml, over its own parameters): where no
+runbook answers an alert, a model's choice of that entry runs without a person only when its gate holds.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import celpy
 from celpy import celtypes
 from pydantic import BaseModel, ConfigDict
 
+from remediator.engine.catalog.loader import CatalogEntry, DiagnosticCall
+from remediator.engine.decide.evidence import fill
+
 if TYPE_CHECKING:
     from remediator.engine.decide.evidence import DiagnosticOutcome
 
-__all__ = ["EntryCall", "GateResult", "compile_condition", "read_gate"]
+__all__ = ["EntryCall", "GateResult", "compile_condition", "read_entry_gate", "read_gate"]
 
 
 class EntryCall(BaseModel):
@@ -43,7 +50,7 @@ def compile_condition(text: str) -> Any:
     return env.program(env.compile(text))
 
 
-def read_gate(evidence: dict[str, EntryCall], condition: Any, otherwise: str,
+def read_gate(evidence: Mapping[str, EntryCall | DiagnosticCall], condition: Any, otherwise: str,
               diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome],
               bind: Callable[[dict[str, Any]], dict[str, Any]]) -> GateResult:
     """Run the evidence, evaluate the condition; `bind` fills the parameters from the alert."""
@@ -63,6 +70,20 @@ def read_gate(evidence: dict[str, EntryCall], condition: Any, otherwise: str,
     if verdict:
         return GateResult(act=True, read=read)
     return GateResult(act=False, read=read, why=f"{otherwise} (read: {summary(read)})")
+
+
+def read_entry_gate(entry: CatalogEntry, params: dict[str, Any],
+                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> GateResult | None:
+    """The entry's own gate read on the host for these (validated) parameters; None when it declares none."""
+    gate = entry.meta.gate
+    if gate is None:
+        return None
+    return read_gate(gate.evidence, _compiled(gate.act_when), gate.otherwise, diagnose, lambda p: fill(p, params))
+
+
+@lru_cache(maxsize=64)
+def _compiled(text: str) -> Any:
+    return compile_condition(text)
 
 
 def summary(read: dict[str, dict[str, Any]]) -> str:

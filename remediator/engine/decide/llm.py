@@ -5,8 +5,9 @@ or by structured output where a server drops the tools): diagnostics run on the 
 goes back to the model; a remediation or escalate call that validates ends the conversation; one that does not
 goes back with the error, a bounded number of times. The host is the alert's, never the model's.
 
-The model is asked only about alerts an operator opted in (`llm_alerts`, or the alert's
-`remediator_planner: llm` label); the others follow the runbooks. For an alert a Level 2 runbook answers
+The model is asked only about alerts an operator opted in (`llm_alerts`; an alert's own labels never opt it in);
+the others follow the runbooks. What it chooses runs without a person only where the operator's rules agree
+(remediator/engine/decide/second_opinion.py). For an alert a Level 2 runbook answers
 (`report:`), the runbook diagnoses and proposes, and the model only writes a few sentences over that report.
 An alert that an operator's runbook always escalates (security, corruption, failover; matched in any case) is escalated without asking
 the model, opted in or not. Whatever goes wrong (endpoint down, timeout, prose or garbage, rounds, time or tokens spent) the
@@ -25,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import openai
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from remediator.engine.catalog.loader import Catalog, CatalogEntry, EntryKind
+from remediator.engine.catalog.loader import Catalog, EntryKind
 from remediator.engine.decide.llm_tools import call_schema, calls_of, catalog_tools, identity, probe
 from remediator.engine.decide.planners import PlanningContext, PlanningSession, RunbookPlanner
+from remediator.engine.decide.second_opinion import gate_again, second_opinion
 from remediator.engine.decide.untrusted import Fence, clean
 from remediator.engine.errors import ProposalError
 from remediator.engine.logs import redact
@@ -51,13 +53,6 @@ class _GiveUp(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def _decisive(entry: CatalogEntry, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters that choose what is acted on and how much: all but free text (a `reason`) no allow-list bounds."""
-    scoped = {s.param for s in entry.meta.scope}
-    return {k: v for k, v in params.items()
-            if k in scoped or k not in entry.params or entry.params[k].type != "str" or entry.params[k].choices}
 
 
 #: (base URL, model) -> the mode `auto` found by probing it once (remediator/engine/decide/llm.py: probe)
@@ -86,11 +81,8 @@ class LLMPlanner:
 
     def gate_again(self, ctx: PlanningContext, proposal: ActionProposal,
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
-        """A runbook's proposal reads its gate again, and so does the model's when it agreed with the runbook; one that
-        waits for a person does not (the approver decided knowing the runbook disagreed)."""
-        if proposal.planner == self.name and proposal.needs_person:
-            return None
-        return self.fallback.gate_again(ctx, proposal, diagnose)
+        """Right before the real run: why not to run it now (remediator/engine/decide/second_opinion.py)."""
+        return gate_again(self.catalog, self.fallback, ctx, proposal, diagnose, self.name)
 
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
         """The model's choice, or the fallback's (saying why); the transcript is left in `session`."""
@@ -110,7 +102,8 @@ class LLMPlanner:
         try:
             choice = self._converse(ctx, session, transcript)
             transcript.outcome = "proposal" if isinstance(choice, ActionProposal) else "escalation"
-            return self._second_opinion(ctx, choice, session) if isinstance(choice, ActionProposal) else choice
+            return (second_opinion(self.catalog, self.fallback, ctx, choice, session.diagnose)
+                    if isinstance(choice, ActionProposal) else choice)
         except _GiveUp as exc:
             log.warning("LLM planner gave up for %s: %s", ctx.ref or ctx.host, exc.reason)
             transcript.outcome, transcript.fallback_reason = "fallback", exc.reason
@@ -120,23 +113,6 @@ class LLMPlanner:
             if isinstance(choice, Escalation):
                 return choice.model_copy(update={"fallback": note, "reason": f"{note}: {choice.reason}"})
             return choice.model_copy(update={"fallback": note, "rationale": f"{note}: {choice.rationale}"})
-
-    def _second_opinion(self, ctx: PlanningContext, proposal: ActionProposal, session: PlanningSession) -> ActionProposal:
-        """Where an operator's runbook answers this alert, the model may agree with it (and the runbook's evidence gate
-        then holds the model too) or ask a person: a weak model's wrong but allowed choice never runs on its own."""
-        if not self.fallback.matches(ctx):    # a novel alert: policy alone judges the model's choice
-            return proposal
-        runbook = self.fallback.plan(ctx, PlanningSession(diagnose=session.diagnose))
-        if isinstance(runbook, ActionProposal) and runbook.entry == proposal.entry:
-            entry = self.catalog.get(proposal.entry)
-            try:
-                if _decisive(entry, entry.validate_params(runbook.params)) == _decisive(entry, proposal.params):
-                    return proposal
-            except ProposalError:   # the runbook's own parameters do not validate: no agreement to find
-                pass
-        said = runbook.reason if isinstance(runbook, Escalation) else f"proposes {runbook.entry} {runbook.params}"
-        return proposal.model_copy(update={"needs_person": clean(
-            f"the model's choice differs from this alert's runbook, which {said}: a person decides", 600)})
 
     def _narrate(self, ctx: PlanningContext, report: Report, session: PlanningSession) -> Report:
         """The model's few sentences over the engine's report (fenced as data); the report unchanged if it fails."""
@@ -176,10 +152,9 @@ class LLMPlanner:
         return _DETECTED[key]
 
     def opted_in(self, ctx: PlanningContext) -> bool:
-        """The operator asked for the model on this alert: its name is in `llm_alerts`, or its label says llm."""
+        """The operator asked for the model on this alert: its name is in `llm_alerts` (the alert's labels never say)."""
         name = ctx.alertname.casefold()
-        listed = any(fnmatch.fnmatchcase(name, pattern.casefold()) for pattern in self.settings.llm_alerts)
-        return listed or ctx.labels.get(self.settings.llm_opt_in_label, "").strip().casefold() == "llm"
+        return any(fnmatch.fnmatchcase(name, pattern.casefold()) for pattern in self.settings.llm_alerts)
 
     # ---- the conversation --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import CatalogEntry
 
-__all__ = ["allowed_roots", "out_of_scope", "unit_name", "under"]
+__all__ = ["allowed_roots", "out_of_scope", "template_of", "unit_name", "under"]
 
 _SELF = "remediator"
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
@@ -26,6 +26,15 @@ def unit_name(value: str) -> str:
     """systemd's reading of a name: `webapp` is `webapp.service`; `ssh.socket` stays a socket."""
     name = value.strip()
     return name if "." in name.rsplit("@", 1)[-1] else f"{name}.service"
+
+
+def template_of(unit: str) -> str:
+    """The template a unit is an instance of (`worker@9999.service` -> `worker@.service`); other units as they are."""
+    name = unit_name(unit)
+    if "@" not in name:
+        return name
+    prefix, rest = name.split("@", 1)
+    return f"{prefix}@.{rest.rsplit('.', 1)[-1]}" if "." in rest else f"{prefix}@.service"
 
 
 def out_of_scope(entry: CatalogEntry, params: dict[str, Any], host: str, inventory: Inventory) -> str | None:
