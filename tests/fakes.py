@@ -25,7 +25,8 @@ from remediator.engine.outbound.notify import Notification
 from remediator.engine.run.preview import build_preview
 from remediator.engine.run.recorded import RecordedExecutor
 from remediator.engine.service import Engine
-from remediator.engine.store.db import BreakerRow, Incident, OutboxMessage, Run, Store, utcnow
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import BreakerRow, Incident, OutboxMessage, Run, utcnow
 
 __all__ = ["take_in", "RecordedExecutor", "ScriptedExecutor", "RecordingNotifier", "FixedClock", "seed_history"]
 

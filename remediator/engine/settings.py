@@ -101,6 +101,10 @@ class Settings(BaseSettings):
                                     "above this the webhook answers 503 (Alertmanager retries)")
     sender_incidents_per_minute: int = Field(300, ge=1, description="new incidents one sender's alerts may open in a "
                                              "minute; past it they are kept on one escalated overflow incident")
+    correlation_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["service"], description="besides its alertname, host and sender, the labels a firing "
+        "alert must share with an open incident to join it (a runbook's decisive labels; comma-separated in the "
+        "environment): `service=webapp` never joins an incident about `service=api-gateway`")
     intake_batch_alerts: int = Field(5000, ge=1, description="alerts the ingester takes into incidents in one transaction")
     intake_process: bool = Field(True, description="take alerts into incidents in a process of serve's own (the "
                                  "second core), so acknowledgements never wait for the interpreter; false: a thread")
@@ -188,7 +192,7 @@ class Settings(BaseSettings):
     notify_per_minute: int = Field(60, ge=1, description="messages sent per channel per minute (Slack takes about one "
                                    "a second); the rest wait in the outbox, none is dropped")
 
-    @field_validator("llm_alerts", mode="before")
+    @field_validator("llm_alerts", "correlation_labels", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         return [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else value

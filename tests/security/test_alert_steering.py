@@ -16,7 +16,7 @@ from remediator.engine.decide.decision import StoreHistory
 from remediator.engine.errors import ConfigError
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.settings import Settings, load_settings
-from remediator.engine.store.db import BreakerRow, utcnow
+from remediator.engine.store.tables import BreakerRow, utcnow
 from tests.conftest import FIXTURES
 from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.outbound.notify import Notifier
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import AlertRow, Incident, OutboxMessage
+from remediator.engine.store.tables import AlertRow, Incident, OutboxMessage
 from tests.engines import new_engine
 from tests.fakes import take_in
 from tests.standins import Receivers

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from remediator.api.app import create_app
 from remediator.engine.people import approvals
-from remediator.engine.store.db import AuditEvent
+from remediator.engine.store.tables import AuditEvent
 from tests.unit.test_approvals import waiting
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]

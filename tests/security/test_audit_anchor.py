@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.settings import Settings
 from remediator.engine.store import anchor, audit
-from remediator.engine.store.db import AuditEvent, AuditHead
+from remediator.engine.store.tables import AuditEvent, AuditHead
 from tests.engines import new_engine
 from tests.fakes import take_in
 

@@ -16,7 +16,7 @@ from remediator.engine.model.states import IncidentState
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store import leases
-from remediator.engine.store.db import AuditEvent, Incident, Run, utcnow
+from remediator.engine.store.tables import AuditEvent, Incident, Run, utcnow
 from tests.conftest import FIXTURES
 from tests.engines import new_engine
 from tests.fakes import ScriptedExecutor, take_in, work_all

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from remediator.engine.model.states import IncidentState
-from remediator.engine.store.db import Incident, utcnow
+from remediator.engine.store.tables import Incident, utcnow
 
 pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from remediator.api.app import create_app
 from remediator.engine.model.states import IncidentState
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Incident
+from remediator.engine.store.tables import Incident
 from tests.engines import new_engine
 from tests.unit.test_approvals import PREVIEW, login_csrf, waiting
 

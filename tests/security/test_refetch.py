@@ -10,7 +10,7 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.intake.inbox import parse_payload
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Incident
+from remediator.engine.store.tables import Incident
 from tests.e2e.conftest import _wait_ready, free_port
 from tests.engines import new_engine
 from tests.fakes import take_in

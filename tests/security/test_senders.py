@@ -13,7 +13,7 @@ from remediator.engine.errors import ConflictError, Forbidden
 from remediator.engine.model.states import IncidentState
 from remediator.engine.people import approvals
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import AuditEvent, Incident
+from remediator.engine.store.tables import AuditEvent, Incident
 from tests.engines import new_engine
 from tests.unit.test_approvals import waiting
 

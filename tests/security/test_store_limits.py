@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import AuditEvent
+from remediator.engine.store.tables import AuditEvent
 from tests.engines import new_engine
 
 pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]

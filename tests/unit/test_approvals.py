@@ -19,7 +19,7 @@ from remediator.engine.outbound.notify import Notification, NotifyEvent, notify_
 from remediator.engine.people import approvals
 from remediator.engine.run.preview import build_preview
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Approval, AuditEvent, Incident, OutboxMessage, utcnow
+from remediator.engine.store.tables import Approval, AuditEvent, Incident, OutboxMessage, utcnow
 from tests.conftest import FIXTURES
 from tests.engines import new_engine
 from tests.fakes import take_in

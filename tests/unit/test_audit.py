@@ -2,7 +2,8 @@ import pytest
 from sqlalchemy import event, update
 
 from remediator.engine.store import audit
-from remediator.engine.store.db import AuditEvent, Store
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import AuditEvent
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
 

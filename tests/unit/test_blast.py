@@ -17,7 +17,7 @@ from remediator.engine.model.states import IncidentState
 from remediator.engine.people.identities import Identity, Role
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import BreakerRow, Incident, OutboxMessage, Run, utcnow
+from remediator.engine.store.tables import BreakerRow, Incident, OutboxMessage, Run, utcnow
 from tests.engines import new_engine
 from tests.unit.test_replicas import _add, _host, _replica
 

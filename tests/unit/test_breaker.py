@@ -16,7 +16,7 @@ from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.model.ids import new_incident_id
 from remediator.engine.model.records import PolicyDecision, Verdict
 from remediator.engine.model.states import IncidentState
-from remediator.engine.store.db import AuditEvent, Incident, OutboxMessage, Run, utcnow
+from remediator.engine.store.tables import AuditEvent, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]

@@ -7,7 +7,7 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.model.records import ActionProposal
 from remediator.engine.model.states import IncidentState
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Incident, OutboxMessage, Run, utcnow
+from remediator.engine.store.tables import Incident, OutboxMessage, Run, utcnow
 from tests.engines import new_engine
 from tests.fakes import take_in
 

@@ -11,7 +11,7 @@ from remediator.engine.errors import IllegalTransition
 from remediator.engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState
 from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identity, Role
-from remediator.engine.store.db import Approval, AuditEvent, Incident, utcnow
+from remediator.engine.store.tables import Approval, AuditEvent, Incident, utcnow
 from tests.fakes import take_in
 from tests.unit.test_approvals import PAYLOAD, waiting
 

@@ -15,7 +15,8 @@ from remediator.engine.outbound.notify import (
     teams_payload,
 )
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import OutboxMessage, Store, utcnow
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import OutboxMessage, utcnow
 from tests.standins import JIRA_TOKEN, JIRA_USER, Receivers, _pagerduty, _slack, _teams
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]

@@ -12,7 +12,7 @@ from remediator.engine.decide.policy import load_policy
 from remediator.engine.evals.cases import EvalCase, load_cases, run_case
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Incident
+from remediator.engine.store.tables import Incident
 from tests.engines import new_engine
 from tests.fakes import FixedClock, RecordedExecutor, seed_history, take_in
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from remediator.engine.model.states import IncidentState
 from remediator.engine.people.approvals import expire_due
 from remediator.engine.store import leases
-from remediator.engine.store.db import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
+from remediator.engine.store.tables import Approval, AuditEvent, Base, Incident, OutboxMessage, Run, utcnow
 from tests.conftest import FIXTURES
 from tests.fakes import take_in
 

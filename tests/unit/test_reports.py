@@ -20,7 +20,7 @@ from remediator.engine.evals.cases import load_cases, run_case
 from remediator.engine.model.states import IncidentState, RunMode
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Incident, OutboxMessage, Run
+from remediator.engine.store.tables import Incident, OutboxMessage, Run
 from tests.engines import new_engine
 from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
 from tests.scripted_llm import ScriptedLLM

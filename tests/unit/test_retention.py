@@ -12,7 +12,7 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.cli.main import app as cli
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit, queries, retention
-from remediator.engine.store.db import AuditCheckpoint, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
+from remediator.engine.store.tables import AuditCheckpoint, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
 from tests.engines import new_engine
 from tests.fakes import take_in
 

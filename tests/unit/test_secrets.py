@@ -14,7 +14,7 @@ from remediator.engine import PROJECT_ROOT, logs
 from remediator.engine.decide.planners import PlanningContext, PlanningSession
 from remediator.engine.model.states import IncidentState
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import AuditEvent, OutboxMessage
+from remediator.engine.store.tables import AuditEvent, OutboxMessage
 from tests.engines import new_engine
 from tests.fakes import take_in
 from tests.scripted_llm import ScriptedLLM

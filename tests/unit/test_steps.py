@@ -10,7 +10,7 @@ from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identity, Role
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Approval, AuditEvent, Incident, Run
+from remediator.engine.store.tables import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
 from tests.engines import new_engine
 from tests.fakes import RecordingNotifier, ScriptedExecutor, take_in, work_all

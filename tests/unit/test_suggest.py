@@ -13,7 +13,7 @@ from remediator.engine.decide import suggest
 from remediator.engine.model.ids import new_incident_id
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Verdict
 from remediator.engine.model.states import ApprovalState, IncidentState
-from remediator.engine.store.db import Approval, Incident, Run, utcnow
+from remediator.engine.store.tables import Approval, Incident, Run, utcnow
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
 RULE = "risky-entries-need-approval"

@@ -28,8 +28,8 @@ from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.decide import breaker
 from remediator.engine.model.states import FINAL_STATES, HELD_STATES, IncidentState
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import BreakerRow, Incident, Run, utcnow
 from remediator.engine.store.leases import Lease
+from remediator.engine.store.tables import BreakerRow, Incident, Run, utcnow
 
 __all__ = ["REGION", "BRAKE", "region_of", "brake_scopes", "busy_hosts", "waiting", "brake", "hold", "unverified_elsewhere",
            "target_problem"]

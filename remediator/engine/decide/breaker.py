@@ -27,8 +27,9 @@ from remediator.engine.model.roles import Actor, Role
 from remediator.engine.model.states import IncidentState, NotifyEvent, RunMode
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import BreakerRow, Incident, Run, Store, utcnow
+from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Notice, OnClose
+from remediator.engine.store.tables import BreakerRow, Incident, Run, utcnow
 
 __all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "on_close", "open_scope",
            "status", "reset"]

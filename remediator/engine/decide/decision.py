@@ -27,7 +27,8 @@ from remediator.engine.model.alerts import Alert
 from remediator.engine.model.records import ActionProposal, Escalation, PolicyDecision, Report, Transcript, Verdict
 from remediator.engine.model.states import RunMode
 from remediator.engine.outbound.prometheus import Prometheus, PrometheusError
-from remediator.engine.store.db import Run, Store
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import Run
 
 __all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide", "judge",
            "breaker_rule", "metrics_query", "gather", "system_clock", "Clock"]

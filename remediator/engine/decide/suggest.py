@@ -23,7 +23,8 @@ from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide.policy import PolicyContext, load_policy
 from remediator.engine.model.states import ApprovalState, IncidentState, RunMode
-from remediator.engine.store.db import Approval, Incident, Run, Store
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import Approval, Incident, Run
 
 __all__ = ["Suggestion", "suggest"]
 

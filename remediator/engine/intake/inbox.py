@@ -27,9 +27,10 @@ from remediator.engine.model.states import IncidentState
 from remediator.engine.outbound.notify import notify_digest
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import Delivery, InboxRow, Incident, Store, utcnow
+from remediator.engine.store.db import Store
 from remediator.engine.store.leader import INGEST, serialize
 from remediator.engine.store.lifecycle import Lifecycle
+from remediator.engine.store.tables import Delivery, InboxRow, Incident, utcnow
 
 __all__ = ["parse_payload", "Received", "accept", "accept_many", "Inbox", "batch_of", "ingest", "ingest_alert_by_alert",
            "stored_payload", "note_refetch", "IntakeResult"]
@@ -247,7 +248,8 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
     deliveries = [(d, p) for d, p in deliveries if d in waiting]
     if not deliveries:
         return []
-    attacher = incidents.Attacher(session, [a for _, p in deliveries for a in p.alerts], inventory, lifecycle, settings)
+    attacher = incidents.Attacher(session, [(a, waiting[d]) for d, p in deliveries for a in p.alerts], inventory,
+                                  lifecycle, settings)
     results = []
     for delivery_id, payload in deliveries:
         touched: list[str] = []

@@ -1,13 +1,19 @@
 """Incidents: dedup, correlation, close-on-resolved, priority, and every state change (audited).
 
-- Dedup per alert on (fingerprint, startsAt, status): retries, HA peers and group re-sends deliver
-  the same alert again; the second copy changes nothing.
-- Correlation: firing alerts of one alertname on one host join the open incident of that pair.
+- Every sender (service token) has a view of its own: an alert dedups against, joins and is resolved by only what
+  the same sender posted. Another token can neither capture a real alert nor resolve it. What remediator fetches
+  for a truncated delivery counts as posted by that delivery's sender (`refetched_for`).
+- Dedup per alert on (fingerprint, startsAt, status, sender): retries, HA peers (give them one token) and group
+  re-sends deliver the same alert again; the second copy changes nothing.
+- Correlation: firing alerts of one alertname on one host, from one sender, with the same decisive labels
+  (`correlation_labels`: `service`) join the open incident of that key; an alert about another unit never joins
+  it (and so is never counted as a duplicate of what a person rejected).
 - A cap per sender: past `sender_incidents_per_minute` new incidents in a minute, a sender's further alerts
   (that would open more) are kept on one overflow incident, escalated at once: one POST cannot make
   thousands of incidents and messages, and nothing it sent is dropped.
 - A resolved alert closes its incident when nothing has run yet (and cancels a pending approval);
-  an incident being worked on is only marked not firing: the worker checks that before it runs.
+  an incident being worked on is only marked not firing: the worker checks that before it runs. Another sender's
+  resolve of it is kept and audited (`alert.resolve_refused`) and changes nothing.
 """
 from __future__ import annotations
 
@@ -27,11 +33,26 @@ from remediator.engine.model.states import FINAL_STATES, ApprovalState, Incident
 from remediator.engine.outbound.notify import NotifyEvent
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import AlertRow, Approval, Incident, utcnow
 from remediator.engine.store.lifecycle import Lifecycle
+from remediator.engine.store.tables import AlertRow, Approval, Incident, utcnow
 
-__all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "priority_of", "note_truncation",
-           "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
+__all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "REFETCH_SENDER", "refetched_for", "owner_of", "priority_of",
+           "note_truncation", "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
+
+#: what fetching a truncated group's other alerts records as their poster (remediator/engine/intake/refetch.py)
+REFETCH_SENDER = "remediator:refetch"
+
+
+def refetched_for(sender: str | None) -> str:
+    """The sender recorded for alerts fetched because `sender`'s delivery was truncated."""
+    return f"{REFETCH_SENDER}:{sender or ''}"
+
+
+def owner_of(sender: str | None) -> str:
+    """Whose view an alert belongs to: its poster's, or for fetched alerts the truncated delivery's sender's."""
+    sender = sender or ""
+    return sender.removeprefix(REFETCH_SENDER + ":")
+
 
 #: The correlation key prefix of a sender's overflow incident (see Attacher._overflow).
 OVERFLOW = "overflow|"
@@ -68,21 +89,26 @@ class Attacher:
     alert, and the rows go in together; an alert seen earlier in the same batch counts as stored.
     The audit head is locked first, so a second process's intake waits and then sees these rows."""
 
-    def __init__(self, session: Session, alerts: list[Alert], inventory: Inventory, lifecycle: Lifecycle, settings: Settings):
+    def __init__(self, session: Session, posted: list[tuple[Alert, str | None]], inventory: Inventory, lifecycle: Lifecycle,
+                 settings: Settings):
+        """`posted`: the batch's alerts, each with the sender (service token) that posted it."""
         self.session, self.inventory, self.lifecycle, self.settings = session, inventory, lifecycle, settings
         self.target_labels = target_labels = settings.target_labels
         audit.lock(session)
+        alerts = [a for a, _ in posted]
         fingerprints = sorted({a.fingerprint for a in alerts})
-        self.known: dict[tuple[str, str, str], str | None] = {}
+        self.known: dict[tuple[str, str, str, str], str | None] = {}   # (fingerprint, startsAt, status, owner)
+        self.fired: dict[tuple[str, str], str] = {}   # (fingerprint, startsAt) -> some sender's incident of it
         for chunk in _chunks(fingerprints):
-            for fp, starts_at, status, incident_id in session.execute(select(
-                    AlertRow.fingerprint, AlertRow.starts_at, AlertRow.status, AlertRow.incident_id)
+            for fp, starts_at, status, incident_id, owner in session.execute(select(
+                    AlertRow.fingerprint, AlertRow.starts_at, AlertRow.status, AlertRow.incident_id, AlertRow.owner)
                     .where(AlertRow.fingerprint.in_(chunk))):
-                self.known[(fp, starts_at, status)] = incident_id
+                self.known[(fp, starts_at, status, owner)] = incident_id
+                if status == "firing" and incident_id:
+                    self.fired[(fp, starts_at)] = incident_id
         self.targets = {id(a): host_from_labels(a.labels, inventory, target_labels)
                         for a in alerts if a.status == "firing"}
-        keys = sorted({_correlation_key(a, self.targets[id(a)][0], target_labels)
-                       for a in alerts if a.status == "firing"})
+        keys = sorted({self._key(a, self.targets[id(a)][0], sender) for a, sender in posted if a.status == "firing"})
         self.open: dict[str, Incident] = {}
         for chunk in _chunks(keys):
             for incident in session.execute(select(Incident).where(Incident.correlation_key.in_(chunk),
@@ -96,30 +122,38 @@ class Attacher:
     def attach(self, delivery_id: int, alert: Alert, sender: str | None = None) -> AttachOutcome:
         """Store one alert (unless it is a duplicate) and open, join or close its incident."""
         starts_at = _starts_at(alert)
-        identity = (alert.fingerprint, starts_at, alert.status)
+        identity = (alert.fingerprint, starts_at, alert.status, owner_of(sender))
         if identity in self.known:
             return AttachOutcome(self.known[identity], new=False)
         incident: Incident | None
+        refused = False
         if alert.status == "firing":
             host, how = self.targets[id(alert)]
-            key = _correlation_key(alert, host, self.target_labels)
+            key = self._key(alert, host, sender)
             if not self._joins(key) and not self._spend(sender):
                 key, host, how = self._overflow(sender)
             incident = self._open_incident(alert, key, host, how, sender)
             if host is None:
                 self.hostless.setdefault(incident.id, (incident, delivery_id))
         else:
-            firing = self.known.get((alert.fingerprint, starts_at, "firing"))
+            firing = self.known.get((alert.fingerprint, starts_at, "firing", owner_of(sender)))
+            refused = not firing and (alert.fingerprint, starts_at) in self.fired
+            if refused:
+                audit.append(self.session, "alert.resolve_refused", {   # kept (below); closes nothing
+                    "fingerprint": alert.fingerprint, "alertname": alert.alertname, "sender": sender,
+                    "why": "only the sender that posted the firing alert resolves it"},
+                    self.fired[(alert.fingerprint, starts_at)])
             incident = self.session.get(Incident, firing) if firing else None
         self.known[identity] = incident.id if incident else None
         self._rows.append(dict(delivery_id=delivery_id, incident_id=incident.id if incident else None,
                                fingerprint=alert.fingerprint, starts_at=starts_at, status=alert.status,
                                alertname=alert.alertname, severity=alert.severity, labels=dict(alert.labels),
                                annotations=dict(alert.annotations), generator_url=alert.generatorURL,
-                               received_at=utcnow()))
+                               received_at=utcnow(), owner=owner_of(sender)))
         if incident is None:
-            audit.append(self.session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint,
-                                                                    "alertname": alert.alertname})
+            if not refused:
+                audit.append(self.session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint,
+                                                                        "alertname": alert.alertname})
             return AttachOutcome(None, new=True)
         audit.append(self.session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
                                                               "alertname": alert.alertname, "labels": dict(alert.labels),
@@ -129,6 +163,7 @@ class Attacher:
             self.flush()   # still_firing() reads the rows
             return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(self.session, incident, self.lifecycle))
         incident.firing = True
+        self.fired[(alert.fingerprint, starts_at)] = incident.id
         return AttachOutcome(incident.id, new=True)
 
     def flush(self) -> None:
@@ -137,6 +172,17 @@ class Attacher:
         if self._rows:
             self.session.execute(insert(AlertRow), self._rows)
             self._rows = []
+
+    def _key(self, alert: Alert, host: str | None, sender: str | None) -> str:
+        """alertname|host (for a host not in the inventory: its label value without the port, or the fingerprint),
+        then the decisive labels and the sender: only an alert that would be decided the same way joins."""
+        if host:
+            where = host
+        else:
+            where = "?" + next((strip_port(alert.labels[name]) for name in self.target_labels if alert.labels.get(name)),
+                               alert.fingerprint)
+        decisive = "|".join(f"{name}={alert.labels.get(name, '')}" for name in self.settings.correlation_labels)
+        return f"{alert.alertname}|{where}|{decisive}|{owner_of(sender)}"
 
     def _joins(self, key: str) -> bool:
         incident = self.open.get(key)
@@ -181,14 +227,6 @@ class Attacher:
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
     for i in range(0, len(values), size):
         yield values[i:i + size]
-
-
-def _correlation_key(alert: Alert, host: str | None, target_labels: list[str]) -> str:
-    """alertname|host; for a host not in the inventory, its label value without the port (or the fingerprint)."""
-    if host:
-        return f"{alert.alertname}|{host}"
-    raw = next((strip_port(alert.labels[name]) for name in target_labels if alert.labels.get(name)), alert.fingerprint)
-    return f"{alert.alertname}|?{raw}"
 
 
 def still_firing(session: Session, incident_id: str) -> bool:

@@ -21,8 +21,8 @@ from remediator.engine.intake.inbox import Inbox, IntakeResult, batch_of, ingest
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import Delivery, utcnow
 from remediator.engine.store.leader import INGEST, serialize
+from remediator.engine.store.tables import Delivery, utcnow
 
 __all__ = ["IngestLoop", "Batch"]
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from remediator.engine.intake import inbox
 from remediator.engine.intake.alertmanager import AlertmanagerAPIError, fetch_group_alerts
+from remediator.engine.intake.incidents import REFETCH_SENDER, refetched_for
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Store
@@ -20,7 +21,6 @@ from remediator.engine.store.queries import get_delivery
 __all__ = ["Refetch", "REFETCH_SENDER"]
 
 log = logging.getLogger(__name__)
-REFETCH_SENDER = "remediator:refetch"   # what fetching a truncated group's other alerts records as their poster
 
 
 class Refetch:
@@ -51,7 +51,10 @@ class Refetch:
         if not alerts:
             inbox.note_refetch(self.store, result, "the Alertmanager API had no further active alerts for this group")
             return 0
-        fetched = self.store_payload(payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0}), REFETCH_SENDER)
+        # Counted as the truncated delivery's sender's: they join, dedup against and are resolved by its alerts only.
+        sender = get_delivery(self.store, result.delivery_id, self.inbox_store).sender
+        fetched = self.store_payload(payload.model_copy(update={"alerts": alerts, "truncatedAlerts": 0}),
+                                     refetched_for(sender))
         if not self.taken_in(fetched, 60):
             inbox.note_refetch(self.store, result, f"fetched {len(alerts)} alerts from the Alertmanager API (delivery "
                                                     f"{fetched}); not yet taken in")

@@ -15,7 +15,7 @@ __all__ = ["Alert", "AlertmanagerPayload", "LABEL_VALUE_MAX"]
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 LABEL_VALUE_MAX = 4096
 ANNOTATION_MAX = 16384
-#: Labels the store keeps in columns of their own (remediator/engine/store/db.py): refused at the edge when longer, so that
+#: Labels the store keeps in columns of their own (remediator/engine/store/tables.py): refused at the edge when longer, so that
 #: a delivery that was acknowledged can always be taken in (on PostgreSQL a longer value fails the insert).
 STORED_LABEL_MAX = {"alertname": 256, "severity": 64}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")

@@ -9,7 +9,8 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from remediator.engine.model.states import IncidentState
-from remediator.engine.store.db import Approval, BreakerRow, Incident, OutboxMessage, Store, utcnow
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import Approval, BreakerRow, Incident, OutboxMessage, utcnow
 
 __all__ = ["Metrics"]
 

@@ -31,8 +31,9 @@ from remediator.engine.outbound import tickets
 from remediator.engine.outbound.teams import MAX_BYTES as TEAMS_MAX_BYTES
 from remediator.engine.outbound.teams import teams_payload
 from remediator.engine.settings import Settings
-from remediator.engine.store.db import Approval, Incident, OutboxMessage, Store, utcnow
+from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Notice
+from remediator.engine.store.tables import Approval, Incident, OutboxMessage, utcnow
 
 __all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "notice", "Notifier", "slack_payload", "pagerduty_payload",
            "teams_payload"]

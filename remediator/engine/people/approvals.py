@@ -28,18 +28,9 @@ from remediator.engine.model.states import ApprovalState, IncidentState
 from remediator.engine.people.identities import Identity, Role
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import (
-    AlertRow,
-    Approval,
-    ApprovalVote,
-    Approver,
-    Delivery,
-    Incident,
-    Store,
-    incident_row,
-    utcnow,
-)
+from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Lifecycle
+from remediator.engine.store.tables import AlertRow, Approval, ApprovalVote, Approver, Delivery, Incident, incident_row, utcnow
 
 __all__ = ["request", "vote", "vote_on_incident", "expire_due", "drift", "ApprovalDetail", "VoteView",
            "list_approvals", "get_approval"]

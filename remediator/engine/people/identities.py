@@ -29,7 +29,8 @@ from sqlalchemy import select
 from remediator.engine.errors import AuthError, ConflictError, Forbidden, NotFound
 from remediator.engine.model.roles import Role
 from remediator.engine.store import audit
-from remediator.engine.store.db import Approver, Store, utcnow
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import Approver, utcnow
 
 __all__ = ["Role", "Identity", "Identities", "TOKEN_PREFIX", "service_name"]
 

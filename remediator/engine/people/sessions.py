@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from remediator.engine.store.db import Store, UiSession, utcnow
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import UiSession, utcnow
 
 __all__ = ["begin", "approver_of", "end"]
 

@@ -10,8 +10,9 @@ from remediator.engine.model.states import IncidentState, RunMode, RunState
 from remediator.engine.outbound.metrics import Metrics
 from remediator.engine.outbound.notify import NotifyEvent
 from remediator.engine.store import audit
-from remediator.engine.store.db import Run, Store, incident_row, utcnow
+from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Lifecycle
+from remediator.engine.store.tables import Run, incident_row, utcnow
 
 __all__ = ["Records"]
 

@@ -30,8 +30,9 @@ from remediator.engine.pipeline.records import Records
 from remediator.engine.run.runner import Executor
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import Approval, Incident, Run, Store, incident_row, utcnow
+from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Lifecycle
+from remediator.engine.store.tables import Approval, Incident, Run, incident_row, utcnow
 
 __all__ = ["Steps", "ShuttingDown"]
 

@@ -33,8 +33,9 @@ from remediator.engine.pipeline.steps import ShuttingDown, Steps
 from remediator.engine.run.runner import Executor
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit, leases
-from remediator.engine.store.db import Incident, Run, Store, utcnow
+from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Lifecycle
+from remediator.engine.store.tables import Incident, Run, utcnow
 
 __all__ = ["Pipeline"]
 

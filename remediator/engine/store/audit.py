@@ -21,7 +21,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from remediator.engine.store.db import AuditCheckpoint, AuditEvent, AuditHead, Store
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import AuditCheckpoint, AuditEvent, AuditHead
 
 __all__ = ["append", "head", "lock", "verify", "export", "checkpoint_signature", "AuditReport", "GENESIS"]
 

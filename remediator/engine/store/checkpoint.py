@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from remediator.engine.settings import Settings
 from remediator.engine.store import audit
-from remediator.engine.store.db import AuditCheckpoint, AuditEvent
+from remediator.engine.store.tables import AuditCheckpoint, AuditEvent
 
 __all__ = ["signing_key", "cut"]
 

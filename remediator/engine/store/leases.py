@@ -17,7 +17,8 @@ from sqlalchemy import DateTime, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from remediator.engine.store import audit
-from remediator.engine.store.db import Base, Store, utcnow
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import Base, utcnow
 
 __all__ = ["Lease", "Pause", "ALL", "replica_name", "lease_key", "renew", "release", "live_incidents", "pauses",
            "pause", "resume", "holding"]

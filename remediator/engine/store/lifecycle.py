@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from remediator.engine.errors import IllegalTransition
 from remediator.engine.model.states import FINAL_STATES, TRANSITIONS, IncidentState, NotifyEvent
 from remediator.engine.store import audit
-from remediator.engine.store.db import Approval, Incident, utcnow
+from remediator.engine.store.tables import Approval, Incident, utcnow
 
 __all__ = ["Lifecycle", "check", "DEFAULT_NOTICE", "Notice", "OnClose"]
 

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from remediator.engine.errors import NotFound
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Preview, Report
-from remediator.engine.store.db import AlertRow, Approval, AuditEvent, Delivery, InboxRow, Incident, OutboxMessage, Run, Store
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import AlertRow, Approval, AuditEvent, Delivery, InboxRow, Incident, OutboxMessage, Run
 
 __all__ = ["IncidentSummary", "IncidentDetail", "DeliveryView", "list_incidents", "get_incident", "get_delivery"]
 

@@ -21,18 +21,8 @@ from sqlalchemy.orm import Session
 
 from remediator.engine.model.states import FINAL_STATES
 from remediator.engine.store import audit, checkpoint
-from remediator.engine.store.db import (
-    AlertRow,
-    Approval,
-    ApprovalVote,
-    AuditEvent,
-    Delivery,
-    Incident,
-    OutboxMessage,
-    Run,
-    Store,
-    utcnow,
-)
+from remediator.engine.store.db import Store
+from remediator.engine.store.tables import AlertRow, Approval, ApprovalVote, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
 
 __all__ = ["PruneReport", "prune"]
 

@@ -1,7 +1,7 @@
 """Alembic environment: runs against the engine handed over in config.attributes."""
 from alembic import context
 
-from remediator.engine.store.db import Base
+from remediator.engine.store.tables import Base
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
