@@ -19,7 +19,7 @@ from sqlalchemy import text
 from remediator.engine.decide import closing
 from remediator.engine.decide.decision import decide, situation_of
 from remediator.engine.decide.evidence import Evidence
-from remediator.engine.errors import PayloadError, StoreUnavailable
+from remediator.engine.errors import ConfigError, PayloadError, StoreUnavailable
 from remediator.engine.housekeeper import Chore, Housekeeper
 from remediator.engine.intake import inbox
 from remediator.engine.intake.group_commit import GroupCommit
@@ -116,6 +116,9 @@ class Engine:
 
     def start(self) -> None:
         """Start the pipeline workers and the ingester (as the role says) and the housekeeper."""
+        if not self.store.anchored:
+            log.warning("no audit anchor is active (audit_anchor_syslog without /dev/log, no audit_anchor_file): a tail "
+                        "of the audit chain cut off with its head row would go unnoticed; set audit_anchor_file")
         if self.works:
             self.pipeline.start()
         if self.takes_in:
@@ -167,9 +170,16 @@ class Engine:
             report = retention.prune(self.store, timedelta(days=s.retention_days))
             log.info("pruned what is older than %d days: %s", s.retention_days, report)
         if s.retention_incidents_days:
-            report = retention.prune(self.store, timedelta(days=s.retention_incidents_days), incidents=True,
-                                     key=checkpoint.signing_key(s))
+            try:
+                key = checkpoint.cutting_key(s)
+            except ConfigError as exc:
+                log.warning("closed incidents are kept: %s", exc.message)
+                return
+            report = retention.prune(self.store, timedelta(days=s.retention_incidents_days), incidents=True, key=key)
             log.info("pruned records older than %d days: %s", s.retention_incidents_days, report)
+            if report.audit_unshipped:
+                log.warning("%d audit events old enough to prune stay: ship them with `remediator audit export`",
+                            report.audit_unshipped)
 
     def _verify_audit(self) -> None:
         """The chain checked as `remediator audit verify` does, for the metrics (an alert rule watches them)."""

@@ -13,6 +13,7 @@ from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     SettingsError,
     YamlConfigSettingsSource,
@@ -64,7 +65,8 @@ class Settings(BaseSettings):
     audit_verify_interval_s: int = Field(3600, ge=0, description="serve checks the whole audit chain this often (and "
                                          "5 s after start) for the metrics; 0: never")
     audit_checkpoint_key: SecretStr | None = Field(None, description="signs the checkpoint a prune of the audit chain "
-                                                   "leaves; default: a key kept in data_dir/audit-key")
+                                                   "leaves (32+ characters, from outside data_dir: a systemd "
+                                                   "credential, a secret mount); without it records are not pruned")
     # the audit chain's anchor (remediator/engine/store/anchor.py): each new head, where the store's writer cannot take it back
     audit_anchor_syslog: bool = Field(True, description="send each new audit head to syslog (/dev/log; the journal "
                                       "keeps it on a systemd host)")
@@ -228,6 +230,9 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")   # systemd's LoadCredential=: secrets off the disk's data
+        if credentials and Path(credentials).is_dir():
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=credentials))
         config_file = os.environ.get("REMEDIATOR_CONFIG")
         if config_file:
             sources.append(_FileSource(settings_cls, yaml_file=config_file))

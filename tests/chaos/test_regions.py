@@ -9,6 +9,7 @@ stopped on both, one ServiceDown each):
 """
 import copy
 import json
+import re
 import time
 from datetime import UTC, datetime
 
@@ -83,14 +84,15 @@ def test_waves_then_the_brake_then_pause(tmp_path, lab_fleet):
         for host in HOSTS:
             assert on_host(host, "systemctl", "is-active", "webapp").stdout.strip() != "active"   # nothing ran
 
-        paused = braking.cli("pause", "--reason", "drill")
+        admin = re.search(r"rmd_\S+", braking.cli("approvers", "add", "ada", "--role", "admin").stdout).group(0)
+        paused = braking.cli("pause", "--reason", "drill", "--token", admin)
         assert paused.returncode == 0, paused.stderr
         (held,) = _post(braking, _storm("cc", hosts=("app-server-01",), alertname="DiskSpaceLow"))   # a new incident
         time.sleep(5)
         assert braking.client.get(f"/incidents/{held}").json()["state"] == "received"    # not claimed while paused
         show = braking.cli("incidents", "show", held)
-        assert "held back: claims are paused (*) by cli:" in show.stdout and "drill" in show.stdout, show.stdout
-        resumed = braking.cli("resume")
+        assert "held back: claims are paused (*) by ada" in show.stdout and "drill" in show.stdout, show.stdout
+        resumed = braking.cli("resume", "--token", admin)
         assert resumed.returncode == 0, resumed.stderr
         braking.wait_state(held, {"diagnosing", "planned", "checking", "awaiting_approval", "escalated", "resolved"},
                            timeout_s=60)

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.cli.main import app as cli
+from remediator.engine.people.identities import Identities
 from remediator.engine.settings import Settings
-from remediator.engine.store import audit, queries, retention
+from remediator.engine.store import anchor, audit, queries, retention
 from remediator.engine.store.tables import AuditCheckpoint, AuditEvent, Delivery, Incident, OutboxMessage, Run, utcnow
 from tests.engines import new_engine
 from tests.fakes import take_in
@@ -62,14 +63,26 @@ def test_prune_removes_old_bulk_and_keeps_the_story(engine):
     assert (again.delivery_bodies, again.notifications, again.run_dirs) == (0, 0, 0)
 
 
-def test_the_cli_prunes_and_says_what(engine, tmp_path, monkeypatch):
+def _cli_env(engine, tmp_path, monkeypatch) -> str:
+    """The CLI on the engine's store; an admin's token."""
     monkeypatch.setenv("REMEDIATOR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REMEDIATOR_AUDIT_CHECKPOINT_KEY", KEY.decode())
     if engine.settings.database_url:
         monkeypatch.setenv("REMEDIATOR_DATABASE_URL", engine.settings.database_url)
+    return Identities(engine.store, []).add("ada", "admin")[1]
+
+
+def test_the_cli_prunes_and_says_what(engine, tmp_path, monkeypatch):
+    admin = _cli_env(engine, tmp_path, monkeypatch)
     out = CliRunner().invoke(cli, ["prune", "--older-than", "0h", "--dry-run"])
     assert out.exit_code == 0 and "would prune" in out.output and "1 delivery bodies" in out.output
     out = CliRunner().invoke(cli, ["prune", "--older-than", "a month"])
     assert out.exit_code == 2 and "write a number and d or h" in out.output
+    out = CliRunner().invoke(cli, ["prune", "--older-than", "0h", "--token", admin])
+    assert out.exit_code == 0 and "pruned" in out.output and "1 delivery bodies" in out.output, out.output
+    with engine.store.read() as session:
+        pruned = session.execute(select(AuditEvent).where(AuditEvent.kind == "store.pruned")).scalars().one()
+    assert pruned.data["by"] == "ada"   # in the token's name
     assert json.loads(SAMPLE)   # the fixture itself is untouched
 
 
@@ -78,12 +91,18 @@ def test_the_cli_prunes_and_says_what(engine, tmp_path, monkeypatch):
 KEY = b"k" * 32
 
 
+def _ship(engine) -> None:
+    """What `remediator audit export` records once the events are written out: a prune may cut them."""
+    audit.mark_shipped(engine.store, 1, audit.head(engine.store)[0], "test")
+
+
 def _events(engine) -> list[AuditEvent]:
     with engine.store.read() as session:
         return list(session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
 
 
 def test_pruning_records_leaves_a_chain_that_still_verifies(engine):
+    _ship(engine)
     before = _events(engine)
     others = queries.list_incidents(engine.store, None, 100)
     assert len(others) == 3   # the grouped sample: one closed above, two escalated (closed) on no host
@@ -110,6 +129,7 @@ def test_pruning_records_leaves_a_chain_that_still_verifies(engine):
 
 
 def test_a_forged_checkpoint_or_a_further_cut_is_caught(engine):
+    _ship(engine)
     retention.prune(engine.store, timedelta(days=30), incidents=True, key=KEY, now=utcnow() + LATER)
     assert not audit.verify(engine.store).ok                                  # no key, no trust
     assert "does not match its signature" in " ".join(audit.verify(engine.store, key=b"wrong" * 8).problems)
@@ -123,21 +143,28 @@ def test_a_forged_checkpoint_or_a_further_cut_is_caught(engine):
 
 
 def test_prune_verify_and_export_together_from_the_cli(engine, tmp_path, monkeypatch):
-    monkeypatch.setenv("REMEDIATOR_DATA_DIR", str(tmp_path))
-    if engine.settings.database_url:
-        monkeypatch.setenv("REMEDIATOR_DATABASE_URL", engine.settings.database_url)
+    admin = _cli_env(engine, tmp_path, monkeypatch)
     runner = CliRunner()
     shipped = tmp_path / "shipped.jsonl"
     assert runner.invoke(cli, ["audit", "export", "-o", str(shipped)]).exit_code == 0   # ship first
     lines = [json.loads(line) for line in shipped.read_text().splitlines()]
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
     assert all(b["prev_hash"] == a["hash"] for a, b in zip(lines, lines[1:], strict=False))
-    pruned = runner.invoke(cli, ["prune", "--older-than", "0h", "--incidents"])
-    assert pruned.exit_code == 0 and "3 closed incidents" in pruned.output, pruned.output
-    verified = runner.invoke(cli, ["audit", "verify"])
-    assert verified.exit_code == 0 and "chain intact" in verified.output, verified.output
+    young = runner.invoke(cli, ["prune", "--older-than", "6d", "--incidents", "--token", admin])
+    assert young.exit_code == 1 and "younger than 7 days are never pruned (asked: older than 144h)" in str(young.exception)
+    # 40 days on (the CLI has no clock of its own to move): what `prune --older-than 30d --incidents` does then
+    done = retention.prune(engine.store, timedelta(days=30), incidents=True, key=KEY, now=utcnow() + LATER, by="ada")
+    assert done.incidents == 3 and done.audit_events == len(lines)
+    assert done.audit_unshipped == 1   # the export's own record: shipped by the next export
+    heads = tmp_path / "heads.log"   # as the anchor wrote them, one per commit
+    heads.write_text("".join(anchor.LINE.format(seq=e["seq"], hash=e["hash"]) + "\n" for e in lines))
+    verified = runner.invoke(cli, ["audit", "verify", "--heads", str(heads)])
+    said = " ".join(verified.output.split())
+    assert verified.exit_code == 0 and said.endswith("chain intact"), said
+    assert f"pruned up to event {len(lines)} behind a signed checkpoint; {len(lines) - 1} of the heads fall there" in said
     rest = runner.invoke(cli, ["audit", "export", "--since", str(lines[-1]["seq"])])
     later = [json.loads(line) for line in rest.stdout.splitlines()]
     # what the prune left continues what was shipped: the two files together are one chain
     assert later and later[0]["prev_hash"] == lines[-1]["hash"] and later[-1]["kind"] == "store.pruned"
+    assert later[0]["kind"] == "audit.exported" and later[0]["data"]["upto"] == len(lines)
     assert "resume with --since" in rest.stderr

@@ -1,6 +1,7 @@
 """Operating remediator: the catalog, the audit trail, the circuit breaker, approvers, retention."""
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import sys
@@ -13,6 +14,7 @@ from rich.table import Table
 from remediator.engine.catalog.loader import load_catalog, markdown_table
 from remediator.engine.cli import common
 from remediator.engine.cli.common import console
+from remediator.engine.model.roles import Role
 from remediator.engine.store import anchor, audit, checkpoint, retention
 
 catalog_app = typer.Typer(help="The catalog of vetted playbooks.", no_args_is_help=True)
@@ -70,6 +72,10 @@ def audit_verify(
     for problem in report.problems:
         console.print(f"[red]{problem}[/red]")
     checked = f", {len(expect)} exported heads checked" if expect else ""
+    if report.checkpoint:
+        checked += (f" (pruned up to event {report.checkpoint} behind a signed checkpoint"
+                    + (f"; {report.behind_checkpoint} of the heads fall there, vouched for only by its signature"
+                       if report.behind_checkpoint else "") + ")")
     console.print(f"{report.events} events{checked}, chain {'intact' if report.ok else 'BROKEN'}")
     raise typer.Exit(0 if report.ok else 1)
 
@@ -185,9 +191,13 @@ def prune(older_than: str = typer.Option(..., "--older-than", metavar="AGE",
           incidents: bool = typer.Option(False, "--incidents", help="also closed incidents with their alerts, runs and "
                                          "approvals, and the audit events before them (behind a signed checkpoint; "
                                          "ship them first with `remediator audit export`)"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="count what would go; remove nothing")) -> None:
+          dry_run: bool = typer.Option(False, "--dry-run", help="count what would go; remove nothing"),
+          token: str | None = typer.Option(None, "--token", envvar="REMEDIATOR_APPROVER_TOKEN", show_envvar=True,
+                                           help="an admin's token (`remediator approvers add NAME --role admin`); "
+                                                "not needed with --dry-run")) -> None:
     """Remove old bulk: delivery bodies taken in, notifications sent or given up, closed incidents' run artifacts;
-    with --incidents, the old records too. `audit verify` still holds afterwards.
+    with --incidents, the old records too (never younger than 7 days, the audit events only as far as `audit
+    export` shipped them). An admin's act, audited in their name. `audit verify` still holds afterwards.
 
     `serve` does this daily after `retention_days` (bulk) and `retention_incidents_days` (records)."""
     match = re.fullmatch(r"(\d+)([dh])", older_than.strip())
@@ -195,13 +205,23 @@ def prune(older_than: str = typer.Option(..., "--older-than", metavar="AGE",
         raise typer.BadParameter(f"--older-than {older_than!r}: write a number and d or h, e.g. 30d")
     age = timedelta(days=int(match[1])) if match[2] == "d" else timedelta(hours=int(match[1]))
     settings = common.settings()
-    report = retention.prune(common.store(settings), age, incidents=incidents, dry_run=dry_run,
-                             key=checkpoint.signing_key(settings) if incidents else None)
+    by = "a dry run"
+    if not dry_run:
+        if token is None:
+            raise typer.BadParameter("pruning removes records: give an admin's --token (or use --dry-run to count)")
+        who = common.identities(settings).authenticate(token)
+        who.require(Role.ADMIN, "prune what remediator keeps")
+        by = who.name
+    report = retention.prune(common.store(settings), age, incidents=incidents, dry_run=dry_run, by=by,
+                             key=checkpoint.cutting_key(settings) if incidents and not dry_run else None)
     verb = "would prune" if dry_run else "pruned"
     records = f", {report.incidents} closed incidents, {report.audit_events} audit events" if incidents else ""
     console.print(f"{verb} what is older than {report.older_than.isoformat(timespec='seconds')}Z: "
                   f"{report.delivery_bodies} delivery bodies, {report.notifications} notifications, "
                   f"{report.run_dirs} run artifact directories{records}")
+    if report.audit_unshipped:
+        console.print(f"{report.audit_unshipped} older audit events stay until they are shipped: "
+                      "`remediator audit export -o FILE`, then prune again")
 
 
 @audit_app.command("export")
@@ -211,13 +231,18 @@ def audit_export(since: int = typer.Option(0, "--since", metavar="SEQ", help="on
                  ) -> None:
     """Write the audit events as JSON lines, oldest first (each with its hash and the one before it), for shipping
     to a log store (Elasticsearch, S3, ...). Resume with --since the last seq written."""
+    store = common.store()
     out = output.open("w") if output else sys.stdout
-    n = last = 0
+    n = first = last = 0
     try:
-        for event in audit.export(common.store(), since):
+        for event in audit.export(store, since):
             out.write(json.dumps(event, sort_keys=True, separators=(",", ":")) + "\n")
             n, last = n + 1, event["seq"]
+            first = first or last
+        out.flush()
     finally:
         if output:
             out.close()
+    if n:   # written out whole: a prune may now cut these (and this record of it is the next event)
+        audit.mark_shipped(store, first, last, f"cli:{getpass.getuser()}")
     print(f"{n} events exported" + (f", the last {last}: resume with --since {last}" if n else ""), file=sys.stderr)

@@ -1,8 +1,7 @@
 """Claims across replicas: pause and resume them (every replica reads a pause at its next claim), and see who holds
-what (docs/scaling.md)."""
+what (docs/scaling.md). A pause only holds work back, so any approver may pause; a resume lets automation act
+again, so it takes an admin; both are audited in the token's name, not in a login name anyone can set."""
 from __future__ import annotations
-
-import getpass
 
 import typer
 from rich.table import Table
@@ -12,6 +11,7 @@ from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.cli import common
 from remediator.engine.cli.common import console
 from remediator.engine.errors import PayloadError
+from remediator.engine.model.roles import Role
 from remediator.engine.store import leases
 
 __all__ = ["pause", "resume", "claims"]
@@ -20,8 +20,10 @@ SCOPE = typer.Option(leases.ALL, "--scope", metavar="GROUP|HOST",
                      help="an inventory group or host; default: everything")
 
 
-def _who() -> str:
-    return f"cli:{getpass.getuser()}"
+def _who(token: str, role: Role, doing: str) -> str:
+    who = common.identities(common.settings()).authenticate(token)
+    who.require(role, doing)
+    return who.name
 
 
 def _known(scope: str) -> str:
@@ -34,16 +36,18 @@ def _known(scope: str) -> str:
     return scope
 
 
-def pause(scope: str = SCOPE, reason: str = typer.Option("", help="said in `incidents show` and the audit")) -> None:
-    """Stop new claims (in a scope): runs in flight finish, nothing new starts until `remediator resume`."""
-    leases.pause(common.store(), _known(scope), _who(), reason)
+def pause(scope: str = SCOPE, reason: str = typer.Option("", help="said in `incidents show` and the audit"),
+          token: str = common.TOKEN) -> None:
+    """Stop new claims (in a scope; an approver's token): runs in flight finish, nothing new starts until
+    `remediator resume`."""
+    leases.pause(common.store(), _known(scope), _who(token, Role.APPROVER, "pause claims"), reason)
     console.print(f"paused: {'everything' if scope == leases.ALL else scope}; `remediator resume"
                   f"{'' if scope == leases.ALL else ' --scope ' + scope}` lets claims go on", markup=False)
 
 
-def resume(scope: str = SCOPE) -> None:
-    """Let claims (in a scope) go on."""
-    if not leases.resume(common.store(), scope, _who()):
+def resume(scope: str = SCOPE, token: str = common.TOKEN) -> None:
+    """Let claims (in a scope) go on (an admin's token)."""
+    if not leases.resume(common.store(), scope, _who(token, Role.ADMIN, "resume claims")):
         raise PayloadError(f"{scope!r} is not paused (`remediator claims` shows what is)")
     console.print(f"resumed: {'everything' if scope == leases.ALL else scope}", markup=False)
 

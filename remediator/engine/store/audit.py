@@ -24,9 +24,11 @@ from sqlalchemy.orm import Session
 from remediator.engine.store.db import Store
 from remediator.engine.store.tables import AuditCheckpoint, AuditEvent, AuditHead
 
-__all__ = ["append", "head", "lock", "verify", "export", "checkpoint_signature", "AuditReport", "GENESIS"]
+__all__ = ["append", "head", "lock", "verify", "export", "mark_shipped", "shipped_upto", "checkpoint_signature",
+           "AuditReport", "GENESIS"]
 
 GENESIS = "0" * 64
+EXPORTED = "audit.exported"
 log = logging.getLogger(__name__)
 
 
@@ -95,6 +97,8 @@ class AuditReport(BaseModel):
     ok: bool
     events: int
     problems: list[str]
+    checkpoint: int = 0         # the last pruned event's seq (0: nothing was pruned)
+    behind_checkpoint: int = 0  # exported heads in the pruned prefix: only the checkpoint's signature vouches for them
 
 
 def checkpoint_signature(key: bytes, seq: int, digest: str, events: int) -> str:
@@ -107,7 +111,7 @@ def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | No
     (`expect`: seq, hash) the chain no longer holds (a tail cut off together with its head row). After a prune it
     starts from the checkpoint (remediator/engine/store/checkpoint.py), whose signature `key` checks."""
     problems: list[str] = []
-    prev, expected_seq, count = GENESIS, 1, 0
+    prev, expected_seq, count, behind, cut_at = GENESIS, 1, 0, 0, 0
     wanted = {seq: digest for seq, digest in expect if seq > 0}   # 0 is the empty chain's genesis
     with store.read() as session:
         if not store.is_sqlite:   # one snapshot for the head and the walk: appends go on meanwhile, and READ COMMITTED
@@ -116,13 +120,15 @@ def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | No
         cp = session.get(AuditCheckpoint, 1)
         if cp is not None:
             if key is None:
-                problems.append(f"the checkpoint at event {cp.seq} cannot be checked: no key given")
+                problems.append(f"the checkpoint at event {cp.seq} cannot be checked: no key given "
+                                "(set audit_checkpoint_key)")
             elif not hmac.compare_digest(cp.signature, checkpoint_signature(key, cp.seq, cp.hash, cp.events)):
                 problems.append(f"the checkpoint at event {cp.seq} does not match its signature (moved or edited)")
-            prev, expected_seq = cp.hash, cp.seq + 1
+            prev, expected_seq, cut_at = cp.hash, cp.seq + 1, cp.seq
             if cp.seq in wanted and wanted.pop(cp.seq) != cp.hash:
                 problems.append(f"event {cp.seq}: the checkpoint's hash is not the one exported as the head then")
-            wanted = {s: d for s, d in wanted.items() if s > cp.seq}   # pruned: shipped by `audit export` before
+            behind = sum(1 for s in wanted if s < cp.seq)   # pruned: shipped by `audit export` before
+            wanted = {s: d for s, d in wanted.items() if s > cp.seq}
         for ev in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
             count += 1
             if ev.seq in wanted and wanted.pop(ev.seq) != ev.hash:
@@ -139,7 +145,26 @@ def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | No
     for seq in sorted(wanted):
         problems.append(f"event {seq} was exported as the head ({wanted[seq][:12]}…) but the chain ends at event "
                         f"{expected_seq - 1}: events at the end were removed, with the head")
-    return AuditReport(ok=not problems, events=count, problems=problems)
+    return AuditReport(ok=not problems, events=count, problems=problems, checkpoint=cut_at,
+                       behind_checkpoint=behind)
+
+
+def mark_shipped(store: Store, first: int, last: int, by: str) -> None:
+    """Record that events `first`..`last` were written out whole (`remediator audit export`): a prune may cut them."""
+    with store.write() as session:
+        append(session, EXPORTED, {"from": first, "upto": last, "by": by})
+
+
+def shipped_upto(session: Session) -> int:
+    """The last seq such that every event up to it was shipped (or already cut behind the checkpoint)."""
+    cp = session.get(AuditCheckpoint, 1)
+    reach = cp.seq if cp else 0
+    spans = sorted((int(d["from"]), int(d["upto"])) for d in session.execute(
+        select(AuditEvent.data).where(AuditEvent.kind == EXPORTED)).scalars())
+    for first, last in spans:
+        if first <= reach + 1:
+            reach = max(reach, last)
+    return reach
 
 
 def export(store: Store, since: int = 0) -> Iterator[dict[str, Any]]:

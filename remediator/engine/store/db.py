@@ -48,6 +48,7 @@ class Store:
             self._sqlite_setup(sqlite_synchronous)
         # audit_sinks: where each new head of the audit chain goes after its commit (remediator/engine/store/anchor.py)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"audit_sinks": audit_sinks or []})
+        self.anchored = bool(audit_sinks)
         self._read_sessions = sessionmaker(self.engine.execution_options(remediator_read=True), expire_on_commit=False)
         self._write_lock = threading.RLock()
 
