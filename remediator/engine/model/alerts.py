@@ -18,7 +18,8 @@ ANNOTATION_MAX = 16384
 #: Labels the store keeps in columns of their own (remediator/engine/store/tables.py): refused at the edge when longer, so that
 #: a delivery that was acknowledged can always be taken in (on PostgreSQL a longer value fails the insert).
 STORED_LABEL_MAX = {"alertname": 256, "severity": 64}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")   # in annotations: newlines and tabs are text
+_LABEL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")         # in labels: not even those (a line of markup, a log line)
 
 
 def _labels(value: dict[str, str]) -> dict[str, str]:
@@ -29,8 +30,8 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"label name {name[:64]!r} is not a Prometheus label name")
         if len(v) > LABEL_VALUE_MAX:
             raise ValueError(f"label {name}: value of {len(v)} characters, at most {LABEL_VALUE_MAX}")
-        if _CONTROL.search(v):
-            raise ValueError(f"label {name}: control characters are not allowed in label values")
+        if _LABEL_CONTROL.search(v):
+            raise ValueError(f"label {name}: control characters (newlines and tabs too) are not allowed in label values")
     return value
 
 

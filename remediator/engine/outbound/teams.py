@@ -27,9 +27,10 @@ def teams_payload(note: Notification, title: str) -> dict[str, Any]:
     heading = f"{title} — {note.alertname} on {note.host or 'an unknown host'}"
     body: list[dict[str, Any]] = [
         _plain(heading[:200], weight="bolder", size="medium"),
+        # FactSet values render as markdown: only remediator's own values there; the sender's severity is a TextRun
         {"type": "FactSet", "facts": [{"title": k, "value": v[:200]} for k, v in (
-            ("Incident", note.incident_id), ("Severity", note.severity), ("State", note.state),
-            ("Action", note.entry or "none"))]},
+            ("Incident", note.incident_id), ("State", note.state), ("Action", note.entry or "none"))]},
+        _plain(f"Severity: {note.severity}"[:200]),
         _plain(note.text[:3000] or "-"),
     ]
     if note.report:

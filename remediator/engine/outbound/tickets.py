@@ -8,6 +8,7 @@ of an incident that has a ticket (fixed, resolved on its own) are added to it; t
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,14 +33,19 @@ def label_of(incident_id: str) -> str:
     return f"remediator-{incident_id}"
 
 
+_CLOSES = re.compile(r"\{\s*noformat[^}]*\}", re.IGNORECASE)   # {noformat}, {NoFormat}, {noformat:title=x} all close
+
+
 def _noformat(text: str) -> str:
     # Jira wiki markup: untrusted text inside {noformat} is shown as typed (no links, no macros); it cannot close it
-    return "{noformat}\n" + text.replace("{noformat}", "{ noformat }") + "\n{noformat}"
+    return "{noformat}\n" + _CLOSES.sub("{ noformat }", text) + "\n{noformat}"
 
 
 def _description(note: Notification, title: str) -> str:
-    lines = [f"{title}: {note.alertname} on {note.host or 'an unknown host'} (severity {note.severity}, "
-             f"state {note.state}, action {note.entry or 'none'})", "", _noformat(note.text[:8000])]
+    # The first line is remediator's own words only (host from the inventory, state, entry); the alert's name and
+    # severity are the sender's and go into the plain-text block, where `[text|url]` and `!image!` stay text.
+    lines = [f"{title} on {note.host or 'an unknown host'} (state {note.state}, action {note.entry or 'none'})", "",
+             _noformat(f"alert: {note.alertname}\nseverity: {note.severity}\n\n{note.text[:8000]}")]
     if note.report:
         lines += ["", "*Diagnosis*", _noformat("\n".join(note.report)[:16000])]
     if note.preview:
