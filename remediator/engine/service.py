@@ -35,7 +35,7 @@ from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identities, Identity, Role
 from remediator.engine.pipeline.worker import Pipeline
 from remediator.engine.settings import Settings
-from remediator.engine.store import anchor, audit, checkpoint, retention
+from remediator.engine.store import anchor, audit, checkpoint, leases, retention
 from remediator.engine.store.leader import HOUSEKEEPER, Leadership
 
 __all__ = ["Engine", "WhatIf", "Acknowledged"]
@@ -116,6 +116,11 @@ class Engine:
 
     def start(self) -> None:
         """Start the pipeline workers and the ingester (as the role says) and the housekeeper."""
+        if self.works and not self.store.is_sqlite:
+            skew, most = leases.clock_skew_s(self.store), self.settings.lease_ttl_s / 3
+            if skew > most:   # its leases and the others' would be judged on clocks that disagree
+                raise ConfigError(f"this machine's clock is {skew:.1f} s off the database's (at most {most:g} s, a third "
+                                  "of lease_ttl_s): set its time right (NTP: `chronyc tracking`, `timedatectl`), then start")
         if not self.store.anchored:
             log.warning("no audit anchor is active (audit_anchor_syslog without /dev/log, no audit_anchor_file): a tail "
                         "of the audit chain cut off with its head row would go unnoticed; set audit_anchor_file")

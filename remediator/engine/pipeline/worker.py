@@ -156,7 +156,7 @@ class Pipeline:
                                      data={"step": step, "runs": [r.ident for r in cut]})
             gone = delete(leases.Lease)
             if not every_held:
-                gone = gone.where(leases.Lease.incident_id.in_(taken) | (leases.Lease.expires_at <= utcnow()))
+                gone = gone.where(leases.Lease.incident_id.in_(taken) | (leases.Lease.expires_at <= leases.db_now(session)))
             session.execute(gone)
         return taken
 
@@ -219,7 +219,8 @@ class Pipeline:
                 return None
             busy = {h for (h,) in session.execute(select(Incident.host).where(
                 Incident.state.in_([s.value for s in HELD_STATES]), Incident.host.is_not(None))).all()}
-            busy |= set(session.execute(select(leases.Lease.key).where(leases.Lease.expires_at > utcnow())).scalars())
+            now = leases.db_now(session)   # leases are judged on the database's clock, the same for every replica
+            busy |= set(session.execute(select(leases.Lease.key).where(leases.Lease.expires_at > now)).scalars())
             busy |= {h for h, groups in self.inventory.hosts.items() if h in paused or paused.intersection(groups)}
             room = blast.busy_hosts(session, self.settings, self.inventory)   # the budget and the caps
             if room is None:
@@ -240,7 +241,6 @@ class Pipeline:
             inc = session.execute(q).scalar_one_or_none()
             if inc is None:
                 return None
-            now = utcnow()
             key = leases.lease_key(inc.host, inc.id)
             session.execute(delete(leases.Lease).where(leases.Lease.key == key))   # expired: its owner is gone
             session.add(leases.Lease(key=key, incident_id=inc.id, owner=self.owner,

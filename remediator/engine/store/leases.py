@@ -4,6 +4,8 @@ A worker's claim writes a `Lease` row keyed by the host in the same transaction 
 queue, so two replicas can never hold one host (the primary key says no, whatever they read). The owner renews its
 leases while it works and deletes them when the incident leaves the worker; a lease nobody renews expires, and then
 its incident is an orphan that `take_over()` (remediator/engine/pipeline/worker.py) recovers as after a restart.
+Every lease time is the database's (`db_now`), never a replica's own: a replica whose clock runs ahead would
+otherwise see a live lease as expired and take its host over; a replica whose clock is off refuses to start.
 A `Pause` (`remediator pause [--scope GROUP]`) is read inside every claim.
 """
 from __future__ import annotations
@@ -13,15 +15,15 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, String, Text, delete, select, update
+from sqlalchemy import DateTime, String, Text, delete, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from remediator.engine.store import audit
 from remediator.engine.store.db import Store
 from remediator.engine.store.tables import Base, utcnow
 
-__all__ = ["Lease", "Pause", "ALL", "replica_name", "lease_key", "renew", "release", "live_incidents", "pauses",
-           "pause", "resume", "holding"]
+__all__ = ["Lease", "Pause", "ALL", "replica_name", "lease_key", "db_now", "clock_skew_s", "renew", "release",
+           "live_incidents", "pauses", "pause", "resume", "holding"]
 
 #: the scope of a pause of everything
 ALL = "*"
@@ -57,10 +59,25 @@ def lease_key(host: str | None, incident_id: str) -> str:
     return host if host else f"incident:{incident_id}"
 
 
+def db_now(session: Session) -> datetime:
+    """Now on the database's clock (naive UTC, as the columns hold it): one clock for every replica. A SQLite store
+    has one replica on one machine, whose clock it is."""
+    if session.get_bind().dialect.name != "postgresql":
+        return utcnow()
+    return session.execute(text("SELECT now() AT TIME ZONE 'UTC'")).scalar_one()
+
+
+def clock_skew_s(store: Store) -> float:
+    """How far this machine's clock is from the database's, in seconds (0 on SQLite)."""
+    with store.read() as session:
+        return abs((utcnow() - db_now(session)).total_seconds())
+
+
 def renew(store: Store, owner: str, ttl_s: float) -> set[str]:
     """Push the expiry of every lease `owner` holds; the incidents they are for (one taken over is not among them)."""
     with store.write() as session:
-        session.execute(update(Lease).where(Lease.owner == owner).values(expires_at=utcnow() + timedelta(seconds=ttl_s)))
+        until = db_now(session) + timedelta(seconds=ttl_s)
+        session.execute(update(Lease).where(Lease.owner == owner).values(expires_at=until))
         return set(session.execute(select(Lease.incident_id).where(Lease.owner == owner)).scalars())
 
 
@@ -72,7 +89,7 @@ def release(store: Store, owner: str, incident_id: str) -> None:
 
 def live_incidents(session: Session) -> set[str]:
     """Incidents a replica holds a lease on that has not expired."""
-    return set(session.execute(select(Lease.incident_id).where(Lease.expires_at > utcnow())).scalars())
+    return set(session.execute(select(Lease.incident_id).where(Lease.expires_at > db_now(session))).scalars())
 
 
 def pauses(session: Session) -> list[Pause]:
