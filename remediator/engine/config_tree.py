@@ -6,6 +6,7 @@ entries) and, asked for, remediator.service (the systemd unit, its paths filled 
 """
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sys
@@ -56,8 +57,10 @@ def init_tree(target: Path, *, systemd: bool = False) -> InitReport:
     data_dir = "/var/lib/remediator" if systemd else "var"
     text = Template((PACKAGING / "remediator.yml.j2").read_text(), keep_trailing_newline=True).render(
         data_dir=data_dir, token=token)
-    config.write_text(text)
-    config.chmod(0o600)   # it holds the token
+    # it holds the token: made 0600 in the one call that creates it, never readable for a moment in between
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     shutil.copy(SHIPPED / "inventory" / "example-ssh.yml", target / "inventory.yml")
     for name in ("policies", "runbooks"):
         shutil.copytree(SHIPPED / name, target / name)

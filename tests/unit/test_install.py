@@ -1,7 +1,10 @@
 """Setting remediator up as an operator does: `remediator init`, its settings file, a catalog overlay, the store's
 migrations by hand, the systemd unit."""
+import os
 import shutil
 import subprocess
+from unittest import mock
+from unittest import mock
 
 import pytest
 import yaml
@@ -105,6 +108,27 @@ def test_the_systemd_unit_is_clean_for_systemd_analyze(tmp_path):
     unit.write_text(unit.read_text().replace("ProtectSystem=strict", "ProtectSystem=sometimes"))
     out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert "protect system value, ignoring: sometimes" in out.stdout + out.stderr
+
+
+def test_init_never_leaves_the_token_readable_and_says_how_the_service_reads_it(tmp_path):
+    """N14: the settings file was written at the umask's mode, then chmodded: readable by all for a moment."""
+    modes = []
+    real_open = os.open
+
+    def watching(path, flags, mode=0o777, *args, **kw):
+        fd = real_open(path, flags, mode, *args, **kw)
+        if str(path).endswith("remediator.yml"):
+            modes.append(os.fstat(fd).st_mode & 0o777)   # the mode it has the moment it exists
+        return fd
+    old = os.umask(0o022)
+    try:
+        with mock.patch("os.open", watching):
+            result = runner.invoke(cli, ["init", str(tmp_path / "conf"), "--systemd"])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert modes == [0o600] and (tmp_path / "conf" / "remediator.yml").stat().st_mode & 0o777 == 0o600
+    assert f"chgrp -R remediator {tmp_path / 'conf'}" in result.output and "g-w" in result.output
 
 
 def test_init_systemd_keeps_state_under_var_lib(tmp_path):

@@ -26,8 +26,11 @@ def init(directory: Path = typer.Argument(..., help="a new or empty directory, e
                f"  {report.token}\n\nnext: edit {report.config.parent / 'inventory.yml'} (your hosts and "
                f"allow-lists), then\n  REMEDIATOR_CONFIG={report.config} remediator serve")
     if report.unit:
-        typer.echo(f"\nas a service: useradd --system --home-dir /var/lib/remediator remediator; "
-                   f"cp {report.unit} /etc/systemd/system/; systemctl daemon-reload; systemctl enable --now remediator")
+        tree = report.config.parent
+        typer.echo(f"\nas a service: useradd --system --home-dir /var/lib/remediator remediator\n"
+                   f"  the service reads the tree, never writes it: chgrp -R remediator {tree}; "
+                   f"chmod -R g+rX,g-w {tree}; chmod 0640 {report.config}\n"
+                   f"  cp {report.unit} /etc/systemd/system/; systemctl daemon-reload; systemctl enable --now remediator")
 
 
 @db_app.command("current")
