@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.outbound.notify import Notifier
+from remediator.engine.model.states import NotifyEvent
+from remediator.engine.outbound.notify import Notification, Notifier, enqueue
 from remediator.engine.settings import Settings
 from remediator.engine.store.tables import AlertRow, Incident, OutboxMessage
 from tests.engines import new_engine
@@ -64,7 +65,37 @@ def test_a_sender_past_its_cap_opens_one_overflow_incident_and_loses_nothing(tmp
     take_in(engine, _flood(5, host="app-server-01", offset=1000), sender="alertmanager")   # the control: others open
     assert _count(engine, Incident, Incident.sender == "alertmanager") == 5
     take_in(engine, _flood(5, host="app-server-01", offset=2000), sender="noisy")          # still capped this minute
-    assert _count(engine, Incident, Incident.sender == "noisy") == 52
+    assert _count(engine, Incident, Incident.sender == "noisy") == 51                      # N6: joins the overflow
+    assert _count(engine, AlertRow, AlertRow.incident_id == overflow.id) == 355
+
+
+def test_a_flood_of_deliveries_past_the_cap_opens_one_overflow_and_tells_once(tmp_path, database_url):
+    """N6: each delivery past the cap opened an overflow incident and a message of its own (10 posts: 7 of each)."""
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url="http://127.0.0.1:9/slack/x",
+                                 sender_incidents_per_minute=5))
+    for n in range(30):   # one hostless alert a delivery, as the reviewer posted them
+        take_in(engine, _flood(1, host=None, offset=n), sender="ci")
+    assert _count(engine, Incident, Incident.sender == "ci") == 6                         # before: 30
+    assert _count(engine, Incident, Incident.correlation_key.like("overflow|%")) == 1
+    assert _count(engine, AlertRow, AlertRow.incident_id.is_(None)) == 0                  # nothing dropped
+    assert _count(engine, OutboxMessage) == 6                                             # 5 escalations, 1 overflow
+
+
+def test_what_a_person_must_act_on_goes_before_a_flood(tmp_path, database_url):
+    """N6: the outbox sent by id, so an approval request (which expires) waited behind every escalation queued
+    before it."""
+    with Receivers() as receivers:
+        engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, slack_webhook_url=f"{receivers.url}/slack/T/B/x",
+                                     notify_per_minute=2, sender_incidents_per_minute=1000))
+        for n in range(20):
+            take_in(engine, _flood(1, host=None, offset=n), sender="noisy")
+        with engine.store.write() as session:
+            enqueue(session, engine.settings, Notification(
+                event=NotifyEvent.AWAITING_APPROVAL, incident_id="20261203-154006-8bcbfc", alertname="DiskSpaceLow",
+                host="app-server-01", severity="warning", state="awaiting_approval", text="approve the clean-up"))
+        assert Notifier(engine.store, engine.settings).deliver_due() == 2
+        first = receivers.received["slack"][0]
+    assert "approve the clean-up" in json.dumps(first)                                  # before: Flood0's escalation
 
 
 def test_a_channel_sends_at_most_notify_per_minute_and_the_rest_wait(tmp_path, database_url):

@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 from unittest import mock
-from unittest import mock
 
 import pytest
 import yaml

@@ -209,6 +209,18 @@ class Attacher:
 
     def _open_incident(self, alert: Alert, key: str, host: str | None, how: str, sender: str | None = None) -> Incident:
         incident = self.open.get(key)
+        if (incident is None or incident.state not in _OPEN) and key.startswith(OVERFLOW):
+            # A sender's overflow incident is escalated (closed) at once; its later alerts within the minute still
+            # join it, whichever delivery or batch they come in, so a flood opens one and tells people once.
+            incident = self.session.execute(select(Incident).where(
+                Incident.sender == sender, Incident.correlation_key.startswith(OVERFLOW),
+                Incident.created_at >= utcnow() - timedelta(minutes=1))
+                .order_by(Incident.created_at.desc()).limit(1)).scalar_one_or_none()
+            if incident is not None:
+                self.open[key] = incident
+                audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key},
+                             incident.id)
+                return incident
         if incident is not None and incident.state in _OPEN:
             audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
             return incident

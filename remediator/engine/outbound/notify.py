@@ -21,7 +21,7 @@ from datetime import timedelta
 
 import httpx
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -39,6 +39,10 @@ __all__ = ["NotifyEvent", "Notification", "enqueue", "notify_incident", "notice"
            "teams_payload"]
 
 log = logging.getLogger(__name__)
+# What is sent first when the outbox is behind: what a person must act on in time, then what needs a person, then
+# news. A flood of escalations never holds an approval request (which expires) or a paused fleet's page behind it.
+_URGENCY = case({NotifyEvent.AWAITING_APPROVAL.value: 0, NotifyEvent.BREAKER_OPEN.value: 0, NotifyEvent.FAILED.value: 0,
+                 NotifyEvent.FIXED.value: 2, NotifyEvent.AUTO_RESOLVED.value: 2}, value=OutboxMessage.event, else_=1)
 
 
 _PD_TRIGGER = {NotifyEvent.ESCALATED, NotifyEvent.DENIED, NotifyEvent.FAILED, NotifyEvent.EXPIRED, NotifyEvent.REJECTED,
@@ -280,7 +284,7 @@ class Notifier:
         with self.store.read() as session:
             due = session.execute(select(OutboxMessage).where(
                 OutboxMessage.sent_at.is_(None), OutboxMessage.dead.is_(False), OutboxMessage.channel.not_in(waiting),
-                OutboxMessage.next_attempt_at <= utcnow()).order_by(OutboxMessage.id).limit(limit)).scalars().all()
+                OutboxMessage.next_attempt_at <= utcnow()).order_by(_URGENCY, OutboxMessage.id).limit(limit)).scalars().all()
         sent = 0
         for msg in due:
             if msg.channel in waiting or msg.channel in self.throttled():
