@@ -192,9 +192,17 @@ def test_cli_lists_shows_and_decides(engine, tmp_path):
     assert "would delete 3 files" in shown.output and "+state: absent" in shown.output
     assert "an operator wants to see log deletions" in shown.output and "roll back" in shown.output
 
-    refused = runner.invoke(cli, ["approvals", "approve", approval_id], env={**env, "REMEDIATOR_APPROVER_TOKEN": "service-token"})
+    digest = re.search(r"--digest ([0-9a-f]{64})", shown.output).group(1)   # what `decide:` says to type
+
+    refused = runner.invoke(cli, ["approvals", "approve", approval_id, "--digest", digest],
+                            env={**env, "REMEDIATOR_APPROVER_TOKEN": "service-token"})
     assert refused.exit_code != 0 and "never approves its own requests" in str(refused.exception)
-    ok = runner.invoke(cli, ["approvals", "approve", approval_id, "--comment", "fine"], env={**env, "REMEDIATOR_APPROVER_TOKEN": token})
+    as_dora = {**env, "REMEDIATOR_APPROVER_TOKEN": token}
+    blind = runner.invoke(cli, ["approvals", "approve", approval_id], env=as_dora)   # N10: no approving unseen
+    assert blind.exit_code == 2 and "--digest" in blind.output
+    stale = runner.invoke(cli, ["approvals", "approve", approval_id, "--digest", "0" * 64], env=as_dora)
+    assert stale.exit_code != 0 and "its digest differs" in str(stale.exception)
+    ok = runner.invoke(cli, ["approvals", "approve", approval_id, "--digest", digest, "--comment", "fine"], env=as_dora)
     assert ok.exit_code == 0, ok.output
     assert "approved (by dora)" in ok.output
     assert _state(engine, incident_id) == IncidentState.APPROVED

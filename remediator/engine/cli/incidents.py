@@ -91,26 +91,34 @@ def _held_back(host: str | None) -> None:
         console.print(f"waiting: {why}; it is claimed when there is room", markup=False)
 
 
-def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None) -> None:
+DIGEST = typer.Option(..., "--digest", metavar="DIGEST", help="the digest `remediator approvals show ID` prints with the "
+                      "dry run you read: you approve that dry run, and one that changed since is refused")
+
+
+def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None,
+          digest: str | None = None) -> None:
     from remediator.engine.decide.closing import lifecycle
     from remediator.engine.people import approvals
     settings = common.settings()
     who = common.identities(settings).authenticate(token)
     db = common.store(settings)
     if approval_id is not None:
-        state = approvals.vote(db, lifecycle(settings), approval_id, who, approve=approve, comment=comment)
+        state = approvals.vote(db, lifecycle(settings), approval_id, who, approve=approve, comment=comment, digest=digest)
     else:
         assert incident_id is not None
-        state = approvals.vote_on_incident(db, lifecycle(settings), incident_id, who, approve=approve, comment=comment)
+        state = approvals.vote_on_incident(db, lifecycle(settings), incident_id, who, approve=approve, comment=comment,
+                                           digest=digest)
     console.print(f"{approval_id or incident_id}: {state} (by {who.name})"
                   + (" — a running `remediator serve` re-checks and runs exactly that dry run" if state == ApprovalState.APPROVED else "")
                   + (" — another distinct approver is needed" if state == ApprovalState.PENDING else ""))
 
 
 @incidents_app.command("approve")
-def incidents_approve(incident_id: str, token: str = common.TOKEN, comment: str = typer.Option("")) -> None:
-    """Approve the dry run an incident waits with; the engine re-checks and runs exactly that."""
-    _vote(token, True, comment, incident_id=incident_id)
+def incidents_approve(incident_id: str, token: str = common.TOKEN, digest: str = DIGEST,
+                      comment: str = typer.Option("")) -> None:
+    """Approve the dry run an incident waits with (the one you read: --digest); the engine re-checks and runs exactly
+    that."""
+    _vote(token, True, comment, incident_id=incident_id, digest=digest.strip())
 
 
 @incidents_app.command("reject")
@@ -173,13 +181,15 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
     for line in a.report.lines() if a.report else []:
         out(line, markup=False)
     if a.state == ApprovalState.PENDING:
-        out(f"\ndecide: remediator approvals approve {a.id} --comment …   (or reject; REMEDIATOR_APPROVER_TOKEN)")
+        out(f"\ndecide: remediator approvals approve {a.id} --digest {a.digest} --comment …   (or reject; "
+            "REMEDIATOR_APPROVER_TOKEN)", markup=False, highlight=False, soft_wrap=True)
 
 
 @approvals_app.command("approve")
-def approvals_approve(approval_id: str, token: str = common.TOKEN, comment: str = typer.Option("")) -> None:
-    """Approve exactly this dry run (the engine re-checks and runs it only if the dry run is unchanged)."""
-    _vote(token, True, comment, approval_id=approval_id)
+def approvals_approve(approval_id: str, token: str = common.TOKEN, digest: str = DIGEST,
+                      comment: str = typer.Option("")) -> None:
+    """Approve exactly the dry run you read (--digest; the engine re-checks and runs it only if it is unchanged)."""
+    _vote(token, True, comment, approval_id=approval_id, digest=digest.strip())
 
 
 @approvals_app.command("reject")
