@@ -118,6 +118,7 @@ class Attacher:
         self._rows: list[dict[str, Any]] = []
         self.hostless: dict[str, tuple[Incident, int]] = {}   # opened for no inventory host, by the delivery
         self._budget: dict[str, int] = {}                     # new incidents each sender may still open
+        self._joined: dict[str, Incident] = {}                # overflow keys -> the sender's (closed) overflow incident
 
     def attach(self, delivery_id: int, alert: Alert, sender: str | None = None) -> AttachOutcome:
         """Store one alert (unless it is a duplicate) and open, join or close its incident."""
@@ -209,7 +210,7 @@ class Attacher:
 
     def _open_incident(self, alert: Alert, key: str, host: str | None, how: str, sender: str | None = None) -> Incident:
         incident = self.open.get(key)
-        if (incident is None or incident.state not in _OPEN) and key.startswith(OVERFLOW):
+        if (incident is None or incident.state not in _OPEN) and key.startswith(OVERFLOW) and key not in self._joined:
             # A sender's overflow incident is escalated (closed) at once; its later alerts within the minute still
             # join it, whichever delivery or batch they come in, so a flood opens one and tells people once.
             incident = self.session.execute(select(Incident).where(
@@ -217,10 +218,11 @@ class Attacher:
                 Incident.created_at >= utcnow() - timedelta(minutes=1))
                 .order_by(Incident.created_at.desc()).limit(1)).scalar_one_or_none()
             if incident is not None:
-                self.open[key] = incident
-                audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key},
-                             incident.id)
-                return incident
+                self.open[key] = self._joined[key] = incident   # read once a batch, not once an alert
+        if key in self._joined:
+            incident = self._joined[key]
+            audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
+            return incident
         if incident is not None and incident.state in _OPEN:
             audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
             return incident
