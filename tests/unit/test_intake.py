@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.inventory import load_inventory
@@ -21,11 +21,11 @@ from remediator.engine.intake.inbox import (
     ingest,
     parse_payload,
 )
-from remediator.engine.intake.ingester import Ingester
+from remediator.engine.intake.ingester import Ingester, IngestLoop
 from remediator.engine.model.states import IncidentState
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Store
-from remediator.engine.store.tables import AlertRow, Approval, AuditEvent, Incident, OutboxMessage, utcnow
+from remediator.engine.store.tables import AlertRow, Approval, AuditEvent, Delivery, Incident, OutboxMessage, utcnow
 from tests.conftest import FIXTURES
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -275,3 +275,72 @@ def test_an_unknown_host_is_one_host_whatever_the_port(post, store):
     assert result.new_alerts == 2 and len(result.incidents) == 1
     (incident,) = _incidents(store)
     assert incident.host is None and _where(incident) == "ServiceDown|?web-99"
+
+
+def test_a_replica_starting_while_another_moves_deliveries_never_reuses_their_ids(store, inbox, inventory, settings,
+                                                                                  monkeypatch):
+    """Replica B's ingester starts and reads the newest delivery; replica A moves three more into the store before
+    B sets the inbox's ids up. B's next webhook must get an id of its own: one a delivery already had was taken for
+    moved, and its alerts were dropped while GET /deliveries/{id} showed the older delivery as taken in."""
+    grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
+    with inbox.store.write() as session:
+        taken = inbox.write(session, [Received(grouped, "alertmanager")] * 3)
+    inbox.moved(inbox.move(10**9, after=inbox.floor()))
+    inbox.forget_moved()
+    monkeypatch.setattr(Inbox, "floor", lambda self: 0)   # B read it before A's move
+    b = Inbox.open(settings.model_copy(update={"database_url": store.url}), store)
+    monkeypatch.undo()
+    mine = copy.deepcopy(json.loads((SAMPLES / "alertmanager-firing-grouped.json").read_text()))
+    for i, alert in enumerate(mine["alerts"]):
+        alert["fingerprint"] = f"b{i:015x}"
+    with b.store.write() as session:
+        (delivery_id,) = b.write(session, [Received(parse_payload(json.dumps(mine).encode()), "alertmanager")])
+    assert delivery_id not in taken
+    b.moved(b.move(10**9, after=max(taken)))
+    b.forget_moved()
+    with store.write() as session:
+        ingest(session, [(delivery_id, parse_payload(json.dumps(mine).encode()))], inventory, lifecycle(settings), settings)
+    with store.read() as session:
+        stored = set(session.execute(select(AlertRow.fingerprint)).scalars())
+    assert {a["fingerprint"] for a in mine["alerts"]} <= stored
+
+
+def test_an_inbox_id_a_delivery_already_has_is_kept_under_a_new_one(postgres_url, inventory, settings):
+    """Whatever sent the id sequence back (a restore, an older replica), moving never drops a row whose id a
+    delivery already has: it gets a new id and is taken in."""
+    store = Store(postgres_url)
+    store.migrate()
+    inbox = Inbox.open(settings.model_copy(update={"database_url": store.url}), store)
+    grouped = parse_payload((SAMPLES / "alertmanager-firing-grouped.json").read_bytes())
+    with inbox.store.write() as session:
+        inbox.write(session, [Received(grouped, "alertmanager")] * 2)
+    inbox.move(10**9, after=0)
+    with store.write() as session:
+        session.execute(text("SELECT setval(pg_get_serial_sequence('inbox', 'id'), 1)"))
+    mine = json.loads((SAMPLES / "alertmanager-firing-grouped.json").read_text())
+    for i, alert in enumerate(mine["alerts"]):
+        alert["fingerprint"] = f"c{i:015x}"
+    with inbox.store.write() as session:
+        (reused,) = inbox.write(session, [Received(parse_payload(json.dumps(mine).encode()), "alertmanager")])
+    assert reused == 2
+    inbox.move(10**9, after=0)
+    inbox.move(10**9, after=0)
+    with store.read() as session:
+        bodies = [b["alerts"][0]["fingerprint"] for b in session.execute(select(Delivery.body)).scalars()]
+    assert "c000000000000000" in bodies and len(bodies) == 3
+
+
+def test_the_ingest_loop_goes_on_after_an_error_that_is_not_the_store(store, inbox, inventory, settings, monkeypatch):
+    """An unexpected error in one batch is logged and the loop tries again: ending the ingester restarted it and
+    re-set the inbox's ids while other replicas wrote (see the test above)."""
+    stuck, calls = [], []
+
+    def flaky(self, stopping=lambda: False):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bug")
+        return 0
+    monkeypatch.setattr(IngestLoop, "take_in_next", flaky)
+    loop = IngestLoop(inbox, inventory, settings, report=lambda b: None, stuck=stuck.append)
+    loop.run(lambda s: False, lambda: len(calls) >= 2)
+    assert len(calls) == 2 and stuck == ["ValueError: see serve's log", ""]

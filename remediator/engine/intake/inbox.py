@@ -107,8 +107,12 @@ class Inbox:
                 elif seq < floor:
                     session.execute(text("UPDATE sqlite_sequence SET seq = :f WHERE name = 'inbox'"), {"f": floor})
             else:
-                session.execute(text("SELECT setval(pg_get_serial_sequence('inbox', 'id'), GREATEST(:f, "
-                                     "(SELECT COALESCE(MAX(id), 0) FROM inbox), 1))"), {"f": floor})
+                # Only ever raised. Another replica's webhook may hold an id above what this start read (uncommitted,
+                # or moved into `deliveries` since `floor` was read): lowering the sequence under it handed out an id
+                # a delivery already had, and moving the new row then dropped it as taken in.
+                session.execute(text("SELECT setval(q.seq, :f) FROM (SELECT pg_get_serial_sequence('inbox', 'id') AS "
+                                     "seq) q WHERE COALESCE(pg_sequence_last_value(q.seq::regclass), 0) < :f"),
+                                {"f": floor})
 
     @classmethod
     def open(cls, settings: Settings, main: Store) -> Inbox:
@@ -195,6 +199,11 @@ class Inbox:
             rows = session.execute(select(InboxRow).where(InboxRow.id.in_(ids))).scalars().all()
             have = set(session.execute(select(Delivery.id).where(Delivery.id.in_(ids))).scalars())
             fresh = [_as_delivery(r) for r in rows if r.id not in have]
+            if have:   # a row leaves the inbox in the transaction that stores it, so an id in both was handed out twice
+                log.error("inbox rows %s carry ids that deliveries already have (the id sequence went back): "
+                          "kept under new ids, taken in next", sorted(have))
+                session.execute(insert(InboxRow), [{k: v for k, v in _as_delivery(r).items() if k not in ("id", "new_alerts")}
+                                                   for r in rows if r.id in have])
             if fresh:
                 session.execute(insert(Delivery), fresh)
             session.execute(delete(InboxRow).where(InboxRow.id.in_(ids)))

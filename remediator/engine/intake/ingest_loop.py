@@ -67,6 +67,12 @@ class IngestLoop:
                 was_stuck = True
                 wait(1.0)
                 continue
+            except Exception as exc:   # a bug, not the store: say so and go on (what waits stays in the store)
+                log.exception("the ingester could not take in the next batch; trying again")
+                self.stuck(f"{type(exc).__name__}: see serve's log")
+                was_stuck = True
+                wait(1.0)
+                continue
             if was_stuck:   # the store answers again, with nothing waiting: no longer stuck either
                 self.stuck("")
                 was_stuck = False

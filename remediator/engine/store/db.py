@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import InternalError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from remediator.engine.errors import ConfigError, StoreUnavailable
@@ -99,7 +99,9 @@ class Store:
         try:
             with self._read_sessions() as session:
                 yield session
-        except (OperationalError, InternalError) as exc:
+        except DBAPIError as exc:
+            if not _unavailable(exc):
+                raise
             raise StoreUnavailable(f"the store cannot be read now: {exc.orig}") from None
 
     @contextmanager
@@ -109,8 +111,16 @@ class Store:
             try:
                 with self._sessions() as session, session.begin():
                     yield session
-            except (OperationalError, InternalError) as exc:   # locked, down, disk full, read-only (PostgreSQL: InternalError)
+            except DBAPIError as exc:
+                if not _unavailable(exc):
+                    raise
                 raise StoreUnavailable(f"the store cannot take writes now: {exc.orig}") from None
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    """The database cannot serve now (locked, down, disk full, read-only, or the connection was lost: PostgreSQL
+    restarted), as opposed to refusing this statement: the caller retries later, and nothing is marked failed."""
+    return isinstance(exc, (OperationalError, InternalError, InterfaceError)) or exc.connection_invalidated
 
 
 def open_store(settings: Settings) -> Store:
