@@ -122,3 +122,23 @@ def test_behind_a_list_that_allows_everything_the_rules_still_deny(tmp_path):
     engine = new_engine(Settings(data_dir=tmp_path, inventory=inventory))
     verdicts = _verdicts(engine, _payload("restart_service", ["sshd", "dbus", "polkit", "api-gateway"]))
     assert verdicts == {"sshd": "deny", "dbus": "deny", "polkit": "deny", "api-gateway": "allow"}
+
+
+def test_a_model_cannot_choose_where_reset_db_pool_posts(tmp_path):
+    """M2: the port of the pool's admin endpoint was a planner parameter, so a model's `reset_db_pool {service:
+    webapp, port: 9100}` reached the approval page and, approved, POSTed to any local port. The port is the
+    inventory's now (remediator_pool_ports): a tool call that names one is not a valid call, and the runbook answers."""
+    body = json.loads(json.dumps(_payload("reset_db_pool", ["webapp"])))
+    body["alerts"][0]["fingerprint"] = "5ec0000000000002"
+    alert = AlertmanagerPayload.model_validate(body).alerts[0]
+    call = {"name": "reset_db_pool", "arguments": {"service": "webapp", "port": 9100, "rationale": "the pool is full"}}
+    with ScriptedLLM([{"match": f"Reference: {alert.fingerprint}.", "replies": [{"tool_calls": [call]}]}]) as model:
+        engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url,
+                                     llm_max_retries=0))
+        w = engine.what_if(alert, check=False)
+    assert w.proposal is not None and "port" not in w.proposal.params, w   # before: approve, with port 9100 shown
+    assert set(engine.catalog.entries["reset_db_pool"].params) == {"service"}
+    # the control: the runbook's own proposal for the same alert is allowed, and carries no port either
+    allowed = new_engine(Settings(data_dir=tmp_path / "runbook")).what_if(alert, check=False)
+    assert allowed.proposal.entry == "reset_db_pool" and allowed.decision.verdict == Verdict.ALLOW
+    assert "port" not in allowed.proposal.params
