@@ -62,3 +62,20 @@ def test_the_alerts_name_and_severity_are_inside_the_fence(tmp_path):
     trusted = prompt.replace(fenced, "")
     for chosen in ("IgnorePreviousInstructions", "critical_restart_sshd_now"):
         assert chosen in fenced and chosen not in trusted
+
+
+@pytest.mark.parametrize("alertname, labels", [
+    ("CVE-2024-1234", {}), ("ConfigTampered", {}), ("PrivEsc", {}), ("PasswdChanged", {}), ("RansomwareNote", {}),
+    ("FileIntegrityChanged", {}), ("CoinMinerProcess", {}),
+    ("OddProcessSpawned", {"category": "Security"}), ("NewListener", {"team": "secops"}), ("Beacon", {"type": "threat"}),
+])
+def test_security_alerts_the_name_regex_missed_never_reach_the_model(tmp_path, alertname, labels):
+    """M15 of the second review: with every alert opted in, these reached the model. The name list is longer now,
+    and a security team's own labels (category, team, type) say it as well as a name."""
+    alert = _alert(alertname, **labels)
+    with ScriptedLLM([{"match": "", "replies": [OBEY]}]) as model:
+        engine = new_engine(Settings(data_dir=tmp_path, planner="llm", llm_alerts=["*"], llm_base_url=model.url,
+                                     llm_max_retries=0))
+        w = engine.what_if(alert, check=False)
+        assert model.requests == [], f"{alertname} {labels} reached the model"
+    assert w.proposal is None and w.escalation is not None and "security incidents are for people" in w.escalation, w
