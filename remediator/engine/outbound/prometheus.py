@@ -1,8 +1,8 @@
 """Prometheus' HTTP API: the alert's own expression, as evidence before and as the verdict after.
 
 An alert from a Prometheus rule carries its expression in `generatorURL` (`…/graph?g0.expr=…`). Whoever
-posts an alert writes that URL too, so its expression is used only when the URL names the configured
-Prometheus; otherwise the alerting rule of the alert's name is looked up in that Prometheus. Evaluating
+posts an alert writes that URL too, so the expression is always the alerting rule of the alert's name (and
+labels) that the configured Prometheus holds; the URL only picks among several such rules. Evaluating
 it now says whether the condition still holds for THIS alert: a result series belongs to the alert when
 every label they share has the same value. Read-only: only /api/v1/query and /api/v1/rules, each query
 with a timeout.
@@ -54,12 +54,8 @@ class Prometheus:
         self.own = {_netloc(u) for u in (url, external_url) if u}
 
     def expression_for(self, generator_url: str, alertname: str, alert_labels: dict[str, str]) -> str | None:
-        """The alert's PromQL: from generatorURL when it names this Prometheus, else the alerting rule of that name
-        (and labels) that this Prometheus holds; None when neither is found."""
-        if generator_url and _netloc(generator_url) in self.own:
-            expr = alert_expression(generator_url)
-            if expr:
-                return expr
+        """The alert's PromQL: the alerting rule of that name (and labels) that this Prometheus holds. Where several
+        match, the one generatorURL names (when the URL is this Prometheus'); None when none, or no single one."""
         try:
             r = self.client.get(f"{self.url}/api/v1/rules", params={"type": "alert"})
             groups = r.json().get("data", {}).get("groups", [])
@@ -68,7 +64,11 @@ class Prometheus:
         queries = {rule.get("query") for g in groups for rule in g.get("rules", [])
                    if rule.get("name") == alertname and rule.get("query")
                    and all(alert_labels.get(k) == v for k, v in (rule.get("labels") or {}).items())}
-        return queries.pop() if len(queries) == 1 else None
+        if len(queries) == 1:
+            return queries.pop()
+        # Whoever posts an alert writes its URL too: it may only pick among the rules, never add a query.
+        named = alert_expression(generator_url) if generator_url and _netloc(generator_url) in self.own else None
+        return named if named in queries else None
 
     def query(self, expr: str) -> list[Series]:
         """An instant query, bounded by the timeout; PrometheusError when Prometheus cannot answer it."""
