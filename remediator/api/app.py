@@ -4,7 +4,7 @@ Thin on purpose: every route authenticates, reads its input and calls the Engine
 become JSON answers in one place (`_domain_error`); nothing here decides or runs anything.
 """
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from remediator.api import ui
 from remediator.engine.decide import breaker
 from remediator.engine.decide.breaker import BreakerView
-from remediator.engine.errors import AuthError, Forbidden, PayloadError, RemediatorError
+from remediator.engine.errors import AuthError, Forbidden, PayloadError, RemediatorError, StoreUnavailable
 from remediator.engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.people.approvals import ApprovalDetail, get_approval, list_approvals
@@ -103,8 +103,8 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
         return JSONResponse({"error": "PayloadError", "detail": "; ".join(problems)}, status_code=422)
 
-    signatures = (SignatureCheck(settings.webhook_hmac_secret.get_secret_value(), settings.webhook_hmac_window_s)
-                  if settings.webhook_hmac_secret else None)
+    signatures = (SignatureCheck(settings.webhook_hmac_secret.get_secret_value(), settings.webhook_hmac_window_s,
+                                 engine.inbox.store) if settings.webhook_hmac_secret else None)
 
     @app.post("/webhook/alertmanager", summary="Alertmanager webhook (v4)", openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertmanagerPayload"}}}}})
@@ -125,9 +125,17 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
             body += chunk
             if len(body) > limit:
                 raise PayloadError(f"the body is over {limit} bytes", status=413)
+        signed = None
         if signatures is not None:
-            signatures.verify(request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), bytes(body))
-        ack = await engine.acknowledge_async(bytes(body), who.name)
+            signed = await run_in_threadpool(signatures.verify, request.headers.get(TIMESTAMP_HEADER),
+                                             request.headers.get(SIGNATURE_HEADER), bytes(body))
+        try:
+            ack = await engine.acknowledge_async(bytes(body), who.name)
+        except Exception:
+            if signatures is not None and signed is not None:
+                with suppress(StoreUnavailable):   # then the retry is refused as a replay; the 503 stands
+                    await run_in_threadpool(signatures.forget, signed)
+            raise
         engine.metrics.webhook_requests.labels("200").inc()
         return {"status": "accepted", "delivery": ack.delivery, "alerts": ack.alerts}
 

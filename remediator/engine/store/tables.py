@@ -293,3 +293,12 @@ class BreakerRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     reset_by: Mapped[str] = mapped_column(String(64), default="")
     reset_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SeenSignature(Base):
+    """A signed webhook's HMAC, kept until its timestamp leaves the window: a replay to any replica, or after a
+    restart, finds it here (remediator/engine/intake/signing.py). In the inbox's store, beside the acknowledgements."""
+
+    __tablename__ = "seen_signatures"
+    signature: Mapped[str] = mapped_column(String(80), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
