@@ -121,12 +121,30 @@ def test_a_storm_in_a_group_brakes_it_once_and_every_action_there_waits_for_a_pe
 
 def test_one_alert_in_two_regions_brakes_that_alert(tmp_path, database_url):
     engine = _engine(tmp_path, database_url, brake_hosts=50)
-    _add(engine, 1, "app-server-01", name="ServiceDown")    # region_east
+    (east,) = _add(engine, 1, "app-server-01", name="ServiceDown")    # region_east
     _add(engine, 1, "api-server-01", name="ServiceDown")    # region_west
+    with engine.store.write() as s:   # east's evidence showed the fault: it was planned
+        s.execute(update(Incident).where(Incident.id == east).values(entry="restart_service",
+                                                                     state=IncidentState.PLANNED))
     assert engine.pipeline.claim() is not None
     with engine.store.read() as s:
         row = s.get(BreakerRow, "brake:alert:servicedown")   # the name in any case
     assert row is not None and row.open and "fires in 2 regions (region_east, region_west)" in row.reason
+
+
+@pytest.mark.security
+def test_alerts_posted_on_healthy_hosts_in_two_regions_do_not_brake_that_alert(tmp_path, database_url):
+    """N12 of the second review: two posted alerts (app-server-01 east, api-server-01 west) opened
+    `brake:alert:<name>` fleet-wide, so one sender turned that alert's automation off until an admin came. Elsewhere,
+    only an incident whose evidence showed the fault (it was planned) counts now."""
+    engine = _engine(tmp_path, database_url, brake_hosts=50)
+    (east,) = _add(engine, 1, "app-server-01", name="ServiceDown")
+    _add(engine, 1, "api-server-01", name="ServiceDown")
+    with engine.store.write() as s:   # east's gate read a healthy unit: escalated, nothing planned
+        s.execute(update(Incident).where(Incident.id == east).values(state=IncidentState.ESCALATED))
+    assert engine.pipeline.claim() is not None
+    with engine.store.read() as s:
+        assert s.get(BreakerRow, "brake:alert:servicedown") is None
 
 
 def _applied(engine: Engine, host: str, state: IncidentState, closed_ago_s: float | None) -> None:

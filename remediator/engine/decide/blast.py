@@ -7,7 +7,8 @@ cannot both pass a cap that has room for one.
 - Budget and caps, at the claim (`busy_hosts`): at most `budget_per_group` hosts of one group and `cap_per_region`
   of one region being worked at once, and `cap_global` in all (0: only the workers bound it).
 - Storm brake, at the claim (`brake`): when the alerting hosts of a group exceed max(`brake_hosts`, `brake_percent`
-  of its hosts), or one alertname fires in `brake_regions` regions or more within `brake_window_s`, the breaker scope
+  of its hosts), or one alertname fires in `brake_regions` regions or more within `brake_window_s` (this incident's,
+  and elsewhere those whose evidence showed the fault: planned), the breaker scope
   `brake:<group>` / `brake:alert:<alertname>` opens (audited, paged once): in it every action waits for a person
   until an admin resets it (`remediator breaker reset`); judge() reads it through the breaker like any scope.
 - Waves and the entry cap, right before a real run (`hold`): the same entry does not run in a second region until
@@ -115,8 +116,11 @@ def brake(session: Session, settings: Settings, inventory: Inventory, inc: Incid
     since = utcnow() - timedelta(seconds=settings.brake_window_s)
     scope = f"{BRAKE}alert:{inc.alertname.casefold()}"
     if scope not in {s.lower() for s in open_}:
+        # Elsewhere, only incidents whose evidence showed the fault (planned: their gate read it on the host) count:
+        # alerts anyone can post on healthy hosts in two regions no longer turn that alert's automation off.
         firing = [h for h, name in session.execute(select(Incident.host, Incident.alertname).where(
-            Incident.created_at >= since).distinct()) if name.casefold() == inc.alertname.casefold()]
+            Incident.created_at >= since, Incident.entry.is_not(None), Incident.id != inc.id).distinct())
+            if name.casefold() == inc.alertname.casefold()] + [inc.host]
         regions = {region_of(inventory, h) for h in firing} - {""}
         if len(regions) >= settings.brake_regions:
             wanted.append((scope, f"storm brake: {inc.alertname} fires in {len(regions)} regions ({', '.join(sorted(regions))}) "

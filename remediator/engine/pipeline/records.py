@@ -4,15 +4,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from remediator.engine.decide.evidence import DiagnosticOutcome
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Report, RunResult, Transcript
 from remediator.engine.model.states import IncidentState, RunMode, RunState
 from remediator.engine.outbound.metrics import Metrics
-from remediator.engine.outbound.notify import NotifyEvent
+from remediator.engine.outbound.notify import NotifyEvent, notify_incident
+from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Lifecycle
-from remediator.engine.store.tables import Run, incident_row, utcnow
+from remediator.engine.store.tables import Incident, Run, incident_row, utcnow
 
 __all__ = ["Records"]
 
@@ -22,6 +25,12 @@ class Records:
 
     def __init__(self, store: Store, lifecycle: Lifecycle, metrics: Metrics):
         self.store, self.lifecycle, self.metrics = store, lifecycle, metrics
+
+    def braked(self, session: Session, settings: Settings, inc: Incident, opened: list[tuple[str, str]]) -> None:
+        """Storm brakes this incident opened (blast.brake, in the caller's transaction): paged once each, counted."""
+        for scope, why in opened:
+            notify_incident(session, settings, inc, NotifyEvent.BREAKER_OPEN, why, dedup_key=f"breaker:{scope}")
+            self.metrics.breaker_opened.labels(scope).inc()
 
     def planned(self, incident_id: str, proposal: ActionProposal, decision: PolicyDecision, found: dict[str, Any]
                  ) -> ActionProposal:

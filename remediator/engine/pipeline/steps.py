@@ -271,8 +271,12 @@ class Steps:
         """Policy once more, right before the real run (rates, breaker, time may have moved since it was decided
         or approved): deny closes the incident; a person's approval now needed, when none was given, asks for one
         on the dry run already shown. True: run it."""
-        with self.store.read() as session:
+        with self.store.write() as session:
+            audit.lock(session)   # as at the claim: brakes are read and opened in turns across replicas
             inc = incident_row(session, incident_id)
+            # The alert's storm brake again, now that incidents elsewhere had time to show their fault (the claim
+            # counted only those already planned): a storm across regions waits for a person before any real run.
+            self.records.braked(session, self.settings, inc, blast.brake(session, self.settings, self.policy.inventory, inc))
             preview = inc.preview
             # a person approved exactly this dry run (after_approval has just checked it did not drift)
             approved = preview is not None and session.execute(select(Approval.id).where(

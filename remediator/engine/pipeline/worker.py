@@ -26,7 +26,6 @@ from remediator.engine.decide.reports import Query
 from remediator.engine.errors import StoreUnavailable
 from remediator.engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
 from remediator.engine.outbound.metrics import Metrics
-from remediator.engine.outbound.notify import NotifyEvent, notify_incident
 from remediator.engine.outbound.prometheus import Prometheus
 from remediator.engine.pipeline.records import Records
 from remediator.engine.pipeline.steps import ShuttingDown, Steps
@@ -248,9 +247,7 @@ class Pipeline:
             nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
             inc.claimed_at, inc.not_before = now, None
             inc.attempts += 1
-            for scope, why in blast.brake(session, self.settings, self.inventory, inc):   # paged once, by its key
-                notify_incident(session, self.settings, inc, NotifyEvent.BREAKER_OPEN, why, dedup_key=f"breaker:{scope}")
-                self.metrics.breaker_opened.labels(scope).inc()
+            self.records.braked(session, self.settings, inc, blast.brake(session, self.settings, self.inventory, inc))
             self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value, "by": self.owner})
             claimed = inc.id
         self._working.add(claimed)   # committed: the lease is ours
