@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -133,6 +132,7 @@ class Engine:
     def stop(self) -> None:
         self.housekeeper.stop()
         self.ingester.stop()
+        self.refetch_truncated.close()
         self.pipeline.stop()
         if self.leader.held():
             self.notifier.deliver_due()   # a last pass: what can go out now goes out
@@ -261,7 +261,7 @@ class Engine:
             wake = wake or bool(result.new_alerts and set(result.incidents) - set(result.escalated))
             if result.truncated and self.settings.alertmanager_url:
                 payload = inbox.stored_payload(self.store, result.delivery_id)
-                threading.Thread(target=self.refetch_truncated, args=(payload, result), name="refetch", daemon=True).start()
+                self.refetch_truncated.submit(payload, result)
         if wake:
             self.pipeline.wake()
 
