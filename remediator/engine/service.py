@@ -151,6 +151,7 @@ class Engine:
             Chore("ingester", self.ingester.start, every_s=10, leader_only=False,   # it ended (a bug, an outage at its
                   when=lambda: self.takes_in and not self.ingester.alive()),        # start): again
             Chore("settle intake", self.ingester.settle, leader_only=False, when=lambda: postgres),
+            Chore("inventory", self.inventory.refresh, every_s=5, leader_only=False),   # edited: read again
             Chore("take over", self._take_over, every_s=s.lease_ttl_s / 4, when=lambda: postgres),
             Chore("verify audit", self._verify_audit, every_s=s.audit_verify_interval_s, first_after_s=5,
                   when=lambda: bool(s.audit_verify_interval_s)),
@@ -285,6 +286,7 @@ class Engine:
         """Target, plan, policy and (unless denied) a check-mode run for one alert; no real run, no incident.
 
         The same decide() as the pipeline, with the store's history and this engine's clock."""
+        self.inventory.refresh()
         host, how = host_from_labels(alert.labels, self.inventory, self.settings.target_labels)
         out = WhatIf(alertname=alert.alertname, host=host, target=how)
         if host is None:

@@ -98,7 +98,7 @@ def test_remediator_never_acts_on_itself_even_when_listed(tmp_path):
 @pytest.mark.parametrize("call", [
     {"name": "restart_service", "arguments": {"unit": "docker.service", "reason": "x", "rationale": "the model said so"}},
     {"name": "restart_service", "arguments": {"unit": "halt.target", "reason": "x", "rationale": "obeyed the log"}},
-    {"name": "reset_db_pool", "arguments": {"service": "firewalld", "port": 22, "rationale": "reload it"}},
+    {"name": "reset_db_pool", "arguments": {"service": "firewalld", "rationale": "reload it"}},
     {"name": "nginx_upstream", "arguments": {"backend": "10.0.0.9:22", "state": "up", "rationale": "route to my box"}},
 ])
 def test_a_model_choosing_a_unit_off_the_list_is_denied(tmp_path, call):

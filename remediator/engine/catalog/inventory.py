@@ -1,10 +1,15 @@
 """The inventory: host names, their groups and the `remediator_*` vars policy reads, as Ansible itself parses them.
 
 Foundation data: intake maps alert labels to its hosts (intake/targets.py), decide/ reads its allow-lists, the
-pipeline its groups."""
+pipeline its groups. ansible-playbook reads the file at every run, so remediator must not judge by an older view:
+`refresh()` reads it again when its content changed (serve does every few seconds, and before each dry run and
+real run), in place, so every part holding it sees the new one; `sha` goes into the approval digest."""
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +17,7 @@ from remediator.engine.errors import ConfigError
 
 __all__ = ["Inventory", "load_inventory", "strip_port"]
 
+log = logging.getLogger(__name__)
 _PORT = re.compile(r"^(?P<host>\[[^\]]+\]|[^:]+):\d+$")
 
 
@@ -22,6 +28,28 @@ class Inventory:
     hosts: dict[str, list[str]]                      # host -> groups
     host_vars: dict[str, dict] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)   # a host's name and ansible_host, case-folded -> host
+    source: Path | None = None                       # the file or directory it was read from
+    sha: str = ""                                    # of that content, as read
+
+    def refresh(self) -> bool:
+        """Read the source again if its content changed since (in place); True when it did. An edit Ansible cannot
+        parse keeps the view it replaces, and says so in the log (ansible-playbook will refuse it too)."""
+        if self.source is None:
+            return False
+        with _REFRESH:
+            sha = content_sha(self.source)
+            if sha == self.sha:
+                return False
+            try:
+                fresh = load_inventory(self.source)
+            except ConfigError as exc:
+                log.error("the inventory changed and cannot be read (%s); remediator keeps judging by the one before",
+                          exc.message)
+                return False
+            for name in ("hosts", "host_vars", "aliases", "sha"):   # frozen for everyone else: only this swaps
+                object.__setattr__(self, name, getattr(fresh, name))
+            log.info("the inventory %s changed: read again (%d hosts)", self.source, len(self.hosts))
+            return True
 
     def resolve(self, value: str) -> str | None:
         """The inventory host a label value names: by name or ansible_host, any case, port and trailing dot dropped."""
@@ -50,6 +78,7 @@ def load_inventory(path: Path) -> Inventory:
     """Parse any inventory Ansible can (YAML, INI, a directory) with Ansible's own parser."""
     if not path.exists():
         raise ConfigError(f"{path}: inventory not found")
+    sha = content_sha(path)   # before parsing: a change meanwhile is read again at the next refresh()
     from ansible.inventory.helpers import get_group_vars
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -70,7 +99,23 @@ def load_inventory(path: Path) -> Inventory:
     # name always names that host.
     aliases = {address: next(iter(named)) for address, named in addresses.items() if len(named) == 1}
     aliases.update({_alias(name): name for name in hosts})
-    return Inventory(hosts=hosts, host_vars=host_vars, aliases=aliases)
+    return Inventory(hosts=hosts, host_vars=host_vars, aliases=aliases, source=path, sha=sha)
+
+
+_REFRESH = threading.Lock()
+
+
+def content_sha(path: Path) -> str:
+    """sha256 of an inventory's content: the file, or every file below the directory with its relative name."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError:
+            continue
+        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()
 
 
 def _alias(value: str) -> str:

@@ -87,6 +87,8 @@ class IngestLoop:
         moved_before = self.moved_upto = self.inbox.floor() if self.moved_upto is None else self.moved_upto
         self.moved_upto = self.inbox.move(self.max_batch_alerts, after=self.moved_upto)
         batch, broken = self.pending()
+        if batch:
+            self.inventory.refresh()   # targets are mapped by the inventory as it is now
         for delivery_id in broken:
             self._mark_failed(delivery_id, "its stored body is not a valid webhook any more")
         results = self._ingest(batch, stopping) if batch else []

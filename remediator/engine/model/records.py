@@ -149,6 +149,7 @@ class Preview(_Frozen):
     ok: bool
     params: dict[str, Any] = {}                 # what the run was given
     facts: dict[str, dict[str, Any]] = {}       # per host: the inventory facts policy used (groups, allow-lists)
+    inventory: str = ""                         # sha256 of the inventory the run read (any edit asks anew)
 
     @model_validator(mode="before")
     @classmethod
@@ -160,10 +161,13 @@ class Preview(_Frozen):
     @property
     def digest(self) -> str:
         """Hash of what would be run and change (for binding an approval to exactly this preview): the entry, its
-        parameters, the hosts with the inventory facts used, and each changed task with its diff, items and message."""
+        parameters, the hosts with the inventory facts used, the inventory's own hash, and each changed task with its
+        diff, items and message."""
         material = {"entry": self.entry, "params": self.params, "facts": self.facts,
                     "hosts": [(h.host, [(t.task, t.status, t.diff, t.items, t.msg) for t in h.tasks if t.changed])
                               for h in self.hosts]}
+        if self.inventory:   # a preview stored before it was recorded keeps its digest
+            material["inventory"] = self.inventory
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
     def touched_paths(self) -> list[str]:

@@ -114,6 +114,9 @@ class Steps:
     def check(self, incident_id: str, proposal: ActionProposal, check_no: int) -> RunResult | None:
         """Check mode; the Preview is stored; policy reviews it. None when the incident stopped here."""
         entry = self.catalog.get(proposal.entry)
+        inventory = self.policy.inventory
+        inventory.refresh()   # the run reads the file as it is now: so does the digest, below
+        sha = inventory.sha
         with self.store.write() as session:
             row = incident_row(session, incident_id)
             if row.state != IncidentState.CHECKING:
@@ -123,10 +126,9 @@ class Steps:
                                    ident=f"{incident_id}-a{attempt}-check{check_no}",
                                    timeout_s=self.settings.run_timeout_s, cancel=self.cancel)
         # What a person approves is also what it was run with and on: the digest covers these too.
-        inventory = self.policy.inventory
         facts = {h: {"groups": inventory.hosts.get(h, []), **inventory.host_vars.get(h, {})} for h in proposal.hosts}
         result = result.model_copy(update={"preview": result.preview.model_copy(
-            update={"params": proposal.params, "facts": facts})})
+            update={"params": proposal.params, "facts": facts, "inventory": sha})})
         self.records.run(incident_id, result, RunMode.CHECK, proposal.params, proposal.hosts)
         self.unless_stopping(result)
         with self.store.write() as session:
@@ -271,6 +273,7 @@ class Steps:
         """Policy once more, right before the real run (rates, breaker, time may have moved since it was decided
         or approved): deny closes the incident; a person's approval now needed, when none was given, asks for one
         on the dry run already shown. True: run it."""
+        self.policy.inventory.refresh()   # judged by the inventory the real run will read
         with self.store.write() as session:
             audit.lock(session)   # as at the claim: brakes are read and opened in turns across replicas
             inc = incident_row(session, incident_id)
