@@ -269,3 +269,23 @@ def test_a_wrong_jira_token_is_given_up_not_retried(outbox_all, receivers):
     (row,) = _all_rows(store)
     assert row.dead and "401" in row.last_error and "not-the-token" not in row.last_error
     assert receivers.jira.issues == {}
+
+
+def test_a_channel_is_one_entry_of_the_registry(tmp_path, monkeypatch):
+    """The outbox asks only the registry (outbound/channels.py): a channel added there is queued for the events it
+    takes and delivered through its own function; the outbox's code does not change."""
+    from remediator.engine.outbound import channels, notify
+    sent: list[tuple[str, int]] = []
+    echo = channels.Channel("echo", lambda s: True, lambda call, s, note, message_id: sent.append((note.title, message_id)),
+                            takes=lambda note, had: note.event == NotifyEvent.FAILED)
+    monkeypatch.setattr(notify, "CHANNELS", [*channels.CHANNELS, echo])
+    monkeypatch.setattr(notify, "BY_NAME", {**channels.BY_NAME, "echo": echo})
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    settings = Settings(data_dir=tmp_path)   # no other channel configured
+    with store.write() as session:
+        assert enqueue(session, settings, _note(NotifyEvent.FIXED)) == 0       # not an event it takes
+        assert enqueue(session, settings, _note(NotifyEvent.FAILED)) == 1
+    assert Notifier(store, settings).deliver_due() == 1
+    (message_id,) = [m for (_, m) in sent]
+    assert sent == [("Remediation failed", message_id)]

@@ -1,5 +1,5 @@
-"""Notifications through an outbox: Slack (Block Kit), PagerDuty Events API v2, Microsoft Teams (an Adaptive Card:
-outbound/teams.py), tickets (Jira and a generic ticket webhook: outbound/tickets.py) and a generic webhook.
+"""Notifications through an outbox, to every channel of the registry (outbound/channels.py: Slack, PagerDuty,
+the generic webhook, Microsoft Teams, Jira and the ticket webhook).
 
 `enqueue()` adds one outbox row per configured channel INSIDE the transaction that changes the
 incident, so a notification exists exactly when the change does. `Notifier.deliver_due()` sends
@@ -12,7 +12,6 @@ and never stored in the outbox.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -20,16 +19,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from remediator.engine.logs import redact
 from remediator.engine.model.states import NotifyEvent
-from remediator.engine.outbound import tickets
-from remediator.engine.outbound.teams import MAX_BYTES as TEAMS_MAX_BYTES
-from remediator.engine.outbound.teams import teams_payload
+from remediator.engine.outbound.channels import BY_NAME, CHANNELS, pagerduty_payload, slack_payload, teams_payload
+from remediator.engine.outbound.message import Notification
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Notice
@@ -45,58 +42,11 @@ _URGENCY = case({NotifyEvent.AWAITING_APPROVAL.value: 0, NotifyEvent.BREAKER_OPE
                  NotifyEvent.FIXED.value: 2, NotifyEvent.AUTO_RESOLVED.value: 2}, value=OutboxMessage.event, else_=1)
 
 
-_PD_TRIGGER = {NotifyEvent.ESCALATED, NotifyEvent.DENIED, NotifyEvent.FAILED, NotifyEvent.EXPIRED, NotifyEvent.REJECTED,
-               NotifyEvent.BREAKER_OPEN}
-_PD_RESOLVE = {NotifyEvent.FIXED, NotifyEvent.AUTO_RESOLVED}
-_TITLE = {
-    NotifyEvent.FIXED: "Fixed", NotifyEvent.AUTO_RESOLVED: "Resolved on its own",
-    NotifyEvent.AWAITING_APPROVAL: "Needs approval", NotifyEvent.ESCALATED: "Escalated: a person must look",
-    NotifyEvent.DENIED: "Denied by policy: a person must look", NotifyEvent.FAILED: "Remediation failed",
-    NotifyEvent.EXPIRED: "Approval expired", NotifyEvent.REJECTED: "Rejected",
-    NotifyEvent.BREAKER_OPEN: "Circuit breaker open: automatic runs paused",
-}
-_PD_SEVERITY = {"critical": "critical", "page": "critical", "error": "error", "high": "error",
-                "warning": "warning", "medium": "warning", "info": "info", "low": "info"}
-
-
-class Notification(BaseModel):
-    """What every channel is told; the generic webhook receives exactly this as JSON."""
-
-    model_config = ConfigDict(frozen=True)
-    event: NotifyEvent
-    incident_id: str
-    alertname: str
-    host: str | None
-    severity: str
-    state: str
-    text: str
-    entry: str | None = None
-    preview: str = ""
-    report: list[str] = []       # a Level 2 diagnosis, as lines (Report.lines())
-    url: str = ""
-    # an approval request: where to review it (a page; opening it never approves), risk, deadline
-    approval_url: str = ""
-    risk: str = ""
-    expires_at: str = ""
-    approvers: int = 0
-    dedup_key: str = ""          # PagerDuty's; default the incident id
-
-
 def enqueue(session: Session, settings: Settings, note: Notification) -> int:
     """Add an outbox row for every configured channel that takes this event; returns how many."""
-    channels = []
-    if settings.slack_webhook_url:
-        channels.append("slack")
-    if settings.pagerduty_routing_key and note.event in _PD_TRIGGER | _PD_RESOLVE:
-        channels.append("pagerduty")
-    if settings.webhook_url:
-        channels.append("webhook")
-    if settings.teams_webhook_url:
-        channels.append("teams")
-    for channel, configured in (("jira", settings.jira_url), ("ticket", settings.ticket_webhook_url)):
-        # a ticket opens on what a person must follow up; later news goes to the incident's ticket, if it has one
-        if configured and (tickets.opens_ticket(note) or _had(session, note.incident_id, channel)):
-            channels.append(channel)
+    def had(channel: str) -> bool:
+        return _had(session, note.incident_id, channel)
+    channels = [c.name for c in CHANNELS if c.configured(settings) and c.takes(note, had)]
     for channel in channels:
         session.add(OutboxMessage(incident_id=note.incident_id, channel=channel, event=note.event.value,
                                   payload=note.model_dump(mode="json")))
@@ -142,67 +92,6 @@ def notify_digest(session: Session, settings: Settings, incidents: list[Incident
         text=f"{text}: {listed}", url=f"{settings.public_url.rstrip('/')}/ui/incidents", dedup_key=dedup_key))
 
 
-def _mrkdwn(text: str) -> str:
-    # Slack's escaping: alert text must not become a link, a mention or an @channel.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_payload(note: Notification) -> dict:
-    """A Block Kit message (with `text` as the notification fallback)."""
-    title = f"{_TITLE[note.event]} — {note.alertname} on {note.host or 'an unknown host'}"
-    fields = [f"*Incident*\n{_mrkdwn(note.incident_id)}", f"*Severity*\n{_mrkdwn(note.severity)}",
-              f"*State*\n{_mrkdwn(note.state)}", f"*Action*\n{_mrkdwn(note.entry or 'none')}"]
-    blocks: list[dict] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(note.text)[:2900] or "-"}},
-    ]
-    if note.report:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": "*Diagnosis*\n" + _mrkdwn("\n".join(note.report))[:2800]}})
-    if note.preview:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": "*Dry run*\n" + _mrkdwn(note.preview)[:2800]}})
-    if note.approval_url:
-        who = "two distinct approvers" if note.approvers > 1 else "one approver"
-        blocks.append({"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Risk*\n{_mrkdwn(note.risk or '-')}"},
-            {"type": "mrkdwn", "text": f"*Expires*\n{_mrkdwn(note.expires_at)} (needs {who})"}]})
-        # A link, never an approve button: link scanners open links; deciding is a POST from the page.
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": f"<{note.approval_url}|Review the dry run and decide>"}})
-    if note.url:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{note.url}|incident {note.incident_id}>"}]})
-    return {"text": _mrkdwn(f"{title}: {note.text}")[:3000], "blocks": blocks}
-
-
-def pagerduty_payload(note: Notification, routing_key: str) -> dict:
-    """Events API v2: trigger on escalation, resolve when fixed; dedup_key is the incident id."""
-    action = "resolve" if note.event in _PD_RESOLVE else "trigger"
-    body: dict = {"routing_key": routing_key, "event_action": action, "dedup_key": note.dedup_key or note.incident_id}
-    if action == "trigger":
-        body["payload"] = {
-            "summary": f"{_TITLE[note.event]}: {note.alertname} on {note.host or 'unknown host'} — {note.text}"[:1024],
-            "source": note.host or "remediator", "severity": _PD_SEVERITY.get(note.severity.lower(), "error"),
-            "component": note.entry or "", "group": note.alertname, "class": note.event.value,
-            "custom_details": {"state": note.state, "reason": note.text, "preview": note.preview,
-                               "diagnosis": "\n".join(note.report)[:4000]},
-        }
-        if note.url:
-            body["links"] = [{"href": note.url, "text": f"remediator incident {note.incident_id}"}]
-    return body
-
-
-def _fit_teams(note: Notification) -> dict:
-    """The card, its long parts cut until the message fits what Teams takes."""
-    body = teams_payload(note, _TITLE[note.event])
-    if len(json.dumps(body)) > TEAMS_MAX_BYTES:
-        short = note.model_copy(update={"report": [line[:200] for line in note.report[:20]], "preview": note.preview[:2000],
-                                        "text": note.text[:1000]})
-        body = teams_payload(short, _TITLE[note.event])
-    return body
-
-
 class _Retryable(Exception):
     pass
 
@@ -230,27 +119,11 @@ class Notifier:
                 window.popleft()
         return {c for c, window in self._sent.items() if len(window) >= self.settings.notify_per_minute}
 
-    def _request(self, channel: str, note: Notification) -> tuple[str, dict]:
-        s = self.settings
-        if channel == "slack" and s.slack_webhook_url:
-            return s.slack_webhook_url.get_secret_value(), slack_payload(note)
-        if channel == "pagerduty" and s.pagerduty_routing_key:
-            return s.pagerduty_url, pagerduty_payload(note, s.pagerduty_routing_key.get_secret_value())
-        if channel == "webhook" and s.webhook_url:
-            return s.webhook_url, note.model_dump(mode="json")
-        if channel == "teams" and s.teams_webhook_url:
-            return s.teams_webhook_url.get_secret_value(), _fit_teams(note)
-        raise _Permanent(f"channel {channel} is no longer configured")
-
     def _send(self, channel: str, note: Notification, message_id: int) -> None:
-        s = self.settings
-        if channel == "jira" and s.jira_url:
-            tickets.jira_deliver(self._call, s, note, _TITLE[note.event])
-        elif channel == "ticket" and s.ticket_webhook_url:
-            tickets.ticket_webhook_deliver(self._call, s, note, _TITLE[note.event], message_id)
-        else:
-            url, body = self._request(channel, note)
-            self._call("POST", url, json=body)
+        found = BY_NAME.get(channel)
+        if found is None or not found.configured(self.settings):
+            raise _Permanent(f"channel {channel} is no longer configured")
+        found.deliver(self._call, self.settings, note, message_id)
 
     @retry(retry=retry_if_exception_type(_Retryable), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.2, max=2), reraise=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from remediator.engine.outbound.notify import Notification
+    from remediator.engine.outbound.message import Notification
 
 __all__ = ["teams_payload", "MAX_BYTES"]
 

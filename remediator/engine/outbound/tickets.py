@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from remediator.engine.outbound.notify import Notification
+    from remediator.engine.outbound.message import Notification
     from remediator.engine.settings import Settings
 
 __all__ = ["OPENING_EVENTS", "opens_ticket", "label_of", "jira_deliver", "ticket_webhook_deliver"]
