@@ -68,5 +68,12 @@ class StoreUnavailable(RemediatorError):
     status = 503
 
 
+class LeaseLost(RemediatorError):
+    """A worker's write for an incident whose lease is no longer its own (another replica took it over): refused,
+    so a worker that froze past its lease never overwrites the new owner's work."""
+
+    status = 409
+
+
 class IllegalTransition(RemediatorError):
     """A move that remediator/engine/model/states.py's TRANSITIONS does not allow: a bug, never done silently."""

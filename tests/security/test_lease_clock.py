@@ -54,3 +54,28 @@ def test_a_replica_whose_clock_is_off_refuses_to_start(tmp_path, postgres_url, m
     with pytest.raises(ConfigError, match=r"clock is 2\d\.\d s off the database's \(at most 5 s"):
         b.start()
     assert not b.pipeline.alive()
+
+
+def test_a_worker_that_froze_past_its_lease_writes_nothing_after_the_take_over(tmp_path, postgres_url):
+    """N8's fencing: replica a claims an incident and freezes (a GC pause, a stopped VM) past its lease; b takes the
+    incident over and claims it. When a thaws, its next write for that incident is refused (LeaseLost) and b's work
+    stands. Before: a's write went through, over b's."""
+    from sqlalchemy import update
+
+    from remediator.engine.errors import LeaseLost
+    a, b = _replica(tmp_path, postgres_url, "a"), _replica(tmp_path, postgres_url, "b")
+    with a.store.write() as session:
+        session.add(_incident("frozen-1", "ServiceDown"))
+    assert a.pipeline.claim() == "frozen-1"
+    with a.store.write() as session:   # a stops renewing: its lease runs out
+        session.execute(update(leases.Lease).values(expires_at=leases.db_now(session) - timedelta(seconds=1)))
+    assert b.pipeline.take_over() == ["frozen-1"]
+    assert b.pipeline.claim() == "frozen-1"
+    with leases.fencing(a.pipeline.owner, "frozen-1"), pytest.raises(LeaseLost, match="another replica took it over"):
+        a.pipeline.records.close("frozen-1", IncidentState.ESCALATED, "a, thawed, closes what b now works")
+    with a.store.read() as session:
+        assert session.get(Incident, "frozen-1").state == IncidentState.DIAGNOSING          # b's claim, untouched
+    with leases.fencing(b.pipeline.owner, "frozen-1"):                                        # the control: b writes
+        b.pipeline.records.close("frozen-1", IncidentState.ESCALATED, "b closes it")
+    with b.store.read() as session:
+        assert session.get(Incident, "frozen-1").state == IncidentState.ESCALATED

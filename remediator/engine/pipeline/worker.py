@@ -23,7 +23,7 @@ from remediator.engine.decide.decision import Clock, StoreHistory, metrics_query
 from remediator.engine.decide.planners import Planner
 from remediator.engine.decide.policy import Policy
 from remediator.engine.decide.reports import Query
-from remediator.engine.errors import StoreUnavailable
+from remediator.engine.errors import LeaseLost, StoreUnavailable
 from remediator.engine.model.states import HELD_STATES, IncidentState, RunMode, RunState
 from remediator.engine.outbound.metrics import Metrics
 from remediator.engine.outbound.prometheus import Prometheus
@@ -272,12 +272,15 @@ class Pipeline:
                 inc = session.get(Incident, incident_id)
             if inc is None:
                 return
-            if inc.state == IncidentState.DIAGNOSING:
-                self.steps.from_received(inc)
-            elif inc.state == IncidentState.CHECKING:
-                self.steps.after_approval(inc)
+            with leases.fencing(self.owner, incident_id):   # every write below checks the lease is still ours
+                if inc.state == IncidentState.DIAGNOSING:
+                    self.steps.from_received(inc)
+                elif inc.state == IncidentState.CHECKING:
+                    self.steps.after_approval(inc)
         except ShuttingDown:     # a run was cancelled by a stop: the incident stays where it is, for recover()
             log.info("incident %s: left for the next start (shutting down)", incident_id)
+        except LeaseLost as exc:   # another replica works it now: write nothing more
+            log.error("%s", exc.message)
         except Exception as exc:   # a bug or an outage must not leave the incident (and its host) held
             log.exception("incident %s: internal error", incident_id)
             try:

@@ -6,24 +6,32 @@ leases while it works and deletes them when the incident leaves the worker; a le
 its incident is an orphan that `take_over()` (remediator/engine/pipeline/worker.py) recovers as after a restart.
 Every lease time is the database's (`db_now`), never a replica's own: a replica whose clock runs ahead would
 otherwise see a live lease as expired and take its host over; a replica whose clock is off refuses to start.
+A worker works an incident inside `fencing(owner, incident_id)`: every write transaction its thread flushes then
+first checks that the incident's lease is still this owner's (the fencing check), so a worker that froze past its
+lease and was taken over writes nothing (LeaseLost) instead of overwriting the new owner's work.
 A `Pause` (`remediator pause [--scope GROUP]`) is read inside every claim.
 """
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import DateTime, String, Text, delete, select, text, update
+from sqlalchemy import DateTime, String, Text, delete, event, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from remediator.engine.errors import LeaseLost
 from remediator.engine.store import audit
 from remediator.engine.store.db import Store
 from remediator.engine.store.tables import Base, utcnow
 
 __all__ = ["Lease", "Pause", "ALL", "replica_name", "lease_key", "db_now", "clock_skew_s", "renew", "release",
-           "live_incidents", "pauses", "pause", "resume", "holding"]
+           "live_incidents", "pauses", "pause", "resume", "holding", "fencing"]
 
 #: the scope of a pause of everything
 ALL = "*"
@@ -71,6 +79,44 @@ def clock_skew_s(store: Store) -> float:
     """How far this machine's clock is from the database's, in seconds (0 on SQLite)."""
     with store.read() as session:
         return abs((utcnow() - db_now(session)).total_seconds())
+
+
+_fence = threading.local()   # (owner, incident_id) while this thread works an incident
+
+
+@contextmanager
+def fencing(owner: str, incident_id: str) -> Iterator[None]:
+    """While this thread works `incident_id`: each write it flushes checks the lease is still `owner`'s."""
+    _fence.held = (owner, incident_id)
+    try:
+        yield
+    finally:
+        _fence.held = None
+
+
+@event.listens_for(Session, "before_flush")
+def _check_fence(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        _fenced(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _check_fence_of_statements(state: Any) -> None:
+    if state.is_insert or state.is_update or state.is_delete:   # writes that bypass the flush
+        _fenced(state.session)
+
+
+def _fenced(session: Session) -> None:
+    held = getattr(_fence, "held", None)
+    if held is None:
+        return
+    owner, incident_id = held
+    with session.no_autoflush:
+        ours = session.execute(select(Lease.key).where(Lease.incident_id == incident_id, Lease.owner == owner)
+                               .limit(1)).first()
+    if ours is None:
+        raise LeaseLost(f"incident {incident_id}: this replica's lease on it is gone (another replica took it "
+                        "over); nothing more is written for it here")
 
 
 def renew(store: Store, owner: str, ttl_s: float) -> set[str]:
