@@ -18,7 +18,7 @@ from remediator.engine.lab.harness import LAB_BLAST, ServeProcess, free_port
 from remediator.engine.model.states import FINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdefgh"
 VENV_BIN = Path(sys.executable).parent
 FINAL = {s.value for s in FINAL_STATES}
 

@@ -42,7 +42,7 @@ def _lab_settings() -> dict[str, Any]:
 
 def run() -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="remediator-bench-drills-"))
-    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": "bench-token",
+    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_TOKENS": "bench-token-0123456789abcdefgh",
            "REMEDIATOR_PORT": str(free_port()), "REMEDIATOR_LAB_PROMETHEUS_PORT": str(free_port()),
            "REMEDIATOR_LAB_ALERTMANAGER_PORT": str(free_port()), "COLUMNS": "200"}
     remediator = str(VENV_BIN / "remediator")

@@ -3,13 +3,18 @@
 # `remediator serve` (in the background,
 # with the lab inventory), stop api-gateway on api-server-01, post the captured Alertmanager sample
 # with curl, and show the incident: diagnosed, planned, dry-run, restarted, verified, audited.
-# The server keeps running afterwards on 127.0.0.1:8080 (token: $REMEDIATOR_TOKENS, default
-# "example-token", the one in tests/fixtures/samples/alertmanager-receiver.yml); stop it with
+# The server keeps running afterwards on 127.0.0.1:8080 (token: $REMEDIATOR_TOKENS, else one made for this
+# checkout on the first run and kept in var/serve-token, mode 0600); stop it with
 #   kill "$(cat var/serve.pid)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-export REMEDIATOR_TOKENS=${REMEDIATOR_TOKENS:-example-token}
+mkdir -p var
+if [ -z "${REMEDIATOR_TOKENS:-}" ]; then   # never a well-known default: a token of this checkout's own
+  [ -s var/serve-token ] || (umask 077 && python3 -c 'import secrets; print("demo:" + secrets.token_urlsafe(32))' >var/serve-token)
+  REMEDIATOR_TOKENS=$(cat var/serve-token)
+fi
+export REMEDIATOR_TOKENS
 # The lab's own Prometheus and Alertmanager (started by `lab up`): evidence, verify, truncated groups.
 export REMEDIATOR_PROMETHEUS_URL=${REMEDIATOR_PROMETHEUS_URL:-http://127.0.0.1:19090}
 export REMEDIATOR_ALERTMANAGER_URL=${REMEDIATOR_ALERTMANAGER_URL:-http://127.0.0.1:19093}

@@ -5,6 +5,7 @@ Built by `load_settings()` and passed down; nothing reads the environment at imp
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -208,6 +209,21 @@ class Settings(BaseSettings):
             value = [t for t in value if str(t.get_secret_value() if isinstance(t, SecretStr) else t).strip()]
         return value
 
+    @field_validator("tokens")
+    @classmethod
+    def _strong_tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A `name:secret` token's name is public (every delivery and the audit show it): only the secret is secret.
+        for n, token in enumerate(value, 1):
+            raw = token.get_secret_value()
+            named = NAMED_TOKEN.match(raw)
+            secret = raw[named.end():] if named else raw
+            if len(secret) < MIN_TOKEN_SECRET:
+                who = f"the token named {named.group(1)!r}" if named else f"token {n}"
+                raise ValueError(f"{who} has a secret of {len(secret)} characters; at least {MIN_TOKEN_SECRET} random ones "
+                                 "are needed (make one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
+                                 "and write it as name:<secret>)")
+        return value
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'remediator.db'}"
@@ -261,6 +277,10 @@ def _default_data_dir() -> Path:
     state = os.environ.get("STATE_DIRECTORY")   # systemd's StateDirectory=
     return Path(state.split(":")[0]) if state else Path.home() / ".local" / "state" / "remediator"
 
+
+#: the fewest characters a service token's secret may have (after `name:`)
+MIN_TOKEN_SECRET = 24
+NAMED_TOKEN = re.compile(r"^([a-z][a-z0-9._-]{0,31}):(?=.)")   # a service token's name (`name:secret`), public
 
 #: settings that are gone, and what to do instead
 _REMOVED = {"llm_opt_in_label": "removed: an alert's own label no longer sends it to the model (any sender could set "

@@ -25,7 +25,8 @@ REMEDIATOR = Path(sys.executable).parent / "remediator"
 def lab_env(tmp_path_factory, lab):
     receivers = Receivers()
     data = tmp_path_factory.mktemp("chaos")
-    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_INVENTORY": str(lab.inventory), "REMEDIATOR_TOKENS": "chaos-token",
+    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_INVENTORY": str(lab.inventory),
+           "REMEDIATOR_TOKENS": "chaos:0123456789abcdefghijklmn",
            "REMEDIATOR_PORT": str(free_port()), "REMEDIATOR_LAB_PROMETHEUS_PORT": str(free_port()),
            "REMEDIATOR_LAB_ALERTMANAGER_PORT": str(free_port()),
            "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",

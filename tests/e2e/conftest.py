@@ -52,7 +52,8 @@ class Server(ServeProcess):
                  **settings: str):
         port = port or free_port()
         self.data_dir = data_dir
-        self.env = {**os.environ, **LAB_BLAST, "REMEDIATOR_DATA_DIR": str(data_dir), "REMEDIATOR_TOKENS": f"old-token,{TOKEN}",
+        self.env = {**os.environ, **LAB_BLAST, "REMEDIATOR_DATA_DIR": str(data_dir),
+                    "REMEDIATOR_TOKENS": f"old-token-0123456789abcdef,{TOKEN}",
                     "REMEDIATOR_INVENTORY": str(INVENTORY),
                     "REMEDIATOR_PORT": str(port), "REMEDIATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
                     "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.security, pytest.mark.unit]
 
 @pytest.fixture
 def engine(make_engine):
-    return make_engine(tokens=["service-token"])
+    return make_engine(tokens=["service-token-0123456789ab"])
 
 
 def test_an_admin_cannot_mint_the_second_approver_of_a_request(engine):

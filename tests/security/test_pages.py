@@ -21,7 +21,7 @@ SITE = "http://remediator.example"
 
 @pytest.fixture
 def engine(tmp_path):
-    return new_engine(Settings(data_dir=tmp_path, tokens=["service-token"], public_url=SITE))
+    return new_engine(Settings(data_dir=tmp_path, tokens=["service-token-0123456789ab"], public_url=SITE))
 
 
 def _client(engine) -> TestClient:

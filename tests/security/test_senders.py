@@ -23,36 +23,36 @@ SAMPLE = (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.jso
 
 @pytest.mark.parametrize("role", ["viewer", "approver", "admin"])
 def test_a_persons_token_cannot_post_alerts(tmp_path, role):
-    engine = new_engine(Settings(data_dir=tmp_path, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["service-token-0123456789ab"]))
     _, token = engine.identities.add("pat", role)
     with TestClient(create_app(engine, start_engine=False)) as client:
         r = client.post("/webhook/alertmanager", content=SAMPLE,
                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         assert r.status_code == 403 and "service token" in r.json()["detail"]
         ok = client.post("/webhook/alertmanager", content=SAMPLE,     # the control: the service token posts
-                         headers={"Authorization": "Bearer service-token", "Content-Type": "application/json"})
+                         headers={"Authorization": "Bearer service-token-0123456789ab", "Content-Type": "application/json"})
         assert ok.status_code == 200
 
 
 def test_each_delivery_records_the_service_token_that_posted_it(tmp_path):
     """The poster is kept with the delivery and in the audit: `name:secret` tokens by name, others by place."""
-    engine = new_engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret", "plain-token-two"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret-4f9c", "plain-token-two-0123456789ab"]))
     with TestClient(create_app(engine, start_engine=False)) as client:
         posted = {}
         other = json.loads(SAMPLE)
         other["alerts"] = [{**a, "fingerprint": f"{n:016x}"} for n, a in enumerate(other["alerts"], 1)]
-        for token, body in (("alertmanager:Zq3-long-random-secret", SAMPLE), ("plain-token-two", json.dumps(other))):
+        for token, body in (("alertmanager:Zq3-long-random-secret-4f9c", SAMPLE), ("plain-token-two-0123456789ab", json.dumps(other))):
             r = client.post("/webhook/alertmanager", content=body,
                             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
             assert r.status_code == 200, r.text
             posted[token] = r.json()["delivery"]
         wrong = client.post("/webhook/alertmanager", content=SAMPLE,    # the name alone is not the token
-                            headers={"Authorization": "Bearer Zq3-long-random-secret", "Content-Type": "application/json"})
+                            headers={"Authorization": "Bearer Zq3-long-random-secret-4f9c", "Content-Type": "application/json"})
         assert wrong.status_code == 401
         assert engine.ingester.wait_idle(30)
         seen = {t: client.get(f"/deliveries/{d}", headers={"Authorization": f"Bearer {t}"}).json()["sender"]
                 for t, d in posted.items()}
-    assert seen == {"alertmanager:Zq3-long-random-secret": "alertmanager", "plain-token-two": "service-2"}
+    assert seen == {"alertmanager:Zq3-long-random-secret-4f9c": "alertmanager", "plain-token-two-0123456789ab": "service-2"}
     with engine.store.read() as session:
         senders = {e.data["sender"] for e in session.execute(select(AuditEvent).where(AuditEvent.kind == "alert.firing")).scalars()}
     assert senders == {"alertmanager", "service-2"}
@@ -60,7 +60,7 @@ def test_each_delivery_records_the_service_token_that_posted_it(tmp_path):
 
 
 def test_a_person_cannot_take_a_senders_name(tmp_path):
-    engine = new_engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret", "plain-token-two"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["alertmanager:Zq3-long-random-secret-4f9c", "plain-token-two-0123456789ab"]))
     for name in ("alertmanager", "Alertmanager", "service-2", "service-7"):
         with pytest.raises(ConflictError, match="service token's name"):
             engine.identities.add(name, "approver")
@@ -68,7 +68,7 @@ def test_a_person_cannot_take_a_senders_name(tmp_path):
 
 def test_whoever_posted_the_alert_does_not_approve_its_fix(tmp_path):
     """Names are kept apart, but if one slips through (a token renamed after its alerts came in), the vote fails."""
-    engine = new_engine(Settings(data_dir=tmp_path, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["service-token-0123456789ab"]))
     _, token = engine.identities.add("pat", "approver")
     pat = engine.identities.authenticate(token)
     incident_id, approval_id = waiting(engine, sender="pat")

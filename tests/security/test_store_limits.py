@@ -16,7 +16,7 @@ from tests.engines import new_engine
 
 pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]
 ALERT = json.loads((PROJECT_ROOT / "evals/cases/service-down/alert.json").read_text())
-AUTH = {"Authorization": "Bearer service-token", "Content-Type": "application/json"}
+AUTH = {"Authorization": "Bearer service-token-0123456789ab", "Content-Type": "application/json"}
 
 
 def _body(**labels: str) -> bytes:
@@ -28,7 +28,7 @@ def _body(**labels: str) -> bytes:
 
 @pytest.mark.parametrize("label,limit", [("severity", 64), ("alertname", 256)])
 def test_a_label_too_long_for_the_store_is_refused_before_the_2xx(tmp_path, database_url, label, limit):
-    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token-0123456789ab"]))
     with TestClient(create_app(engine, start_engine=False)) as client:
         refused = client.post("/webhook/alertmanager", content=_body(**{label: "x" * (limit + 1)}), headers=AUTH)
         assert refused.status_code == 422
@@ -54,7 +54,7 @@ def test_one_alert_the_store_refuses_does_not_lose_the_others(tmp_path, database
     """The rest of finding 13: when the store refuses one alert of an acknowledged delivery, the delivery is taken
     in alert by alert: the legitimate alert beside it gets its incident, and the refused one is named in the
     delivery's outcome and the audit (before, the whole delivery was marked failed and both were lost)."""
-    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"]))
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token-0123456789ab"]))
     with engine.store.write() as session:
         for statement in REFUSE_ONE[session.bind.dialect.name]:
             session.execute(text(statement))

@@ -16,12 +16,12 @@ from tests.engines import new_engine
 pytestmark = [pytest.mark.unit, pytest.mark.store]
 SAMPLES = PROJECT_ROOT / "tests" / "fixtures" / "samples"
 GROUPED = (SAMPLES / "alertmanager-firing-grouped.json").read_bytes()
-AUTH = {"Authorization": "Bearer new-token"}
+AUTH = {"Authorization": "Bearer new-token-0123456789abcdef"}
 
 
 @pytest.fixture
 def engine(make_engine):
-    return make_engine(tokens=["old-token", "new-token"], max_body_bytes=64 * 1024)
+    return make_engine(tokens=["old-token-0123456789abcdef", "new-token-0123456789abcdef"], max_body_bytes=64 * 1024)
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def client(engine):
 
 
 def test_both_rotated_tokens_work_and_nothing_else(client):
-    for token, code in [("old-token", 200), ("new-token", 200), ("new-token2", 401), ("", 401)]:
+    for token, code in [("old-token-0123456789abcdef", 200), ("new-token-0123456789abcdef", 200), ("new-token2", 401), ("", 401)]:
         r = client.post("/webhook/alertmanager", content=GROUPED, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == code, (token, r.text)
     assert client.post("/webhook/alertmanager", content=GROUPED, headers={"Authorization": "Basic b2xkLXRva2Vu"}).status_code == 401
@@ -150,7 +150,8 @@ def _bad_body(case) -> bytes:
 
 @pytest.mark.parametrize("case", BAD, ids=[c["name"] for c in BAD])
 def test_bad_requests_are_4xx_saying_what_is_wrong_and_store_nothing(case, tmp_path):
-    engine = new_engine(Settings(data_dir=tmp_path, tokens=["new-token"], max_body_bytes=case.get("max_body_bytes", 1_048_576)))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["new-token-0123456789abcdef"],
+                                 max_body_bytes=case.get("max_body_bytes", 1_048_576)))
     with TestClient(create_app(engine, start_engine=False)) as client:
         r = client.post("/webhook/alertmanager", content=_bad_body(case),
                         headers={**AUTH, "content-type": case.get("content_type", "application/json")})
@@ -161,7 +162,8 @@ def test_bad_requests_are_4xx_saying_what_is_wrong_and_store_nothing(case, tmp_p
 
 def test_signed_webhooks_when_a_secret_is_set(tmp_path):
     secret = "hmac-secret-for-the-test"
-    engine = new_engine(Settings(data_dir=tmp_path, tokens=["new-token"], webhook_hmac_secret=secret, webhook_hmac_window_s=300))
+    engine = new_engine(Settings(data_dir=tmp_path, tokens=["new-token-0123456789abcdef"], webhook_hmac_secret=secret,
+                                 webhook_hmac_window_s=300))
     now = int(time.time())
     good = {**AUTH, TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(secret, now, GROUPED)}
     with TestClient(create_app(engine, start_engine=False)) as client:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.fuzz
 
 # schemathesis reads the schema when the module is collected: the app exists by then (workers not started).
 _DATA = Path(tempfile.mkdtemp(prefix="remediator-fuzz-"))
-_ENGINE = new_engine(Settings(data_dir=_DATA, tokens=["service-token"]))
+_ENGINE = new_engine(Settings(data_dir=_DATA, tokens=["service-token-0123456789ab"]))
 _, TOKEN = _ENGINE.identities.add("fuzz-admin", "admin")
 take_in(_ENGINE, (PROJECT_ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_bytes())
 APP = create_app(_ENGINE, start_engine=False)
@@ -34,7 +34,7 @@ def _cleanup():
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_makes_a_5xx(case):
-    for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer service-token"}, {}):
+    for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer service-token-0123456789ab"}, {}):
         response = case.call(headers=headers)
         if case.formatted_path == "/healthz" and response.status_code == 503:
             assert response.json()["checks"]["workers"] == "not running"     # its answer here: workers not started

@@ -25,7 +25,7 @@ from tests.engines import new_engine
 from tests.fakes import take_in
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
-SERVICE = {"Authorization": "Bearer service-token"}
+SERVICE = {"Authorization": "Bearer service-token-0123456789ab"}
 PAYLOAD = (PROJECT_ROOT / "evals" / "cases" / "disk-space-low" / "alert.json").read_bytes()
 PREVIEW = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_logs-check.json").read_text()),
                         check=True, hosts=["app-server-01"])
@@ -33,7 +33,7 @@ PREVIEW = build_preview("clean_logs", json.loads((FIXTURES / "events" / "clean_l
 
 @pytest.fixture
 def engine(make_engine):
-    return make_engine(tokens=["service-token"], slack_webhook_url="http://127.0.0.1:9/slack", public_url="http://remediator.example")
+    return make_engine(tokens=["service-token-0123456789ab"], slack_webhook_url="http://127.0.0.1:9/slack", public_url="http://remediator.example")
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_drift_says_what_changed():
 
 def test_cli_lists_shows_and_decides(engine, tmp_path):
     runner = CliRunner()
-    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token", "COLUMNS": "200",
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token-0123456789ab", "COLUMNS": "200",
            **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
     added = runner.invoke(cli, ["approvers", "add", "dora", "--role", "approver"], env=env)
     assert added.exit_code == 0, added.output
@@ -195,7 +195,7 @@ def test_cli_lists_shows_and_decides(engine, tmp_path):
     digest = re.search(r"--digest ([0-9a-f]{64})", shown.output).group(1)   # what `decide:` says to type
 
     refused = runner.invoke(cli, ["approvals", "approve", approval_id, "--digest", digest],
-                            env={**env, "REMEDIATOR_APPROVER_TOKEN": "service-token"})
+                            env={**env, "REMEDIATOR_APPROVER_TOKEN": "service-token-0123456789ab"})
     assert refused.exit_code != 0 and "never approves its own requests" in str(refused.exception)
     as_dora = {**env, "REMEDIATOR_APPROVER_TOKEN": token}
     blind = runner.invoke(cli, ["approvals", "approve", approval_id], env=as_dora)   # N10: no approving unseen
@@ -230,7 +230,7 @@ def test_pages_need_a_person_and_a_post_with_the_csrf_token(engine, client, peop
     incident_id, approval_id = waiting(engine)
     r = client.get(f"/ui/approvals/{approval_id}", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/ui/login?next=/ui/approvals/{approval_id}"
-    r = client.post("/ui/login", data={"token": "service-token", "login_csrf": login_csrf(client)}, follow_redirects=False)
+    r = client.post("/ui/login", data={"token": "service-token-0123456789ab", "login_csrf": login_csrf(client)}, follow_redirects=False)
     assert r.status_code == 403 and "service tokens cannot log in" in r.text
     assert client.post("/ui/login", data={"token": "rmd_nope_nope", "login_csrf": login_csrf(client)}).status_code == 401
 

@@ -26,7 +26,8 @@ ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 
 @pytest.fixture
 def engine(make_engine):
-    return make_engine(tokens=["service-token"], pagerduty_routing_key=ROUTING_KEY, breaker_entry_failures=3, breaker_global_failures=5)
+    return make_engine(tokens=["service-token-0123456789ab"], pagerduty_routing_key=ROUTING_KEY,
+                       breaker_entry_failures=3, breaker_global_failures=5)
 
 
 def remediated(engine, entry: str, outcome: IncidentState, host: str = "app-server-01") -> str:
@@ -99,8 +100,10 @@ def test_only_an_admin_resets_and_counting_starts_again(engine):
     with pytest.raises(Forbidden):
         breaker.reset(engine.store, alice, "entry:restart_service")
     with TestClient(create_app(engine, start_engine=False)) as client:
-        assert client.get("/breaker", headers={"Authorization": "Bearer service-token"}).json()[0]["open"] is True
-        r = client.post("/breaker/reset", json={"scope": "entry:restart_service"}, headers={"Authorization": "Bearer service-token"})
+        assert client.get("/breaker",
+                        headers={"Authorization": "Bearer service-token-0123456789ab"}).json()[0]["open"] is True
+        r = client.post("/breaker/reset", json={"scope": "entry:restart_service"},
+                        headers={"Authorization": "Bearer service-token-0123456789ab"})
         assert r.status_code == 403
         r = client.post("/breaker/reset", json={"scope": "entry:restart_service"}, headers={"Authorization": f"Bearer {ada_token}"})
         assert r.status_code == 200 and r.json()["reset_by"] == "ada" and r.json()["open"] is False

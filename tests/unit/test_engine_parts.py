@@ -18,8 +18,8 @@ REMEDIATOR = Path(sys.executable).parent / "remediator"
 
 
 def test_tokens_rotate_as_a_comma_separated_list(monkeypatch):
-    monkeypatch.setenv("REMEDIATOR_TOKENS", "new-token, old-token,")
-    assert [t.get_secret_value() for t in load_settings().tokens] == ["new-token", "old-token"]
+    monkeypatch.setenv("REMEDIATOR_TOKENS", "new-token-0123456789abcdef, old-token-0123456789abcdef,")
+    assert [t.get_secret_value() for t in load_settings().tokens] == ["new-token-0123456789abcdef", "old-token-0123456789abcdef"]
 
 
 def test_a_wrong_setting_names_the_key(monkeypatch):
@@ -36,11 +36,11 @@ def test_config_file_that_is_missing_is_named(monkeypatch, tmp_path):
 
 def test_config_file_values_and_env_over_them(monkeypatch, tmp_path):
     config = tmp_path / "remediator.yml"
-    config.write_text("workers: 3\nport: 9000\ntokens: [from-file]\n")
+    config.write_text("workers: 3\nport: 9000\ntokens: [from-file-0123456789abcdefgh]\n")
     monkeypatch.setenv("REMEDIATOR_CONFIG", str(config))
     monkeypatch.setenv("REMEDIATOR_PORT", "9100")
     s = load_settings()
-    assert (s.workers, s.port, s.tokens[0].get_secret_value()) == (3, 9100, "from-file")
+    assert (s.workers, s.port, s.tokens[0].get_secret_value()) == (3, 9100, "from-file-0123456789abcdefgh")
 
 
 def test_diagnostic_parameters_come_from_the_remediation_by_reference():

@@ -23,7 +23,7 @@ S = IncidentState
 
 @pytest.fixture
 def engine(make_engine):
-    return make_engine(tokens=["service-token"])
+    return make_engine(tokens=["service-token-0123456789ab"])
 
 
 def _closed(engine, state: str) -> float:

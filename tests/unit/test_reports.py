@@ -27,7 +27,7 @@ from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
 CASES = {c.name: c for c in load_cases(PROJECT_ROOT / "evals" / "cases")}
-TOKEN = {"Authorization": "Bearer service-token"}
+TOKEN = {"Authorization": "Bearer service-token-0123456789ab"}
 
 
 def _payload(name: str) -> bytes:
@@ -39,7 +39,7 @@ def make_engine(tmp_path, database_url):
     """An engine serving a case's recorded diagnostics and metrics (on SQLite, or PostgreSQL in its tier)."""
     def make(name: str, *, recorded_metrics: bool = True, **settings) -> Engine:
         case = CASES[name]
-        return new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token"],
+        return new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token-0123456789ab"],
                                slack_webhook_url="http://127.0.0.1:9/slack", **settings),
                       executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
                       query=case.query if recorded_metrics else None)

@@ -21,7 +21,7 @@ from tests.scripted_llm import ScriptedLLM
 from tests.standins import Receivers
 
 pytestmark = pytest.mark.unit
-SERVICE = "svc-SECRET-token-0d41c7"
+SERVICE = "svc-SECRET-token-0d41c7-5e8a9b"
 SLACK_PATH = "T0001/B0001/SLACKSECRETx9f8e7d6c5b4"
 ROUTING_KEY = "PDSECRETab0123456789abcdefABCDEF"
 LLM_KEY = "sk-LLMSECRET-7f3e2d1c0b9a"

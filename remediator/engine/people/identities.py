@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from remediator.engine.errors import AuthError, ConflictError, Forbidden, NotFound
 from remediator.engine.model.roles import Role
+from remediator.engine.settings import NAMED_TOKEN
 from remediator.engine.store import audit
 from remediator.engine.store.db import Store
 from remediator.engine.store.tables import Approver, utcnow
@@ -37,7 +38,6 @@ __all__ = ["Role", "Identity", "Identities", "TOKEN_PREFIX", "service_name"]
 TOKEN_PREFIX = "rmd_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _RESERVED = {"remediator", "engine", "service", "system", "root", "anonymous"}
-_SERVICE_NAME = re.compile(r"^([a-z][a-z0-9._-]{0,31}):.")
 # OWASP's argon2id minimum (19 MiB, 2 passes): the secret is random, so this only needs to be slow-ish.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
@@ -68,7 +68,7 @@ class Identity:
 
 def service_name(token: str, position: int) -> str:
     """A service token's name: `name` of `name:secret`, else `service-<position>` (1-based)."""
-    named = _SERVICE_NAME.match(token)
+    named = NAMED_TOKEN.match(token)
     return named.group(1) if named else f"service-{position}"
 
 
