@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -24,6 +25,9 @@ from remediator.engine import PROJECT_ROOT, SHIPPED
 from remediator.engine.errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
+
+
+T = TypeVar("T")
 
 
 class Settings(BaseSettings):
@@ -223,6 +227,11 @@ class Settings(BaseSettings):
                                  "are needed (make one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
                                  "and write it as name:<secret>)")
         return value
+
+    def section(self, kind: type[T]) -> T:
+        """The frozen part of these settings a domain module declares (a dataclass whose fields are setting names):
+        the operator keeps one flat schema; the module takes only what it reads."""
+        return kind(**{f.name: getattr(self, f.name) for f in fields(kind)})  # type: ignore[arg-type]
 
     @property
     def db_url(self) -> str:

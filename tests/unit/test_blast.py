@@ -54,11 +54,11 @@ def test_incidents_show_says_which_budget_or_cap_an_incident_waits_for(tmp_path)
     (waiting,) = _add(engine, 1, "app-server-02", name="second")
     assert engine.pipeline.claim() is not None and engine.pipeline.claim() is None
     with engine.store.read() as s:
-        assert blast.waiting(s, engine.settings, engine.inventory, "app-server-02") == \
+        assert blast.waiting(s, engine.settings.section(blast.Limits), engine.inventory, "app-server-02") == \
             "1 hosts of app are being worked on (budget_per_group 1)"
-        assert "app-server-01 is being worked on by another incident" in blast.waiting(s, engine.settings,
+        assert "app-server-01 is being worked on by another incident" in blast.waiting(s, engine.settings.section(blast.Limits),
                                                                                        engine.inventory, "app-server-01")
-        assert blast.waiting(s, engine.settings, engine.inventory, "api-server-01") == ""
+        assert blast.waiting(s, engine.settings.section(blast.Limits), engine.inventory, "api-server-01") == ""
     env = {"PATH": "/usr/bin:/bin", "REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_BUDGET_PER_GROUP": "1",
            "COLUMNS": "200"}
     shown = subprocess.run([str(PROJECT_ROOT / ".venv/bin/remediator"), "incidents", "show", waiting], env=env,
@@ -159,7 +159,7 @@ def _applied(engine: Engine, host: str, state: IncidentState, closed_ago_s: floa
 
 def _hold(engine: Engine, host: str) -> str:
     with engine.store.read() as s:
-        return blast.hold(s, engine.settings, engine.inventory, "restart_service", [host])
+        return blast.hold(s, engine.settings.section(blast.Limits), engine.inventory, "restart_service", [host])
 
 
 def test_the_wave_rule_keeps_an_entry_out_of_a_second_region_until_it_verified_and_baked(tmp_path, database_url):
@@ -175,10 +175,11 @@ def test_the_wave_rule_keeps_an_entry_out_of_a_second_region_until_it_verified_a
         s.execute(update(Incident).where(Incident.host == "app-server-01").values(closed_at=utcnow() - timedelta(seconds=301)))
     assert _hold(engine, "app-server-02") == ""
     with engine.store.read() as s:
-        assert blast.unverified_elsewhere(s, engine.settings, engine.inventory, "restart_service", ["app-server-02"]) == ""
+        assert blast.unverified_elsewhere(s, engine.settings.section(blast.Limits), engine.inventory, "restart_service",
+                                          ["app-server-02"]) == ""
     _applied(engine, "app-server-01", IncidentState.FAILED, 5)                  # the next run in the east failed
     with engine.store.read() as s:
-        why = blast.unverified_elsewhere(s, engine.settings, engine.inventory, "restart_service", ["app-server-02"])
+        why = blast.unverified_elsewhere(s, engine.settings.section(blast.Limits), engine.inventory, "restart_service", ["app-server-02"])
     assert "did not verify (it ended failed); a person decides" in why and _hold(engine, "app-server-02") == ""
 
 

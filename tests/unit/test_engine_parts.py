@@ -107,3 +107,16 @@ def test_plan_without_check_shows_the_verdict(tmp_path):
 def test_incidents_show_unknown_is_a_clear_error(tmp_path):
     r = _cli("incidents", "show", "nope", env={"REMEDIATOR_DATA_DIR": str(tmp_path)})
     assert r.returncode == 2 and "no incident 'nope'" in r.stderr
+
+
+def test_a_domain_module_takes_a_frozen_section_of_the_settings():
+    """The operator keeps one flat schema; decide/blast.py declares the keys it reads and gets only those, frozen."""
+    import dataclasses
+
+    from remediator.engine.decide import blast
+    from remediator.engine.settings import Settings
+    limits = Settings(cap_global=3, brake_regions=4).section(blast.Limits)
+    assert (limits.cap_global, limits.brake_regions, limits.budget_per_group) == (3, 4, 5)
+    assert {f.name for f in dataclasses.fields(limits)} < set(Settings.model_fields)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        limits.cap_global = 99   # type: ignore[misc]

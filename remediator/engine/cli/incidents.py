@@ -83,7 +83,7 @@ def _held_back(host: str | None) -> None:
     inventory = load_inventory(settings.inventory)
     with common.store(settings).read() as session:
         pause = leases.holding(session, host, inventory.hosts.get(host or "", []))
-        why = blast.waiting(session, settings, inventory, host)
+        why = blast.waiting(session, settings.section(blast.Limits), inventory, host)
     if pause is not None:
         console.print(f"held back: claims are paused ({pause.scope}) by {pause.by} since {pause.at:%Y-%m-%d %H:%M:%S}"
                       f"{': ' + pause.reason if pause.reason else ''}; `remediator resume` lets it go on", markup=False)

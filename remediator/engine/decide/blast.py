@@ -20,6 +20,7 @@ cannot both pass a cap that has room for one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -28,12 +29,27 @@ from sqlalchemy.orm import Session
 from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.decide import breaker
 from remediator.engine.model.states import FINAL_STATES, HELD_STATES, IncidentState
-from remediator.engine.settings import Settings
 from remediator.engine.store.leases import Lease
 from remediator.engine.store.tables import BreakerRow, Incident, Run, utcnow
 
-__all__ = ["REGION", "BRAKE", "region_of", "brake_scopes", "busy_hosts", "waiting", "brake", "hold", "unverified_elsewhere",
+__all__ = ["Limits", "REGION", "BRAKE", "region_of", "brake_scopes", "busy_hosts", "waiting", "brake", "hold", "unverified_elsewhere",
            "target_problem"]
+
+@dataclass(frozen=True)
+class Limits:
+    """The blast-radius settings this module reads (Settings.section(Limits)): the operator's flat keys, frozen."""
+
+    budget_per_group: int
+    cap_per_region: int
+    cap_global: int
+    cap_per_entry: int
+    brake_hosts: int
+    brake_percent: float
+    brake_regions: int
+    brake_window_s: int
+    wave_window_s: int
+    wave_bake_s: int
+
 
 REGION = "region_"
 BRAKE = "brake:"
@@ -65,40 +81,40 @@ def _working(session: Session) -> set[str]:
         Incident.state.in_([s.value for s in HELD_STATES]))).scalars() if h}
 
 
-def _full(settings: Settings, inventory: Inventory, working: set[str]) -> list[tuple[str, set[str], str]]:
+def _full(limits: Limits, inventory: Inventory, working: set[str]) -> list[tuple[str, set[str], str]]:
     """The groups whose budget (or regions whose cap) the hosts being worked on fill: (group, its hosts, why)."""
     out = []
     for group, hosts in _members(inventory).items():
         region = group.startswith(REGION)
-        limit = settings.cap_per_region if region else settings.budget_per_group
+        limit = limits.cap_per_region if region else limits.budget_per_group
         if limit and len(hosts & working) >= limit:
             out.append((group, hosts, f"{len(hosts & working)} hosts of {group} are being worked on "
                                       f"({'cap_per_region' if region else 'budget_per_group'} {limit})"))
     return out
 
 
-def busy_hosts(session: Session, settings: Settings, inventory: Inventory) -> set[str] | None:
+def busy_hosts(session: Session, limits: Limits, inventory: Inventory) -> set[str] | None:
     """Hosts the budget and the caps leave no room for now; None: the global cap is reached (claim nothing)."""
     working = _working(session)
-    if settings.cap_global and len(working) >= settings.cap_global:
+    if limits.cap_global and len(working) >= limits.cap_global:
         return None
-    return {h for _group, hosts, _why in _full(settings, inventory, working) for h in hosts}
+    return {h for _group, hosts, _why in _full(limits, inventory, working) for h in hosts}
 
 
-def waiting(session: Session, settings: Settings, inventory: Inventory, host: str | None) -> str:
+def waiting(session: Session, limits: Limits, inventory: Inventory, host: str | None) -> str:
     """Why the claim passes over this host's incident now ('' when the budget and the caps leave it room)."""
     working = _working(session)
     if host in working:
         return f"{host} is being worked on by another incident (one at a time per host)"
-    if settings.cap_global and len(working) >= settings.cap_global:
-        return f"{len(working)} hosts are being worked on (cap_global {settings.cap_global})"
-    return next((why for _group, hosts, why in _full(settings, inventory, working) if host in hosts), "")
+    if limits.cap_global and len(working) >= limits.cap_global:
+        return f"{len(working)} hosts are being worked on (cap_global {limits.cap_global})"
+    return next((why for _group, hosts, why in _full(limits, inventory, working) if host in hosts), "")
 
 
-def brake(session: Session, settings: Settings, inventory: Inventory, inc: Incident) -> list[tuple[str, str]]:
+def brake(session: Session, limits: Limits, inventory: Inventory, inc: Incident) -> list[tuple[str, str]]:
     """Open the brake scopes this incident's storm calls for (in the claim's transaction); (scope, why) opened."""
     # open, or reset by an admin within the window (a person judged this storm: it does not brake again at once)
-    quiet_since = utcnow() - timedelta(seconds=settings.brake_window_s)
+    quiet_since = utcnow() - timedelta(seconds=limits.brake_window_s)
     open_ = {r.scope for r in session.execute(select(BreakerRow).where(BreakerRow.scope.like(f"{BRAKE}%"))).scalars()
              if r.open or (r.reset_at is not None and r.reset_at > quiet_since)}
     groups = inventory.hosts.get(inc.host or "", [])
@@ -108,12 +124,12 @@ def brake(session: Session, settings: Settings, inventory: Inventory, inc: Incid
     members = _members(inventory)
     for g in groups:
         hosts = members.get(g, set())
-        limit = max(settings.brake_hosts, len(hosts) * settings.brake_percent / 100)
+        limit = max(limits.brake_hosts, len(hosts) * limits.brake_percent / 100)
         if f"{BRAKE}{g}" not in open_ and len(hosts & alerting) > limit:
             wanted.append((f"{BRAKE}{g}", f"storm brake: {len(hosts & alerting)} of the {len(hosts)} hosts of {g} are "
-                           f"alerting (more than max({settings.brake_hosts}, {settings.brake_percent:g} %)); every "
+                           f"alerting (more than max({limits.brake_hosts}, {limits.brake_percent:g} %)); every "
                            "action there waits for a person until an admin resets it"))
-    since = utcnow() - timedelta(seconds=settings.brake_window_s)
+    since = utcnow() - timedelta(seconds=limits.brake_window_s)
     scope = f"{BRAKE}alert:{inc.alertname.casefold()}"
     if scope not in {s.lower() for s in open_}:
         # Elsewhere, only incidents whose evidence showed the fault (planned: their gate read it on the host) count:
@@ -122,22 +138,22 @@ def brake(session: Session, settings: Settings, inventory: Inventory, inc: Incid
             Incident.created_at >= since, Incident.entry.is_not(None), Incident.id != inc.id).distinct())
             if name.casefold() == inc.alertname.casefold()] + [inc.host]
         regions = {region_of(inventory, h) for h in firing} - {""}
-        if len(regions) >= settings.brake_regions:
+        if len(regions) >= limits.brake_regions:
             wanted.append((scope, f"storm brake: {inc.alertname} fires in {len(regions)} regions ({', '.join(sorted(regions))}) "
-                           f"within {settings.brake_window_s} s; every such action waits for a person until an admin "
+                           f"within {limits.brake_window_s} s; every such action waits for a person until an admin "
                            "resets it"))
     for scope, why in wanted:
         breaker.open_scope(session, scope, why, inc)
     return wanted
 
 
-def _elsewhere(session: Session, settings: Settings, inventory: Inventory, entry: str, hosts: list[str]
+def _elsewhere(session: Session, limits: Limits, inventory: Inventory, entry: str, hosts: list[str]
                ) -> tuple[set[str], list[tuple[set[str], str, object]]]:
     """This action's regions, and the entry's recent real runs in other regions: (their regions, state, closed_at)."""
     here = {region_of(inventory, h) for h in hosts}
-    if not settings.wave_window_s:
+    if not limits.wave_window_s:
         return here, []
-    since = utcnow() - timedelta(seconds=settings.wave_window_s)
+    since = utcnow() - timedelta(seconds=limits.wave_window_s)
     rows = session.execute(select(Run.hosts, Incident.state, Incident.closed_at).join(Incident, Incident.id == Run.incident_id)
                            .where(Run.entry == entry, Run.mode == "apply", Run.started_at >= since)
                            .order_by(Run.started_at)).all()
@@ -145,30 +161,30 @@ def _elsewhere(session: Session, settings: Settings, inventory: Inventory, entry
     return here, [r for r in out if r[0]]
 
 
-def hold(session: Session, settings: Settings, inventory: Inventory, entry: str, hosts: list[str]) -> str:
+def hold(session: Session, limits: Limits, inventory: Inventory, entry: str, hosts: list[str]) -> str:
     """Why a real run of `entry` on `hosts` must wait now ('' when it may go): the entry cap, or the wave rule (the
     entry in flight in another region, or verified there less than `wave_bake_s` ago)."""
     flying = session.execute(select(func.count()).select_from(Incident).where(
         Incident.entry == entry, Incident.state.in_(_IN_FLIGHT))).scalar() or 0
-    if settings.cap_per_entry and flying >= settings.cap_per_entry:
-        return f"{flying} real runs of {entry} are in flight (cap_per_entry {settings.cap_per_entry})"
-    here, runs = _elsewhere(session, settings, inventory, entry, hosts)
-    baked_by = utcnow() - timedelta(seconds=settings.wave_bake_s)
+    if limits.cap_per_entry and flying >= limits.cap_per_entry:
+        return f"{flying} real runs of {entry} are in flight (cap_per_entry {limits.cap_per_entry})"
+    here, runs = _elsewhere(session, limits, inventory, entry, hosts)
+    baked_by = utcnow() - timedelta(seconds=limits.wave_bake_s)
     mine = ", ".join(sorted(here - {""})) or "this host"
     for there, state, closed_at in runs:
         if state in _IN_FLIGHT:
             return f"wave: {entry} is running in {', '.join(sorted(there))} and has not verified yet; {mine} waits"
         if state == IncidentState.RESOLVED and isinstance(closed_at, datetime) and closed_at > baked_by:
             return (f"wave: {entry} verified in {', '.join(sorted(there))} at {closed_at:%H:%M:%S}; {mine} waits for "
-                    f"its bake time ({settings.wave_bake_s} s)")
+                    f"its bake time ({limits.wave_bake_s} s)")
     return ""
 
 
-def unverified_elsewhere(session: Session, settings: Settings, inventory: Inventory, entry: str, hosts: list[str]
+def unverified_elsewhere(session: Session, limits: Limits, inventory: Inventory, entry: str, hosts: list[str]
                          ) -> str:
     """Why a person decides this real run ('' when nothing says so): the entry's last run in another region ended
     without verifying (failed, cut off, escalated), so the wave does not move on by itself."""
-    _here, runs = _elsewhere(session, settings, inventory, entry, hosts)
+    _here, runs = _elsewhere(session, limits, inventory, entry, hosts)
     ended = [(there, state) for there, state, _ in runs if state not in _IN_FLIGHT]
     if ended and ended[-1][1] != IncidentState.RESOLVED:
         there, state = ended[-1]

@@ -48,6 +48,7 @@ class Steps:
                  executor: Executor, records: Records, lifecycle: Lifecycle, history: History, clock: Clock,
                  prometheus: Prometheus | None, query: Query | None, cancel: threading.Event, stopping: threading.Event):
         self.settings, self.store, self.catalog, self.planner, self.policy = settings, store, catalog, planner, policy
+        self.limits = settings.section(blast.Limits)
         self.executor, self.records, self.lifecycle, self.history, self.clock = executor, records, lifecycle, history, clock
         self.prometheus, self.query = prometheus, query
         self.cancel = cancel          # handed to every ansible-runner run: set on shutdown
@@ -196,7 +197,7 @@ class Steps:
                                      "the alert resolved before the real run; nothing was changed",
                                      notice=NotifyEvent.AUTO_RESOLVED)
                 return
-            if why := blast.hold(session, self.settings, self.policy.inventory, entry.id, proposal.hosts):
+            if why := blast.hold(session, self.limits, self.policy.inventory, entry.id, proposal.hosts):
                 row.not_before = utcnow() + timedelta(seconds=self.settings.hold_s)
                 self.lifecycle.move(session, row, IncidentState.RECEIVED, f"held back: {why}; worked again after "
                                     f"{self.settings.hold_s} s", event="incident.held", data={"why": why})
@@ -279,7 +280,7 @@ class Steps:
             inc = incident_row(session, incident_id)
             # The alert's storm brake again, now that incidents elsewhere had time to show their fault (the claim
             # counted only those already planned): a storm across regions waits for a person before any real run.
-            self.records.braked(session, self.settings, inc, blast.brake(session, self.settings, self.policy.inventory, inc))
+            self.records.braked(session, self.settings, inc, blast.brake(session, self.limits, self.policy.inventory, inc))
             preview = inc.preview
             # a person approved exactly this dry run (after_approval has just checked it did not drift)
             approved = preview is not None and session.execute(select(Approval.id).where(
@@ -290,7 +291,7 @@ class Steps:
                            clock=self.clock)
         if verdict.verdict == Verdict.ALLOW:
             with self.store.read() as session:
-                why = blast.unverified_elsewhere(session, self.settings, self.policy.inventory, proposal.entry, proposal.hosts)
+                why = blast.unverified_elsewhere(session, self.limits, self.policy.inventory, proposal.entry, proposal.hosts)
             if why:
                 verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "wave"], reasons=[why])
         if verdict.verdict == Verdict.DENY:

@@ -58,6 +58,7 @@ class Pipeline:
         self.policy = policy
         self.executor = executor
         self.metrics = metrics
+        self.limits = settings.section(blast.Limits)
         self.lifecycle = lifecycle
         self.clock = clock
         self.history = StoreHistory(store)
@@ -221,7 +222,7 @@ class Pipeline:
             now = leases.db_now(session)   # leases are judged on the database's clock, the same for every replica
             busy |= set(session.execute(select(leases.Lease.key).where(leases.Lease.expires_at > now)).scalars())
             busy |= {h for h, groups in self.inventory.hosts.items() if h in paused or paused.intersection(groups)}
-            room = blast.busy_hosts(session, self.settings, self.inventory)   # the budget and the caps
+            room = blast.busy_hosts(session, self.limits, self.inventory)   # the budget and the caps
             if room is None:
                 return None
             busy |= room
@@ -247,7 +248,7 @@ class Pipeline:
             nxt = IncidentState.DIAGNOSING if inc.state == IncidentState.RECEIVED else IncidentState.CHECKING
             inc.claimed_at, inc.not_before = now, None
             inc.attempts += 1
-            self.records.braked(session, self.settings, inc, blast.brake(session, self.settings, self.inventory, inc))
+            self.records.braked(session, self.settings, inc, blast.brake(session, self.limits, self.inventory, inc))
             self.lifecycle.move(session, inc, nxt, event="incident.claimed", data={"state": nxt.value, "by": self.owner})
             claimed = inc.id
         self._working.add(claimed)   # committed: the lease is ours
