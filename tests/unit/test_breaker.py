@@ -126,10 +126,12 @@ def test_cli_shows_and_resets(engine, tmp_path):
     assert done.exit_code == 0 and "closed by ada" in done.output
 
 
-def test_the_boundary_learns_per_group_and_alert_and_only_tightens(engine, tmp_path, monkeypatch):
+def test_the_boundary_learns_per_group_and_alert_and_only_tightens(make_engine, tmp_path, monkeypatch):
     """Five failed or unverified restarts for ServiceDown on the app group's hosts (successes among them) make that
     scope approve-only: another app host now needs a person, an api host does not; `policy status` shows it."""
-    engine.settings.breaker_failure_percent = 100     # the entry's share across the fleet: the test above
+    engine = make_engine(tokens=["service-token-0123456789ab"], pagerduty_routing_key=ROUTING_KEY,
+                         breaker_entry_failures=3, breaker_global_failures=5,
+                         breaker_failure_percent=100)     # the entry's share across the fleet: the test above
     learned = breaker.learned_scopes("restart_service", ["app"], "ServiceDown")
     failed, ok = (IncidentState.ESCALATED, IncidentState.FAILED), IncidentState.RESOLVED
     for n, outcome in enumerate([*failed, ok, *failed, ok, failed[0]]):     # never 3 in a row: the entry breaker stays shut

@@ -15,6 +15,7 @@ at each dry run; it only ever tightens. Opening is audited and notified; only an
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -25,19 +26,31 @@ from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.errors import NotFound
 from remediator.engine.model.roles import Actor, Role
 from remediator.engine.model.states import IncidentState, NotifyEvent, RunMode
-from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.db import Store
 from remediator.engine.store.lifecycle import Notice, OnClose
 from remediator.engine.store.tables import BreakerRow, Incident, Run, utcnow
 
-__all__ = ["GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "on_close", "open_scope",
+__all__ = ["Trips", "GLOBAL", "LEARNED", "scope_of", "learned_scopes", "BreakerView", "tripped", "record_outcome", "on_close", "open_scope",
            "status", "reset"]
 
 GLOBAL = "global"
 LEARNED = "learned:"
 _FAILED = {IncidentState.FAILED.value, IncidentState.ESCALATED.value}
 _ENDED = {IncidentState.RESOLVED, IncidentState.FAILED, IncidentState.ESCALATED}   # what a remediation's end is
+
+
+@dataclass(frozen=True)
+class Trips:
+    """What trips a breaker and what the boundary learns (Settings.section(Trips)): the operator's keys, frozen."""
+
+    breaker_entry_failures: int
+    breaker_global_failures: int
+    breaker_failure_min: int
+    breaker_failure_percent: float
+    breaker_window_s: int
+    learn_failures: int
+    learn_window_s: int
 
 
 def scope_of(entry: str) -> str:
@@ -68,11 +81,11 @@ def tripped(session: Session, entry: str, learned: list[str] | tuple[str, ...] =
     return min(rows, key=lambda r: (r.scope == GLOBAL, r.scope.startswith("entry:")), default=None)
 
 
-def _consecutive_failures(session: Session, settings: Settings, entry: str | None, since: datetime) -> int:
+def _consecutive_failures(session: Session, trips: Trips, entry: str | None, since: datetime) -> int:
     applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
     q = (select(Incident.state).where(Incident.id.in_(applied), Incident.closed_at.is_not(None), Incident.closed_at >= since,
                                       Incident.state.in_([*_FAILED, IncidentState.RESOLVED.value]))
-         .order_by(Incident.closed_at.desc()).limit(max(settings.breaker_entry_failures, settings.breaker_global_failures)))
+         .order_by(Incident.closed_at.desc()).limit(max(trips.breaker_entry_failures, trips.breaker_global_failures)))
     if entry is not None:
         q = q.where(Incident.entry == entry)
     n = 0
@@ -83,14 +96,14 @@ def _consecutive_failures(session: Session, settings: Settings, entry: str | Non
     return n
 
 
-def _failure_share(session: Session, settings: Settings, entry: str, since: datetime) -> tuple[int, int] | None:
+def _failure_share(session: Session, trips: Trips, entry: str, since: datetime) -> tuple[int, int] | None:
     """(failed, ended) remediations of `entry` on any host since `since`, when the failed share passes the setting."""
     applied = select(Run.incident_id).where(Run.mode == RunMode.APPLY)
     states = session.execute(select(Incident.state).where(
         Incident.id.in_(applied), Incident.entry == entry, Incident.closed_at.is_not(None), Incident.closed_at >= since,
         Incident.state.in_([*_FAILED, IncidentState.RESOLVED.value]))).scalars().all()
     failed, ended = sum(s in _FAILED for s in states), len(states)
-    passed = ended >= settings.breaker_failure_min and failed * 100 > settings.breaker_failure_percent * ended
+    passed = ended >= trips.breaker_failure_min and failed * 100 > trips.breaker_failure_percent * ended
     return (failed, ended) if passed else None
 
 
@@ -103,7 +116,7 @@ def _learned_failures(session: Session, inc: Incident, hosts: list[str], since: 
     return sum(1 for name in names if name.casefold() == inc.alertname.casefold())
 
 
-def record_outcome(session: Session, settings: Settings, inc: Incident,
+def record_outcome(session: Session, trips: Trips, inc: Incident,
                    groups: dict[str, list[str]] | None = None) -> list[str]:
     """After a remediation ended (in the caller's transaction): open the scopes it trips; returns them.
 
@@ -116,32 +129,32 @@ def record_outcome(session: Session, settings: Settings, inc: Incident,
         row = session.get(BreakerRow, scope)
         if row is not None and row.open:
             continue
-        window_start = utcnow() - timedelta(seconds=settings.learn_window_s)
+        window_start = utcnow() - timedelta(seconds=trips.learn_window_s)
         since = max(window_start, row.reset_at) if row is not None and row.reset_at else window_start
         failures = _learned_failures(session, inc, hosts, since)
-        if failures < settings.learn_failures:
+        if failures < trips.learn_failures:
             continue
         reason = (f"learned: {failures} failed or unverified {inc.entry} runs for {inc.alertname} on hosts of group "
-                  f"{group} within {settings.learn_window_s // 3600} h (the last: incident {inc.id} on {inc.host}); "
+                  f"{group} within {trips.learn_window_s // 3600} h (the last: incident {inc.id} on {inc.host}); "
                   "there, each run needs a person until an admin resets it")
         _open(session, row, scope, reason, failures, inc)
         opened.append(scope)
-    window_start = utcnow() - timedelta(seconds=settings.breaker_window_s)
-    for scope, entry, limit in ((scope_of(inc.entry), inc.entry, settings.breaker_entry_failures),
-                                (GLOBAL, None, settings.breaker_global_failures)):
+    window_start = utcnow() - timedelta(seconds=trips.breaker_window_s)
+    for scope, entry, limit in ((scope_of(inc.entry), inc.entry, trips.breaker_entry_failures),
+                                (GLOBAL, None, trips.breaker_global_failures)):
         row = session.get(BreakerRow, scope)
         if row is not None and row.open:
             continue
         since = max(window_start, row.reset_at) if row is not None and row.reset_at else window_start
-        failures = _consecutive_failures(session, settings, entry, since)
+        failures = _consecutive_failures(session, trips, entry, since)
         what = inc.entry if entry else "remediations of any entry"
         if failures >= limit:
-            reason = (f"{failures} consecutive failed {what} within {settings.breaker_window_s} s "
+            reason = (f"{failures} consecutive failed {what} within {trips.breaker_window_s} s "
                       f"(the last: incident {inc.id} on {inc.host}); automatic runs pause, each needs a person")
-        elif entry is not None and (share := _failure_share(session, settings, entry, since)):
+        elif entry is not None and (share := _failure_share(session, trips, entry, since)):
             failures, ended = share
             reason = (f"{failures} of the last {ended} {what} remediations across the fleet failed within "
-                      f"{settings.breaker_window_s} s (more than {settings.breaker_failure_percent:g} %; the last: "
+                      f"{trips.breaker_window_s} s (more than {trips.breaker_failure_percent:g} %; the last: "
                       f"incident {inc.id} on {inc.host}); it is approve-only everywhere until an admin resets it")
         else:
             continue
@@ -150,7 +163,7 @@ def record_outcome(session: Session, settings: Settings, inc: Incident,
     return opened
 
 
-def on_close(settings: Settings, inventory: Inventory | None, notice: Notice | None,
+def on_close(trips: Trips, inventory: Inventory | None, notice: Notice | None,
              opened: Callable[[str], None] | None = None) -> OnClose:
     """The lifecycle's hook (remediator/engine/store/lifecycle.py): when a remediation that made a real run ends
     (resolved, failed, escalated), count it and open what it trips, per entry and fleet-wide, and per the host's
@@ -160,7 +173,7 @@ def on_close(settings: Settings, inventory: Inventory | None, notice: Notice | N
         if state not in _ENDED or not inc.entry or not session.execute(
                 select(Run.id).where(Run.incident_id == inc.id, Run.mode == RunMode.APPLY).limit(1)).first():
             return
-        for scope in record_outcome(session, settings, inc, inventory.groups_of(inc.host) if inventory else {}):
+        for scope in record_outcome(session, trips, inc, inventory.groups_of(inc.host) if inventory else {}):
             if opened is not None:
                 opened(scope)
             row = session.get(BreakerRow, scope)

@@ -25,6 +25,6 @@ def lifecycle(settings: Settings, inventory: Inventory | None = None, metrics: M
         hooks.append(lambda session, inc, state, seconds_open: metrics.count_close(state.value, seconds_open))
     hooks += also
     opened = metrics.breaker_opened.labels if metrics is not None else None
-    hooks.append(breaker.on_close(settings, inventory, tell,
+    hooks.append(breaker.on_close(settings.section(breaker.Trips), inventory, tell,
                                   opened=(lambda scope: opened(scope).inc()) if opened is not None else None))
     return Lifecycle(notice=tell, on_close=hooks)
