@@ -231,7 +231,8 @@ class Settings(BaseSettings):
     def section(self, kind: type[T]) -> T:
         """The frozen part of these settings a domain module declares (a dataclass whose fields are setting names):
         the operator keeps one flat schema; the module takes only what it reads."""
-        return kind(**{f.name: getattr(self, f.name) for f in fields(kind)})  # type: ignore[arg-type]
+        values = {f.name: getattr(self, f.name) for f in fields(kind)}  # type: ignore[arg-type]
+        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})   # lists frozen too
 
     @property
     def db_url(self) -> str:

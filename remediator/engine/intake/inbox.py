@@ -258,7 +258,7 @@ def ingest(session: Session, deliveries: list[tuple[int, AlertmanagerPayload]], 
     if not deliveries:
         return []
     attacher = incidents.Attacher(session, [(a, waiting[d]) for d, p in deliveries for a in p.alerts], inventory,
-                                  lifecycle, settings)
+                                  lifecycle, settings.section(incidents.Correlation))
     results = []
     for delivery_id, payload in deliveries:
         touched: list[str] = []

@@ -31,7 +31,6 @@ from remediator.engine.model.alerts import Alert
 from remediator.engine.model.ids import new_incident_id
 from remediator.engine.model.states import FINAL_STATES, ApprovalState, IncidentState
 from remediator.engine.outbound.notify import NotifyEvent
-from remediator.engine.settings import Settings
 from remediator.engine.store import audit
 from remediator.engine.store.lifecycle import Lifecycle
 from remediator.engine.store.tables import AlertRow, Approval, Incident, utcnow
@@ -82,6 +81,16 @@ def _starts_at(alert: Alert) -> str:
     return at.replace(microsecond=at.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
 
 
+@dataclass(frozen=True)
+class Correlation:
+    """The settings intake reads (Settings.section(Correlation)): which labels name the host, which decide whether
+    two alerts are one incident, and each sender's cap."""
+
+    target_labels: tuple[str, ...]
+    correlation_labels: tuple[str, ...]
+    sender_incidents_per_minute: int
+
+
 class Attacher:
     """Attach the alerts of one write transaction: what the store knows about them is read once.
 
@@ -90,10 +99,10 @@ class Attacher:
     The audit head is locked first, so a second process's intake waits and then sees these rows."""
 
     def __init__(self, session: Session, posted: list[tuple[Alert, str | None]], inventory: Inventory, lifecycle: Lifecycle,
-                 settings: Settings):
+                 settings: Correlation):
         """`posted`: the batch's alerts, each with the sender (service token) that posted it."""
         self.session, self.inventory, self.lifecycle, self.settings = session, inventory, lifecycle, settings
-        self.target_labels = target_labels = settings.target_labels
+        self.target_labels = target_labels = list(settings.target_labels)
         audit.lock(session)
         alerts = [a for a, _ in posted]
         fingerprints = sorted({a.fingerprint for a in alerts})
