@@ -70,21 +70,21 @@ def test_the_control_our_own_group_is_fetched(tmp_path, alertmanager):
 
 
 class _SlowAlertmanager:
-    """Alertmanager's API v2 `GET /api/v2/alerts` on loopback, answering (with no alerts) after `delay_s`; counts calls."""
+    """Alertmanager's API v2 `GET /api/v2/alerts` on loopback that answers (with no alerts) only once `release` is
+    set: as slow as the test needs, whatever the machine's load; counts calls."""
 
-    def __init__(self, delay_s: float):
+    def __init__(self):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         outer = self
-        self.calls, self.delay_s = 0, delay_s
+        self.calls, self.release = 0, threading.Event()
         self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 with outer._lock:
                     outer.calls += 1
-                import time
-                time.sleep(outer.delay_s)
+                outer.release.wait(60)
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
@@ -97,6 +97,7 @@ class _SlowAlertmanager:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
 
 
@@ -105,21 +106,24 @@ def test_many_truncated_deliveries_of_one_group_cost_one_fetch_and_a_bounded_poo
     serve's threads went from 11 to 78. Now one fetch per group is in flight, on a pool of a few threads, and at most
     `Refetch.PENDING_MAX` groups wait; each delivery's record says what came of it."""
     import threading
-    slow = _SlowAlertmanager(delay_s=2)
+    slow = _SlowAlertmanager()   # answers once released: every submit below finds its group in flight
     try:
         engine = new_engine(Settings(data_dir=tmp_path, alertmanager_url=slow.url))
         payload = _truncated("remediator", {"alertname": "ServiceDown"})
         result = take_in(engine, payload.model_dump_json().encode())
-        futures = [engine.refetch_truncated.submit(payload, result) for _ in range(200)]
+        # 30 posts of one group (each skipped one writes a note: few enough to stay well inside the fetch's 10 s
+        # timeout on a loaded machine, so the first fetch is still in flight for all of them)
+        futures = [engine.refetch_truncated.submit(payload, result) for _ in range(30)]
         others = [_truncated("remediator", {"alertname": f"Group{n}"}) for n in range(40)]   # 40 more groups
         futures += [engine.refetch_truncated.submit(p, result) for p in others]
         refetching = [t for t in threading.enumerate() if t.name.startswith("refetch")]
         assert 0 < len(refetching) <= engine.refetch_truncated.WORKERS
         taken = [f for f in futures if f is not None]
         assert len(taken) == engine.refetch_truncated.PENDING_MAX
+        slow.release.set()
         for f in taken:
             f.result(timeout=60)
-        assert slow.calls == engine.refetch_truncated.PENDING_MAX   # not 240
+        assert slow.calls == engine.refetch_truncated.PENDING_MAX   # not 70
         # the group fetched again once the first fetch ended
         assert engine.refetch_truncated.submit(payload, result) is not None
     finally:
