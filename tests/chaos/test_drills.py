@@ -2,11 +2,8 @@
 Alertmanager), then `remediator chaos run`, which starts `remediator serve` and judges each drill
 by probing the hosts. Slack stand-in on loopback hears every fix."""
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,36 +11,13 @@ import pytest
 from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.lab.drills import drills_of
-from tests.e2e.conftest import free_port
-from tests.standins import Receivers
+from tests.chaos.conftest import REMEDIATOR
 
 pytestmark = pytest.mark.e2e
-REMEDIATOR = Path(sys.executable).parent / "remediator"
 
 
-@pytest.fixture(scope="module")
-def lab_env(tmp_path_factory, lab):
-    receivers = Receivers()
-    data = tmp_path_factory.mktemp("chaos")
-    env = {**os.environ, "REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_INVENTORY": str(lab.inventory),
-           "REMEDIATOR_TOKENS": "chaos:0123456789abcdefghijklmn",
-           "REMEDIATOR_PORT": str(free_port()), "REMEDIATOR_LAB_PROMETHEUS_PORT": str(free_port()),
-           "REMEDIATOR_LAB_ALERTMANAGER_PORT": str(free_port()),
-           "REMEDIATOR_SLACK_WEBHOOK_URL": f"{receivers.url}/slack",
-           "REMEDIATOR_PAGERDUTY_URL": f"{receivers.url}/pagerduty",
-           "REMEDIATOR_PAGERDUTY_ROUTING_KEY": "R0UT1NGKEY0123456789abcdefABCDEF"}
-    up = subprocess.run([str(REMEDIATOR), "lab", "up"], env=env, capture_output=True, text=True, timeout=300)
-    assert up.returncode == 0, up.stdout + up.stderr
-    yield env, data, receivers
-    down = subprocess.run([str(REMEDIATOR), "lab", "down"], env=env, capture_output=True, text=True, timeout=300)
-    lab.used()
-    receivers.close()
-    assert down.returncode == 0, down.stderr
-    assert "stopped prometheus, alertmanager" in down.stdout
-
-
-def test_lab_up_runs_prometheus_that_scrapes_every_lab_host(lab_env):
-    env, _, _ = lab_env
+def test_lab_up_runs_prometheus_that_scrapes_every_lab_host(lab_chain):
+    env, _, _ = lab_chain
     status = subprocess.run([str(REMEDIATOR), "lab", "status"], env=env, capture_output=True, text=True).stdout
     assert "prometheus: running" in status and "alertmanager: running" in status
     url = f"http://127.0.0.1:{env['REMEDIATOR_LAB_PROMETHEUS_PORT']}/api/v1/targets"
@@ -57,8 +31,8 @@ def test_lab_up_runs_prometheus_that_scrapes_every_lab_host(lab_env):
     assert up == dict.fromkeys(["app-server-01", "app-server-02", "api-server-01", "db-primary-01"], "up")
 
 
-def test_lab_prometheus_loads_remediators_own_rules(lab_env):
-    env, _, _ = lab_env
+def test_lab_prometheus_loads_remediators_own_rules(lab_chain):
+    env, _, _ = lab_chain
     url = f"http://127.0.0.1:{env['REMEDIATOR_LAB_PROMETHEUS_PORT']}/api/v1/rules"
     health: dict[str, str] = {}
     for _ in range(30):   # a rule's health is "unknown" until its first evaluation
@@ -72,8 +46,8 @@ def test_lab_prometheus_loads_remediators_own_rules(lab_env):
 
 
 @pytest.mark.timeout(1500)   # every drill through the real chain: about 5 minutes alone, longer beside the other lanes
-def test_every_drill_passes(lab_env):
-    env, data, receivers = lab_env
+def test_every_drill_passes(lab_chain):
+    env, data, receivers = lab_chain
     run = subprocess.run([str(REMEDIATOR), "chaos", "run"], env={**env, "COLUMNS": "200"}, capture_output=True,
                          text=True, timeout=1500)
     report = json.loads((data / "chaos" / "report.json").read_text())

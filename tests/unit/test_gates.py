@@ -92,3 +92,59 @@ def test_the_shipped_runbooks_load(tmp_path):
     shutil.copytree(PROJECT_ROOT / "runbooks", tmp_path / "runbooks")
     books = load_runbooks(tmp_path / "runbooks", load_catalog(PROJECT_ROOT / "playbooks"))
     assert any(b.evidence for b in books)
+
+
+CRASHED = {**DOWN, "result": "exit-code", "exit_status": 1, "ran_s": 0.3, "oom": False, "oom_line": "",
+           "error_line": "2026-12-04T18:00:00+00:00 app-server-01 python3[812]: ValueError: WEBAPP_POOL_SIZE='abc'",
+           "last_change": "/etc/default/webapp", "last_change_ago_s": 42.0}
+OOM = {**DOWN, "result": "signal", "exit_status": 9, "ran_s": 3600.5, "oom": True, "error_line": "",
+       "oom_line": "2026-12-04T18:00:00+00:00 app-server-01 kernel: Out of memory: Killed process 812 (python3)",
+       "last_change": "/opt/webapp/current", "last_change_ago_s": 86400.0}
+
+
+def test_a_unit_that_fails_right_after_it_starts_is_not_restarted_again_and_the_reason_names_error_and_change(tmp_path):
+    engine, executor, incident_id = _run(tmp_path, [CRASHED], "webapp-down-app-server-01.json")
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.ESCALATED
+    assert "fails right after it starts (a crash loop)" in inc.reason
+    assert "ValueError: WEBAPP_POOL_SIZE='abc'" in inc.reason
+    assert "exit-code after 0.3 s, exit status 1" in inc.reason
+    assert "last change: /etc/default/webapp (42 s ago)" in inc.reason
+    assert executor.calls == [("service_status", "diagnose")]
+
+
+def test_a_unit_that_ran_an_hour_and_then_failed_is_restarted(tmp_path):
+    ran = {**CRASHED, "ran_s": 3600.0}
+    engine, _, incident_id = _run(tmp_path, [ran, UP], "webapp-down-app-server-01.json")
+    assert _incident(engine, incident_id).state == IncidentState.RESOLVED
+
+
+def test_an_oom_killed_unit_is_restarted_and_the_proposal_says_the_kernel_killed_it(tmp_path):
+    engine, executor, incident_id = _run(tmp_path, [OOM, UP], "webapp-down-app-server-01.json")
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.RESOLVED, inc.reason
+    assert "the kernel's out-of-memory killer ended it" in inc.proposal.rationale
+    assert "Out of memory: Killed process 812 (python3)" in inc.proposal.rationale
+    assert ("restart_service", "apply") in executor.calls
+
+
+@pytest.mark.parametrize("runbook,message", [
+    ("{name: g, match: {alertname: X}, findings: [{when: 'true', says: s}], action: {entry: restart_service}}",
+     "`findings` read the runbook's `evidence`"),
+    ("{name: g, match: {alertname: X}, evidence: {s: {entry: service_status}}, act_when: 'true',"
+     " findings: [{when: 's.result ==', says: s}], action: {entry: restart_service}}", "bad CEL"),
+])
+def test_a_finding_that_cannot_be_read_does_not_load(tmp_path, runbook, message):
+    (tmp_path / "r.yml").write_text(f"runbooks: [{runbook}]\n")
+    with pytest.raises(ConfigError, match=message):
+        load_runbooks(tmp_path, load_catalog(PROJECT_ROOT / "playbooks"))
+
+
+def test_a_unit_on_no_allow_list_is_named_as_such_not_as_unreadable_evidence(tmp_path):
+    engine, executor, incident_id = _run(tmp_path, [DOWN], "unlisted-unit-down-app-server-01.json")
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.ESCALATED
+    assert "unit 'cron' is not on app-server-01's remediator_services" in inc.reason
+    assert "remediator may neither read nor act on it there, so nothing was done" in inc.reason
+    assert "could not be read" not in inc.reason
+    assert executor.calls == []

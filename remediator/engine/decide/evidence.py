@@ -53,6 +53,7 @@ class DiagnosticOutcome:
     result: RunResult | None
     report: dict[str, Any] | None
     error: str = ""
+    beyond: str = ""          # not read: what it would read is outside the host's allow-lists (scope.py)
 
 
 def _run(executor: Executor, entry: CatalogEntry, params: dict[str, Any], host: str, ident: str, timeout_s: int,
@@ -101,7 +102,8 @@ class Evidence:
         beyond = out_of_scope(entry, validated, self.host, self.inventory) if self.inventory is not None else None
         key = entry_id + json.dumps(validated, sort_keys=True, default=str)
         if beyond is not None:   # kept with the evidence, so the incident says what was not read and why
-            self.outcomes.setdefault(key, DiagnosticOutcome(entry_id, validated, None, None, error=f"not read: {beyond}"))
+            self.outcomes.setdefault(key, DiagnosticOutcome(entry_id, validated, None, None, error=f"not read: {beyond}",
+                                                            beyond=beyond))
         if key not in self.outcomes:
             outcome = _run(self.executor, entry, validated, self.host,
                            f"{self.ident_prefix}-diag{len(self.outcomes)}-{entry_id}", self.timeout_s, self.cancel)

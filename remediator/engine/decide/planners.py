@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from remediator.engine.catalog.loader import Catalog, EntryKind
-from remediator.engine.decide.gates import EntryCall, compile_condition, read_gate, summary
+from remediator.engine.decide.cel import compile_condition
+from remediator.engine.decide.gates import EntryCall, Finding, read_gate, summary
 from remediator.engine.decide.reports import Query, ReportSpec, write_report
 from remediator.engine.errors import ConfigError, ProposalError
 from remediator.engine.model.records import ActionProposal, Escalation, Report, Transcript
@@ -82,6 +83,7 @@ class Runbook(BaseModel):
     evidence: dict[str, EntryCall] = {}
     act_when: str | None = None            # CEL over the evidence, by name
     otherwise: str = "the evidence does not show the fault this runbook fixes"
+    findings: list[Finding] = []           # what else the evidence may show: a line, or a reason to hold (gates.py)
     _gate: Any = PrivateAttr(None)          # act_when, compiled at load
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -131,6 +133,10 @@ def _check_gate(path: Path, book: Runbook, catalog: Catalog) -> None:
     """A gate reads diagnostics only and has a condition that compiles; fail at start-up, naming the runbook."""
     if bool(book.evidence) != bool(book.act_when):
         raise ConfigError(f"{path}: runbook {book.name}: `evidence` and `act_when` go together")
+    if book.findings and not book.evidence:
+        raise ConfigError(f"{path}: runbook {book.name}: `findings` read the runbook's `evidence`; it has none")
+    for finding in book.findings:
+        finding.compile(f"{path}: runbook {book.name}: finding {finding.says[:40]!r}")
     for name, call in book.evidence.items():
         if not name.isidentifier():
             raise ConfigError(f"{path}: runbook {book.name}: evidence name {name!r} must be an identifier (CEL uses it)")
@@ -204,7 +210,8 @@ class RunbookPlanner:
         if book is None or book.action is None or book._gate is None or book.action.entry != proposal.entry:
             return None
         try:
-            gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose, lambda p: _substitute(p, _names(ctx)))
+            gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose, lambda p: _substitute(p, _names(ctx)),
+                             book.findings)
         except ProposalError as exc:
             return exc.message
         return None if gate.act else gate.why
@@ -229,10 +236,11 @@ class RunbookPlanner:
                     rationale += " (its evidence gate was not read: no access to the host here)"
                 else:
                     gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose,
-                                     lambda p: _substitute(p, names))
+                                     lambda p: _substitute(p, names), book.findings)
                     if not gate.act:
                         return Escalation(reason=f"runbook {book.name}: {gate.why}", planner=self.name)
                     rationale += f" (the evidence shows it: {summary(gate.read)})"
+                    rationale += "".join(f". {note}" for note in gate.notes)
         except ProposalError as exc:
             return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
         return ActionProposal(entry=book.action.entry, params=params, hosts=[ctx.host], rationale=rationale,

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import celpy
-from celpy import celtypes
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from remediator.engine.catalog.loader import Catalog, EntryKind
-from remediator.engine.decide.gates import EntryCall, compile_condition
+from remediator.engine.decide.cel import compile_at, doubles, evaluate, holds, show
+from remediator.engine.decide.gates import EntryCall
 from remediator.engine.errors import ConfigError
 from remediator.engine.model.records import Figure, Report
 from remediator.engine.outbound.prometheus import PrometheusError
@@ -33,7 +33,6 @@ __all__ = ["ReportCause", "ReportSpec", "Query", "write_report", "promql"]
 #: (metric name, PromQL) -> series as {labels, value}; raises with a message a person can read when not answered
 Query = Callable[[str, str], list[dict[str, Any]]]
 _RESERVED = {"metrics", "labels", "host"}
-_SAID_ALREADY = {"__name__", "job", "instance", "host", "service"}    # series labels the alert names already
 
 
 class ReportCause(BaseModel):
@@ -74,7 +73,7 @@ class ReportSpec(BaseModel):
                 _PromQL(expr).substitute(host="x")
             except (KeyError, ValueError):
                 raise ConfigError(f"{where}: metric {name}: only ${{host}} may be filled into PromQL") from None
-        self._figures.update({label: _compile(where, expr) for label, expr in self.figures.items()})
+        self._figures.update({label: compile_at(where, expr) for label, expr in self.figures.items()})
         for cause in self.causes:
             if cause.propose is not None and cause.look_first:
                 raise ConfigError(f"{where}: cause {cause.cause!r}: give propose or look_first, not both")
@@ -82,8 +81,8 @@ class ReportSpec(BaseModel):
                 raise ConfigError(f"{where}: cause {cause.cause!r}: give propose (a catalog action) or look_first")
             if cause.propose is not None:
                 _entry_of(where, catalog, cause.propose.entry, EntryKind.REMEDIATION)
-            cause._when = _compile(where, cause.when)
-            cause._points.update({label: _compile(where, expr) for label, expr in cause.points_to.items()})
+            cause._when = compile_at(where, cause.when)
+            cause._points.update({label: compile_at(where, expr) for label, expr in cause.points_to.items()})
 
 
 def _entry_of(where: str, catalog: Catalog, entry_id: str, kind: EntryKind) -> None:
@@ -93,13 +92,6 @@ def _entry_of(where: str, catalog: Catalog, entry_id: str, kind: EntryKind) -> N
         raise ConfigError(f"{where}: {entry_id} is not a {kind}")
 
 
-def _compile(where: str, expr: str) -> Any:
-    try:
-        return compile_condition(expr)
-    except celpy.CELParseError as exc:
-        raise ConfigError(f"{where}: bad CEL {expr!r}: {exc}") from None
-
-
 class _PromQL(string.Template):
     idpattern = r"host"
 
@@ -107,46 +99,6 @@ class _PromQL(string.Template):
 def promql(expr: str, host: str) -> str:
     """The metric's PromQL with the host filled in as a PromQL string's content (quotes and backslashes escaped)."""
     return _PromQL(expr).substitute(host=host.replace("\\", "\\\\").replace('"', '\\"'))
-
-
-def _doubles(value: Any) -> Any:
-    """JSON with every number a double: CEL compares double with int, but not int with double."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _doubles(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_doubles(v) for v in value]
-    return value
-
-
-def _evaluate(program: Any, activation: dict[str, Any]) -> Any:
-    """The CEL value, or None when it cannot be evaluated on this evidence (a field missing, a list empty)."""
-    try:
-        return program.evaluate(activation)
-    except (celpy.CELEvalError, TypeError, KeyError, IndexError):
-        return None
-
-
-def show(value: Any) -> str:
-    """A value as a person reads it: numbers rounded, series as `labels value`, records as `k=v`; capped."""
-    if value is None:
-        return "not read"
-    if isinstance(value, (bool, celtypes.BoolType)):   # CEL's bool is an int, not a bool
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    if isinstance(value, dict):
-        if set(value) == {"labels", "value"}:
-            tags = ",".join(f"{v}" for k, v in sorted(value["labels"].items()) if k not in _SAID_ALREADY)
-            return f"{tags} {show(value['value'])}".strip()
-        return ", ".join(f"{k}={show(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))[:300]
-    if isinstance(value, list):
-        shown = "; ".join(show(v) for v in value[:5])
-        return (shown + (f" (+{len(value) - 5} more)" if len(value) > 5 else "") or "none")[:300]
-    return str(value)[:300]
 
 
 def write_report(spec: ReportSpec, *, host: str, labels: dict[str, str],
@@ -163,22 +115,21 @@ def write_report(spec: ReportSpec, *, host: str, labels: dict[str, str],
         if outcome.report is None:
             unread.append(f"{name} ({call.entry}): {outcome.error or 'no report'}")
         else:
-            activation[name] = celpy.json_to_cel(_doubles(outcome.report))
+            activation[name] = celpy.json_to_cel(doubles(outcome.report))
     metrics: dict[str, Any] = {}
     for name, expr in spec.metrics.items():
         if query is None:
             unread.append(f"metric {name}: no Prometheus configured")
             continue
         try:
-            metrics[name] = _doubles(query(name, promql(expr, host)))
+            metrics[name] = doubles(query(name, promql(expr, host)))
         except (PrometheusError, LookupError) as exc:   # not answered (or not recorded): shown as such, never acted on
             unread.append(f"metric {name}: {exc}")
     activation["metrics"] = celpy.json_to_cel(metrics)
-    figures = [Figure(label=label, value=show(_evaluate(program, activation))) for label, program in spec._figures.items()]
+    figures = [Figure(label=label, value=show(evaluate(program, activation))) for label, program in spec._figures.items()]
     for cause in spec.causes:
-        verdict = _evaluate(cause._when, activation)
-        if isinstance(verdict, celtypes.BoolType) and verdict:
-            pointing = [Figure(label=label, value=show(_evaluate(p, activation))) for label, p in cause._points.items()]
+        if holds(cause._when, activation):
+            pointing = [Figure(label=label, value=show(evaluate(p, activation))) for label, p in cause._points.items()]
             proposal = ""
             if cause.propose is not None:
                 params = bind(cause.propose.params)

@@ -1,4 +1,5 @@
-"""The lab's commands: `lab up|down|status`, `chaos run`, `demo` (test and demo tooling, not the product path)."""
+"""The lab's commands: `lab up|down|status`, `chaos run`, `scenarios list|run`, `demo` (test and demo tooling, not
+the product path)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,9 @@ console = Console()
 lab_app = typer.Typer(help="The lab fleet: Podman hosts from inventory/lab.yml.", no_args_is_help=True)
 chaos_app = typer.Typer(help="Chaos drills on the lab: the real Prometheus -> Alertmanager -> remediator chain.",
                         no_args_is_help=True)
+
+scenarios_app = typer.Typer(help="Fault scenarios on the lab: incidents as a fleet has them, judged as on-call would.",
+                            no_args_is_help=True)
 
 
 def _monitoring(settings: Settings):
@@ -78,6 +82,60 @@ def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entr
         server.stop()
     _drill_table(results, drills.write_report(results, report_dir or settings.data_dir / "chaos"))
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+@scenarios_app.command("list")
+def scenarios_list() -> None:
+    """Every scenario in lab/scenarios/: its class, host, alert and the right outcome."""
+    from remediator.engine.lab import scenarios
+    settings = load_settings()
+    table = Table("scenario", "class", "host", "alert", "right outcome", "what happens")
+    for sc in scenarios.load_scenarios(load_catalog(*settings.catalog_roots)):
+        table.add_row(sc.id, sc.klass, sc.host, sc.alert, sc.outcome + (f" {sc.entry}" if sc.entry else ""), sc.title)
+    console.print(table)
+
+
+@scenarios_app.command("run")
+def scenarios_run(only: str = typer.Option(None, "--only", help="run only this scenario (its id)"),
+                  report_dir: Path = typer.Option(None, help="where report.json and report.md go "
+                                                             "(default DATA_DIR/scenarios)")) -> None:
+    """Run the fault scenarios against the lab (after `remediator lab up`), one after another, with live progress;
+    then the table and the summary. Exit 1 when one is not handled right or made worse.
+
+    Uses the `remediator serve` answering on the configured port, or starts one for the run."""
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    from remediator.engine.lab import drills, scenarios
+    settings = load_settings()
+    server = drills.Server(settings, _monitoring(settings), settings.data_dir / "scenarios-serve.log")
+    console.print(f"{'started' if server.started else 'using'} remediator serve on {server.url}")
+    done: list[str] = []
+
+    def progress(sid: str, msg: str) -> None:
+        if msg in ("right", "wrong", "MADE WORSE"):
+            done.append(f"{sid}: {msg}")
+            console.print(f"  {sid}: {msg}", markup=False)
+        live.update(Spinner("dots", f"{sid}: {msg}  ({len(done)} done)"))
+    try:
+        with Live(Spinner("dots", "starting"), console=console, refresh_per_second=4, transient=True) as live:
+            results = scenarios.run_scenarios(settings, load_catalog(*settings.catalog_roots), server, only, progress)
+    finally:
+        server.stop()
+    report, summary = scenarios.write_report(results, report_dir or settings.data_dir / "scenarios")
+    table = Table("scenario", "class", "expected", "got", "fault → final", "result")
+    for r in results:
+        verdict = ("right" if r.right else "[red]MADE WORSE[/red]: " + "; ".join(r.worse) if r.worse
+                   else "[red]wrong[/red]: " + "; ".join(r.problems))
+        table.add_row(r.id, r.klass, r.expected, r.got, f"{r.seconds} s" if r.seconds is not None else "-", verdict)
+    console.print(table)
+    console.print(f"handled right {summary.right}/{summary.scenarios} ({summary.right_pct} %), made worse "
+                  f"{summary.worse}; fault → final state median {summary.median_s} s, automatic fixes' fault → "
+                  f"verified median {summary.fixed_median_s} s")
+    for klass, c in summary.by_class.items():
+        console.print(f"  {klass}: {c.right}/{c.scenarios} right, median {c.median_s} s", markup=False)
+    console.print(f"report: {report}")
+    raise typer.Exit(0 if summary.right == summary.scenarios and not summary.worse else 1)
 
 
 def demo() -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import secrets
-import subprocess
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.catalog.loader import Catalog, Drill, Probe
+from remediator.engine.catalog.loader import Catalog, Drill
 from remediator.engine.errors import ConfigError
 from remediator.engine.lab.fleet import LabHost, lab_hosts
 from remediator.engine.lab.harness import LAB_BLAST, ServeProcess, healthy, lab_token
+from remediator.engine.lab.hostops import approve, exec_on, fire, probe, wait_cleared
 from remediator.engine.lab.monitoring import Monitoring
 from remediator.engine.model.states import FINAL_STATES, IncidentState
 from remediator.engine.people.identities import Identities
@@ -81,27 +80,6 @@ def drills_of(catalog: Catalog, only: str | None = None, seed_dir: Path = SEED_D
     return found
 
 
-def _exec(container: str, argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", "exec", container, *argv], capture_output=True, text=True, timeout=60)
-
-
-def _probe(container: str, probe: Probe) -> str | None:
-    """None when the probe holds, else what was seen."""
-    r = _exec(container, probe.argv)
-    if r.returncode != probe.rc:
-        return f"{' '.join(probe.argv)}: exit {r.returncode}, expected {probe.rc} ({(r.stdout + r.stderr).strip()[:200]})"
-    if probe.stdout is not None and r.stdout.strip() != probe.stdout:
-        return f"{' '.join(probe.argv)}: {r.stdout.strip()[:200]!r}, expected {probe.stdout!r}"
-    return None
-
-
-def _fire(alertmanager_url: str, labels: dict[str, str], minutes: int) -> None:
-    now = datetime.now(UTC)
-    body = [{"labels": labels, "annotations": {"description": "fired by a chaos drill"},
-             "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=minutes)).isoformat()}]
-    httpx.post(f"{alertmanager_url}/api/v2/alerts", json=body, timeout=10).raise_for_status()
-
-
 def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHost], api: httpx.Client,
               alertmanager_url: str, progress: Callable[[str], None] = lambda _: None,
               approver: httpx.Client | None = None) -> DrillResult:
@@ -114,7 +92,7 @@ def run_drill(name: str, entry: str | None, drill: Drill, hosts: dict[str, LabHo
         return _judge(name, entry, drill, host, api, alertmanager_url, progress, approver)
     finally:
         for argv in drill.cleanup:
-            r = _exec(host.container, argv)
+            r = exec_on(host.container, argv)
             if r.returncode != 0:
                 progress(f"cleanup {argv} failed: {r.stderr.strip()[:200]}")
 
@@ -126,12 +104,12 @@ def _judge(name: str, entry: str | None, drill: Drill, host: LabHost, api: httpx
     seen_before = {i["id"] for i in api.get("/incidents", params={"limit": 1000}).json()}
     started = time.monotonic()
     for argv in drill.inject:
-        r = _exec(host.container, argv)
+        r = exec_on(host.container, argv)
         if r.returncode != 0:
             return DrillResult(drill=name, host=drill.host, alert=drill.alert, expected=expected, got="inject failed",
                                seconds_to_fix=None, ok=False, problems=[f"inject {argv}: {r.stderr.strip()[:300]}"])
     if drill.fire:
-        _fire(alertmanager_url, drill.fire, minutes=10)
+        fire(alertmanager_url, drill.fire, minutes=10)
     progress(f"fault injected on {drill.host}; waiting for {drill.alert}")
 
     incident: dict[str, Any] | None = None
@@ -142,7 +120,7 @@ def _judge(name: str, entry: str | None, drill: Drill, host: LabHost, api: httpx
                 continue
             progress(f"incident {row['id']}: {row['state']}")
             if row["state"] == "awaiting_approval" and drill.approve and approver is not None:
-                _approve(approver, row["id"])
+                approve(approver, row["id"])
             elif row["state"] in _SETTLED:
                 incident = api.get(f"/incidents/{row['id']}").json()
         if incident:
@@ -178,37 +156,15 @@ def _judge(name: str, entry: str | None, drill: Drill, host: LabHost, api: httpx
     if drill.says and drill.says.casefold() not in said.casefold():
         problems.append(f"the incident does not say {drill.says!r}: {said[:300]}")
     if drill.state == "resolved":
-        problems += [p for p in (_probe(host.container, pr) for pr in drill.fixed) if p]
-    problems += [f"harmed: {p}" for p in (_probe(host.container, pr) for pr in drill.unharmed) if p]
+        problems += [p for p in (probe(host.container, pr) for pr in drill.fixed) if p]
+    problems += [f"harmed: {p}" for p in (probe(host.container, pr) for pr in drill.unharmed) if p]
     if drill.fire:
-        _fire(alertmanager_url, drill.fire, minutes=0)   # as a Prometheus would once the condition is gone
-    elif drill.state == "resolved" and not _wait_cleared(alertmanager_url, drill.alert, drill.host, timeout_s=90):
+        fire(alertmanager_url, drill.fire, minutes=0)   # as a Prometheus would once the condition is gone
+    elif drill.state == "resolved" and not wait_cleared(alertmanager_url, drill.alert, drill.host, timeout_s=90):
         problems.append(f"Alertmanager still shows {drill.alert} for {drill.host} as active")
     return DrillResult(drill=name, host=drill.host, alert=drill.alert, expected=expected, got=got,
                        seconds_to_fix=elapsed if incident["state"] == "resolved" else None, ok=not problems,
                        problems=problems, incident=incident["id"])
-
-
-def _approve(api: httpx.Client, incident_id: str) -> None:
-    """Approve exactly the dry run the incident shows (its pending approval's digest)."""
-    detail = api.get(f"/incidents/{incident_id}").json()
-    pending = [a for a in detail["approvals"] if a["state"] == "pending"]
-    if pending:
-        api.post(f"/incidents/{incident_id}/approve", json={"digest": pending[0]["preview_digest"], "comment": "drill approval"})
-
-
-def _wait_cleared(alertmanager_url: str, alertname: str, host: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            active = httpx.get(f"{alertmanager_url}/api/v2/alerts", timeout=5, params=[
-                ("active", "true"), ("filter", f'alertname="{alertname}"'), ("filter", f'host="{host}"')]).json()
-            if not active:
-                return True
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(2)
-    return False
 
 
 def report_markdown(results: list[DrillResult]) -> str:

@@ -1,0 +1,39 @@
+"""The fault scenarios (lab/scenarios/) through the real chain: `remediator lab up`, then `remediator scenarios run`,
+which starts `remediator serve`, breaks the lab's hosts as a fleet breaks, and judges each answer by the host's own
+probes and every real run remediator made: handled right, and never made worse."""
+import json
+import subprocess
+
+import pytest
+
+from remediator.engine import PROJECT_ROOT
+from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.lab.scenarios import load_scenarios
+from tests.chaos.conftest import REMEDIATOR
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(1500)
+def test_every_scenario_is_handled_right_and_none_is_made_worse(lab_chain):
+    env, data, receivers = lab_chain
+    run = subprocess.run([str(REMEDIATOR), "scenarios", "run"], env={**env, "COLUMNS": "200"}, capture_output=True,
+                         text=True, timeout=1500)
+    report = json.loads((data / "scenarios" / "report.json").read_text())
+    serve_log = (data / "scenarios-serve.log").read_text()[-3000:]
+    assert run.returncode == 0, run.stdout + run.stderr + serve_log
+    scenarios = load_scenarios(load_catalog(PROJECT_ROOT / "playbooks"))
+    assert [r["id"] for r in report["results"]] == [s.id for s in scenarios]
+    for r in report["results"]:
+        assert r["right"] and not r["worse"], r
+    summary = report["summary"]
+    assert (summary["right"], summary["worse"], summary["right_pct"]) == (len(scenarios), 0, 100.0)
+    assert f"handled right {len(scenarios)}/{len(scenarios)} (100.0 %), made worse 0" in run.stdout
+    # each automatic fix was told, and every escalation paged
+    fixed = [r for r in report["results"] if r["fixed"]]
+    assert len([b for b in receivers.received["slack"] if b["text"].startswith("Fixed")]) >= len(fixed)
+    for r in report["results"]:
+        if r["expected"] == "escalated":
+            receivers.wait_for("pagerduty", lambda b, r=r: b["dedup_key"] == r["incident"], timeout_s=30)
+    verify = subprocess.run([str(REMEDIATOR), "audit", "verify"], env=env, capture_output=True, text=True)
+    assert verify.returncode == 0 and "chain intact" in verify.stdout, verify.stdout + verify.stderr
