@@ -80,7 +80,8 @@ def lab():
 #: that worker's lab instance (tests/lab.py); the model lane shares one llama.cpp server. A test file not named here
 #: is no lane: its tests go one by one to whichever worker is free. Balanced by the durations CI prints.
 LANES = {
-    "lab-a": ["tests/chaos/test_replicas.py", "tests/chaos/test_kill.py", "tests/chaos/test_storm.py", "tests/chaos/test_regions.py"],
+    "lab-a": ["tests/chaos/test_replicas.py", "tests/chaos/test_kill.py", "tests/chaos/test_storm.py", "tests/chaos/test_regions.py",
+              "tests/chaos/test_scenarios.py"],
     "lab-b": ["tests/chaos/test_drills.py", "tests/e2e/", "tests/integration/",
               "tests/security/test_clean_logs.py", "tests/security/test_host_keys.py"],
     "model": ["tests/security/test_real_model.py"],

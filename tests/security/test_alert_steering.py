@@ -52,7 +52,8 @@ def test_a_label_naming_a_new_instance_of_a_template_starts_nothing(tmp_path):
     engine, executor = _engine(tmp_path, [NEVER])
     w = engine.what_if(_alert(service="worker@9999"))
     assert w.proposal is None and w.escalation, w
-    assert "never started since the host booted" in w.escalation and "started=False" in w.escalation
+    assert "never started since the host booted, so it is not down" in w.escalation
+    assert "started since boot: no" in w.escalation
     assert executor.calls == [("service_status", "diagnose")]          # read, nothing checked or run
 
 

@@ -148,3 +148,22 @@ def test_a_unit_on_no_allow_list_is_named_as_such_not_as_unreadable_evidence(tmp
     assert "remediator may neither read nor act on it there, so nothing was done" in inc.reason
     assert "could not be read" not in inc.reason
     assert executor.calls == []
+
+
+def test_a_fix_that_verified_twice_within_the_hour_and_the_fault_came_back_waits_for_a_person(tmp_path):
+    """Flapping: the store's history knows which earlier runs verified; the third restart is held, with the times."""
+    executor = ScriptedExecutor({"service_status": [DOWN, UP] * 3}, {"restart_service": CHECK})
+    engine = new_engine(Settings(data_dir=tmp_path, verify_interval_s=0), executor=executor)
+    payload = json.loads((FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_text())
+    states = []
+    for minute in (2, 14, 26):   # the same alert firing again after each fix, as Alertmanager sends it
+        payload["alerts"][0]["startsAt"] = f"2026-11-24T03:{minute:02d}:11Z"
+        (incident_id,) = take_in(engine, json.dumps(payload).encode()).incidents
+        work_all(engine)
+        states.append(_incident(engine, incident_id))
+    assert [i.state for i in states] == [IncidentState.RESOLVED, IncidentState.RESOLVED, IncidentState.AWAITING_APPROVAL]
+    held = states[2]
+    assert "fix-keeps-coming-back" in held.decision.rules
+    assert any(r.startswith("flapping: this fix verified twice within the hour") for r in held.decision.reasons)
+    history = next(r for r in held.decision.reasons if r.startswith("done on app-server-01 within the hour before"))
+    assert history.count("; verified)") == 2 and states[0].id in history and states[1].id in history

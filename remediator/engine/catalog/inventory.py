@@ -65,6 +65,12 @@ class Inventory:
     def environment(self, host: str) -> str:
         return str(self.host_vars.get(host, {}).get("environment", ""))
 
+    def depends_on(self, host: str, service: str) -> list[str]:
+        """The units `service` needs on `host`, as the inventory declares them (`remediator_depends_on`)."""
+        declared = self.host_vars.get(host, {}).get("remediator_depends_on") or {}
+        needs = declared.get(service, []) if isinstance(declared, dict) else []
+        return [str(u) for u in (needs if isinstance(needs, list) else [needs])]
+
     def allow_list(self, host: str, names: list[str]) -> tuple[str, list[str]] | None:
         """The first of the `remediator_*` allow-lists `names` that the host (or a group of it) declares."""
         for name in names:

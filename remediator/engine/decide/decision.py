@@ -1,6 +1,7 @@
 """The one decision path: what remediator does with an alert, up to the verdict.
 
-`decide()` plans (the planner may read diagnostics), validates the parameters, applies policy with the
+`decide()` plans (the planner may read diagnostics), reads the alert's service's declared dependencies
+(dependencies.py), validates the parameters, applies policy with the
 run history and the clock, then the circuit breaker and the interrupted-run rule. `gather()` adds the
 chosen entry's own read-only diagnostics and the alert's series from Prometheus. serve (the pipeline),
 `remediator plan` and `remediator eval` all call these two; they differ only in what they pass: the
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide import blast, breaker
+from remediator.engine.decide.dependencies import dependency_down
 from remediator.engine.decide.evidence import Evidence
 from remediator.engine.decide.planners import Planner, PlanningContext, PlanningSession
 from remediator.engine.decide.policy import Policy, PolicyContext
@@ -25,10 +27,10 @@ from remediator.engine.decide.scope import template_of, unit_name
 from remediator.engine.errors import ProposalError
 from remediator.engine.model.alerts import Alert
 from remediator.engine.model.records import ActionProposal, Escalation, PolicyDecision, Report, Transcript, Verdict
-from remediator.engine.model.states import RunMode
+from remediator.engine.model.states import IncidentState, RunMode
 from remediator.engine.outbound.prometheus import Prometheus, PrometheusError
 from remediator.engine.store.db import Store
-from remediator.engine.store.tables import Run
+from remediator.engine.store.tables import Incident, Run
 
 __all__ = ["Situation", "situation_of", "PastRun", "History", "StoreHistory", "RecordedHistory", "Decision", "decide", "judge",
            "breaker_rule", "metrics_query", "gather", "system_clock", "Clock"]
@@ -68,6 +70,8 @@ class PastRun:
     hosts: list[str]
     params: dict[str, Any]
     started_at: datetime                        # aware, UTC
+    verified: bool = False                      # its incident ended resolved: the fix held when it was checked
+    incident: str = ""
 
 
 class History(Protocol):
@@ -86,9 +90,10 @@ class StoreHistory:
     def real_runs(self, entry: str, since: datetime) -> list[PastRun]:
         naive = since.astimezone(UTC).replace(tzinfo=None)   # the store keeps UTC without a zone
         with self.store.read() as session:
-            rows = session.execute(select(Run).where(Run.mode == RunMode.APPLY, Run.entry == entry,
-                                                     Run.started_at >= naive)).scalars().all()
-            return [PastRun(r.entry, list(r.hosts), dict(r.params), r.started_at.replace(tzinfo=UTC)) for r in rows]
+            rows = session.execute(select(Run, Incident.state).join(Incident, Incident.id == Run.incident_id)
+                                   .where(Run.mode == RunMode.APPLY, Run.entry == entry, Run.started_at >= naive)).all()
+            return [PastRun(r.entry, list(r.hosts), dict(r.params), r.started_at.replace(tzinfo=UTC),
+                            verified=state == IncidentState.RESOLVED, incident=r.incident_id) for r, state in rows]
 
     def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
         with self.store.read() as session:
@@ -140,6 +145,9 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
                           host=situation.host, severity=situation.severity, ref=situation.ref)
     plan = planner.plan(ctx, session)
     out = Decision(situation=situation, evidence=evidence, transcript=session.transcript, report=session.report)
+    # Before acting on (or reporting on) the alert's service: is what it needs down? A binding escalation stands.
+    if session.diagnose is not None and (not isinstance(plan, Escalation) or session.report is not None):
+        plan = dependency_down(policy.inventory, situation.host, situation.labels, session.diagnose) or plan
     if isinstance(plan, Escalation):
         out.escalation = plan
         return out
@@ -158,7 +166,8 @@ def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, polic
         params = catalog.get(plan.entry).validate_params(plan.params)
     except ProposalError:
         params = None   # policy denies it, with the reason
-    verdict, params = policy.decide(plan, _policy_context(situation, plan, params, history, clock(), catalog))
+    context, earlier = _policy_context(situation, plan, params, history, clock(), catalog)
+    verdict, params = policy.decide(plan, context)
     groups = policy.inventory.hosts.get(situation.host, [])
     scopes = breaker.learned_scopes(plan.entry, groups, situation.alertname) + blast.brake_scopes(groups, situation.alertname)
     verdict = breaker_rule(verdict, plan.entry, history, scopes)
@@ -167,6 +176,8 @@ def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, polic
     if plan.needs_person and verdict.verdict == Verdict.ALLOW:   # Level 2: never automatic, whatever rules allow
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "needs-person"],
                                  reasons=[plan.needs_person])
+    if earlier and verdict.verdict == Verdict.APPROVE:   # the person deciding sees what was done here before
+        verdict = verdict.model_copy(update={"reasons": [*verdict.reasons, _history_line(earlier, situation.host)]})
     if situation.interrupted == RunMode.APPLY and verdict.verdict == Verdict.ALLOW:
         verdict = PolicyDecision(verdict=Verdict.APPROVE, rules=[*verdict.rules, "interrupted-run"], reasons=[
             "the last real run was cut off by a restart and may have changed the host; a person decides "
@@ -199,14 +210,24 @@ def _acts_on(catalog: Catalog, entry: str, params: dict[str, Any] | None) -> Any
 
 
 def _policy_context(situation: Situation, plan: ActionProposal, params: dict[str, Any] | None, history: History,
-                    now: datetime, catalog: Catalog) -> PolicyContext:
-    """What rules may look at: the alert, this hour's real runs of the entry (rate limits), the time."""
+                    now: datetime, catalog: Catalog) -> tuple[PolicyContext, list[PastRun]]:
+    """What rules may look at: the alert, this hour's real runs of the entry (rate limits, flapping), the time; and
+    the runs of this same action on this host within the hour."""
     runs = history.real_runs(plan.entry, now - timedelta(hours=1))
     target = _acts_on(catalog, plan.entry, params)
-    same = sum(1 for r in runs if situation.host in r.hosts and _acts_on(catalog, r.entry, r.params) == target)
+    same = [r for r in runs if situation.host in r.hosts and _acts_on(catalog, r.entry, r.params) == target]
     return PolicyContext(incident_host=situation.host, severity=situation.severity, labels=situation.labels,
-                         same_action_last_hour=same, entry_runs_last_hour=len(runs),
-                         hour_utc=now.astimezone(UTC).hour, weekday=now.astimezone(UTC).weekday())
+                         same_action_last_hour=len(same), same_fix_verified_last_hour=sum(r.verified for r in same),
+                         entry_runs_last_hour=len(runs), hour_utc=now.astimezone(UTC).hour,
+                         weekday=now.astimezone(UTC).weekday()), same
+
+
+def _history_line(earlier: list[PastRun], host: str) -> str:
+    """The same action's earlier real runs on the host, for the person who decides: when, and whether it held."""
+    shown = ", ".join(f"{r.started_at:%H:%M}Z" + (f" (incident {r.incident}" if r.incident else " (")
+                      + ("; verified)" if r.verified else "; not verified)")
+                      for r in sorted(earlier, key=lambda r: r.started_at)[-5:])
+    return f"done on {host} within the hour before: {len(earlier)} time(s), {shown}"
 
 
 def metrics_query(prometheus: Prometheus | None) -> Query | None:

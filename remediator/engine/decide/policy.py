@@ -39,6 +39,7 @@ class PolicyContext(BaseModel):
     severity: str = "none"
     labels: dict[str, str] = {}
     same_action_last_hour: int = 0      # real runs of this entry on this host acting on the same unit/service
+    same_fix_verified_last_hour: int = 0   # ... of those, the ones whose incident was fixed and verified
     entry_runs_last_hour: int = 0
     hour_utc: int = 0
     weekday: int = 0                    # Monday = 0
@@ -105,6 +106,7 @@ class Policy:
             "environment": self.inventory.environment(ctx.incident_host), "severity": ctx.severity,
             "labels": ctx.labels, "planner": proposal.planner,
             "history": {"same_action_last_hour": ctx.same_action_last_hour,
+                        "same_fix_verified_last_hour": ctx.same_fix_verified_last_hour,
                         "entry_runs_last_hour": ctx.entry_runs_last_hour},
             "time": {"hour_utc": ctx.hour_utc, "weekday": ctx.weekday},
         }

@@ -88,6 +88,7 @@ class RecordedRun(_Strict):
     hosts: list[str]
     params: dict[str, Any]                           # as validated (the rate limit compares them whole)
     minutes_ago: float = Field(ge=0)
+    verified: bool = False                           # its incident was fixed and verified
 
 
 class CaseHistory(_Strict):
@@ -125,7 +126,8 @@ class EvalCase(_Strict):
 
     @property
     def history(self) -> RecordedHistory:
-        return RecordedHistory(runs=[PastRun(r.entry, r.hosts, r.params, self.at - timedelta(minutes=r.minutes_ago))
+        return RecordedHistory(runs=[PastRun(r.entry, r.hosts, r.params, self.at - timedelta(minutes=r.minutes_ago),
+                                             verified=r.verified)
                                      for r in self.past.runs], breakers=dict(self.past.open_breakers))
 
 

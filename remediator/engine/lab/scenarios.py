@@ -128,7 +128,7 @@ def run_scenario(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.C
     """Inject, wait until the incident settles, judge it; then put the host back (cleanup), however it ended."""
     seen_before = {i["id"] for i in api.get("/incidents", params={"limit": 1000}).json()}
     try:
-        return _judge(sc, host, api, person, alertmanager_url, seen_before, progress)
+        result = _judge(sc, host, api, person, alertmanager_url, seen_before, progress)
     finally:
         for argv in sc.cleanup:
             r = exec_on(host.container, argv)
@@ -136,6 +136,11 @@ def run_scenario(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.C
                 progress(f"cleanup {argv} failed: {r.stderr.strip()[:200]}")
         if sc.fire:
             fire(alertmanager_url, sc.fire, minutes=0)
+    if sc.recovered and not _recovers(sc, host):   # a host left broken would spoil the next scenario's judgement
+        left = "; ".join(p for p in (probe(host.container, pr) for pr in sc.recovered) if p)
+        result = result.model_copy(update={"right": False,
+                                           "problems": [*result.problems, f"the host did not recover after the cleanup: {left}"]})
+    return result
 
 
 def _judge(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.Client, alertmanager_url: str,
@@ -176,9 +181,6 @@ def _judge(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.Client,
     if incident["state"] == IncidentState.AWAITING_APPROVAL.value:   # a person reads it and says no: the lab goes on
         reject(person, incident["id"], f"scenario {sc.id}: held as expected; the scenario ends here")
     worse = _worse(sc, host, api, seen_before)
-    if sc.recovered and not _recovers(sc, host):
-        problems.append("the host did not recover after the cleanup: " + "; ".join(
-            p for p in (probe(host.container, pr) for pr in sc.recovered) if p))
     return ScenarioResult(**base, got=got, right=not problems and not worse, worse=worse, problems=problems,
                           seconds=seconds, fixed=incident["state"] == IncidentState.RESOLVED.value,
                           incident=incident["id"])
