@@ -167,3 +167,18 @@ def test_a_fix_that_verified_twice_within_the_hour_and_the_fault_came_back_waits
     assert any(r.startswith("flapping: this fix verified twice within the hour") for r in held.decision.reasons)
     history = next(r for r in held.decision.reasons if r.startswith("done on app-server-01 within the hour before"))
     assert history.count("; verified)") == 2 and states[0].id in history and states[1].id in history
+
+
+def test_a_unit_whose_process_is_stopped_is_hung_and_restarted_and_the_rationale_says_so(tmp_path):
+    hung = {**UP, "process_state": "T", "main_pid": "812"}
+    engine, executor, incident_id = _run(tmp_path, [hung, {**UP, "process_state": "S"}], "webapp-down-app-server-01.json")
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.RESOLVED, inc.reason
+    assert "the unit's process is stopped (state T" in inc.proposal.rationale and "main process: 812" in inc.proposal.rationale
+    assert ("restart_service", "apply") in executor.calls
+
+
+def test_the_control_a_running_process_in_an_active_unit_is_not_restarted(tmp_path):
+    engine, executor, incident_id = _run(tmp_path, [{**UP, "process_state": "S"}], "webapp-down-app-server-01.json")
+    assert _incident(engine, incident_id).state == IncidentState.ESCALATED
+    assert executor.calls == [("service_status", "diagnose")]

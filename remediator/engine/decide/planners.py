@@ -257,7 +257,9 @@ class RunbookPlanner:
             return Escalation(reason=f"runbook {book.name}: {exc.message}", planner=self.name)
         session.report = report
         if cause is None or cause.propose is None or params is None:
-            return Escalation(reason=f"runbook {book.name}: {spec.kind}: {report.cause}; look first at: {report.look_first}",
+            pointing = "; ".join(f"{f.label}: {f.value}" for f in report.pointing)
+            return Escalation(reason=f"runbook {book.name}: {spec.kind}: {report.cause}"
+                              + (f" ({pointing})" if pointing else "") + f"; look first at: {report.look_first}",
                               planner=self.name)
         return ActionProposal(entry=cause.propose.entry, params=params, hosts=[ctx.host], planner=self.name,
                               rationale=f"{spec.kind}: {report.cause}", offered=[cause.propose.entry],

@@ -66,7 +66,8 @@ class Scenario(BaseModel):
     unharmed: list[Probe] = []                          # must still hold afterwards, whatever the outcome
     cleanup: list[list[str]] = []                       # argv lists run afterwards, however it ended
     recovered: list[Probe] = []                         # true once the cleanup has put the host back
-    timeout_s: int = Field(120, ge=10, le=900)
+    repeat: int = Field(1, ge=1, le=5)                  # the fault comes back this often; each earlier time is fixed
+    timeout_s: int = Field(120, ge=10, le=900)          # per round
 
 
 class ScenarioResult(BaseModel):
@@ -147,34 +148,33 @@ def _judge(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.Client,
            seen_before: set[str], progress: Callable[[str], None]) -> ScenarioResult:
     expected = f"{sc.outcome}" + (f" {sc.entry}" if sc.entry else "")
     base = {"id": sc.id, "klass": sc.klass, "host": sc.host, "alert": sc.alert, "expected": expected}
-    started = time.monotonic()
-    for argv in sc.inject:
-        r = exec_on(host.container, argv)
-        if r.returncode != 0:
-            return ScenarioResult(**base, got="inject failed", right=False, worse=[], seconds=None,
-                                  problems=[f"inject {argv}: exit {r.returncode}: {(r.stderr or r.stdout).strip()[:300]}"])
-    if sc.fire:
-        fire(alertmanager_url, sc.fire, minutes=10, description=f"scenario {sc.id}: {sc.title}")
-    progress(f"fault injected on {sc.host}; waiting for {sc.alert}")
-
     incident: dict[str, Any] | None = None
     seconds: float | None = None
-    while time.monotonic() < started + sc.timeout_s:
-        for row in api.get("/incidents", params={"limit": 1000}).json():
-            if row["id"] in seen_before or row["alertname"] != sc.alert or row["host"] != sc.host:
-                continue
-            progress(f"incident {row['id']}: {row['state']}")
-            if row["state"] in _SETTLED:
-                incident = api.get(f"/incidents/{row['id']}").json()
-                seconds = round(time.monotonic() - started, 1)
-        if incident:
-            break
-        time.sleep(1)
-    if incident is None:
-        worse = _worse(sc, host, api, seen_before)
-        return ScenarioResult(**base, got="no incident", right=False, worse=worse, seconds=None,
-                              problems=[f"no {sc.alert} incident for {sc.host} settled within {sc.timeout_s} s"])
-
+    earlier: list[str] = []
+    for n in range(sc.repeat):   # flapping: the same fault again once each earlier fix verified
+        if n:
+            wait_cleared(alertmanager_url, sc.alert, sc.host, timeout_s=60)
+        started = time.monotonic()
+        for argv in sc.inject:
+            r = exec_on(host.container, argv)
+            if r.returncode != 0:
+                return ScenarioResult(**base, got="inject failed", right=False, worse=[], seconds=None, problems=[
+                    f"inject {argv}: exit {r.returncode}: {(r.stderr or r.stdout).strip()[:300]}"])
+        if sc.fire:
+            fire(alertmanager_url, sc.fire, minutes=10, description=f"scenario {sc.id}: {sc.title}")
+        progress(f"fault injected on {sc.host} ({n + 1}/{sc.repeat}); waiting for {sc.alert}")
+        incident = _settled(sc, api, seen_before | set(earlier), started, progress)
+        seconds = round(time.monotonic() - started, 1)
+        if incident is None:
+            return ScenarioResult(**base, got="no incident", right=False, worse=_worse(sc, host, api, seen_before),
+                                  seconds=None, problems=[f"no {sc.alert} incident for {sc.host} settled within "
+                                                          f"{sc.timeout_s} s (round {n + 1})"])
+        if n < sc.repeat - 1 and incident["state"] != IncidentState.RESOLVED.value:
+            return ScenarioResult(**base, got=f"round {n + 1}: {incident['state']}", right=False, seconds=seconds,
+                                  worse=_worse(sc, host, api, seen_before), incident=incident["id"],
+                                  problems=[f"round {n + 1} of {sc.repeat} was not fixed: {incident['reason'][:300]}"])
+        earlier.append(incident["id"])
+    assert incident is not None
     proposal = incident.get("proposal") or {}
     got = f"{incident['state']}" + (f" {proposal['entry']}" if proposal.get("entry") else "")
     problems = _problems(sc, incident, host)
@@ -184,6 +184,20 @@ def _judge(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.Client,
     return ScenarioResult(**base, got=got, right=not problems and not worse, worse=worse, problems=problems,
                           seconds=seconds, fixed=incident["state"] == IncidentState.RESOLVED.value,
                           incident=incident["id"])
+
+
+def _settled(sc: Scenario, api: httpx.Client, seen: set[str], started: float, progress: Callable[[str], None]
+             ) -> dict[str, Any] | None:
+    """The new incident for the scenario's alert and host once it is final or waits for a person (None: timed out)."""
+    while time.monotonic() < started + sc.timeout_s:
+        for row in api.get("/incidents", params={"limit": 1000}).json():
+            if row["id"] in seen or row["alertname"] != sc.alert or row["host"] != sc.host:
+                continue
+            progress(f"incident {row['id']}: {row['state']}")
+            if row["state"] in _SETTLED:
+                return api.get(f"/incidents/{row['id']}").json()
+        time.sleep(1)
+    return None
 
 
 def _problems(sc: Scenario, incident: dict[str, Any], host: LabHost) -> list[str]:
@@ -213,12 +227,13 @@ def _worse(sc: Scenario, host: LabHost, api: httpx.Client, seen_before: set[str]
     the scenario waited for; and the host's own word (the `unharmed` probes)."""
     details = [api.get(f"/incidents/{row['id']}").json() for row in api.get("/incidents", params={"limit": 1000}).json()
                if row["id"] not in seen_before]
-    return made_worse(sc.host, details) + [f"harmed: {p}" for p in (probe(host.container, pr) for pr in sc.unharmed) if p]
+    allowed = sc.repeat - 1 + (sc.outcome == "fixed")
+    return made_worse(sc.host, details, allowed) + [f"harmed: {p}" for p in (probe(host.container, pr) for pr in sc.unharmed) if p]
 
 
-def made_worse(host: str, incidents: list[dict[str, Any]]) -> list[str]:
+def made_worse(host: str, incidents: list[dict[str, Any]], allowed: int = 1) -> list[str]:
     """What the real runs of these incidents (as the API shows them) did that makes an incident on `host` worse: a run
-    on another host, a run that failed, an incident that failed after its run, more than one run (a loop)."""
+    on another host, a run that failed, more real runs than the scenario's fixes (at least one: a loop)."""
     worse = []
     applies = []
     for detail in incidents:
@@ -229,9 +244,7 @@ def made_worse(host: str, incidents: list[dict[str, Any]]) -> list[str]:
                 worse.append(f"incident {detail['id']} ran {r['entry']} on {', '.join(r['hosts'])}, not only {host}")
             if r["status"] != RunStatus.SUCCESSFUL.value:
                 worse.append(f"incident {detail['id']}'s real run of {r['entry']} {r['status']}: {r['summary'][:200]}")
-        if runs and detail["state"] == IncidentState.FAILED.value:
-            worse.append(f"incident {detail['id']} ran {runs[-1]['entry']} and failed: {detail['reason'][:200]}")
-    if len(applies) > 1:
+    if len(applies) > max(1, allowed):
         worse.append(f"{len(applies)} real runs ({', '.join(r['entry'] for r in applies)}): a loop, not a fix")
     return worse
 
