@@ -54,13 +54,15 @@ class FixedClock:
 
 
 def seed_history(store: Store, history: RecordedHistory) -> None:
-    """The recorded real runs (each under a closed incident of its own) and open breakers, into the store."""
+    """The recorded real runs (each under a closed incident of its own: resolved when verified, else failed) and open
+    breakers, into the store."""
     with store.write() as session:
         for n, run in enumerate(history.runs):
             at = run.started_at.astimezone(UTC).replace(tzinfo=None)
             incident_id = f"history-{n}"
             session.add(Incident(id=incident_id, correlation_key=f"history|{n}", alertname="History", host=run.hosts[0],
-                                 severity="warning", priority=2, state=IncidentState.RESOLVED, labels={}, annotations={},
+                                 severity="warning", priority=2, labels={}, annotations={},
+                                 state=IncidentState.RESOLVED if run.verified else IncidentState.FAILED,
                                  entry=run.entry, created_at=at, updated_at=at, closed_at=at))
             session.flush()
             session.add(Run(incident_id=incident_id, ident=f"{incident_id}-apply", entry=run.entry, mode=RunMode.APPLY,

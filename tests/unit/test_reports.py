@@ -1,7 +1,10 @@
 """Level 2 reports (remediator/engine/decide/reports.py): the diagnosis is the engine's, its proposal waits for a person whatever
 policy allows, what could not be read is named and never acted on, and a report runbook that could mislead fails at
 load. The alerts and evidence are the eval cases' recordings (evals/cases/high-latency-pool and friends)."""
+import importlib.util
 import json
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +15,8 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.inventory import load_inventory
 from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.decide.configured import make_planner
+from remediator.engine.decide.decision import PastRun, RecordedHistory, StoreHistory, decide, situation_of
+from remediator.engine.decide.evidence import Evidence
 from remediator.engine.decide.planners import load_runbooks
 from remediator.engine.decide.policy import load_policy
 from remediator.engine.decide.reports import promql
@@ -22,7 +27,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.tables import Incident, OutboxMessage, Run
 from tests.engines import new_engine
-from tests.fakes import FixedClock, RecordedExecutor, take_in, work_all
+from tests.fakes import FixedClock, RecordedExecutor, seed_history, take_in, work_all
 from tests.scripted_llm import ScriptedLLM
 
 pytestmark = [pytest.mark.unit, pytest.mark.store]
@@ -119,6 +124,77 @@ def test_what_could_not_be_read_is_named_and_nothing_is_proposed(make_engine, tm
     assert "slowest route's dependencies" in w.report.look_first
 
 
+def _journal_read_from(case, history) -> tuple[int, str]:
+    """Decide the case with this history: where journal_errors was asked to read from, and the cause named."""
+    settings = Settings(data_dir=Path("/nonexistent"))
+    catalog, inventory = load_catalog(settings.playbooks_dir), load_inventory(settings.inventory)
+    planner, policy = make_planner(settings, catalog), load_policy(settings.policies_dir, catalog, inventory)
+    executor = RecordedExecutor(case.diagnostics)
+    evidence = Evidence(executor, catalog, "app-server-01", "t", 30, inventory=inventory)
+    decided = decide(situation_of(case.alert, "app-server-01"), catalog=catalog, planner=planner, policy=policy,
+                     history=history, clock=lambda: case.at, evidence=evidence, query=case.query)
+    (since,) = [p["since"] for entry, p in executor.asked if entry == "journal_errors"]
+    return since, decided.report.cause
+
+
+def _fix(minutes_ago: float, *, verified: bool = True, host: str = "app-server-01") -> PastRun:
+    return PastRun("rollback_release", [host], {"service": "webapp"},
+                   CASES["high-error-rate-after-a-fix"].at - timedelta(minutes=minutes_ago), verified=verified)
+
+
+@pytest.mark.parametrize("runs, back_s", [
+    ([], 600),                                               # no fix before: ten minutes before the alert began
+    ([_fix(5)], 300),                                        # a verified fix five minutes before: from the fix
+    ([_fix(5, verified=False)], 600),                        # a fix that did not hold does not end the fault
+    ([_fix(5, host="app-server-02")], 600),                  # another host's fix says nothing about this one
+    ([_fix(30)], 600),                                       # a fix before the window changes nothing
+])
+def test_the_journal_is_read_from_the_alert_or_the_last_verified_fix(runs, back_s):
+    """The operator's trial, point 1: a fixed ten-minute window let an already-fixed release's errors outrank the
+    current fault. The report reads from ten minutes before the alert began, or from the last verified fix."""
+    case = CASES["high-error-rate-after-a-fix"]
+    since, _ = _journal_read_from(case, RecordedHistory(runs=runs))
+    assert since == int(case.alert.startsAt.timestamp()) - back_s
+
+
+def _with_groups(case, groups):
+    journal = {**case.diagnostics["journal_errors"], "groups": groups}
+    return case.model_copy(update={"diagnostics": {**case.diagnostics, "journal_errors": journal}})
+
+
+def test_causes_match_over_every_error_group_not_only_the_largest():
+    """The fixed release's crash lines are still the two largest groups; the upstream that refuses is third. The
+    cause is the upstream (a restart or a rollback would not help)."""
+    case = CASES["high-error-rate-after-a-fix"]
+    groups = case.diagnostics["journal_errors"]["groups"]
+    assert _journal_read_from(case, case.history)[1].startswith("a dependency fails")
+    assert _journal_read_from(_with_groups(case, groups[:2]), case.history)[1] == "the service logs errors of its own"
+    # sshd's lines alone: another unit's, never the service's own
+    cause = _journal_read_from(_with_groups(case, groups[3:]), case.history)[1]
+    assert cause.startswith("another unit on the host logs errors"), cause
+
+
+def _journal_groups():
+    path = PROJECT_ROOT / "playbooks" / "roles" / "journal_errors" / "library" / "journal_groups.py"
+    spec = importlib.util.spec_from_file_location("journal_groups", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_remediators_own_logins_are_found_by_their_sshd_process():
+    """sshd's `Accepted` line names the user; that process's later lines (pam_env's) are remediator's own noise. A
+    session of another user, or a line that only mentions the user, is not."""
+    entries = [
+        {"_PID": "265", "MESSAGE": "Accepted publickey for remediator from 10.88.0.1 port 58936 ssh2: ED25519 SHA256:x"},
+        {"_PID": "265", "MESSAGE": "pam_env(sshd:session): Unable to open env file: /etc/default/locale"},
+        {"_PID": "301", "MESSAGE": "Accepted password for alice from 10.0.0.5 port 40000 ssh2"},
+        {"_PID": "302", "MESSAGE": "Invalid user remediator from 10.0.0.6"},
+        {"_PID": "303", "MESSAGE": "Accepted publickey for remediator2 from 10.0.0.7 port 1 ssh2"},
+        {"_PID": "304", "MESSAGE": [1, 2]},
+    ]
+    assert _journal_groups().own_sessions(entries, "remediator") == {"265"}
+
 NARRATIVE = "The pool is 95% used, so requests queue for a connection. Check what holds the connections first."
 
 
@@ -177,3 +253,18 @@ def test_a_report_runbook_that_could_mislead_fails_at_load(tmp_path, change, mes
     with pytest.raises(ConfigError, match="runbook l2") as exc:
         load_runbooks(tmp_path, load_catalog(PROJECT_ROOT / "playbooks"))
     assert message in str(exc.value)
+
+
+def test_the_store_knows_the_last_verified_fix_on_a_host(tmp_path, database_url):
+    """StoreHistory (serve's) answers as the eval's recorded history does: resolved incidents' real runs only."""
+    case = CASES["high-error-rate-after-a-fix"]
+    engine = new_engine(Settings(data_dir=tmp_path, database_url=database_url), executor=RecordedExecutor({}))
+    runs = [_fix(40), _fix(7), _fix(3, verified=False), _fix(2, host="app-server-02")]
+    seed_history(engine.store, RecordedHistory(runs=runs))
+    store, recorded = StoreHistory(engine.store), RecordedHistory(runs=runs)
+    for since_min in (60, 20, 6):
+        since = case.at - timedelta(minutes=since_min)
+        assert store.last_verified("app-server-01", since) == recorded.last_verified("app-server-01", since)
+    assert store.last_verified("app-server-01", case.at - timedelta(minutes=20)) == case.at - timedelta(minutes=7)
+    assert store.last_verified("app-server-01", case.at - timedelta(minutes=6)) is None
+    assert store.last_verified("db-primary-01", case.at - timedelta(hours=2)) is None

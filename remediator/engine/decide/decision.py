@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide import blast, breaker
@@ -54,12 +54,15 @@ class Situation:
     ref: str                                    # the incident id, or the alert's fingerprint, or the eval case
     generator_url: str = ""
     interrupted: str | None = None              # "apply": the last real run was cut off by a restart
+    began: datetime | None = None               # when the alert began (aware, UTC): reports read the logs from here
 
 
 def situation_of(alert: Alert, host: str) -> Situation:
     """One alert, not yet an incident (`remediator plan`, `remediator eval`)."""
+    began = alert.startsAt if alert.startsAt.tzinfo else alert.startsAt.replace(tzinfo=UTC)
     return Situation(alertname=alert.alertname, labels=dict(alert.labels), annotations=dict(alert.annotations),
-                     severity=alert.severity, host=host, ref=alert.fingerprint, generator_url=alert.generatorURL or "")
+                     severity=alert.severity, host=host, ref=alert.fingerprint, generator_url=alert.generatorURL or "",
+                     began=began)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class History(Protocol):
     def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
         """Why automatic runs of `entry` (in these learned scopes) are paused (None: they are not)."""
 
+    def last_verified(self, host: str, since: datetime) -> datetime | None:
+        """When the last fix on `host` since then was verified (None: none was)."""
+
 
 class StoreHistory:
     """The history the store holds: serve and `remediator plan` read this."""
@@ -94,6 +100,14 @@ class StoreHistory:
                                    .where(Run.mode == RunMode.APPLY, Run.entry == entry, Run.started_at >= naive)).all()
             return [PastRun(r.entry, list(r.hosts), dict(r.params), r.started_at.replace(tzinfo=UTC),
                             verified=state == IncidentState.RESOLVED, incident=r.incident_id) for r, state in rows]
+
+    def last_verified(self, host: str, since: datetime) -> datetime | None:
+        naive = since.astimezone(UTC).replace(tzinfo=None)
+        with self.store.read() as session:
+            at = session.execute(select(func.max(Incident.closed_at)).join(Run, Run.incident_id == Incident.id)
+                                 .where(Run.mode == RunMode.APPLY, Incident.host == host,
+                                        Incident.state == IncidentState.RESOLVED, Incident.closed_at >= naive)).scalar()
+        return at.replace(tzinfo=UTC) if at is not None else None
 
     def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
         with self.store.read() as session:
@@ -114,6 +128,10 @@ class RecordedHistory:
 
     def real_runs(self, entry: str, since: datetime) -> list[PastRun]:
         return [r for r in self.runs if r.entry == entry and r.started_at >= since]
+
+    def last_verified(self, host: str, since: datetime) -> datetime | None:
+        return max((r.started_at for r in self.runs if r.verified and host in r.hosts and r.started_at >= since),
+                   default=None)
 
     def open_breaker(self, entry: str, learned: list[str] | None = None) -> str | None:
         return next((self.breakers[s] for s in (learned or []) if s in self.breakers), self.breakers.get(entry))
@@ -142,7 +160,8 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
     a Level 2 report asks Prometheus (`metrics_query`, or an eval case's recordings)."""
     session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None, query=query)
     ctx = PlanningContext(alertname=situation.alertname, labels=situation.labels, annotations=situation.annotations,
-                          host=situation.host, severity=situation.severity, ref=situation.ref)
+                          host=situation.host, severity=situation.severity, ref=situation.ref,
+                          since=window_start(situation, history))
     plan = planner.plan(ctx, session)
     out = Decision(situation=situation, evidence=evidence, transcript=session.transcript, report=session.report)
     # Before acting on (or reporting on) the alert's service: is what it needs down? A binding escalation stands.
@@ -155,6 +174,20 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
     out.proposal = plan.model_copy(update={"params": params or plan.params})
     out.params, out.verdict = params, verdict
     return out
+
+
+#: how far before the alert's start a report reads the host's logs: a fault logs before its alert fires (`for:`)
+LOOKBACK = timedelta(minutes=10)
+
+
+def window_start(situation: Situation, history: History) -> datetime | None:
+    """Where a report starts reading the host's logs: a little before the alert began, but never before the last
+    verified fix on the host, whose fault's lines would otherwise outrank this one's."""
+    if situation.began is None:
+        return None
+    start = situation.began - LOOKBACK
+    fixed = history.last_verified(situation.host, start)
+    return max(start, fixed) if fixed is not None else start
 
 
 def judge(situation: Situation, plan: ActionProposal, *, catalog: Catalog, policy: Policy, history: History,

@@ -1,8 +1,8 @@
 """Planners choose ONE catalog entry and fill its parameters. Their output is data, never a command.
 
 RunbookPlanner (the default) is deterministic: runbooks/*.yml map alert matchers to an entry, and
-parameter values come from labels by plain substitution (`${labels.service}`, `${host}`); alert
-text is never templated. No runbook matches: escalate.
+parameter values come from labels by plain substitution (`${labels.service}`, `${host}`, and `${since}`: where
+logs are read from, in seconds since the epoch); alert text is never templated. No runbook matches: escalate.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +41,7 @@ class PlanningContext(BaseModel):
     host: str
     severity: str = "none"
     ref: str = ""                           # the incident id (or eval case) the planning is for
+    since: datetime | None = None           # where reports start reading logs (decision.window_start)
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Planner(Protocol):
 
 class _Template(string.Template):
     # ${labels.service}, ${annotations.summary}, ${host}: names only, no expressions.
-    idpattern = r"(?:labels|annotations)\.[a-zA-Z_][a-zA-Z0-9_]*|host|alertname"
+    idpattern = r"(?:labels|annotations)\.[a-zA-Z_][a-zA-Z0-9_]*|host|alertname|since"
 
 
 class Runbook(BaseModel):
@@ -154,10 +156,12 @@ def _check_gate(path: Path, book: Runbook, catalog: Catalog) -> None:
 
 
 def _names(ctx: PlanningContext) -> dict[str, str]:
-    """What `${…}` in a runbook may name: the alert's labels and annotations, its host and name."""
+    """What `${…}` in a runbook may name: the alert's labels and annotations, its host and name, and `since`
+    (seconds since the epoch; 0 when the alert's start is not known)."""
     names = {f"labels.{k}": v for k, v in ctx.labels.items()}
     names |= {f"annotations.{k}": v for k, v in ctx.annotations.items()}
-    return names | {"host": ctx.host, "alertname": ctx.alertname}
+    since = str(int(ctx.since.timestamp())) if ctx.since is not None else "0"
+    return names | {"host": ctx.host, "alertname": ctx.alertname, "since": since}
 
 
 def _substitute(value: Any, names: dict[str, str]) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import func, select
 
@@ -313,7 +313,8 @@ class Steps:
 def _situation(inc: Incident) -> Situation:
     assert inc.host is not None
     return Situation(alertname=inc.alertname, labels=inc.labels, annotations=inc.annotations, host=inc.host,
-                     severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "", interrupted=inc.interrupted)
+                     severity=inc.severity, ref=inc.id, generator_url=inc.generator_url or "", interrupted=inc.interrupted,
+                     began=inc.created_at.replace(tzinfo=UTC))   # when the alert reached remediator: group_wait after it began
 
 
 def _planning_context(inc: Incident) -> PlanningContext:
