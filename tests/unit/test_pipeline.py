@@ -46,6 +46,19 @@ def test_most_severe_first_and_one_incident_per_host(engine):
     assert engine.pipeline.claim() == backlog[0]
 
 
+def test_on_one_host_the_cause_is_worked_first(engine):
+    """A full disk stopped the service, which now fails requests: three alerts on app-server-01. The disk first
+    (its runbook's order 10, though only a warning), then the service (50), then the error-rate report (80, though
+    critical), which then reads the host after the fixes; another host's alert is not held back by them."""
+    errors, down, disk, other = _post(engine, "full-disk-stopped-the-service.json").incidents
+    assert [engine.pipeline.claim(), engine.pipeline.claim(), engine.pipeline.claim()] == [disk, other, None]
+    for done, then in ((disk, down), (down, errors)):
+        with engine.store.write() as s:
+            s.get(Incident, done).state = IncidentState.RESOLVED
+        leases.release(engine.store, engine.pipeline.owner, done)
+        assert engine.pipeline.claim() == then
+
+
 def test_restart_requeues_what_had_not_run_and_marks_what_was_cut_off(engine):
     ids = _post(engine, "correlated-firing.json").incidents
     with engine.store.write() as s:

@@ -84,6 +84,10 @@ class LLMPlanner:
         """Right before the real run: why not to run it now (remediator/engine/decide/second_opinion.py)."""
         return gate_again(self.catalog, self.fallback, ctx, proposal, diagnose, self.name)
 
+    def work_order(self, alertname: str, labels: dict[str, str]) -> int:
+        """The runbooks' order: an operator's, never the model's."""
+        return self.fallback.work_order(alertname, labels)
+
     def plan(self, ctx: PlanningContext, session: PlanningSession | None = None) -> ActionProposal | Escalation:
         """The model's choice, or the fallback's (saying why); the transcript is left in `session`."""
         session = session or PlanningSession()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import celpy
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from remediator.engine.catalog.loader import Catalog, EntryKind
 from remediator.engine.decide.cel import compile_condition
@@ -67,6 +67,12 @@ class Planner(Protocol):
                    diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome]) -> str | None:
         """Right before the real run: why not to run it now (the runbook's evidence no longer shows the fault)."""
 
+    def work_order(self, alertname: str, labels: dict[str, str]) -> int:
+        """Where this alert comes among the alerts waiting on one host: the lower first (its runbook's `order`)."""
+
+
+DEFAULT_ORDER = 50
+
 
 class _Template(string.Template):
     # ${labels.service}, ${annotations.summary}, ${host}: names only, no expressions.
@@ -86,6 +92,9 @@ class Runbook(BaseModel):
     act_when: str | None = None            # CEL over the evidence, by name
     otherwise: str = "the evidence does not show the fault this runbook fixes"
     findings: list[Finding] = []           # what else the evidence may show: a line, or a reason to hold (gates.py)
+    # Alerts waiting on one host are worked in this order, the lower first: a cause (a full disk) before what it
+    # causes (a service down), a fix before a report that would otherwise read the fixed fault.
+    order: int = Field(DEFAULT_ORDER, ge=0, le=100)
     _gate: Any = PrivateAttr(None)          # act_when, compiled at load
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -193,6 +202,10 @@ class RunbookPlanner:
     def matches(self, ctx: PlanningContext) -> bool:
         """Some runbook answers this alert."""
         return self._match(ctx) is not None
+
+    def work_order(self, alertname: str, labels: dict[str, str]) -> int:
+        book = next((b for b in self.runbooks if b.matches({"alertname": alertname, **labels})), None)
+        return book.order if book is not None else DEFAULT_ORDER
 
     def binding_escalation(self, ctx: PlanningContext) -> Escalation | None:
         """An operator's `escalate` runbook for this alert: no planner may act on it."""

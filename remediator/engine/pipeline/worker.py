@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
 
 from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.catalog.loader import Catalog
@@ -241,6 +242,7 @@ class Pipeline:
             inc = session.execute(q).scalar_one_or_none()
             if inc is None:
                 return None
+            inc = self._cause_first(session, inc)
             key = leases.lease_key(inc.host, inc.id)
             session.execute(delete(leases.Lease).where(leases.Lease.key == key))   # expired: its owner is gone
             session.add(leases.Lease(key=key, incident_id=inc.id, owner=self.owner,
@@ -253,6 +255,17 @@ class Pipeline:
             claimed = inc.id
         self._working.add(claimed)   # committed: the lease is ours
         return claimed
+
+    def _cause_first(self, session: Session, inc: Incident) -> Incident:
+        """Of the new alerts waiting on the chosen incident's host, the one its runbooks order first (a full disk
+        before the service it stopped); the most urgent, then the oldest, among equals. An approved run stays first."""
+        if inc.host is None or inc.state != IncidentState.RECEIVED:
+            return inc
+        waiting = session.execute(select(Incident).where(
+            Incident.state == IncidentState.RECEIVED, Incident.host == inc.host,
+            or_(Incident.not_before.is_(None), Incident.not_before <= utcnow())).with_for_update(skip_locked=True)).scalars()
+        return min(waiting, key=lambda i: (self.planner.work_order(i.alertname, i.labels), i.priority, i.created_at),
+                   default=inc)
 
     # ---- the steps -------------------------------------------------------------------------
 
