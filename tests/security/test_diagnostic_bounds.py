@@ -51,3 +51,33 @@ def test_the_control_a_listed_unit_and_directory_are_read(tmp_path):
                                  llm_max_retries=0), executor=executor)
         engine.what_if(alert, check=True)
     assert ("service_status", "diagnose") in executor.calls and ("disk_usage", "diagnose") in executor.calls
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("starts_at", ["1970-01-01T00:00:00Z", "2999-01-01T00:00:00Z"])
+def test_an_alert_cannot_set_where_the_journal_is_read_from(starts_at):
+    """The attack: a label named `since` and a startsAt at the epoch or far ahead. `${since}` is the engine's (the
+    label is `labels.since`, never `since`), and what reaches journal_errors is a moment it accepts (never before the
+    epoch); the role itself never reads past `minutes` nor into the future."""
+    from remediator.engine.catalog.inventory import load_inventory
+    from remediator.engine.catalog.loader import load_catalog
+    from remediator.engine.decide.configured import make_planner
+    from remediator.engine.decide.decision import RecordedHistory, decide, situation_of
+    from remediator.engine.decide.evidence import Evidence
+    from remediator.engine.decide.policy import load_policy
+    from remediator.engine.evals.cases import load_cases
+    from remediator.engine.run.recorded import RecordedExecutor
+    from remediator.engine.settings import Settings
+
+    case = next(c for c in load_cases(PROJECT_ROOT / "evals" / "cases") if c.name == "high-error-rate-upstream")
+    alert = case.alert.model_validate({**case.alert.model_dump(mode="json"), "startsAt": starts_at,
+                                       "labels": {**case.alert.labels, "since": "1"}})
+    settings = Settings(data_dir=PROJECT_ROOT / "var" / "nonexistent")
+    catalog, inventory = load_catalog(settings.playbooks_dir), load_inventory(settings.inventory)
+    executor = RecordedExecutor(case.diagnostics)
+    decide(situation_of(alert, "app-server-01"), catalog=catalog, planner=make_planner(settings, catalog),
+           policy=load_policy(settings.policies_dir, catalog, inventory), history=RecordedHistory(),
+           evidence=Evidence(executor, catalog, "app-server-01", "t", 30, inventory=inventory), query=case.query)
+    (since,) = [p["since"] for entry, p in executor.asked if entry == "journal_errors"]
+    assert since != 1 and since >= 0
+    assert since == max(0, int(alert.startsAt.timestamp()) - 600)

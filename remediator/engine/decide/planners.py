@@ -169,7 +169,7 @@ def _names(ctx: PlanningContext) -> dict[str, str]:
     (seconds since the epoch; 0 when the alert's start is not known)."""
     names = {f"labels.{k}": v for k, v in ctx.labels.items()}
     names |= {f"annotations.{k}": v for k, v in ctx.annotations.items()}
-    since = str(int(ctx.since.timestamp())) if ctx.since is not None else "0"
+    since = str(max(0, int(ctx.since.timestamp()))) if ctx.since is not None else "0"   # an alert from 1970: not negative
     return names | {"host": ctx.host, "alertname": ctx.alertname, "since": since}
 
 
