@@ -66,7 +66,6 @@ def test_an_alert_cannot_set_where_the_journal_is_read_from(starts_at):
     from remediator.engine.decide.evidence import Evidence
     from remediator.engine.decide.policy import load_policy
     from remediator.engine.evals.cases import load_cases
-    from remediator.engine.run.recorded import RecordedExecutor
     from remediator.engine.settings import Settings
 
     case = next(c for c in load_cases(PROJECT_ROOT / "evals" / "cases") if c.name == "high-error-rate-upstream")
@@ -74,7 +73,7 @@ def test_an_alert_cannot_set_where_the_journal_is_read_from(starts_at):
                                        "labels": {**case.alert.labels, "since": "1"}})
     settings = Settings(data_dir=PROJECT_ROOT / "var" / "nonexistent")
     catalog, inventory = load_catalog(settings.playbooks_dir), load_inventory(settings.inventory)
-    executor = RecordedExecutor(case.diagnostics)
+    executor = case.executor()
     decide(situation_of(alert, "app-server-01"), catalog=catalog, planner=make_planner(settings, catalog),
            policy=load_policy(settings.policies_dir, catalog, inventory), history=RecordedHistory(),
            evidence=Evidence(executor, catalog, "app-server-01", "t", 30, inventory=inventory), query=case.query)

@@ -118,3 +118,44 @@ def test_eval_takes_a_limit_and_reports_progress(tmp_path):
                        progress=lambda r, total: heard.append((r.case, total)))
     assert [r.case for r in results] == [case for case, _ in heard] and len(results) == 2
     assert {total for _, total in heard} == {2}
+
+
+def test_an_automatic_run_the_case_does_not_call_right_is_made_worse(tmp_path, catalog):
+    """The runbooks restart a unit killed by a signal, without a person; a case that calls escalating right counts
+    that as made worse (and `remediator eval` exits 1), while a proposal held for a person is not."""
+    from remediator.engine.evals.cases import Expectation, summarise
+    settings = Settings(data_dir=tmp_path)
+    inventory = load_inventory(settings.inventory)
+    policy = load_policy(settings.policies_dir, catalog, inventory)
+    planner = RunbookPlanner(load_runbooks(PROJECT_ROOT / "runbooks", catalog), catalog)
+    base = next(c for c in CASES if c.name == "service-down")
+    right = run_case(base, planner, policy, catalog, inventory, settings)
+    assert right.got == "restart_service" and right.verdict == "allow" and not right.worse
+    wrong = base.model_copy(update={"expected": Expectation(entry="escalate")})
+    worse = run_case(wrong, planner, policy, catalog, inventory, settings)
+    assert worse.worse and summarise("runbook", [right, worse]).made_worse == 1
+    held = base.model_copy(update={"expected": Expectation(entry="restart_service", verdict="approve")})
+    assert run_case(held, planner, policy, catalog, inventory, settings).worse   # it did not wait for the person
+    level2 = next(c for c in CASES if c.name == "memory-growth")               # a proposal that waits for a person
+    assert run_case(level2.model_copy(update={"expected": Expectation(entry="escalate")}), planner, policy, catalog,
+                    inventory, settings).worse is False
+
+
+def test_a_recorded_answer_answers_only_the_question_it_was_asked(catalog):
+    """evidence.json keeps each diagnostic's report per question: the webapp's status does not answer for the unit
+    it depends on (a dependency read would otherwise find it as down as the webapp); a read of the whole host answers
+    whatever its window, which follows the replay's clock."""
+    from remediator.engine.run.recorded import Answer, RecordedExecutor
+    down = {"unit": "webapp.service", "active_state": "failed"}
+    errors = {"lines": 3, "groups": []}
+    executor = RecordedExecutor({}, answers=[Answer("service_status", {"unit": "webapp"}, down),
+                                             Answer("journal_errors", {"minutes": 60, "since": 1700000000}, errors)])
+
+    def ask(entry, **params):
+        return executor.run(catalog.get(entry), params, ["app-server-01"], check=False, ident="t", timeout_s=5).reports
+
+    assert ask("service_status", unit="webapp") == {"app-server-01": down}
+    assert ask("service_status", unit="api-gateway") == {}                       # not recorded: unreachable
+    assert ask("journal_errors", minutes=60, since=1700000420) == {"app-server-01": errors}
+    assert RecordedExecutor({"service_status": down}).run(catalog.get("service_status"), {"unit": "api-gateway"},
+                                                          ["h"], check=False, ident="t", timeout_s=5).reports == {"h": down}

@@ -14,7 +14,7 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.tables import Incident
 from tests.engines import new_engine
-from tests.fakes import FixedClock, RecordedExecutor, seed_history, take_in
+from tests.fakes import FixedClock, seed_history, take_in
 
 pytestmark = pytest.mark.unit
 CASES = load_cases(PROJECT_ROOT / "evals" / "cases")
@@ -35,7 +35,7 @@ def _eval(case: EvalCase, settings: Settings) -> tuple:
 
 
 def _engine(case: EvalCase, settings: Settings) -> Engine:
-    engine = new_engine(settings, executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
+    engine = new_engine(settings, executor=case.executor(checks=True), clock=FixedClock(case.at),
                     query=case.query)
     seed_history(engine.store, case.history)
     return engine

@@ -46,7 +46,7 @@ def make_engine(tmp_path, database_url):
         case = CASES[name]
         return new_engine(Settings(data_dir=tmp_path, database_url=database_url, tokens=["service-token-0123456789ab"],
                                slack_webhook_url="http://127.0.0.1:9/slack", **settings),
-                      executor=RecordedExecutor(case.diagnostics, checks=True), clock=FixedClock(case.at),
+                      executor=case.executor(checks=True), clock=FixedClock(case.at),
                       query=case.query if recorded_metrics else None)
     return make
 
@@ -129,7 +129,7 @@ def _journal_read_from(case, history) -> tuple[int, str]:
     settings = Settings(data_dir=Path("/nonexistent"))
     catalog, inventory = load_catalog(settings.playbooks_dir), load_inventory(settings.inventory)
     planner, policy = make_planner(settings, catalog), load_policy(settings.policies_dir, catalog, inventory)
-    executor = RecordedExecutor(case.diagnostics)
+    executor = case.executor()
     evidence = Evidence(executor, catalog, "app-server-01", "t", 30, inventory=inventory)
     decided = decide(situation_of(case.alert, "app-server-01"), catalog=catalog, planner=planner, policy=policy,
                      history=history, clock=lambda: case.at, evidence=evidence, query=case.query)

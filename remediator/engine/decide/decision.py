@@ -158,7 +158,8 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
 
     `evidence` is how the planner reads diagnostics on the host; None: it plans from the alert alone. `query` is how
     a Level 2 report asks Prometheus (`metrics_query`, or an eval case's recordings)."""
-    session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None, query=query)
+    session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None,
+                              query=evidence.asking(query) if evidence is not None else query)
     ctx = PlanningContext(alertname=situation.alertname, labels=situation.labels, annotations=situation.annotations,
                           host=situation.host, severity=situation.severity, ref=situation.ref,
                           since=window_start(situation, history))

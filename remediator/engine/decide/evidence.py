@@ -21,7 +21,10 @@ from remediator.engine.model.records import RunResult
 from remediator.engine.run.runner import Executor
 
 __all__ = ["bind_params", "fill", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "verify_reads",
-           "expectation_met"]
+           "expectation_met", "METRIC"]
+
+#: an evidence key that holds what Prometheus answered (`metric:<name>`), not a diagnostic's report
+METRIC = "metric:"
 
 _REF = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -88,6 +91,24 @@ class Evidence:
         self.executor, self.catalog, self.host, self.inventory = executor, catalog, host, inventory
         self.ident_prefix, self.timeout_s, self.cancel, self.on_run = ident_prefix, timeout_s, cancel, on_run
         self.outcomes: dict[str, DiagnosticOutcome] = {}
+        self.metrics: dict[str, dict[str, Any]] = {}   # what Prometheus answered a Level 2 report, by metric name
+
+    def asking(self, query: Callable[[str, str], list[dict[str, Any]]] | None
+               ) -> Callable[[str, str], list[dict[str, Any]]] | None:
+        """`query`, keeping each answer (or why there was none) with this evidence: a report's figures can then be
+        read again, and replayed (an eval case recorded from the incident), from what it was shown."""
+        if query is None:
+            return None
+
+        def ask(name: str, expr: str) -> list[dict[str, Any]]:
+            try:
+                series = query(name, expr)
+            except Exception as exc:   # kept, and raised on: the report shows it as unread
+                self.metrics[name] = {"params": {"promql": expr}, "report": None, "error": str(exc)}
+                raise
+            self.metrics[name] = {"params": {"promql": expr}, "report": {"series": series}, "error": ""}
+            return series
+        return ask
 
     def diagnose(self, entry_id: str, params: dict[str, Any]) -> DiagnosticOutcome:
         """Run one diagnostic (or return the earlier answer to the same question)."""
@@ -124,7 +145,8 @@ class Evidence:
             self.diagnose(call.entry, bound)
 
     def as_dict(self) -> dict[str, Any]:
-        """Evidence as stored with the incident: by entry id (a second call of one entry gets `#2`)."""
+        """Evidence as stored with the incident: by entry id (a second call of one entry gets `#2`), then each metric a
+        report asked Prometheus for (`metric:<name>`)."""
         out: dict[str, Any] = {}
         for outcome in self.outcomes.values():
             key, n = outcome.entry, 1
@@ -132,7 +154,7 @@ class Evidence:
                 n += 1
                 key = f"{outcome.entry}#{n}"
             out[key] = {"params": outcome.params, "report": outcome.report, "error": outcome.error}
-        return out
+        return out | {f"{METRIC}{name}": answer for name, answer in self.metrics.items()}
 
 
 def expectation_met(expect: dict[str, Any], report: dict[str, Any]) -> list[str]:

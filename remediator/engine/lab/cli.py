@@ -98,7 +98,10 @@ def scenarios_list() -> None:
 @scenarios_app.command("run")
 def scenarios_run(only: str = typer.Option(None, "--only", help="run only this scenario (its id)"),
                   report_dir: Path = typer.Option(None, help="where report.json and report.md go "
-                                                             "(default DATA_DIR/scenarios)")) -> None:
+                                                             "(default DATA_DIR/scenarios)"),
+                  record: Path = typer.Option(None, "--record", help="write each scenario handled right as the eval "
+                                              "case lab-<id> in this directory (evals/cases: `remediator eval` replays "
+                                              "it offline)")) -> None:
     """Run the fault scenarios against the lab (after `remediator lab up`), one after another, with live progress;
     then the table and the summary. Exit 1 when one is not handled right or made worse.
 
@@ -115,11 +118,13 @@ def scenarios_run(only: str = typer.Option(None, "--only", help="run only this s
     def progress(sid: str, msg: str) -> None:
         if msg in ("right", "wrong", "MADE WORSE"):
             done.append(f"{sid}: {msg}")
+        if msg in ("right", "wrong", "MADE WORSE") or msg.startswith("recorded as "):
             console.print(f"  {sid}: {msg}", markup=False)
         live.update(Spinner("dots", f"{sid}: {msg}  ({len(done)} done)"))
     try:
         with Live(Spinner("dots", "starting"), console=console, refresh_per_second=4, transient=True) as live:
-            results = scenarios.run_scenarios(settings, load_catalog(*settings.catalog_roots), server, only, progress)
+            results = scenarios.run_scenarios(settings, load_catalog(*settings.catalog_roots), server, only, progress,
+                                              record)
     finally:
         server.stop()
     report, summary = scenarios.write_report(results, report_dir or settings.data_dir / "scenarios")

@@ -29,6 +29,7 @@ from remediator.engine.errors import ConfigError
 from remediator.engine.lab.fleet import LabHost, lab_hosts
 from remediator.engine.lab.hostops import exec_on, fire, probe, reject, wait_cleared
 from remediator.engine.lab.monitoring import Monitoring
+from remediator.engine.lab.recording import record_case
 from remediator.engine.model.records import RunStatus
 from remediator.engine.model.states import FINAL_STATES, IncidentState
 from remediator.engine.people.identities import Identities
@@ -276,8 +277,10 @@ def summarize(results: list[ScenarioResult]) -> Summary:
 
 
 def run_scenarios(settings: Settings, catalog: Catalog, server: Server, only: str | None = None,
-                  progress: Callable[[str, str], None] = lambda _s, _m: None) -> list[ScenarioResult]:
-    """Every scenario (or `only`), one after another, against the lab; the lab's monitoring must be up."""
+                  progress: Callable[[str, str], None] = lambda _s, _m: None, record: Path | None = None
+                  ) -> list[ScenarioResult]:
+    """Every scenario (or `only`), one after another, against the lab; the lab's monitoring must be up. `record`:
+    each scenario handled right is written there as the eval case lab-<id> (remediator/engine/lab/recording.py)."""
     monitoring = Monitoring.for_lab(settings)
     if not all(m.running for m in monitoring.status()):
         raise ConfigError("the lab's Prometheus and Alertmanager are not running: run `remediator lab up` first")
@@ -286,7 +289,8 @@ def run_scenarios(settings: Settings, catalog: Catalog, server: Server, only: st
     if unknown := sorted({s.host for s in scenarios} - set(hosts)):
         raise ConfigError(f"scenarios name hosts that are not lab hosts: {', '.join(unknown)}")
     # Held scenarios end as a person would end them: a rejection, with an approver's token made for this run.
-    identities = Identities(Store(settings.db_url, settings.sqlite_synchronous), [])
+    store = Store(settings.db_url, settings.sqlite_synchronous)
+    identities = Identities(store, [])
     name_ = f"scenario-person-{secrets.token_hex(3)}"
     _, token = identities.add(name_, "approver")
     results = []
@@ -297,6 +301,8 @@ def run_scenarios(settings: Settings, catalog: Catalog, server: Server, only: st
                                       progress=functools.partial(progress, sc.id))
                 results.append(result)
                 progress(sc.id, "right" if result.right else ("MADE WORSE" if result.worse else "wrong"))
+                if record is not None and result.right and result.incident:
+                    progress(sc.id, f"recorded as {record_case(store, sc, result.incident, record)}")
                 _settle(sc, monitoring.url("alertmanager"))
     finally:
         identities.remove(name_)

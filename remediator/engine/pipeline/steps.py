@@ -75,7 +75,7 @@ class Steps:
         if decided.report is not None:
             self.records.report(inc.id, decided.report)
         if decided.escalation is not None:
-            if evidence.outcomes:     # what the runbook's gate (or the model) read is the person's starting point
+            if evidence.outcomes or evidence.metrics:     # what the runbook's gate (or the model) read is the person's starting point
                 self.records.evidence(inc.id, evidence.as_dict())
             return self.records.close(inc.id, IncidentState.ESCALATED, decided.escalation.reason,
                                data={"planner": decided.escalation.planner, "fallback": decided.escalation.fallback})
