@@ -15,6 +15,9 @@ if [ -z "${REMEDIATOR_TOKENS:-}" ]; then   # never a well-known default: a token
   REMEDIATOR_TOKENS=$(cat var/serve-token)
 fi
 export REMEDIATOR_TOKENS
+# The lab breaks hosts of both its regions within minutes on purpose (`remediator demo` after this, the drills): the
+# serve started here runs with the cross-region brake and the waves off, as theirs does (docs/scaling.md).
+export REMEDIATOR_BRAKE_REGIONS=${REMEDIATOR_BRAKE_REGIONS:-99} REMEDIATOR_WAVE_WINDOW_S=${REMEDIATOR_WAVE_WINDOW_S:-0}
 # The lab's own Prometheus and Alertmanager (started by `lab up`): evidence, verify, truncated groups.
 export REMEDIATOR_PROMETHEUS_URL=${REMEDIATOR_PROMETHEUS_URL:-http://127.0.0.1:19090}
 export REMEDIATOR_ALERTMANAGER_URL=${REMEDIATOR_ALERTMANAGER_URL:-http://127.0.0.1:19093}

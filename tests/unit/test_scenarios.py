@@ -81,3 +81,33 @@ def test_made_worse_sees_another_host_a_loop_and_a_failed_run_in_any_incident_of
     failed = made_worse("app-server-01", [_incident("i1", "failed", ("apply", "restart_service", ["app-server-01"], "failed"))])
     assert failed == ["incident i1's real run of restart_service failed: s"]
     assert made_worse("app-server-01", [_incident("i1", "resolved", fix), _incident("i3", "resolved", fix)], allowed=2) == []
+
+
+def test_a_serve_that_refuses_the_checkout_s_token_is_said_in_one_line_and_one_that_takes_it_is_used(tmp_path):
+    """README command 1 (lab/first-fix.sh) leaves a serve running; `remediator demo` or `scenarios run` after it talk
+    to that serve. With another token they say so and how to go on (before: a TypeError, reading the 401 as
+    incidents); with the token the checkout keeps (DATA_DIR/serve-token, which first-fix.sh's serve takes) they use it."""
+    import subprocess
+
+    from remediator.engine.lab.drills import Server
+    from remediator.engine.lab.harness import REMEDIATOR, ServeProcess, free_port, lab_token
+    from remediator.engine.lab.monitoring import Monitoring
+    from remediator.engine.settings import Settings
+
+    port = free_port()
+    theirs = "first-fix:" + "t" * 40
+    serve = ServeProcess({"REMEDIATOR_TOKENS": theirs, "REMEDIATOR_DATA_DIR": str(tmp_path / "theirs"),
+                          "REMEDIATOR_PORT": str(port)}, port,
+                         tmp_path / "serve.log")
+    try:
+        mine = Settings(data_dir=tmp_path / "mine", port=port)
+        assert lab_token(mine) != theirs and (tmp_path / "mine" / "serve-token").stat().st_mode & 0o077 == 0
+        env = {"PATH": "/usr/bin:/bin", "REMEDIATOR_DATA_DIR": str(tmp_path / "mine"), "REMEDIATOR_PORT": str(port)}
+        done = subprocess.run([str(REMEDIATOR), "scenarios", "run"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
+        assert "refuses this checkout's token" in done.stdout + done.stderr, done.stdout + done.stderr
+        (tmp_path / "mine" / "serve-token").write_text(theirs + "\n")      # as lab/first-fix.sh keeps it
+        taken = Server(mine, Monitoring.for_lab(mine), tmp_path / "unused.log")
+        assert not taken.started and taken.token == theirs
+    finally:
+        serve.stop(10)

@@ -185,6 +185,7 @@ class Server:
         self.process: ServeProcess | None = None
         self.started = False
         if healthy(self.url):
+            self._accepts(settings)
             return
         env = {**LAB_BLAST, "REMEDIATOR_TOKENS": ",".join(t.get_secret_value() for t in settings.tokens) or self.token,
                "REMEDIATOR_PROMETHEUS_URL": monitoring.url("prometheus"),
@@ -194,6 +195,18 @@ class Server:
         if pid_file is not None:
             pid_file.write_text(str(self.process.pid))
         self.started = True
+
+    def _accepts(self, settings: Settings) -> None:
+        """The serve already answering takes this checkout's token, or it is said now, in a line, not as a traceback
+        when its first 401 is read as incidents."""
+        with self.client() as api:
+            status = api.get("/incidents", params={"limit": 1}).status_code
+        if status in (401, 403):
+            raise ConfigError(
+                f"a remediator serve already answers on {self.url}, and it refuses this checkout's token (the first of "
+                f"REMEDIATOR_TOKENS, else {settings.data_dir / 'serve-token'}): it was started with other tokens. Stop "
+                f"it (kill $(cat {settings.data_dir / 'serve.pid'}), if it is this checkout's) and run this again, or "
+                "set REMEDIATOR_TOKENS to the token it takes")
 
     def client(self, token: str | None = None) -> httpx.Client:
         """An HTTP client with the service token (or another, e.g. an approver's)."""

@@ -38,15 +38,16 @@ class LabSettings(BaseSettings):
 
 
 def lab_token(settings: Settings) -> str:
-    """The token the lab's Alertmanager posts with: the first configured one, else one made for this data dir
-    once (kept in DATA_DIR/lab/token, mode 0600), never a well-known default."""
+    """The token the lab's Alertmanager, the drills and the scenarios use: the first configured one, else the one made
+    for this data dir once and kept in DATA_DIR/serve-token (mode 0600), never a well-known default. lab/first-fix.sh
+    keeps the serve it starts on the same file, so `remediator demo` after it talks to that serve with its token."""
     if settings.tokens:
         return settings.tokens[0].get_secret_value()
-    kept = settings.data_dir / "lab" / "token"
-    if not kept.is_file():
+    kept = settings.data_dir / "serve-token"
+    if not kept.is_file() or not kept.read_text().strip():
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.touch(mode=0o600)
-        kept.write_text(secrets.token_urlsafe(24))
+        kept.write_text(f"lab:{secrets.token_urlsafe(32)}\n")
     return kept.read_text().strip()
 
 
