@@ -160,8 +160,10 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/incidents", response_model=list[IncidentSummary])
-    def incidents(_: Auth, state: str | None = None, limit: int = Query(100, ge=1, le=1000)) -> list[IncidentSummary]:
-        return list_incidents(engine.store, state, limit)
+    def incidents(_: Auth, state: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                  q: str | None = Query(None, max_length=200, description="text in the id, alert, host, entry or reason")
+                  ) -> list[IncidentSummary]:
+        return list_incidents(engine.store, state, limit, q)
 
     @app.get("/incidents/{incident_id}", response_model=IncidentDetail)
     def incident(incident_id: str, _: Auth) -> IncidentDetail:

@@ -1,4 +1,4 @@
-"""The approval pages: server-rendered with Jinja2, for people with an approver token.
+"""The pages (approvals, incidents): server-rendered with Jinja2, for people with an approver token.
 
 Log in with the token (`remediator approvers add NAME` issued it); the session lives in the store
 (remediator/engine/people/sessions.py: logging out ends it, even for a copied cookie) and the browser holds its
@@ -22,12 +22,12 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from remediator.engine.errors import AuthError, Forbidden, RemediatorError
-from remediator.engine.model.states import FINAL_STATES, ApprovalState
+from remediator.engine.model.states import FINAL_STATES, ApprovalState, IncidentState
 from remediator.engine.people import sessions
 from remediator.engine.people.approvals import get_approval, list_approvals
 from remediator.engine.people.identities import Identity, Role
 from remediator.engine.service import Engine
-from remediator.engine.store.queries import get_incident
+from remediator.engine.store.queries import get_incident, list_incidents
 
 __all__ = ["router", "error_page", "to_login", "LoginRequired"]
 
@@ -179,6 +179,13 @@ def router(engine: Engine) -> APIRouter:
     async def reject(request: Request, approval_id: str, csrf: Annotated[str, Form()] = "",
                      digest: Annotated[str, Form()] = "", comment: Annotated[str, Form()] = "") -> Response:
         return await decide(request, approval_id, False, csrf, digest, comment)
+
+    @r.get("/incidents", response_class=HTMLResponse)
+    def incidents_page(request: Request, state: str = "", q: str = "") -> HTMLResponse:
+        me, csrf = session(request)
+        rows = list_incidents(engine.store, state or None, 200, q[:200] or None)
+        return page(request, "incidents.html", me=me, csrf=csrf, rows=rows, state=state, q=q[:200],
+                    states=[s.value for s in IncidentState])
 
     @r.get("/incidents/{incident_id}", response_class=HTMLResponse)
     def incident_page(request: Request, incident_id: str) -> HTMLResponse:

@@ -255,6 +255,29 @@ def test_pages_need_a_person_and_a_post_with_the_csrf_token(engine, client, peop
     assert 'id="incident-state">approved<' in incident and "approval.vote" in incident
 
 
+def test_the_pages_list_and_search_incidents_and_say_why_an_escalated_one_has_no_dry_run(engine, client, people):
+    """An operator's first day: /ui/incidents was a 404, and an escalated incident said "No dry run yet"."""
+    waiting_id, _ = waiting(engine)
+    (unknown,) = take_in(engine, (FIXTURES / "payloads" / "unknown-host-two-ports.json").read_bytes()).incidents
+    with engine.store.read() as s:
+        assert s.get(Incident, unknown).state == IncidentState.ESCALATED
+    assert client.get("/ui/incidents", follow_redirects=False).status_code == 303      # a person's page
+    _login(client, people["vera"])                                                      # a viewer may look
+    listed = client.get("/ui/incidents").text
+    assert f'href="/ui/incidents/{waiting_id}"' in listed and f'href="/ui/incidents/{unknown}"' in listed
+    assert 'href="/ui/incidents">Incidents</a>' in listed
+    by_state = client.get("/ui/incidents", params={"state": "escalated"}).text
+    assert f"/ui/incidents/{unknown}" in by_state and f"/ui/incidents/{waiting_id}" not in by_state
+    by_text = client.get("/ui/incidents", params={"q": "CLEAN_LOGS"}).text                # any case, the action too
+    assert f"/ui/incidents/{waiting_id}" in by_text and f"/ui/incidents/{unknown}" not in by_text
+    assert "No incident matches" in client.get("/ui/incidents", params={"q": "100%_<script>"}).text
+    assert "<script>" not in client.get("/ui/incidents", params={"q": "<script>"}).text   # escaped, as every field
+    page = client.get(f"/ui/incidents/{unknown}").text
+    assert 'id="no-dry-run"' in page and "escalated before any action was chosen" in page and "No dry run yet" not in page
+    api = client.get("/incidents", params={"q": "clean_logs"}, headers=SERVICE).json()
+    assert [i["id"] for i in api] == [waiting_id]
+
+
 def test_a_viewer_sees_the_page_without_buttons(engine, client, people):
     _, approval_id = waiting(engine)
     _login(client, people["vera"])

@@ -18,10 +18,12 @@ approvals_app = typer.Typer(help="Approval requests: the dry run a person decide
 @incidents_app.command("list")
 def incidents_list(state: str = typer.Option(None, help="only incidents in this state"),
                    limit: int = typer.Option(50, min=1, max=1000),
+                   search: str = typer.Option(None, "--search", help="only those with this text in the id, alert, "
+                                              "host, entry or reason (any case)"),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """The newest incidents, with state and what was done."""
     from remediator.engine.store.queries import list_incidents
-    rows = list_incidents(common.store(), state, limit)
+    rows = list_incidents(common.store(), state, limit, search)
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return

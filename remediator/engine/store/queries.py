@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from remediator.engine.errors import NotFound
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Preview, Report
@@ -101,11 +101,16 @@ def _summary_fields(inc: Incident) -> dict[str, Any]:
     return {k: getattr(inc, k) for k in IncidentSummary.model_fields}
 
 
-def list_incidents(store: Store, state: str | None = None, limit: int = 100) -> list[IncidentSummary]:
-    """Newest first."""
+def list_incidents(store: Store, state: str | None = None, limit: int = 100, search: str | None = None
+                   ) -> list[IncidentSummary]:
+    """Newest first; `search`: the text in the id, alert, host, entry or reason (any case; `%` and `_` are text)."""
     q = select(Incident).order_by(Incident.created_at.desc()).limit(max(1, min(limit, 1000)))
     if state:
         q = q.where(Incident.state == state)
+    if search and search.strip():
+        text = search.strip()
+        q = q.where(or_(*(column.icontains(text, autoescape=True) for column in
+                          (Incident.id, Incident.alertname, Incident.host, Incident.entry, Incident.reason))))
     with store.read() as session:
         return [IncidentSummary(**_summary_fields(i)) for i in session.execute(q).scalars()]
 
