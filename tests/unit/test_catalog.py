@@ -131,3 +131,16 @@ def test_the_catalog_needs_no_collection_beyond_ansible_core():
     missing on an operator's machine."""
     used = set().union(*(_module_names(yaml.safe_load(p.read_text())) for p in (PROJECT_ROOT / "playbooks").rglob("*.yml")))
     assert used and {m for m in used if not m.startswith("ansible.builtin.")} == set()
+
+
+def test_catalog_list_never_cuts_an_entry_id_on_a_narrow_terminal(catalog):
+    """An operator's first day: at 80 columns and less, `catalog list` showed `nginx_up…` twice."""
+    import os
+    import subprocess
+
+    from remediator.engine.lab.harness import REMEDIATOR
+    for columns in ("60", "80"):
+        shown = subprocess.run([str(REMEDIATOR), "catalog", "list"], env={**os.environ, "COLUMNS": columns},
+                               capture_output=True, text=True, timeout=60).stdout
+        first = {line.split("│")[1].strip() for line in shown.splitlines() if line.startswith("│ ") and line[2] != " "}
+        assert {e.id for e in catalog} <= first, (columns, first)

@@ -213,6 +213,10 @@ def test_llm_check_on_the_command_line(tmp_path):
     r = subprocess.run([str(remediator), "llm", "check"], env={**env, "REMEDIATOR_LLM_BASE_URL": "http://127.0.0.1:9/v1"},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "check llm_base_url" in r.stderr and "Traceback" not in r.stderr
+    assert "planner is runbook: serve asks no model, so nothing needs one" in " ".join(r.stderr.split())
+    r = subprocess.run([str(remediator), "llm", "check"], env={**env, "REMEDIATOR_LLM_BASE_URL": "http://127.0.0.1:9/v1",
+                                                              "REMEDIATOR_PLANNER": "llm"}, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "serve asks no model" not in r.stderr
 
 
 @pytest.mark.parametrize("mode", ["tools", "json_schema"])

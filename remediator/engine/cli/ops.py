@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from remediator.engine.catalog.loader import load_catalog, markdown_table
 from remediator.engine.cli import common
@@ -40,7 +40,12 @@ def catalog_list(as_json: bool = typer.Option(False, "--json", help="machine-rea
     if markdown:
         print(markdown_table(catalog), end="")
         return
-    table = Table("entry", "kind", "risk", "parameters", "summary")
+    # An id is what an operator types next (runbooks, policies): never cut, however narrow the terminal.
+    ids = [e.id for e in catalog]
+    table = Table(Column("entry", no_wrap=True, min_width=max(map(len, ids), default=5)),
+                  Column("kind", no_wrap=True, min_width=len("remediation")),
+                  Column("risk", no_wrap=True, min_width=len("approval")), Column("parameters", overflow="fold"),
+                  Column("summary", overflow="fold"))
     for e in catalog:
         table.add_row(e.id, e.meta.kind, e.meta.risk, ", ".join(
             f"{p.name}{'' if p.required else '?'}" for p in e.params.values()), e.meta.summary)

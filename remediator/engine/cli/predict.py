@@ -116,14 +116,17 @@ def llm_check() -> None:
     from remediator.engine.decide.llm_tools import probe
     from remediator.engine.logs import redact
     s = common.settings()
+    # Under the runbook planner (the default) no model is asked: an endpoint that fails here changes nothing in serve.
+    unused = (f" (planner is {s.planner}: serve asks no model, so nothing needs one; this checks the endpoint for "
+              "planner: llm)") if s.planner != "llm" else ""
     client = openai.OpenAI(base_url=s.llm_base_url, api_key=s.llm_api_key.get_secret_value(), timeout=s.llm_timeout_s,
                            max_retries=s.llm_max_retries)
     try:
         found = probe(client, s.llm_model, s.llm_timeout_s)
     except openai.OpenAIError as exc:
         raise ConfigError(redact(f"cannot ask {s.llm_base_url} (model {s.llm_model}): {exc}; check llm_base_url, "
-                                 "llm_model and llm_api_key")) from None
-    console.print(f"endpoint {redact(s.llm_base_url)}, model {s.llm_model}", markup=False)
+                                 "llm_model and llm_api_key") + unused) from None
+    console.print(f"endpoint {redact(s.llm_base_url)}, model {s.llm_model}{unused}", markup=False)
     console.print(f"  native tool calls:  {'yes' if found.native_tools else 'no'}", markup=False)
     console.print(f"  structured output:  {'yes' if found.structured_output else ('not needed' if found.native_tools else 'no')}",
                   markup=False)
