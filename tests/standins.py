@@ -245,3 +245,28 @@ class Receivers:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def slack_click(signing_secret: str, *, user: str, action: str, value: str, response_url: str,
+                message: dict | None = None, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """What Slack sends when someone clicks a button of a message (https://api.slack.com/reference/interaction-payloads/
+    block-actions): `payload=<JSON>` form-encoded, signed as Slack documents it
+    (https://api.slack.com/authentication/verifying-requests-from-slack): X-Slack-Request-Timestamp, and
+    X-Slack-Signature = v0=hex(HMAC-SHA256(signing secret, "v0:<timestamp>:<body>")). Computed here on its own, not
+    with remediator's code."""
+    import hashlib
+    import hmac
+    from urllib.parse import urlencode
+
+    payload = {"type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": "T0001"},
+               "api_app_id": "A0001", "team": {"id": "T0001", "domain": "example"}, "trigger_id": "1.2.3",
+               "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0001"},
+               "channel": {"id": "C0001", "name": "ops"}, "response_url": response_url,
+               "message": message or {"type": "message", "text": "", "blocks": []},
+               "actions": [{"type": "button", "action_id": action, "block_id": "b", "value": value,
+                            "text": {"type": "plain_text", "text": action.capitalize()}, "action_ts": "1700000001.0002"}]}
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    ts = int(time.time()) if timestamp is None else timestamp
+    signature = "v0=" + hmac.new(signing_secret.encode(), b"v0:%d:" % ts + body, hashlib.sha256).hexdigest()
+    return body, {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": signature,
+                  "Content-Type": "application/x-www-form-urlencoded"}

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -18,11 +18,12 @@ from starlette.requests import ClientDisconnect
 from remediator.api import ui
 from remediator.engine.decide import breaker
 from remediator.engine.decide.breaker import BreakerView
-from remediator.engine.errors import AuthError, Forbidden, PayloadError, RemediatorError, StoreUnavailable
-from remediator.engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureCheck
+from remediator.engine.errors import AuthError, Forbidden, NotFound, PayloadError, RemediatorError, StoreUnavailable
+from remediator.engine.intake.signing import SIGNATURE_HEADER, SLACK, TIMESTAMP_HEADER, SignatureCheck
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.people.approvals import ApprovalDetail, get_approval, list_approvals
 from remediator.engine.people.identities import TOKEN_PREFIX, Identity, Role
+from remediator.engine.people.slack import SlackDecisions
 from remediator.engine.service import Engine
 from remediator.engine.store.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents
 
@@ -138,6 +139,21 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
             raise
         engine.metrics.webhook_requests.labels("200").inc()
         return {"status": "accepted", "delivery": ack.delivery, "alerts": ack.alerts}
+
+    slack = (SlackDecisions(settings, engine.store, engine.catalog, engine.identities, engine.vote)
+             if settings.slack_signing_secret else None)
+
+    @app.post("/slack/interactions", summary="Slack's signed callback for a click on an approval request's button")
+    async def slack_interactions(request: Request, background: BackgroundTasks) -> Response:
+        if slack is None:
+            raise NotFound("deciding from Slack is off: set slack_signing_secret (docs/approvals.md)")
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            raise PayloadError(f"the body is over {settings.max_body_bytes} bytes", status=413)
+        reply = await run_in_threadpool(slack.decide, request.headers.get(SLACK.timestamp_header),
+                                        request.headers.get(SLACK.signature_header), body)
+        background.add_task(slack.send, reply)   # Slack wants its answer within three seconds: the message after
+        return Response(status_code=200)
 
     @app.get("/deliveries/{delivery_id}", response_model=DeliveryView,
              summary="one webhook: stored, and once taken in, its new and duplicate alerts and incidents")

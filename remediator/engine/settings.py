@@ -181,6 +181,11 @@ class Settings(BaseSettings):
                                        "Alertmanager's config that posts to remediator: a truncated group is fetched for it alone")
     alertmanager_refetch_max: int = Field(1000, ge=1, le=10_000, description="alerts fetched for one truncated group")
     slack_webhook_url: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = Field(None, description="the Slack app's signing secret: approval requests "
+                                                   "carry Approve / Reject buttons, and their clicks land on "
+                                                   "POST /slack/interactions (docs/approvals.md)")
+    slack_response_url_prefix: str = Field("https://hooks.slack.com/", description="where a click's response_url may "
+                                           "point: the message is updated there with who decided; another is not called")
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     pagerduty_routing_key: SecretStr | None = None
     webhook_url: str | None = None

@@ -168,9 +168,12 @@ def policy_suggest(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @approvers_app.command("add")
-def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, approver or admin")) -> None:
+def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, approver or admin"),
+                  slack: str = typer.Option(None, "--slack", metavar="USER_ID",
+                                            help="their Slack member ID (U…): their clicks on an approval request's "
+                                                 "buttons in Slack are their decisions")) -> None:
     """Add a person and print their token (once; the store keeps only its argon2 hash)."""
-    who, token = common.identities(common.settings()).add(name, role)
+    who, token = common.identities(common.settings()).add(name, role, slack_user=slack)
     console.print(f"{who.name} ({who.role}): token [bold]{token}[/bold]", highlight=False)
     console.print("give it to them: it is not shown again. It logs in to /ui and is the Bearer token for the API.")
 
@@ -178,9 +181,9 @@ def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, 
 @approvers_app.command("list")
 def approvers_list() -> None:
     """People with a token, and their roles."""
-    table = Table("name", "role", "since")
+    table = Table("name", "role", "since", "slack")
     for row in common.identities(common.settings()).list():
-        table.add_row(row["name"], row["role"], row["created_at"])
+        table.add_row(row["name"], row["role"], row["created_at"], row["slack_user"] or "-")
     console.print(table)
 
 

@@ -18,7 +18,8 @@ from remediator.engine.outbound.teams import MAX_BYTES as TEAMS_MAX_BYTES
 from remediator.engine.outbound.teams import teams_payload
 from remediator.engine.settings import Settings
 
-__all__ = ["Channel", "CHANNELS", "BY_NAME", "Call", "slack_payload", "pagerduty_payload", "teams_payload"]
+__all__ = ["Channel", "CHANNELS", "BY_NAME", "Call", "slack_payload", "decision_buttons", "mrkdwn", "pagerduty_payload",
+           "teams_payload"]
 
 Call = tickets.Call   # (method, url, **httpx kwargs): the Notifier's, with its retries
 
@@ -41,38 +42,56 @@ _PD_SEVERITY = {"critical": "critical", "page": "critical", "error": "error", "h
                 "warning": "warning", "medium": "warning", "info": "info", "low": "info"}
 
 
-def _mrkdwn(text: str) -> str:
+def mrkdwn(text: str) -> str:
+    """Alert text as Slack shows it: never a link, a mention or an @channel."""
     # Slack's escaping: alert text must not become a link, a mention or an @channel.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def slack_payload(note: Notification) -> dict:
-    """A Block Kit message (with `text` as the notification fallback)."""
+def slack_payload(note: Notification, buttons: bool = False) -> dict:
+    """A Block Kit message (with `text` as the notification fallback). `buttons` (a signing secret is set): an approval
+    request also carries Approve / Reject, whose value binds the request and the digest of the dry run it shows."""
     title = f"{note.title} — {note.alertname} on {note.host or 'an unknown host'}"
-    fields = [f"*Incident*\n{_mrkdwn(note.incident_id)}", f"*Severity*\n{_mrkdwn(note.severity)}",
-              f"*State*\n{_mrkdwn(note.state)}", f"*Action*\n{_mrkdwn(note.entry or 'none')}"]
+    fields = [f"*Incident*\n{mrkdwn(note.incident_id)}", f"*Severity*\n{mrkdwn(note.severity)}",
+              f"*State*\n{mrkdwn(note.state)}", f"*Action*\n{mrkdwn(note.entry or 'none')}"]
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(note.text)[:2900] or "-"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(note.text)[:2900] or "-"}},
     ]
     if note.report:
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": "*Diagnosis*\n" + _mrkdwn("\n".join(note.report))[:2800]}})
+                                                   "text": "*Diagnosis*\n" + mrkdwn("\n".join(note.report))[:2800]}})
     if note.preview:
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": "*Dry run*\n" + _mrkdwn(note.preview)[:2800]}})
+                                                   "text": "*Dry run*\n" + mrkdwn(note.preview)[:2800]}})
     if note.approval_url:
         who = "two distinct approvers" if note.approvers > 1 else "one approver"
         blocks.append({"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*Risk*\n{_mrkdwn(note.risk or '-')}"},
-            {"type": "mrkdwn", "text": f"*Expires*\n{_mrkdwn(note.expires_at)} (needs {who})"}]})
-        # A link, never an approve button: link scanners open links; deciding is a POST from the page.
+            {"type": "mrkdwn", "text": f"*Risk*\n{mrkdwn(note.risk or '-')}"},
+            {"type": "mrkdwn", "text": f"*Expires*\n{mrkdwn(note.expires_at)} (needs {who})"}]})
+        # A link opens the page (link scanners open links: a link never decides). A button is no link: Slack sends
+        # its click as a request it signs, and remediator checks who clicked (docs/approvals.md).
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
                                                    "text": f"<{note.approval_url}|Review the dry run and decide>"}})
+        if buttons and note.approval_id and note.digest:
+            blocks.append(decision_buttons(note.approval_id, note.digest))
     if note.url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{note.url}|incident {note.incident_id}>"}]})
-    return {"text": _mrkdwn(f"{title}: {note.text}")[:3000], "blocks": blocks}
+    return {"text": mrkdwn(f"{title}: {note.text}")[:3000], "blocks": blocks}
+
+
+def decision_buttons(approval_id: str, digest: str) -> dict:
+    """Approve / Reject for one approval request and the dry run it shows (Slack: `actions`, `block_id` its id)."""
+    value = json.dumps({"approval": approval_id, "digest": digest}, separators=(",", ":"))
+    confirm = {"title": {"type": "plain_text", "text": "Approve this dry run?"}, "confirm": {"type": "plain_text",
+               "text": "Approve"}, "deny": {"type": "plain_text", "text": "Not yet"}, "text": {"type": "mrkdwn",
+               "text": "It runs for real exactly as its dry run showed; a changed dry run is asked again."}}
+    return {"type": "actions", "block_id": f"approval:{approval_id}"[:255], "elements": [
+        {"type": "button", "action_id": "approve", "style": "primary", "value": value, "confirm": confirm,
+         "text": {"type": "plain_text", "text": "Approve"}},
+        {"type": "button", "action_id": "reject", "style": "danger", "value": value,
+         "text": {"type": "plain_text", "text": "Reject"}}]}
 
 
 def pagerduty_payload(note: Notification, routing_key: str) -> dict:
@@ -113,7 +132,7 @@ def _secret(value) -> str:
 
 CHANNELS: list[Channel] = [
     Channel("slack", lambda s: bool(s.slack_webhook_url),
-            _post(lambda s: _secret(s.slack_webhook_url), lambda _s, note: slack_payload(note))),
+            _post(lambda s: _secret(s.slack_webhook_url), lambda s, note: slack_payload(note, bool(s.slack_signing_secret)))),
     Channel("pagerduty", lambda s: bool(s.pagerduty_routing_key),
             _post(lambda s: s.pagerduty_url, lambda s, note: pagerduty_payload(note, _secret(s.pagerduty_routing_key))),
             takes=lambda note, _had: note.event in _PD_TRIGGER | _PD_RESOLVE),

@@ -36,6 +36,8 @@ class Notification(BaseModel):
     risk: str = ""
     expires_at: str = ""
     approvers: int = 0
+    approval_id: str = ""        # which request, and the digest of its dry run: what a Slack button's click decides on
+    digest: str = ""
     dedup_key: str = ""          # PagerDuty's; default the incident id
 
     @property

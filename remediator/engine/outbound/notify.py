@@ -73,7 +73,8 @@ def notify_incident(session: Session, settings: Settings, incident: Incident, ev
     extra = {}
     if approval is not None:
         extra = {"approval_url": f"{base}/ui/approvals/{approval.id}", "risk": approval.risk,
-                 "expires_at": approval.expires_at.isoformat(timespec="seconds") + "Z", "approvers": approval.required}
+                 "expires_at": approval.expires_at.isoformat(timespec="seconds") + "Z", "approvers": approval.required,
+                 "approval_id": approval.id, "digest": approval.preview_digest}
     return enqueue(session, settings, Notification(
         event=event, incident_id=incident.id, alertname=incident.alertname, host=incident.host,
         severity=incident.severity, state=incident.state, text=text, entry=incident.entry,

@@ -38,6 +38,7 @@ __all__ = ["Role", "Identity", "Identities", "TOKEN_PREFIX", "service_name"]
 TOKEN_PREFIX = "rmd_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _RESERVED = {"remediator", "engine", "service", "system", "root", "anonymous"}
+SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,30}$")   # Slack's user ids: U… (W… on Enterprise Grid)
 # OWASP's argon2id minimum (19 MiB, 2 passes): the secret is random, so this only needs to be slow-ish.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
@@ -130,10 +131,22 @@ class Identities:
                 return None
             return Identity(name=row.name, role=Role(row.role), approver_id=row.id)
 
+    def by_slack(self, slack_user: str) -> Identity | None:
+        """The person whose Slack user id this is (`approvers add NAME --slack ID`), if still enabled."""
+        with self.store.read() as session:
+            row = session.execute(select(Approver).where(Approver.slack_user == slack_user,
+                                                         Approver.disabled_at.is_(None))).scalar_one_or_none()
+            return None if row is None else Identity(name=row.name, role=Role(row.role), approver_id=row.id)
+
     # ---- management ----------------------------------------------------------------------
 
-    def add(self, name: str, role: str, by: str = "the command line") -> tuple[Identity, str]:
-        """A new person and their token (shown this once; only its hash is kept); audited, with who added them."""
+    def add(self, name: str, role: str, by: str = "the command line", slack_user: str | None = None
+            ) -> tuple[Identity, str]:
+        """A new person and their token (shown this once; only its hash is kept); audited, with who added them.
+        `slack_user`: their Slack user id, so that their clicks on an approval request in Slack are theirs."""
+        if slack_user is not None and not SLACK_USER.match(slack_user):
+            raise ConflictError(f"Slack user id {slack_user[:40]!r}: it looks like U0123ABCD (the member ID in their "
+                                "Slack profile, not a display name)")
         if not _NAME.match(name) or name.lower() in _RESERVED:
             raise ConflictError(f"approver name {name!r}: letters, digits and ._@- (up to 64), not one of {sorted(_RESERVED)}")
         if name.lower() in {s.lower() for s in self.service_names} or re.fullmatch(r"service-\d+", name.lower()):
@@ -148,10 +161,14 @@ class Identities:
         with self.store.write() as session:
             if session.execute(select(Approver).where(Approver.name == name)).scalar_one_or_none():
                 raise ConflictError(f"an approver named {name} exists; remove it first to issue a new token")
+            if slack_user and (other := session.execute(select(Approver.name).where(
+                    Approver.slack_user == slack_user)).scalar_one_or_none()):
+                raise ConflictError(f"Slack user {slack_user} is {other}'s already; one Slack user is one person")
             row = Approver(id=secrets.token_hex(8), name=name, role=role_.value, token_id=token_id,
-                           token_hash=_HASHER.hash(secret))
+                           token_hash=_HASHER.hash(secret), slack_user=slack_user)
             session.add(row)
-            audit.append(session, "approver.added", {"name": name, "role": role_.value, "by": by})
+            audit.append(session, "approver.added", {"name": name, "role": role_.value, "by": by,
+                                                     **({"slack_user": slack_user} if slack_user else {})})
         return Identity(name=name, role=role_, approver_id=row.id), f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def remove(self, name: str, by: str = "the command line") -> None:
@@ -170,4 +187,5 @@ class Identities:
     def list(self) -> list[dict[str, str]]:
         with self.store.read() as session:
             rows = session.execute(select(Approver).where(Approver.disabled_at.is_(None)).order_by(Approver.name)).scalars()
-            return [{"name": r.name, "role": r.role, "created_at": r.created_at.isoformat() + "Z"} for r in rows]
+            return [{"name": r.name, "role": r.role, "created_at": r.created_at.isoformat() + "Z",
+                     "slack_user": r.slack_user or ""} for r in rows]

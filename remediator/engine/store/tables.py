@@ -269,6 +269,7 @@ class Approver(Base):
     token_hash: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    slack_user: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)   # their Slack user id (U…)
 
 
 class UiSession(Base):
