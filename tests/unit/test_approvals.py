@@ -299,3 +299,41 @@ def test_slack_links_to_the_page_and_never_approves(engine):
     assert "would delete 3 files" in text
     assert not any(b["type"] == "actions" for b in body["blocks"])     # a link only: no button that decides
     assert note.event == NotifyEvent.AWAITING_APPROVAL
+
+
+def test_a_person_decides_from_another_terminal_with_url_and_their_token(make_engine, tmp_path):
+    """`remediator --url URL approvals …` asks a running serve over HTTP with the person's token (before: only the CLI
+    on the server, opening its store); a wrong token or a stale digest is one line, as locally."""
+    from remediator.engine.lab.harness import ServeProcess, free_port
+    data = tmp_path / "server"
+    engine = make_engine(data_dir=data, tokens=["service-token-0123456789ab"])
+    incident_id, approval_id = waiting(engine)
+    _, token = engine.identities.add("alice", "approver")
+    port = free_port()
+    serve = ServeProcess({"REMEDIATOR_DATA_DIR": str(data), "REMEDIATOR_PORT": str(port), "REMEDIATOR_PLANNER": "runbook",
+                          "REMEDIATOR_TOKENS": "service-token-0123456789ab",
+                          **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})},
+                         port, tmp_path / "serve.log")
+    try:
+        runner = CliRunner()
+        elsewhere = {"REMEDIATOR_URL": f"http://127.0.0.1:{port}", "REMEDIATOR_APPROVER_TOKEN": token,
+                     "REMEDIATOR_DATA_DIR": str(tmp_path / "laptop")}       # no store of the server's here
+        listed = runner.invoke(cli, ["approvals", "list", "--json"], env=elsewhere)
+        assert listed.exit_code == 0 and approval_id in listed.output, listed.output
+        shown = runner.invoke(cli, ["approvals", "show", approval_id], env=elsewhere)
+        assert shown.exit_code == 0 and f"digest  {PREVIEW.digest}" in shown.output and "would delete 3 files" in shown.output
+        wrong = runner.invoke(cli, ["approvals", "list"], env={**elsewhere, "REMEDIATOR_APPROVER_TOKEN": "rmd_nope_nope"})
+        assert wrong.exit_code != 0 and "answered 401" in str(wrong.exception) and "REMEDIATOR_APPROVER_TOKEN" in str(wrong.exception)
+        stale = runner.invoke(cli, ["approvals", "approve", approval_id, "--digest", "0" * 64], env=elsewhere)
+        assert stale.exit_code != 0 and "answered 409" in str(stale.exception)
+        ok = runner.invoke(cli, ["approvals", "approve", approval_id, "--digest", PREVIEW.digest, "--comment", "ok"],
+                           env=elsewhere)
+        assert ok.exit_code == 0 and "approved (by alice" in ok.output, ok.output
+        incidents = runner.invoke(cli, ["incidents", "list", "--search", "clean_logs", "--json"], env=elsewhere)
+        assert incidents.exit_code == 0 and incident_id in incidents.output
+        assert not (tmp_path / "laptop").exists()                                   # nothing opened a store here
+    finally:
+        serve.stop(10)
+    with engine.store.read() as s:
+        votes = s.execute(select(AuditEvent).where(AuditEvent.kind == "approval.vote")).scalars().all()
+    assert [(v.data["by"], v.data["comment"]) for v in votes] == [("alice", "ok")]

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from remediator.engine.catalog.loader import load_catalog
-from remediator.engine.cli import common
+from remediator.engine.cli import common, remote
 from remediator.engine.cli.common import console
 from remediator.engine.model.states import ApprovalState
 
@@ -22,8 +22,12 @@ def incidents_list(state: str = typer.Option(None, help="only incidents in this 
                                               "host, entry or reason (any case)"),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """The newest incidents, with state and what was done."""
-    from remediator.engine.store.queries import list_incidents
-    rows = list_incidents(common.store(), state, limit, search)
+    from remediator.engine.store.queries import IncidentSummary, list_incidents
+    if (api := remote.remote()) is not None:
+        rows = [IncidentSummary.model_validate(r) for r in api.call("GET", "/incidents", params={
+            k: v for k, v in {"state": state, "limit": limit, "q": search}.items() if v})]
+    else:
+        rows = list_incidents(common.store(), state, limit, search)
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
@@ -46,15 +50,17 @@ def print_transcript(t: dict) -> None:
 @incidents_app.command("show")
 def incidents_show(incident_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """One incident: alerts, evidence, proposal, decision, dry run, runs, notifications, audit timeline."""
-    from remediator.engine.store.queries import get_incident
-    d = get_incident(common.store(), incident_id)
+    from remediator.engine.store.queries import IncidentDetail, get_incident
+    api = remote.remote()
+    d = (IncidentDetail.model_validate(api.call("GET", f"/incidents/{incident_id}")) if api is not None
+         else get_incident(common.store(), incident_id))
     if as_json:
         print(d.model_dump_json(indent=2))
         return
     console.print(f"[bold]{d.id}[/bold]  {d.alertname} on {d.host or '?'}  severity {d.severity}  "
                   f"state [bold]{d.state}[/bold]  firing={d.firing}")
     console.print(f"reason: {d.reason}", markup=False)
-    if d.state in ("received", "approved"):
+    if d.state in ("received", "approved") and api is None:   # read from the store's claims, on the server
         _held_back(d.host)
     for line in d.report.lines() if d.report else []:
         console.print(line, markup=False)
@@ -99,6 +105,13 @@ DIGEST = typer.Option(..., "--digest", metavar="DIGEST", help="the digest `remed
 
 def _vote(token: str, approve: bool, comment: str, *, approval_id: str | None = None, incident_id: str | None = None,
           digest: str | None = None) -> None:
+    if (api := remote.remote(token)) is not None:
+        path = f"/approvals/{approval_id}" if approval_id is not None else f"/incidents/{incident_id}"
+        answer = api.call("POST", f"{path}/{'approve' if approve else 'reject'}",
+                          json={"comment": comment, **({"digest": digest} if digest else {})})
+        state = answer.get("state") or answer.get("approval", "")
+        console.print(f"{approval_id or incident_id}: {state} (by {answer['by']}, on {api.url})")
+        return
     from remediator.engine.decide.closing import lifecycle
     from remediator.engine.people import approvals
     settings = common.settings()
@@ -133,9 +146,13 @@ def incidents_reject(incident_id: str, token: str = common.TOKEN, comment: str =
 def approvals_list(state: str = typer.Option("pending", help="pending, approved, rejected, expired, canceled, or all"),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """Approval requests, newest first."""
-    from remediator.engine.people.approvals import list_approvals
-    settings = common.settings()
-    rows = list_approvals(common.store(settings), load_catalog(*settings.catalog_roots), None if state == "all" else state)
+    from remediator.engine.people.approvals import ApprovalDetail, list_approvals
+    if (api := remote.remote()) is not None:
+        rows = [ApprovalDetail.model_validate(a) for a in api.call("GET", "/approvals", params={"state": state})]
+    else:
+        settings = common.settings()
+        rows = list_approvals(common.store(settings), load_catalog(*settings.catalog_roots),
+                              None if state == "all" else state)
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
@@ -153,9 +170,12 @@ def approvals_show(approval_id: str, as_json: bool = typer.Option(False, "--json
     """Everything an approver decides from: the dry run with its diff, the alert, evidence, rationale, policy, rollback."""
     from rich.syntax import Syntax
 
-    from remediator.engine.people.approvals import get_approval
-    settings = common.settings()
-    a = get_approval(common.store(settings), load_catalog(*settings.catalog_roots), approval_id)
+    from remediator.engine.people.approvals import ApprovalDetail, get_approval
+    if (api := remote.remote()) is not None:
+        a = ApprovalDetail.model_validate(api.call("GET", f"/approvals/{approval_id}"))
+    else:
+        settings = common.settings()
+        a = get_approval(common.store(settings), load_catalog(*settings.catalog_roots), approval_id)
     if as_json:
         print(a.model_dump_json(indent=2))
         return

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from remediator.engine.cli import incidents, install, ops, predict, replicas
+from remediator.engine.cli import incidents, install, ops, predict, remote, replicas
 from remediator.engine.errors import RemediatorError
 from remediator.engine.lab import cli as lab
 
@@ -15,6 +15,16 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(help="remediator: Alertmanager alerts to vetted, checked, audited Ansible fixes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root(url: str = typer.Option(None, "--url", envvar="REMEDIATOR_URL", show_envvar=True, metavar="URL",
+                                  help="a running remediator serve: `approvals` and `incidents list|show` ask it over "
+                                       "HTTP with your token (REMEDIATOR_APPROVER_TOKEN), not this host's store")) -> None:
+    """remediator: Alertmanager alerts to vetted, checked, audited Ansible fixes."""
+    remote.use(url)
+
+
 app.add_typer(ops.breaker_app, name="breaker")
 app.add_typer(incidents.approvals_app, name="approvals")
 app.add_typer(ops.approvers_app, name="approvers")
