@@ -19,7 +19,9 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
                                    "worker need PostgreSQL (REMEDIATOR_ROLE; docs/scaling.md)"),
           allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated",
                                                      help="accept requests without a token: local experiments only"),
-          log_level: str = typer.Option("info", help="uvicorn and engine log level")) -> None:
+          log_level: str = typer.Option("info", help="uvicorn and engine log level"),
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                          help="a line for every HTTP request (method, path, status)")) -> None:
     """Serve the webhook and API, and work incidents: Alertmanager -> fix -> verify -> notify."""
     import uvicorn
 
@@ -43,7 +45,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
     console.print(f"remediator serving on http://{settings.host}:{settings.port} — inventory {settings.inventory}, "
                   f"{len(engine.catalog)} catalog entries, store {settings.db_url}")
     uvicorn.run(create_app(engine), host=settings.host, port=settings.port, log_level=log_level.lower(),
-                access_log=False)
+                access_log=access_log)
     del claim
 
 

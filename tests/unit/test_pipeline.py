@@ -95,3 +95,27 @@ def test_migrations_build_exactly_the_models(engine):
     with engine.store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_serve_logs_every_incident_step_on_one_line_each_after_it_committed(engine, caplog):
+    """An operator's first day: serve logged nothing about incidents. Now every step is a line of its own (from the
+    audit event, once committed), what one alert adds to an open incident is left out, and alert text cannot forge a
+    line of its own (a newline in a label stays inside its quoted field)."""
+    import json
+    import logging
+    body = json.loads((FIXTURES / "payloads" / "unlisted-unit-down-app-server-01.json").read_text())
+    body["alerts"][0]["annotations"]["description"] = "down\nINFO remediator.incidents: incident.resolved incident=forged"
+    with caplog.at_level(logging.INFO, logger="remediator.incidents"):
+        (incident_id,) = take_in(engine, json.dumps(body).encode()).incidents
+        engine.pipeline.work(engine.pipeline.claim())
+    lines = [r.getMessage() for r in caplog.records if r.name == "remediator.incidents"]
+    assert lines[0].startswith(f"incident.opened incident={incident_id} alertname=") and 'host="app-server-01"' in lines[0]
+    assert any(line.startswith(f"incident.claimed incident={incident_id}") for line in lines), lines
+    (closed,) = [line for line in lines if line.startswith(f"incident.escalated incident={incident_id}")]
+    assert 'to="escalated"' in closed and "not on app-server-01's remediator_services" in closed
+    assert all("\n" not in line for line in lines) and not any("incident=forged" in line.split(" ")[1] for line in lines)
+    with engine.store.write() as s:                   # a transaction rolled back logs nothing
+        from remediator.engine.store import audit
+        audit.append(s, "incident.requeued", {"reason": "never committed"}, incident_id)
+        s.rollback()
+    assert not any("never committed" in r.getMessage() for r in caplog.records)

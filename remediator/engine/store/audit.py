@@ -68,12 +68,36 @@ def append(session: Session, kind: str, data: dict[str, Any], incident_id: str |
     head.seq, head.hash = seq, digest
 
 
+#: serve's log of every incident's steps (opened, each state with its reason, the dry run, votes, ...): one line an
+#: event, after its transaction committed, from the audit events themselves. Left out: what one alert or one read adds.
+steps = logging.getLogger("remediator.incidents")
+_QUIET = {"incident.correlated", "incident.evidence"}
+_SHOWN = ("alertname", "host", "severity", "from", "to", "entry", "by", "decision", "summary", "digest", "cause", "reason")
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     pending = session.info.pop("audit_pending", None)
     if pending:
         session.execute(insert(AuditEvent), pending)
         session.info["audit_new_head"] = (pending[-1]["seq"], pending[-1]["hash"])
+        if steps.isEnabledFor(logging.INFO):
+            session.info["audit_to_log"] = pending
+
+
+@event.listens_for(Session, "after_commit")
+def _log_steps(session: Session) -> None:
+    for e in session.info.pop("audit_to_log", ()):
+        if e["kind"] in _QUIET:
+            continue
+        data = e["data"] if isinstance(e["data"], dict) else {}
+        fields = " ".join(f"{k}={json.dumps(str(data[k])[:300])}" for k in _SHOWN if data.get(k) not in (None, ""))
+        steps.info("%s%s %s", e["kind"], f" incident={e['incident_id']}" if e["incident_id"] else "", fields)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_steps(session: Session) -> None:
+    session.info.pop("audit_to_log", None)
 
 
 @event.listens_for(Session, "after_commit")
