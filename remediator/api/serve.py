@@ -49,7 +49,7 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
     del claim
 
 
-cli.app.command("serve")(serve)
+cli.app.command("serve", rich_help_panel=cli.OPERATE)(serve)
 
 
 def main() -> None:

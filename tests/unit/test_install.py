@@ -134,3 +134,16 @@ def test_init_systemd_keeps_state_under_var_lib(tmp_path):
     report = init_tree(tmp_path / "conf", systemd=True)
     assert yaml.safe_load(report.config.read_text())["data_dir"] == "/var/lib/remediator"
     assert report.unit is not None and f"REMEDIATOR_CONFIG={report.config}" in report.unit.read_text()
+
+
+def test_help_shows_the_operator_s_commands_apart_from_the_lab_s():
+    """An operator's first day: `--help` mixed lab, demo and eval with the commands that run production."""
+    import re
+
+    from remediator.engine.lab.harness import REMEDIATOR
+    shown = subprocess.run([str(REMEDIATOR), "--help"], env={**os.environ, "COLUMNS": "120"}, capture_output=True,
+                           text=True, timeout=60).stdout
+    operate, lab = shown.split("─ Operate ")[1].split("─ Lab, demo and evaluation")
+    names = {panel: set(re.findall(r"^│ ([a-z]+) ", text, re.M)) for panel, text in (("operate", operate), ("lab", lab))}
+    assert {"serve", "init", "incidents", "approvals", "approvers", "plan", "audit", "pause"} <= names["operate"]
+    assert names["lab"] == {"demo", "eval", "lab", "chaos", "scenarios"}

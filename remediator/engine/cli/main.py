@@ -11,7 +11,7 @@ from remediator.engine.cli import incidents, install, ops, predict, remote, repl
 from remediator.engine.errors import RemediatorError
 from remediator.engine.lab import cli as lab
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "OPERATE", "LAB"]
 
 app = typer.Typer(help="remediator: Alertmanager alerts to vetted, checked, audited Ansible fixes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -25,26 +25,28 @@ def _root(url: str = typer.Option(None, "--url", envvar="REMEDIATOR_URL", show_e
     remote.use(url)
 
 
-app.add_typer(ops.breaker_app, name="breaker")
-app.add_typer(incidents.approvals_app, name="approvals")
-app.add_typer(ops.approvers_app, name="approvers")
-app.add_typer(ops.catalog_app, name="catalog")
-app.add_typer(incidents.incidents_app, name="incidents")
-app.add_typer(lab.chaos_app, name="chaos")
-app.add_typer(lab.lab_app, name="lab")
-app.add_typer(lab.scenarios_app, name="scenarios")
-app.add_typer(ops.audit_app, name="audit")
-app.add_typer(ops.policy_app, name="policy")
-app.add_typer(predict.llm_app, name="llm")
-app.add_typer(install.db_app, name="db")
-app.command("init")(install.init)
-app.command("plan")(predict.plan)
-app.command("prune")(ops.prune)
-app.command("eval")(predict.eval_cmd)
-app.command("demo")(lab.demo)
-app.command("pause")(replicas.pause)
-app.command("resume")(replicas.resume)
-app.command("claims")(replicas.claims)
+# `--help` shows an operator's commands apart from the lab's and the developers' (an operator's first day mixed them).
+OPERATE, LAB = "Operate", "Lab, demo and evaluation (not for production hosts)"
+app.command("init", rich_help_panel=OPERATE)(install.init)
+app.add_typer(install.db_app, name="db", rich_help_panel=OPERATE)
+app.add_typer(incidents.incidents_app, name="incidents", rich_help_panel=OPERATE)
+app.add_typer(incidents.approvals_app, name="approvals", rich_help_panel=OPERATE)
+app.add_typer(ops.approvers_app, name="approvers", rich_help_panel=OPERATE)
+app.command("plan", rich_help_panel=OPERATE)(predict.plan)
+app.add_typer(ops.catalog_app, name="catalog", rich_help_panel=OPERATE)
+app.add_typer(ops.policy_app, name="policy", rich_help_panel=OPERATE)
+app.add_typer(ops.breaker_app, name="breaker", rich_help_panel=OPERATE)
+app.command("pause", rich_help_panel=OPERATE)(replicas.pause)
+app.command("resume", rich_help_panel=OPERATE)(replicas.resume)
+app.command("claims", rich_help_panel=OPERATE)(replicas.claims)
+app.add_typer(ops.audit_app, name="audit", rich_help_panel=OPERATE)
+app.command("prune", rich_help_panel=OPERATE)(ops.prune)
+app.add_typer(predict.llm_app, name="llm", rich_help_panel=OPERATE)
+app.command("demo", rich_help_panel=LAB)(lab.demo)
+app.add_typer(lab.lab_app, name="lab", rich_help_panel=LAB)
+app.add_typer(lab.chaos_app, name="chaos", rich_help_panel=LAB)
+app.add_typer(lab.scenarios_app, name="scenarios", rich_help_panel=LAB)
+app.command("eval", rich_help_panel=LAB)(predict.eval_cmd)
 
 
 def main(cli: typer.Typer = app) -> None:
