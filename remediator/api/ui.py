@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from remediator.api.evidence_view import readable
 from remediator.engine.errors import AuthError, Forbidden, RemediatorError
 from remediator.engine.model.states import FINAL_STATES, ApprovalState, IncidentState
 from remediator.engine.people import sessions
@@ -154,7 +155,7 @@ def router(engine: Engine) -> APIRouter:
         a = get_approval(engine.store, engine.catalog, approval_id)
         reason = get_incident(engine.store, a.incident_id).reason if a.supersedes else ""
         return page(request, "approval.html", me=me, csrf=csrf, a=a, error=error[:500], incident_reason=reason,
-                    can_decide=me.role in (Role.APPROVER, Role.ADMIN))
+                    can_decide=me.role in (Role.APPROVER, Role.ADMIN), evidence=readable(a.evidence))
 
     async def decide(request: Request, approval_id: str, approve: bool, csrf: str, digest: str, comment: str) -> Response:
         me, expected = session(request)
@@ -192,7 +193,7 @@ def router(engine: Engine) -> APIRouter:
         me, csrf = session(request)
         d = get_incident(engine.store, incident_id)
         pending = next((a.id for a in d.approvals if a.state == ApprovalState.PENDING), None)
-        return page(request, "incident.html", me=me, csrf=csrf, d=d, pending=pending,
+        return page(request, "incident.html", me=me, csrf=csrf, d=d, pending=pending, evidence=readable(d.evidence),
                     refresh=None if d.state in FINAL_STATES else 3)
 
     return r

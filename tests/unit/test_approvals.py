@@ -274,6 +274,13 @@ def test_the_pages_list_and_search_incidents_and_say_why_an_escalated_one_has_no
     assert "<script>" not in client.get("/ui/incidents", params={"q": "<script>"}).text   # escaped, as every field
     page = client.get(f"/ui/incidents/{unknown}").text
     assert 'id="no-dry-run"' in page and "escalated before any action was chosen" in page and "No dry run yet" not in page
+    assert "Nothing was read for this incident" in page
+    with engine.store.write() as s:      # a crash loop's evidence, as the lab recorded it: read, not raw JSON
+        s.get(Incident, unknown).evidence = json.loads(
+            (PROJECT_ROOT / "evals" / "cases" / "lab-crash-loop-bad-config" / "evidence.json").read_text())
+    page = client.get(f"/ui/incidents/{unknown}").text
+    assert '<h3 class="evidence">service_status <code>unit=webapp' in page and "<dt>active_state</dt><dd>failed</dd>" in page
+    assert re.search(r"\[×\d+, the last at 20", page)
     api = client.get("/incidents", params={"q": "clean_logs"}, headers=SERVICE).json()
     assert [i["id"] for i in api] == [waiting_id]
 
