@@ -2,6 +2,9 @@
 and this module's `main` is the console script, so remediator/engine/ never imports FastAPI or uvicorn."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
 from remediator.engine.cli import main as cli
@@ -38,6 +41,12 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
         raise ConfigError("no API token configured: set REMEDIATOR_TOKENS=<token>[,<next token>] (or tokens: in "
                           "the REMEDIATOR_CONFIG file), or pass --allow-unauthenticated for a local run")
     logs.configure(log_level)
+    if tree := os.environ.get("REMEDIATOR_CONFIG"):   # copies never get a release's fixes by themselves: say so
+        from remediator.engine.config_tree import drift
+        for d in drift(Path(tree).parent):
+            if d.state == "behind":
+                console.print(f"[yellow]warning: {d.path} is behind this release's (the shipped one changed since "
+                              "it was copied): `remediator config diff`[/yellow]")
     claim = single_serve(settings.db_url)   # held until this process ends
     engine = Engine.load(settings)
     if not settings.tokens:

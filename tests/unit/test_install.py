@@ -147,3 +147,37 @@ def test_help_shows_the_operator_s_commands_apart_from_the_lab_s():
     names = {panel: set(re.findall(r"^│ ([a-z]+) ", text, re.M)) for panel, text in (("operate", operate), ("lab", lab))}
     assert {"serve", "init", "incidents", "approvals", "approvers", "plan", "audit", "pause"} <= names["operate"]
     assert names["lab"] == {"demo", "eval", "lab", "chaos", "scenarios"}
+
+
+def test_config_diff_says_which_copied_files_fell_behind_the_release(tmp_path):
+    """An operator's first day: copied policies and runbooks never get a release's safety fixes, and nothing said so."""
+    import json
+
+    from remediator.engine.config_tree import MANIFEST
+    tree = tmp_path / "etc"
+    init_tree(tree)
+    env = {"REMEDIATOR_CONFIG": str(tree / "remediator.yml")}
+    same = CliRunner().invoke(cli, ["config", "diff"], env=env)
+    assert same.exit_code == 0 and "same     policies/default.yml" in same.output, same.output
+    runbook = tree / "runbooks" / "default.yml"
+    runbook.write_text(runbook.read_text() + "# ours: paged at night\n")
+    yours = CliRunner().invoke(cli, ["config", "diff", "--tree", str(tree)])
+    assert yours.exit_code == 0 and "yours    runbooks/default.yml" in yours.output
+    # as if the tree had been copied from an older release, whose policies/default.yml differed
+    noted = json.loads((tree / MANIFEST).read_text())
+    noted["files"]["policies/default.yml"] = "0" * 64
+    (tree / MANIFEST).write_text(json.dumps(noted))
+    policy = tree / "policies" / "default.yml"
+    policy.write_text(policy.read_text().replace("rules:", "rules:  # an older release's", 1))
+    behind = CliRunner().invoke(cli, ["config", "diff"], env=env)
+    assert behind.exit_code == 1 and "behind   policies/default.yml: the shipped one changed" in behind.output
+    assert "--- yours/policies/default.yml" in behind.output and "+++ shipped/policies/default.yml" in behind.output
+    merged = CliRunner().invoke(cli, ["config", "diff", "--noted"], env=env)
+    assert merged.exit_code == 0
+    after = CliRunner().invoke(cli, ["config", "diff"], env=env)
+    assert after.exit_code == 0 and "yours    policies/default.yml" in after.output
+    (tree / MANIFEST).unlink()                        # a tree from before the note
+    unknown = CliRunner().invoke(cli, ["config", "diff"], env=env)
+    assert unknown.exit_code == 1 and "differs  runbooks/default.yml: differs from the shipped one" in unknown.output
+    nowhere = CliRunner().invoke(cli, ["config", "diff"], env={"REMEDIATOR_CONFIG": ""})
+    assert nowhere.exit_code != 0 and "pass --tree DIR" in str(nowhere.exception)

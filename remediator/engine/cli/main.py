@@ -29,6 +29,7 @@ def _root(url: str = typer.Option(None, "--url", envvar="REMEDIATOR_URL", show_e
 OPERATE, LAB = "Operate", "Lab, demo and evaluation (not for production hosts)"
 app.command("init", rich_help_panel=OPERATE)(install.init)
 app.add_typer(install.db_app, name="db", rich_help_panel=OPERATE)
+app.add_typer(install.config_app, name="config", rich_help_panel=OPERATE)
 app.add_typer(incidents.incidents_app, name="incidents", rich_help_panel=OPERATE)
 app.add_typer(incidents.approvals_app, name="approvals", rich_help_panel=OPERATE)
 app.add_typer(ops.approvers_app, name="approvers", rich_help_panel=OPERATE)
