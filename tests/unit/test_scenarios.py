@@ -111,3 +111,28 @@ def test_a_serve_that_refuses_the_checkout_s_token_is_said_in_one_line_and_one_t
         assert not taken.started and taken.token == theirs
     finally:
         serve.stop(10)
+
+
+def test_demo_on_a_store_with_an_open_brake_says_so_before_it_starts_anything(tmp_path):
+    """An operator's first day: a demo on a store where earlier alerts opened a storm brake failed 5 of 12 drills
+    without saying why. Now it says which scopes are open and the two ways on, before any container starts."""
+    import subprocess
+
+    from remediator.engine.decide import breaker
+    from remediator.engine.lab.harness import REMEDIATOR
+    from remediator.engine.settings import Settings
+    from remediator.engine.store.db import Store
+    from remediator.engine.store.tables import BreakerRow
+    settings = Settings(data_dir=tmp_path)
+    store = Store(settings.db_url, "NORMAL")
+    store.prepare(True)
+    with store.write() as s:
+        s.add(BreakerRow(scope="brake:alert:ServiceDown", open=True, reason="ServiceDown fires in 2 regions"))
+    assert [b.scope for b in breaker.status(store) if b.open] == ["brake:alert:ServiceDown"]
+    env = {"PATH": "/usr/bin:/bin", "REMEDIATOR_DATA_DIR": str(tmp_path)}
+    for command in (["demo"], ["chaos", "run"]):
+        done = subprocess.run([str(REMEDIATOR), *command], env=env, capture_output=True, text=True, timeout=60)
+        said = " ".join((done.stdout + done.stderr).split())
+        assert done.returncode == 2 and "Traceback" not in said, said
+        assert "brake:alert:ServiceDown (ServiceDown fires in 2 regions)" in said and "REMEDIATOR_DATA_DIR=var/demo" in said
+        assert "started remediator serve" not in said and "lab:" not in said

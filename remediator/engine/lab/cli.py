@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from remediator.engine.catalog.loader import load_catalog
+from remediator.engine.errors import ConfigError
 from remediator.engine.lab import fleet
 from remediator.engine.lab.harness import lab_token
 from remediator.engine.settings import Settings, load_settings
@@ -73,6 +74,7 @@ def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entr
     Uses the `remediator serve` answering on the configured port, or starts one for the run."""
     from remediator.engine.lab import drills
     settings = load_settings()
+    _no_open_breakers(settings)
     server = drills.Server(settings, _monitoring(settings), settings.data_dir / "chaos-serve.log")
     console.print(f"{'started' if server.started else 'using'} remediator serve on {server.url}")
     try:
@@ -152,6 +154,7 @@ def demo() -> None:
 
     from remediator.engine.lab import drills
     settings = load_settings()
+    _no_open_breakers(settings)
     hosts = fleet.up(settings.inventory)
     token = lab_token(settings)
     monitoring = _monitoring(settings)
@@ -170,6 +173,20 @@ def demo() -> None:
     console.print(f"the engine keeps serving; stop it with: kill $(cat {settings.data_dir / 'serve.pid'}); "
                   "the lab with: remediator lab down")
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+def _no_open_breakers(settings: Settings) -> None:
+    """The drills need automatic runs: an open breaker or storm brake (earlier alerts on this store) would hold them
+    for a person, and drills would fail without saying why. Said up front instead, with the ways on."""
+    from remediator.engine.cli.common import store
+    from remediator.engine.decide import breaker
+    open_ = [b for b in breaker.status(store(settings)) if b.open]
+    if open_:
+        raise ConfigError(
+            f"{len(open_)} circuit breaker scope(s) are open on the store in {settings.data_dir}, and every drill's "
+            "automatic run would wait for a person: " + "; ".join(f"{b.scope} ({b.reason[:120]})" for b in open_)
+            + ". Reset each (remediator breaker reset SCOPE, with an admin's token), or run the demo on a store of "
+            "its own: REMEDIATOR_DATA_DIR=var/demo remediator demo")
 
 
 def _drill_table(results, report: Path) -> None:
