@@ -344,3 +344,25 @@ def test_a_person_decides_from_another_terminal_with_url_and_their_token(make_en
     with engine.store.read() as s:
         votes = s.execute(select(AuditEvent).where(AuditEvent.kind == "approval.vote")).scalars().all()
     assert [(v.data["by"], v.data["comment"]) for v in votes] == [("alice", "ok")]
+
+
+def test_once_an_admin_exists_only_an_admin_adds_or_removes_people_from_the_command_line(engine, tmp_path):
+    """An operator's first day: `approvers add --role admin` asked for no identity. The first people need none (there
+    is nobody to ask); after an admin exists, the CLI asks for an admin's token, and the audit names them."""
+    runner = CliRunner()
+    env = {"REMEDIATOR_DATA_DIR": str(tmp_path), "REMEDIATOR_TOKENS": "service-token-0123456789ab",
+           **({"REMEDIATOR_DATABASE_URL": engine.settings.database_url} if engine.settings.database_url else {})}
+    first = runner.invoke(cli, ["approvers", "add", "ada", "--role", "admin"], env=env)
+    assert first.exit_code == 0, first.output
+    ada = re.search(r"rmd_\S+", first.output).group(0)
+    refused = runner.invoke(cli, ["approvers", "add", "mallory", "--role", "admin"], env=env)
+    assert refused.exit_code != 0 and "an admin exists (ada): adding a person takes an admin's token" in str(refused.exception)
+    bob = runner.invoke(cli, ["approvers", "add", "bob", "--token", ada], env=env)
+    assert bob.exit_code == 0, bob.output
+    bobs = re.search(r"rmd_\S+", bob.output).group(0)
+    not_admin = runner.invoke(cli, ["approvers", "remove", "ada"], env={**env, "REMEDIATOR_APPROVER_TOKEN": bobs})
+    assert not_admin.exit_code != 0 and "admin" in str(not_admin.exception)
+    with engine.store.read() as s:
+        added = [e.data for e in s.execute(select(AuditEvent).where(AuditEvent.kind == "approver.added")).scalars()]
+    assert [(a["name"], a["by"]) for a in added] == [("ada", "the command line (no admin yet)"),
+                                                     ("bob", "ada (command line)")]

@@ -167,13 +167,20 @@ def policy_suggest(as_json: bool = typer.Option(False, "--json")) -> None:
                       f"{', '.join(s.changed[:10]) or 'none'}{' …' if len(s.changed) > 10 else ''}")
 
 
+_ADMIN_TOKEN = typer.Option(None, "--token", envvar="REMEDIATOR_APPROVER_TOKEN", show_envvar=True,
+                            help="an admin's token, once an admin exists (the first people need none)")
+
+
 @approvers_app.command("add")
 def approvers_add(name: str, role: str = typer.Option("approver", help="viewer, approver or admin"),
                   slack: str = typer.Option(None, "--slack", metavar="USER_ID",
                                             help="their Slack member ID (U…): their clicks on an approval request's "
-                                                 "buttons in Slack are their decisions")) -> None:
-    """Add a person and print their token (once; the store keeps only its argon2 hash)."""
-    who, token = common.identities(common.settings()).add(name, role, slack_user=slack)
+                                                 "buttons in Slack are their decisions"),
+                  token: str = _ADMIN_TOKEN) -> None:
+    """Add a person and print their token (once; the store keeps only its argon2 hash). Once an admin exists, it
+    takes an admin's token, audited in their name."""
+    people = common.identities(common.settings())
+    who, token = people.add(name, role, by=people.acting_admin(token, "adding a person"), slack_user=slack)
     console.print(f"{who.name} ({who.role}): token [bold]{token}[/bold]", highlight=False)
     console.print("give it to them: it is not shown again. It logs in to /ui and is the Bearer token for the API.")
 
@@ -188,9 +195,11 @@ def approvers_list() -> None:
 
 
 @approvers_app.command("remove")
-def approvers_remove(name: str) -> None:
-    """Revoke a person's token (their past decisions stay in the audit trail)."""
-    common.identities(common.settings()).remove(name)
+def approvers_remove(name: str, token: str = _ADMIN_TOKEN) -> None:
+    """Revoke a person's token (their past decisions stay in the audit trail). Once an admin exists, it takes an
+    admin's token."""
+    people = common.identities(common.settings())
+    people.remove(name, by=people.acting_admin(token, "removing a person"))
     console.print(f"{name}: token revoked")
 
 

@@ -184,6 +184,26 @@ class Identities:
         with self._lock:
             self._cache.clear()
 
+    def admins(self) -> list[str]:
+        """The names of the enabled admins."""
+        with self.store.read() as session:
+            return list(session.execute(select(Approver.name).where(Approver.role == Role.ADMIN.value,
+                                                                    Approver.disabled_at.is_(None))).scalars())
+
+    def acting_admin(self, token: str | None, doing: str) -> str:
+        """Who manages people from the command line, for the audit: once an admin exists, an admin's token is needed
+        (the CLI opens the store itself, so nothing else would ask); before, the first people are added by the command
+        line alone."""
+        admins = self.admins()
+        if not admins:
+            return "the command line (no admin yet)"
+        if not token:
+            raise AuthError(f"an admin exists ({', '.join(sorted(admins)[:3])}): {doing} takes an admin's token "
+                            "(--token or REMEDIATOR_APPROVER_TOKEN)")
+        who = self.authenticate(token)
+        who.require(Role.ADMIN, doing)
+        return f"{who.name} (command line)"
+
     def list(self) -> list[dict[str, str]]:
         with self.store.read() as session:
             rows = session.execute(select(Approver).where(Approver.disabled_at.is_(None)).order_by(Approver.name)).scalars()
