@@ -19,10 +19,10 @@ from remediator.api import ui
 from remediator.engine.decide import breaker
 from remediator.engine.decide.breaker import BreakerView
 from remediator.engine.errors import AuthError, Forbidden, NotFound, PayloadError, RemediatorError, StoreUnavailable
-from remediator.engine.intake.signing import SIGNATURE_HEADER, SLACK, TIMESTAMP_HEADER, SignatureCheck
 from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.people.approvals import ApprovalDetail, get_approval, list_approvals
 from remediator.engine.people.identities import TOKEN_PREFIX, Identity, Role
+from remediator.engine.people.signing import SIGNATURE_HEADER, SLACK, TIMESTAMP_HEADER, SignatureCheck
 from remediator.engine.people.slack import SlackDecisions
 from remediator.engine.service import Engine
 from remediator.engine.store.queries import DeliveryView, IncidentDetail, IncidentSummary, get_delivery, get_incident, list_incidents

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = False
     max_body_bytes: int = 1_048_576
     webhook_hmac_secret: SecretStr | None = Field(
-        None, description="when set, webhooks must also be HMAC-signed (remediator/engine/intake/signing.py)")
+        None, description="when set, webhooks must also be HMAC-signed (remediator/engine/people/signing.py)")
     webhook_hmac_window_s: int = Field(300, ge=10, description="how far a signed request's timestamp may be from now")
 
     # where things are

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from remediator.engine.errors import AuthError
-from remediator.engine.intake.signing import SignatureCheck, sign
+from remediator.engine.people.signing import SignatureCheck, sign
 from remediator.engine.store.db import Store
 
 pytestmark = [pytest.mark.security, pytest.mark.unit, pytest.mark.store]

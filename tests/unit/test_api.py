@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from remediator.api.app import create_app
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.intake.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from remediator.engine.people.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from remediator.engine.settings import Settings
 from tests.engines import new_engine
 

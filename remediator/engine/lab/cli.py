@@ -178,9 +178,11 @@ def demo() -> None:
 def _no_open_breakers(settings: Settings) -> None:
     """The drills need automatic runs: an open breaker or storm brake (earlier alerts on this store) would hold them
     for a person, and drills would fail without saying why. Said up front instead, with the ways on."""
-    from remediator.engine.cli.common import store
     from remediator.engine.decide import breaker
-    open_ = [b for b in breaker.status(store(settings)) if b.open]
+    from remediator.engine.store.db import open_store
+    store = open_store(settings)
+    store.prepare(settings.migrate_on_start)
+    open_ = [b for b in breaker.status(store) if b.open]
     if open_:
         raise ConfigError(
             f"{len(open_)} circuit breaker scope(s) are open on the store in {settings.data_dir}, and every drill's "

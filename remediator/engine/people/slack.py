@@ -23,11 +23,11 @@ import httpx
 
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.errors import PayloadError, RemediatorError
-from remediator.engine.intake.signing import SLACK, SignatureCheck
 from remediator.engine.model.states import ApprovalState
 from remediator.engine.outbound.channels import decision_buttons, mrkdwn
 from remediator.engine.people.approvals import get_approval, list_approvals
 from remediator.engine.people.identities import Identities, Identity
+from remediator.engine.people.signing import SLACK, SignatureCheck
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import Store
 

@@ -298,7 +298,7 @@ class BreakerRow(Base):
 
 class SeenSignature(Base):
     """A signed webhook's HMAC, kept until its timestamp leaves the window: a replay to any replica, or after a
-    restart, finds it here (remediator/engine/intake/signing.py). In the inbox's store, beside the acknowledgements."""
+    restart, finds it here (remediator/engine/people/signing.py). In the inbox's store, beside the acknowledgements."""
 
     __tablename__ = "seen_signatures"
     signature: Mapped[str] = mapped_column(String(80), primary_key=True)
