@@ -59,7 +59,8 @@ def init_tree(target: Path, *, systemd: bool = False) -> InitReport:
     if target.is_dir() and any(target.iterdir()):
         raise ConfigError(f"{target} is not empty: init writes into a new or empty directory")
     target.mkdir(parents=True, exist_ok=True, mode=0o750)
-    token = secrets.token_urlsafe(32)
+    # named: deliveries and the audit say "alertmanager" posted, not "service-1" (the name is part of the bearer)
+    token = f"alertmanager:{secrets.token_urlsafe(32)}"
     data_dir = "/var/lib/remediator" if systemd else "var"
     text = Template((PACKAGING / "remediator.yml.j2").read_text(), keep_trailing_newline=True).render(
         data_dir=data_dir, token=token)

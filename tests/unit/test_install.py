@@ -42,6 +42,7 @@ def test_init_writes_a_tree_serve_can_use(tmp_path, monkeypatch):
     assert settings.inventory == tmp_path / "conf" / "inventory.yml"
     assert settings.policies_dir == tmp_path / "conf" / "policies"
     assert [t.get_secret_value() for t in settings.tokens] == [report.token] and len(report.token) >= 32
+    assert report.token.startswith("alertmanager:")      # named: deliveries and the audit say who posted
     catalog = load_catalog(*settings.catalog_roots)
     assert "unit_state" in catalog.entries and "restart_service" in catalog.entries
     assert catalog.get("unit_state").playbook == tmp_path / "conf" / "catalog" / "unit_state.yml"
@@ -60,6 +61,9 @@ def test_init_never_writes_over_a_tree(tmp_path):
     assert result.exit_code != 0 and "not empty" in str(result.exception)
     assert (tmp_path / "conf" / "remediator.yml").read_text() == before
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+    told = runner.invoke(cli, ["init", str(tmp_path / "third")])
+    assert told.exit_code == 0 and "`alertmanager` is its public name" in told.output
+    assert f"next: edit {tmp_path / 'third' / 'inventory.yml'}" in told.output      # where, not a template
 
 
 def test_an_overlay_entry_may_not_take_a_shipped_entrys_name(tmp_path):

@@ -25,8 +25,10 @@ def init(directory: Path = typer.Argument(..., help="a new or empty directory, e
     for path in report.written:
         typer.echo(f"wrote {path}")
     typer.echo(f"\nthe API token (also in {report.config.name}; give it to Alertmanager's credentials_file):\n"
-               f"  {report.token}\n\nnext: edit {report.config.parent / 'inventory.yml'} (your hosts and "
-               f"allow-lists), then\n  REMEDIATOR_CONFIG={report.config} remediator serve")
+               f"  {report.token}\n(the whole string is the bearer token; `{report.token.partition(':')[0]}` is its "
+               "public name, which each delivery and the audit record as the sender)\n\n"
+               f"next: edit {report.config.parent / 'inventory.yml'} (your hosts and allow-lists), then\n"
+               f"  REMEDIATOR_CONFIG={report.config} remediator serve")
     if report.unit:
         tree = report.config.parent
         typer.echo(f"\nas a service: useradd --system --home-dir /var/lib/remediator remediator\n"
