@@ -7,11 +7,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from remediator.engine.decide.evidence import METRIC
+
 __all__ = ["Section", "Table", "Line", "readable"]
 
 # "2026-12-05T07:03:36+0000 app-server-02 python3[56029]: message": the message, without when, where and which pid
 _JOURNAL = re.compile(r"^(?P<at>\d{4}-\d\d-\d\dT\S+) \S+ (?P<unit>[^\s\[:]+)(?:\[\d+\])?: (?P<message>.*)$")
-_METRIC = "metric:"
 
 
 @dataclass
@@ -50,8 +51,8 @@ def _section(key: str, item: dict[str, Any]) -> Section:
         return s
     params = item.get("params") or {}
     shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "promql")
-    if key.startswith(_METRIC):
-        s = Section(f"metric {key.removeprefix(_METRIC)}", params=str(params.get("promql", "")))
+    if key.startswith(METRIC):
+        s = Section(f"metric {key.removeprefix(METRIC)}", params=str(params.get("promql", "")))
         _series(s, (item.get("report") or {}).get("series"), item.get("error"))
         return s
     s = Section(key, params=shown)

@@ -21,7 +21,7 @@ from remediator.engine.model.records import RunResult
 from remediator.engine.run.runner import Executor
 
 __all__ = ["bind_params", "fill", "DiagnosticOutcome", "Evidence", "VerifyOutcome", "run_verify", "verify_reads",
-           "expectation_met", "METRIC"]
+           "expectation_met", "METRIC", "entry_of"]
 
 #: an evidence key that holds what Prometheus answered (`metric:<name>`), not a diagnostic's report
 METRIC = "metric:"
@@ -155,6 +155,11 @@ class Evidence:
                 key = f"{outcome.entry}#{n}"
             out[key] = {"params": outcome.params, "report": outcome.report, "error": outcome.error}
         return out | {f"{METRIC}{name}": answer for name, answer in self.metrics.items()}
+
+
+def entry_of(key: str) -> str:
+    """The diagnostic an evidence key (as_dict: `entry`, `entry#2`) holds the report of."""
+    return key.partition("#")[0]
 
 
 def expectation_met(expect: dict[str, Any], report: dict[str, Any]) -> list[str]:

@@ -34,7 +34,7 @@ from remediator.engine.catalog.inventory import Inventory, load_inventory
 from remediator.engine.catalog.loader import Catalog, load_catalog
 from remediator.engine.decide.configured import make_planner
 from remediator.engine.decide.decision import PastRun, RecordedHistory, decide, gather, situation_of
-from remediator.engine.decide.evidence import METRIC, Evidence
+from remediator.engine.decide.evidence import METRIC, Evidence, entry_of
 from remediator.engine.decide.planners import Planner
 from remediator.engine.decide.policy import Policy, load_policy
 from remediator.engine.errors import ConfigError
@@ -168,7 +168,7 @@ def _recorded(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[Answer]
         items = json.loads(path.read_text())
         metrics = {key.removeprefix(METRIC): item["report"]["series"] for key, item in items.items()
                    if key.startswith(METRIC) and item.get("report") is not None}
-        answers = [Answer(key.partition("#")[0], item["params"], item["report"]) for key, item in items.items()
+        answers = [Answer(entry_of(key), item["params"], item["report"]) for key, item in items.items()
                    if not key.startswith(METRIC) and isinstance(item, dict) and "params" in item
                    and item.get("report") is not None]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from sqlalchemy import select
 
-from remediator.engine.decide.evidence import METRIC
+from remediator.engine.decide.evidence import METRIC, entry_of
 from remediator.engine.model.states import IncidentState, RunMode
 from remediator.engine.store.db import Store
 from remediator.engine.store.tables import AlertRow, Delivery, Incident, Run
@@ -61,7 +61,7 @@ def record_case(store: Store, sc: Scenario, incident_id: str, cases_dir: Path) -
     (folder / "evidence.json").write_text(json.dumps(evidence, indent=2, default=str) + "\n")
     (folder / "history.yml").write_text(_yaml(f"recorded {datetime.now(UTC):%Y-%m-%d %H:%M}Z: the real runs of the "
                                               "hour before the incident", history))
-    read = list(dict.fromkeys(k.partition("#")[0] for k, v in evidence.items()
+    read = list(dict.fromkeys(entry_of(k) for k, v in evidence.items()
                               if k not in _NOT_ENTRIES and not k.startswith(METRIC) and (v or {}).get("report") is not None))
     expected: dict[str, Any] = {"entry": sc.entry or "escalate"}
     if sc.params:
