@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 image=${REMEDIATOR_LAB_IMAGE:-localhost/remediator-lab}
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=python3,systemd,systemd-sysv,dbus,procps,iproute2,nginx,openssh-server
+packages=python3,systemd,systemd-sysv,dbus,procps,iproute2,nginx,openssh-server,sudo
 cache=${REMEDIATOR_CACHE:-/var/cache/remediator}
 
 inputs_hash=$( (echo "$suite $packages"; cd "$here" && find . -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)

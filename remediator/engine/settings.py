@@ -212,8 +212,8 @@ class Settings(BaseSettings):
     @field_validator("tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [t.strip() for t in value.split(",")]
+        if isinstance(value, str):   # commas, or one per line (a token file)
+            value = [t.strip() for t in re.split(r"[,\n]", value)]
         if isinstance(value, list):
             value = [t for t in value if str(t.get_secret_value() if isinstance(t, SecretStr) else t).strip()]
         return value
@@ -260,7 +260,7 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _EnvFileSource(settings_cls)]
         credentials = os.environ.get("CREDENTIALS_DIRECTORY")   # systemd's LoadCredential=: secrets off the disk's data
         if credentials and Path(credentials).is_dir():
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=credentials))
@@ -268,6 +268,30 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(_FileSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+class _EnvFileSource(PydanticBaseSettingsSource):
+    """REMEDIATOR_<NAME>_FILE: a setting read from a file (a Docker or Kubernetes secret, a file only the service user
+    may read), so a secret is in neither the environment nor the settings file. Its content, one trailing newline
+    dropped, is the value; REMEDIATOR_<NAME> beside it is refused (which one would win is not obvious)."""
+
+    def get_field_value(self, field, field_name):   # pydantic-settings' abstract hook; __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            var = f"REMEDIATOR_{name.upper()}"
+            path = os.environ.get(f"{var}_FILE")
+            if not path:
+                continue
+            if os.environ.get(var):
+                raise SettingsError(f"{var} and {var}_FILE are both set: keep one")
+            try:
+                values[name] = Path(path).read_text().removesuffix("\n")
+            except OSError as exc:
+                raise SettingsError(f"{var}_FILE={path}: cannot read it ({exc.strerror})") from None
+        return values
 
 
 class _FileSource(YamlConfigSettingsSource):
