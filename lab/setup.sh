@@ -12,7 +12,8 @@ for pair in podman:podman runc:runc debootstrap:debootstrap prometheus:prometheu
   # chromium: the approval page's browser test; wrk: bench/ load; ssh: the lab's hosts are reached over SSH
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# python3 (perhaps not Debian's) makes .venv; Debian's own makes the operator's virtualenv of tests/e2e/test_wheel.py
+for py in python3 /usr/bin/python3; do "$py" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv); done
 # PostgreSQL: the tests prove the store's guarantees there too, on a throwaway cluster (tests/postgres.py)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
