@@ -104,6 +104,16 @@ def test_plan_without_check_shows_the_verdict(tmp_path):
     assert r.stdout.count("escalate: no target host") == 2
 
 
+def test_plan_without_check_escalates_an_unlisted_unit_as_serve_does(tmp_path):
+    """Without reading the host, the gate's read is known to be refused by the allow-lists: the same escalation as
+    serve's, not the deny that policy would give the restart (issue 33)."""
+    alert = PROJECT_ROOT / "tests" / "fixtures" / "payloads" / "unlisted-unit-down-app-server-01.json"
+    r = _cli("plan", str(alert), "--no-check", env={"REMEDIATOR_DATA_DIR": str(tmp_path), "COLUMNS": "300"})
+    assert r.returncode == 0, r.stderr
+    assert "escalate: runbook service-down: unit" in r.stdout and "is not on app-server-01's remediator_services" in r.stdout
+    assert "proposal:" not in r.stdout and "policy:" not in r.stdout
+
+
 def test_incidents_show_unknown_is_a_clear_error(tmp_path):
     r = _cli("incidents", "show", "nope", env={"REMEDIATOR_DATA_DIR": str(tmp_path)})
     assert r.returncode == 2 and "no incident 'nope'" in r.stderr

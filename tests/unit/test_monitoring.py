@@ -13,6 +13,11 @@ pytestmark = pytest.mark.unit
 RULES = PROJECT_ROOT / "packaging" / "prometheus" / "remediator-rules.yml"
 DASHBOARD = PROJECT_ROOT / "packaging" / "grafana" / "remediator.json"
 RULES_TEST = PROJECT_ROOT / "tests" / "fixtures" / "prometheus" / "remediator-rules-test.yml"
+DASHBOARD_TEST = PROJECT_ROOT / "tests" / "fixtures" / "prometheus" / "dashboard-replicas-test.yml"
+#: what each replica reads from the one store and exports: the same value on every replica
+FROM_THE_STORE = ("remediator_incidents", "remediator_approvals_waiting", "remediator_approval_next_expiry_seconds",
+                  "remediator_outbox_pending", "remediator_outbox_dead", "remediator_breakers_open",
+                  "remediator_audit_chain_broken")
 # what the issue asks the rules to watch, by the alert that does
 WATCHED = {"RemediatorIngesterStuck", "RemediatorIntakeBacklogGrowing", "RemediatorBreakerOpen",
            "RemediatorOutboxFailing", "RemediatorNoWorker", "RemediatorAuditChainBroken", "RemediatorApprovalExpiringSoon"}
@@ -61,3 +66,13 @@ def test_the_dashboards_queries_are_valid_promql(tmp_path):
     (tmp_path / "broken.yml").write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [
         {"record": "dashboard:broken", "expr": "sum by (state (remediator_incidents)"}]}]}))
     assert _promtool("check", "rules", str(tmp_path / "broken.yml")).returncode != 0
+
+
+def test_the_dashboard_shows_what_the_store_holds_once_whatever_the_replicas():
+    """Two replicas export the same store: every panel on it takes one of their values, never their sum."""
+    tests = yaml.safe_load(DASHBOARD_TEST.read_text())["tests"]
+    tested = {t["expr"] for group in tests for t in group["promql_expr_test"]}
+    store_queries = {q for q in dashboard_queries() if re.search(rf"\b({'|'.join(FROM_THE_STORE)})\b", q)}
+    assert len(store_queries) >= 7 and store_queries <= tested, store_queries - tested
+    ran = _promtool("test", "rules", str(DASHBOARD_TEST))
+    assert ran.returncode == 0 and "SUCCESS" in ran.stdout, ran.stdout + ran.stderr

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from remediator.engine.catalog.loader import Catalog
 from remediator.engine.decide import blast, breaker
 from remediator.engine.decide.dependencies import dependency_down
-from remediator.engine.decide.evidence import Evidence
+from remediator.engine.decide.evidence import Evidence, refusal
 from remediator.engine.decide.planners import Planner, PlanningContext, PlanningSession
 from remediator.engine.decide.policy import Policy, PolicyContext
 from remediator.engine.decide.reports import Query
@@ -159,7 +159,8 @@ def decide(situation: Situation, *, catalog: Catalog, planner: Planner, policy: 
     `evidence` is how the planner reads diagnostics on the host; None: it plans from the alert alone. `query` is how
     a Level 2 report asks Prometheus (`metrics_query`, or an eval case's recordings)."""
     session = PlanningSession(diagnose=evidence.diagnose if evidence is not None else None,
-                              query=evidence.asking(query) if evidence is not None else query)
+                              query=evidence.asking(query) if evidence is not None else query,
+                              refused=refusal(catalog, situation.host, policy.inventory) if evidence is None else None)
     ctx = PlanningContext(alertname=situation.alertname, labels=situation.labels, annotations=situation.annotations,
                           host=situation.host, severity=situation.severity, ref=situation.ref,
                           since=window_start(situation, history))

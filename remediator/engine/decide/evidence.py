@@ -78,6 +78,22 @@ def _outcome(entry: CatalogEntry, validated: dict[str, Any], result: RunResult, 
     return DiagnosticOutcome(entry.id, validated, result, report, error)
 
 
+def refused_read(entry: CatalogEntry, params: dict[str, Any], host: str, inventory: Inventory | None) -> str | None:
+    """Reading is bounded too: why a journal or a tree the inventory does not list is not read (its `scope:`)."""
+    return out_of_scope(entry, params, host, inventory) if inventory is not None else None
+
+
+def refusal(catalog: Catalog, host: str, inventory: Inventory) -> Callable[[str, dict[str, Any]], str | None]:
+    """For a planner without access to the host: (diagnostic, parameters) -> why reading it would be refused."""
+    def refused(entry_id: str, params: dict[str, Any]) -> str | None:
+        try:
+            entry = catalog.get(entry_id)
+            return refused_read(entry, entry.validate_params(params), host, inventory)
+        except ProposalError:
+            return None   # not for the scope to say: reading would fail, and the gate with it
+    return refused
+
+
 class Evidence:
     """The read-only diagnostics run for one incident on its host, each (entry, parameters) at most once.
 
@@ -119,8 +135,7 @@ class Evidence:
             validated = entry.validate_params(params)
         except ProposalError as exc:
             return DiagnosticOutcome(entry_id, params, None, None, error=exc.message)
-        # Reading is bounded too: a journal or a tree the inventory does not list is not read (its `scope:`).
-        beyond = out_of_scope(entry, validated, self.host, self.inventory) if self.inventory is not None else None
+        beyond = refused_read(entry, validated, self.host, self.inventory)
         key = entry_id + json.dumps(validated, sort_keys=True, default=str)
         if beyond is not None:   # kept with the evidence, so the incident says what was not read and why
             self.outcomes.setdefault(key, DiagnosticOutcome(entry_id, validated, None, None, error=f"not read: {beyond}",

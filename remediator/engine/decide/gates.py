@@ -76,6 +76,22 @@ class GateResult(BaseModel):
     notes: list[str] = []                     # the findings that hold and do not hold the action
 
 
+def beyond_why(beyond: str) -> str:
+    """Why a gate whose read is outside the host's allow-lists holds the action."""
+    return (f"{beyond}: remediator may neither read nor act on it there, so nothing was done; a person must look (list "
+            "it in the inventory if remediator should handle it)")
+
+
+def unreachable_gate(evidence: Mapping[str, EntryCall | DiagnosticCall], refused: Callable[[str, dict[str, Any]], str | None],
+                     bind: Callable[[dict[str, Any]], dict[str, Any]]) -> str | None:
+    """Without access to the host (`remediator plan --no-check`): why the gate would hold the action anyway, since
+    a read outside the allow-lists is refused without reading (None: only reading could tell)."""
+    for call in evidence.values():
+        if (beyond := refused(call.entry, bind(call.params))) is not None:
+            return beyond_why(beyond)
+    return None
+
+
 def read_gate(evidence: Mapping[str, EntryCall | DiagnosticCall], condition: Any, otherwise: str,
               diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome],
               bind: Callable[[dict[str, Any]], dict[str, Any]], findings: Sequence[Finding] = ()) -> GateResult:
@@ -84,9 +100,7 @@ def read_gate(evidence: Mapping[str, EntryCall | DiagnosticCall], condition: Any
     for name, call in evidence.items():
         outcome = diagnose(call.entry, bind(call.params))
         if outcome.beyond:   # not a failure to read: what the alert is about is outside what this host allows
-            return GateResult(act=False, read=read, why=f"{outcome.beyond}: remediator may neither read nor act on it "
-                              "there, so nothing was done; a person must look (list it in the inventory if remediator "
-                              "should handle it)")
+            return GateResult(act=False, read=read, why=beyond_why(outcome.beyond))
         if outcome.report is None:
             return GateResult(act=False, read=read, why=f"its evidence could not be read ({call.entry}: "
                               f"{outcome.error or 'no report'}); nothing is done blind")

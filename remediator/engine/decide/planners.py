@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from remediator.engine.catalog.loader import Catalog, EntryKind
 from remediator.engine.decide.cel import compile_condition
-from remediator.engine.decide.gates import EntryCall, Finding, read_gate, summary
+from remediator.engine.decide.gates import EntryCall, Finding, read_gate, summary, unreachable_gate
 from remediator.engine.decide.reports import Query, ReportSpec, write_report
 from remediator.engine.errors import ConfigError, ProposalError
 from remediator.engine.model.records import ActionProposal, Escalation, Report, Transcript
@@ -52,6 +52,8 @@ class PlanningSession:
     diagnose: Callable[[str, dict[str, Any]], DiagnosticOutcome] | None = None
     #: ask Prometheus: (metric name, PromQL) -> series (a Level 2 report's metrics)
     query: Query | None = None
+    #: without `diagnose`: why a read would be refused by the host's allow-lists, known without reading
+    refused: Callable[[str, dict[str, Any]], str | None] | None = None
     #: set by planners that talk to a model: the whole conversation
     transcript: Transcript | None = None
     #: set when a runbook wrote a Level 2 report (remediator/engine/decide/reports.py)
@@ -250,6 +252,10 @@ class RunbookPlanner:
             if book.evidence and book.act_when:
                 diagnose = session.diagnose if session is not None else None
                 if diagnose is None:
+                    refused = session.refused if session is not None else None
+                    held = unreachable_gate(book.evidence, refused, lambda p: _substitute(p, names)) if refused else None
+                    if held:   # as serve would: its gate's read is refused before anything is read
+                        return Escalation(reason=f"runbook {book.name}: {held}", planner=self.name)
                     rationale += " (its evidence gate was not read: no access to the host here)"
                 else:
                     gate = read_gate(book.evidence, book._gate, book.otherwise, diagnose,

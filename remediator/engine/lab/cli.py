@@ -59,8 +59,10 @@ def lab_down() -> None:
 def lab_status() -> None:
     """Show each lab host's container state, and the lab's Prometheus and Alertmanager."""
     settings = load_settings()
-    for name, state in fleet.status(settings.inventory).items():
-        console.print(f"{name}: {state}")
+    states = fleet.status(settings.inventory)
+    for h in fleet.lab_hosts(settings.inventory):
+        console.print(f"{h.name}: {states.get(h.name, 'absent')} (container {h.container}, ssh 127.0.0.1:{h.ssh_port})",
+                      markup=False, soft_wrap=True)
     for m in _monitoring(settings).status():
         console.print(f"{m.name}: {'running on ' + m.url if m.running else 'stopped'}")
 
