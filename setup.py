@@ -1,6 +1,6 @@
 """The one thing pyproject.toml cannot declare: the repository's catalog and defaults shipped inside the package.
 
-playbooks/, runbooks/, policies/, inventory/, evals/ and packaging/ stay where the lab, Molecule and ansible-lint expect them;
+playbooks/, runbooks/, policies/, inventory/, evals/, packaging/ and docs/ stay where the lab, Molecule and ansible-lint expect them;
 a wheel carries copies as remediator/shipped/ (found by `SHIPPED`, remediator/engine/__init__.py).
 """
 import shutil
@@ -9,7 +9,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("playbooks", "runbooks", "policies", "inventory", "evals", "packaging")
+SHIPPED = ("playbooks", "runbooks", "policies", "inventory", "evals", "packaging", "docs")
 
 
 class BuildPyWithShipped(build_py):

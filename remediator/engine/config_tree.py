@@ -27,6 +27,8 @@ COPIED = ("policies", "runbooks")
 MANIFEST = ".shipped.json"
 
 PACKAGING = SHIPPED / "packaging"
+#: this release's docs (in the wheel too): engine.md, operating.md, ...
+DOCS = SHIPPED / "docs"
 UNIT = PACKAGING / "systemd" / "remediator.service"
 _DEFAULT_CONFIG = "/etc/remediator/remediator.yml"
 _DEFAULT_EXEC = "/opt/remediator/bin/remediator"
@@ -63,7 +65,7 @@ def init_tree(target: Path, *, systemd: bool = False) -> InitReport:
     token = f"alertmanager:{secrets.token_urlsafe(32)}"
     data_dir = "/var/lib/remediator" if systemd else "var"
     text = Template((PACKAGING / "remediator.yml.j2").read_text(), keep_trailing_newline=True).render(
-        data_dir=data_dir, token=token)
+        data_dir=data_dir, token=token, docs=DOCS)
     # it holds the token: made 0600 in the one call that creates it, never readable for a moment in between
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -61,7 +61,8 @@ def test_the_wheel_holds_one_package_with_its_catalog_and_pages(wheel):
                    "remediator/shipped/playbooks/library/remediator_stop_run.py",
                    "remediator/shipped/runbooks/default.yml", "remediator/shipped/policies/default.yml",
                    "remediator/shipped/packaging/systemd/remediator.service",
-                   "remediator/api/templates/approval.html", "remediator/engine/decide/prompts/llm_system.j2"):
+                   "remediator/api/templates/approval.html", "remediator/engine/decide/prompts/llm_system.j2",
+                   "remediator/shipped/docs/operating.md", "remediator/shipped/docs/engine.md"):
         assert needed in names
 
 
@@ -84,6 +85,8 @@ def test_an_operator_not_root_installs_inits_follows_the_first_host_recipe_and_g
     init = as_operator(["remediator", "init", str(conf)])
     assert init.returncode == 0, init.stderr
     assert (conf / "remediator.yml").stat().st_uid != 0
+    docs = re.search(r"the first host, step by step: (\S+)", init.stdout)   # the docs came with the wheel
+    assert docs and Path(docs.group(1)).is_file() and str(installed.parent) in docs.group(1), init.stdout
     host = HOSTS["api-server-01"]
     gateway = on_host(host.name, "ip", "route", "show", "default").stdout.split()[2]   # where remediator comes from
     mine, theirs, inventory, tries = _recipe({"DIR": str(conf), "-p 2222 10.0.2.11": f"-p {host.ssh_port} 127.0.0.1",

@@ -3,6 +3,7 @@ left is a shorter chain that `audit verify` called intact; rewrite an event and 
 the same. Each new head is now exported after its commit (syslog, an append-only file), and `audit verify
 --heads FILE` / `--expect-head SEQ:HASH` catch a chain that no longer reaches an exported head."""
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -95,6 +96,17 @@ def test_heads_go_to_syslog(tmp_path, monkeypatch):
     listener.close()
     assert received.startswith("<") and "remediator-audit: remediator audit head" in received   # <PRI>ident: msg
     assert 1 <= anchor.parse_heads(received)[0][0] <= seq
+
+
+def test_a_syslog_anchor_without_dev_log_is_said_not_dropped(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(anchor, "_SYSLOG", str(tmp_path / "no-such-socket"))
+    with caplog.at_level(logging.WARNING, logger=anchor.__name__):
+        assert len(anchor.sinks(True, tmp_path / "heads.log")) == 1   # the file only
+    assert "audit_anchor_syslog is on, but this host has no" in caplog.text and "heads.log" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=anchor.__name__):
+        assert anchor.sinks(False, None) == []   # not asked for: nothing to say here (serve says no anchor is active)
+    assert caplog.text == ""
 
 
 def test_a_malformed_expected_head_is_a_clear_error(tmp_path):

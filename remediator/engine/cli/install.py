@@ -8,7 +8,7 @@ import typer
 from sqlalchemy.engine import make_url
 
 from remediator.engine.cli import common
-from remediator.engine.config_tree import init_tree
+from remediator.engine.config_tree import DOCS, init_tree
 from remediator.engine.errors import ConfigError
 from remediator.engine.store.db import open_store
 
@@ -28,7 +28,8 @@ def init(directory: Path = typer.Argument(..., help="a new or empty directory, e
                f"  {report.token}\n(the whole string is the bearer token; `{report.token.partition(':')[0]}` is its "
                "public name, which each delivery and the audit record as the sender)\n\n"
                f"next: edit {report.config.parent / 'inventory.yml'} (your hosts and allow-lists), then\n"
-               f"  REMEDIATOR_CONFIG={report.config} remediator serve")
+               f"  REMEDIATOR_CONFIG={report.config} remediator serve\n"
+               f"the first host, step by step: {DOCS / 'operating.md'} (\"The first host\")")
     if report.unit:
         tree = report.config.parent
         typer.echo(f"\nas a service: useradd --system --home-dir /var/lib/remediator remediator\n"

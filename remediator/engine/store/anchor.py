@@ -33,6 +33,10 @@ def sinks(syslog: bool, file: Path | None) -> list[HeadSink]:
         handler.ident = "remediator-audit: "
         out.append(lambda seq, digest: handler.emit(logging.makeLogRecord(
             {"msg": LINE.format(seq=seq, hash=digest), "levelno": logging.INFO, "levelname": "INFO"})))
+    elif syslog:   # said, not silently dropped: the operator asked for it and may count on the journal's copy
+        log.warning("audit_anchor_syslog is on, but this host has no %s (a container?): audit heads do not go to "
+                    "syslog%s", _SYSLOG, f"; they go to {file}" if file is not None else
+                    "; set audit_anchor_file to keep them elsewhere")
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
