@@ -8,11 +8,10 @@ import json
 import pytest
 
 from remediator.engine.catalog.inventory import load_inventory
-from remediator.engine.model.alerts import AlertmanagerPayload
 from remediator.engine.model.records import Preview
 from remediator.engine.settings import Settings
 from tests.engines import new_engine
-from tests.security.test_scope import _payload
+from tests.security.test_scope import _payload, _verdicts
 
 pytestmark = [pytest.mark.security, pytest.mark.unit]
 LISTED = "all:\n  vars:\n    remediator_services: [webapp, api-gateway]\n  hosts:\n    api-server-01: {}\n"
@@ -20,18 +19,17 @@ UNLISTED = "all:\n  vars:\n    remediator_services: [webapp]\n  hosts:\n    api-
 
 
 def _verdict(engine) -> str:
-    alert = AlertmanagerPayload.model_validate(_payload("restart_service", ["api-gateway"])).alerts[0]
-    w = engine.what_if(alert, check=False)
-    return w.decision.verdict.value if w.decision else f"escalate: {w.escalation}"
+    """The decision path's answer (refused: off the allow-lists, for the gate and for policy alone; test_scope.py)."""
+    return _verdicts(engine, _payload("restart_service", ["api-gateway"]))["api-gateway"]
 
 
-def test_a_unit_taken_off_the_list_is_denied_without_a_restart(tmp_path):
+def test_a_unit_taken_off_the_list_is_refused_without_a_restart(tmp_path):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(LISTED)
     engine = new_engine(Settings(data_dir=tmp_path / "data", inventory=inventory))
     assert _verdict(engine) == "allow"                      # the control
     inventory.write_text(UNLISTED)                          # the operator takes api-gateway off the list
-    assert _verdict(engine) == "deny"
+    assert _verdict(engine) == "refused"
     assert engine.policy.inventory.host_vars["api-server-01"]["remediator_services"] == ["webapp"]
 
 

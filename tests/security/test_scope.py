@@ -1,17 +1,20 @@
 """Finding 1-3 of the security review, as the attack: a label (or a model) names a unit outside what the
-inventory allows. `remediator plan` and serve's decision answer deny, for the runbook and the LLM planner,
-and a host that declares no allow-list allows nothing. The control cases show the same path allows what
-is listed, so the test can fail."""
+inventory allows. Two layers refuse it, each on its own: the runbook's gate, whose read of that unit is refused by the
+allow-lists before anything is read (serve, and `remediator plan` with or without --no-check, escalate naming the
+list), and policy, which denies the same proposal (what a model's proposal meets). A host that declares no allow-list
+allows nothing. The control cases show the same path allows what is listed, so the test can fail."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
 import yaml
 
 from remediator.engine import PROJECT_ROOT
+from remediator.engine.decide.decision import judge, situation_of
 from remediator.engine.model.alerts import AlertmanagerPayload
-from remediator.engine.model.records import Verdict
+from remediator.engine.model.records import ActionProposal, Verdict
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from tests.engines import new_engine
@@ -35,12 +38,37 @@ def _payload(entry: str, services: list[str]) -> dict:
     return body
 
 
-def _verdicts(engine: Engine, body: dict) -> dict[str, str]:
+#: what each entry's proposal for an alert's service holds (as the runbooks fill it)
+PARAMS = {"restart_service": lambda s: {"unit": s, "reason": "x"}, "reset_db_pool": lambda s: {"service": s},
+          "rollback_release": lambda s: {"service": s}}
+#: an escalation that says the unit is outside the allow-lists
+OFF_THE_LIST = re.compile(r"is not on \S+ remediator_\w+|declares no allow-list|never acts on remediator itself")
+
+
+def _verdicts(engine: Engine, body: dict, entry: str = "restart_service") -> dict[str, str]:
+    """Per alert's service: 'refused' when the decision path (`plan --no-check`) escalates because it is off the
+    allow-lists AND policy alone denies the same proposal; else the decision's verdict, or 'escalate'."""
     out = {}
     for alert in AlertmanagerPayload.model_validate(body).alerts:
         w = engine.what_if(alert, check=False)
-        out[alert.labels["service"]] = w.decision.verdict.value if w.decision else "escalate"
+        service = alert.labels["service"]
+        if w.decision is not None:
+            out[service] = w.decision.verdict.value
+        elif OFF_THE_LIST.search(w.escalation or ""):
+            out[service] = "refused" if _policy_alone(engine, alert, entry, service) == "deny" else "policy lets it through"
+        else:
+            out[service] = "escalate"
     return out
+
+
+def _policy_alone(engine: Engine, alert, entry: str, service: str) -> str:
+    """Policy's verdict on the proposal the runbook would make for this alert, had its gate not escalated."""
+    host = alert.labels["host"]
+    proposal = ActionProposal(entry=entry, params=PARAMS[entry](service), hosts=[host], rationale="t", planner="runbook",
+                              offered=[entry])
+    verdict, _ = judge(situation_of(alert, host), proposal, catalog=engine.catalog, policy=engine.policy,
+                       history=engine.pipeline.history)
+    return verdict.verdict.value
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +77,18 @@ def engine(tmp_path_factory):
 
 
 @pytest.mark.parametrize("entry", ["restart_service", "reset_db_pool", "rollback_release"])
-def test_a_label_naming_a_unit_off_the_allow_list_is_denied(engine, entry):
-    verdicts = _verdicts(engine, _payload(entry, ATTACKS[entry]))
-    assert verdicts == {s: "deny" for s in ATTACKS[entry]}
+def test_a_label_naming_a_unit_off_the_allow_list_is_refused(engine, entry):
+    verdicts = _verdicts(engine, _payload(entry, ATTACKS[entry]), entry)
+    assert set(verdicts) == set(ATTACKS[entry]) and set(verdicts.values()) <= {"deny", "refused"}, verdicts
 
 
 @pytest.mark.parametrize("entry", ["restart_service", "reset_db_pool", "rollback_release"])
 def test_the_control_listed_units_pass(engine, entry):
-    verdicts = _verdicts(engine, _payload(entry, ATTACKS["in_scope"][entry]))
-    assert "deny" not in verdicts.values(), verdicts
+    verdicts = _verdicts(engine, _payload(entry, ATTACKS["in_scope"][entry]), entry)
+    assert not {"deny", "refused"} & set(verdicts.values()), verdicts
 
 
-def test_remediator_plan_says_deny_with_the_list_named(tmp_path):
+def test_remediator_plan_refuses_with_the_list_named(tmp_path):
     """The issue's own words: `remediator plan` on ServiceDown naming poweroff.target and friends."""
     alert_file = tmp_path / "hostile.json"
     alert_file.write_text(json.dumps(_payload("restart_service", ATTACKS["restart_service"])))
@@ -70,10 +98,8 @@ def test_remediator_plan_says_deny_with_the_list_named(tmp_path):
     assert out.returncode == 0, out.stderr
     plans = json.loads(out.stdout)
     assert len(plans) == len(ATTACKS["restart_service"])
-    for p in plans:
-        assert p["decision"]["verdict"] == "deny", p
-        assert "remediator_services" in " ".join(p["decision"]["reasons"]) or "never acts on remediator" in \
-            " ".join(p["decision"]["reasons"]), p["decision"]
+    for p in plans:   # the gate escalates naming the list (serve's answer), before any proposal or dry run
+        assert p["decision"] is None and p["preview"] is None and OFF_THE_LIST.search(p["escalation"]), p
 
 
 def test_a_host_without_an_allow_list_allows_nothing(tmp_path):
@@ -81,10 +107,15 @@ def test_a_host_without_an_allow_list_allows_nothing(tmp_path):
     inventory.write_text("all:\n  hosts:\n    api-server-01: {}\n")
     engine = new_engine(Settings(data_dir=tmp_path, inventory=inventory))
     verdicts = _verdicts(engine, _payload("restart_service", ["api-gateway"]))
-    assert verdicts == {"api-gateway": "deny"}
-    w = engine.what_if(AlertmanagerPayload.model_validate(_payload("restart_service", ["api-gateway"])).alerts[0],
-                       check=False)
-    assert "declares no allow-list for restart_service (remediator_services" in w.decision.reasons[0]
+    assert verdicts == {"api-gateway": "refused"}
+    alert = AlertmanagerPayload.model_validate(_payload("restart_service", ["api-gateway"])).alerts[0]
+    w = engine.what_if(alert, check=False)
+    assert "declares no allow-list for service_status (remediator_services" in w.escalation
+    proposal = ActionProposal(entry="restart_service", params={"unit": "api-gateway", "reason": "x"},
+                              hosts=["api-server-01"], rationale="t", planner="runbook", offered=["restart_service"])
+    verdict, _ = judge(situation_of(alert, "api-server-01"), proposal, catalog=engine.catalog, policy=engine.policy,
+                       history=engine.pipeline.history)
+    assert "declares no allow-list for restart_service (remediator_services" in verdict.reasons[0]
 
 
 def test_remediator_never_acts_on_itself_even_when_listed(tmp_path):
@@ -92,7 +123,7 @@ def test_remediator_never_acts_on_itself_even_when_listed(tmp_path):
     inventory.write_text("all:\n  vars:\n    remediator_services: ['*']\n  hosts:\n    api-server-01: {}\n")
     engine = new_engine(Settings(data_dir=tmp_path, inventory=inventory))
     verdicts = _verdicts(engine, _payload("restart_service", ["remediator", "remediator-worker", "webapp"]))
-    assert verdicts == {"remediator": "deny", "remediator-worker": "deny", "webapp": "allow"}
+    assert verdicts == {"remediator": "refused", "remediator-worker": "refused", "webapp": "allow"}
 
 
 @pytest.mark.parametrize("call", [
