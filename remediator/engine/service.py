@@ -120,6 +120,9 @@ class Engine:
             if skew > most:   # its leases and the others' would be judged on clocks that disagree
                 raise ConfigError(f"this machine's clock is {skew:.1f} s off the database's (at most {most:g} s, a third "
                                   "of lease_ttl_s): set its time right (NTP: `chronyc tracking`, `timedatectl`), then start")
+        if self.store.anchored and (missing := anchor.syslog_missing(self.settings.audit_anchor_syslog,
+                                                                    self.settings.audit_anchor_file)):
+            log.warning(missing)   # asked for, not there: said, never dropped without a word
         if not self.store.anchored:
             log.warning("no audit anchor is active (audit_anchor_syslog without /dev/log, no audit_anchor_file): a tail "
                         "of the audit chain cut off with its head row would go unnoticed; set audit_anchor_file")

@@ -98,15 +98,16 @@ def test_heads_go_to_syslog(tmp_path, monkeypatch):
     assert 1 <= anchor.parse_heads(received)[0][0] <= seq
 
 
-def test_a_syslog_anchor_without_dev_log_is_said_not_dropped(tmp_path, monkeypatch, caplog):
+def test_a_syslog_anchor_without_dev_log_is_said_at_start_not_dropped(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(anchor, "_SYSLOG", str(tmp_path / "no-such-socket"))
-    with caplog.at_level(logging.WARNING, logger=anchor.__name__):
-        assert len(anchor.sinks(True, tmp_path / "heads.log")) == 1   # the file only
-    assert "audit_anchor_syslog is on, but this host has no" in caplog.text and "heads.log" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=anchor.__name__):
-        assert anchor.sinks(False, None) == []   # not asked for: nothing to say here (serve says no anchor is active)
-    assert caplog.text == ""
+    engine = new_engine(Settings(data_dir=tmp_path / "data", audit_anchor_file=tmp_path / "heads.log"))
+    assert engine.store.anchored   # the file is
+    with caplog.at_level(logging.WARNING):
+        engine.start()
+        engine.stop()
+    said = [r.getMessage() for r in caplog.records if "audit_anchor_syslog is on, but this host has no" in r.getMessage()]
+    assert len(said) == 1 and "heads.log" in said[0]
+    assert anchor.syslog_missing(False, None) is None   # not asked for: nothing to say
 
 
 def test_a_malformed_expected_head_is_a_clear_error(tmp_path):

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["HeadSink", "LINE", "parse_heads", "sinks"]
+__all__ = ["HeadSink", "LINE", "parse_heads", "sinks", "syslog_missing"]
 
 HeadSink = Callable[[int, str], None]
 LINE = "remediator audit head {seq}:{hash}"
@@ -33,10 +33,6 @@ def sinks(syslog: bool, file: Path | None) -> list[HeadSink]:
         handler.ident = "remediator-audit: "
         out.append(lambda seq, digest: handler.emit(logging.makeLogRecord(
             {"msg": LINE.format(seq=seq, hash=digest), "levelno": logging.INFO, "levelname": "INFO"})))
-    elif syslog:   # said, not silently dropped: the operator asked for it and may count on the journal's copy
-        log.warning("audit_anchor_syslog is on, but this host has no %s (a container?): audit heads do not go to "
-                    "syslog%s", _SYSLOG, f"; they go to {file}" if file is not None else
-                    "; set audit_anchor_file to keep them elsewhere")
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -49,6 +45,14 @@ def sinks(syslog: bool, file: Path | None) -> list[HeadSink]:
                 os.close(fd)
         out.append(to_file)
     return out
+
+
+def syslog_missing(syslog: bool, file: Path | None) -> str | None:
+    """What to tell the operator when syslog was asked for and this host has none (serve says it at start)."""
+    if not syslog or os.path.exists(_SYSLOG):
+        return None
+    return (f"audit_anchor_syslog is on, but this host has no {_SYSLOG} (a container?): audit heads do not go to syslog"
+            + (f"; they go to {file}" if file is not None else ""))
 
 
 def parse_heads(text: str) -> list[tuple[int, str]]:
