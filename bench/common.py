@@ -94,6 +94,15 @@ def intake_backlog(server: Server) -> float:
     raise RuntimeError("no remediator_intake_backlog in /metrics")
 
 
+def target(what: str, value: float, goal: float, *, at_most: bool, shown: str = "") -> dict[str, Any]:
+    """One figure against its target (docs/benchmarks.md, issue 32's "Done when"): printed as met or MISSED, and
+    returned for the run's JSON and its closing table (bench/run.py)."""
+    met = value <= goal if at_most else value >= goal
+    bound = f"{'<=' if at_most else '>='} {goal:g}"
+    print(f"  target: {what}: {shown or f'{value:g}'} ({bound}): {'met' if met else 'MISSED'}")
+    return {"what": what, "value": value, "target": bound, "met": met}
+
+
 def main(doc: str, run: Callable[[Any], dict], option: str, **spec: Any) -> None:
     """A benchmark's own command: the one option its `run` takes, and --json to keep the figures."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])

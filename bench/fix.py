@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT, VENV_BIN, client, lab_exec, lab_up, main, start_remediator, taken_in, wait_final
+from bench.common import ROOT, VENV_BIN, client, lab_exec, lab_up, main, start_remediator, taken_in, target, wait_final
 
 HOST, UNIT = "api-server-01", "api-gateway"
 SAMPLE = json.loads((ROOT / "tests/fixtures/samples/alertmanager-firing-grouped.json").read_text())
@@ -122,7 +122,7 @@ def run(repeat: int) -> dict:
     rem_s = statistics.median(r["total_s"] for r in rem)
     base_s = statistics.median(b["total_s"] for b in base)
     print(f"\nalert to verified fix (median of {repeat}): remediator {rem_s:.2f} s, bare ansible-playbook pair "
-          f"{base_s:.2f} s, ratio {rem_s / base_s:.2f} (target at most 1.10: {'met' if rem_s / base_s <= 1.10 else 'MISSED'})")
+          f"{base_s:.2f} s, ratio {rem_s / base_s:.2f}")
     print("| where remediator's time goes | median s |\n|---|---|")
     for name in rem[0]["phases"]:
         print(f"| {name} | {statistics.median(r['phases'][name] for r in rem):.2f} |")
@@ -133,8 +133,12 @@ def run(repeat: int) -> dict:
     executor_run = statistics.median(o["executor_s"] for o in overhead)
     print(f"one read-only run (service_status, median of {repeat}): bare ansible-playbook {bare_run:.2f} s, through "
           f"remediator's executor (ansible-runner) {executor_run:.2f} s: {executor_run - bare_run:+.2f} s a run")
+    targets = [target("alert -> verified fix, against the bare --check + real pair", round(rem_s / base_s, 3), 0.8,
+                      at_most=True, shown=f"{rem_s:.2f} s / {base_s:.2f} s = {rem_s / base_s:.2f}"),
+               target("one read-only run, against a bare ansible-playbook", round(executor_run / bare_run, 3), 0.5,
+                      at_most=True, shown=f"{executor_run:.2f} s / {bare_run:.2f} s = {executor_run / bare_run:.2f}")]
     return {"remediator": rem, "baseline": base, "one_run": overhead, "remediator_median_s": round(rem_s, 3),
-            "baseline_median_s": round(base_s, 3), "ratio": round(rem_s / base_s, 3)}
+            "baseline_median_s": round(base_s, 3), "ratio": round(rem_s / base_s, 3), "targets": targets}
 
 
 if __name__ == "__main__":

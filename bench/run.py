@@ -40,6 +40,10 @@ def main() -> None:
     figures["drills"] = drills.run()
     print("\n== 6. replicas on PostgreSQL: intake and the storm")
     figures["replicas"] = replicas.run(args.seconds * 2)
+    judged = [t for part in figures.values() if isinstance(part, dict) for t in part.get("targets", [])]
+    print(f"\n== targets: {sum(t['met'] for t in judged)} of {len(judged)} met\n| target | this run | |\n|---|---|---|")
+    for t in judged:
+        print(f"| {t['what']} {t['target']} | {t['value']} | {'met' if t['met'] else 'MISSED'} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=2))
     print(f"\nevery figure: {args.json}")
