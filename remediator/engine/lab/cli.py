@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from remediator.engine.catalog.loader import load_catalog
-from remediator.engine.errors import ConfigError
 from remediator.engine.lab import fleet
 from remediator.engine.lab.harness import lab_token
 from remediator.engine.settings import Settings, load_settings
@@ -76,7 +75,7 @@ def chaos_run(drill: str = typer.Option(None, help="run only this drill (an entr
     Uses the `remediator serve` answering on the configured port, or starts one for the run."""
     from remediator.engine.lab import drills
     settings = load_settings()
-    _no_open_breakers(settings)
+    _ready_for_drills(settings, drill)
     server = drills.Server(settings, _monitoring(settings), settings.data_dir / "chaos-serve.log")
     console.print(f"{'started' if server.started else 'using'} remediator serve on {server.url}")
     try:
@@ -156,7 +155,7 @@ def demo() -> None:
 
     from remediator.engine.lab import drills
     settings = load_settings()
-    _no_open_breakers(settings)
+    _ready_for_drills(settings)
     hosts = fleet.up(settings.inventory)
     token = lab_token(settings)
     monitoring = _monitoring(settings)
@@ -177,20 +176,11 @@ def demo() -> None:
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 
-def _no_open_breakers(settings: Settings) -> None:
-    """The drills need automatic runs: an open breaker or storm brake (earlier alerts on this store) would hold them
-    for a person, and drills would fail without saying why. Said up front instead, with the ways on."""
-    from remediator.engine.decide import breaker
-    from remediator.engine.store.db import open_store
-    store = open_store(settings)
-    store.prepare(settings.migrate_on_start)
-    open_ = [b for b in breaker.status(store) if b.open]
-    if open_:
-        raise ConfigError(
-            f"{len(open_)} circuit breaker scope(s) are open on the store in {settings.data_dir}, and every drill's "
-            "automatic run would wait for a person: " + "; ".join(f"{b.scope} ({b.reason[:120]})" for b in open_)
-            + ". Reset each (remediator breaker reset SCOPE, with an admin's token), or run the demo on a store of "
-            "its own: REMEDIATOR_DATA_DIR=var/demo remediator demo")
+def _ready_for_drills(settings: Settings, only: str | None = None) -> None:
+    """Said up front: what on this store would hold the drills' automatic runs for a person (lab/readiness.py)."""
+    from remediator.engine.lab import drills, readiness
+    catalog = load_catalog(*settings.catalog_roots)
+    readiness.check_ready(settings, catalog, drills.drills_of(catalog, only))
 
 
 def _drill_table(results, report: Path) -> None:
