@@ -89,8 +89,11 @@ def test_an_operator_not_root_installs_inits_follows_the_first_host_recipe_and_g
     assert docs and Path(docs.group(1)).is_file() and str(installed.parent) in docs.group(1), init.stdout
     host = HOSTS["api-server-01"]
     gateway = on_host(host.name, "ip", "route", "show", "default").stdout.split()[2]   # where remediator comes from
+    alert = home / "alert.json"   # the operator's own copy: the checkout may be where no other user can read
+    shutil.copy(SAMPLES / "alertmanager-firing-grouped.json", alert)
+    shutil.chown(alert, user, user)
     mine, theirs, inventory, tries = _recipe({"DIR": str(conf), "-p 2222 10.0.2.11": f"-p {host.ssh_port} 127.0.0.1",
-                                              "10.0.0.5": gateway, "alert.json": str(SAMPLES / "alertmanager-firing-grouped.json")})
+                                              "10.0.0.5": gateway, "alert.json": str(alert)})
 
     done = as_operator(["sh", "-ec", mine])
     assert done.returncode == 0, done.stderr
