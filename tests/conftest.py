@@ -144,7 +144,9 @@ def executor(tmp_path):
     """An AnsibleExecutor over this process's lab inventory."""
     from remediator.engine.run.runner import AnsibleExecutor
     from tests.lab import INVENTORY
-    return AnsibleExecutor(tmp_path / "runs", INVENTORY)
+    executor = AnsibleExecutor(tmp_path / "runs", INVENTORY)
+    yield executor
+    executor.close()
 
 
 @pytest.fixture

@@ -110,6 +110,9 @@ class ScriptedExecutor:
         self.calls.append((ident, "stop"))
         return "nothing of the run was running (scripted)."
 
+    def close(self) -> None:
+        """Nothing to stop."""
+
 
 class RecordingNotifier:
     """Takes the outbox as a Notifier would and keeps each notification (no HTTP)."""

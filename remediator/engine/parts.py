@@ -57,5 +57,6 @@ class Parts:
                    inventory=inventory, policy=policy or load_policy(settings.policies_dir, catalog, inventory),
                    planner=make_planner(settings, catalog),
                    executor=executor or AnsibleExecutor(settings.data_dir / "runs", settings.inventory,
-                                                        forks=settings.runner_forks),
+                                                        forks=settings.runner_forks, warm=settings.runner_warm,
+                                                        warm_idle_s=settings.runner_warm_idle_s),
                    clock=clock, query=query)

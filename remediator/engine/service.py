@@ -137,6 +137,7 @@ class Engine:
         self.ingester.stop()
         self.refetch_truncated.close()
         self.pipeline.stop()
+        self.executor.close()
         if self.leader.held():
             self.notifier.deliver_due()   # a last pass: what can go out now goes out
         self.leader.release()

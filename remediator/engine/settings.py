@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     run_timeout_s: int = Field(300, ge=5)
     diagnostic_timeout_s: int = Field(120, ge=5)
     runner_forks: int = Field(5, ge=1, le=100, description="ansible-playbook --forks of each run")
+    runner_warm: bool = Field(True, description="runs are forks of one Ansible started once, over host connections kept "
+                              "by mitogen (docs/running.md); false: a new ansible-playbook per run")
+    runner_warm_idle_s: float = Field(600, ge=10, description="the warm Ansible (and its host connections) ends after "
+                                      "this long without a run; the next run starts it again")
     verify_attempts: int = Field(5, ge=1, le=50, description="times the entry's verify checks run before it escalates")
     verify_interval_s: float = Field(3.0, ge=0, le=300, description="pause between verify attempts (a service needs a moment)")
     approval_ttl_s: int = Field(1800, ge=10)

@@ -17,8 +17,8 @@ ENGINE = """
 import os, sys, ansible_runner
 from pathlib import Path
 from remediator.engine.run.runner import run_env
-from remediator.engine.run.tether import tether_dir
-runs, tethered, seconds = Path(sys.argv[1]), sys.argv[2] == "tethered", sys.argv[3]
+from remediator.engine.run.tether import WARM_ENV, tether_dir
+runs, tethered, seconds = Path(sys.argv[1]), sys.argv[2] in ("tethered", "warm"), sys.argv[3]
 project = runs / "project"
 project.mkdir(parents=True)
 (runs / "run").mkdir()
@@ -26,6 +26,10 @@ project.mkdir(parents=True)
                                   f"    - ansible.builtin.command: sleep {seconds}\\n")
 bare = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}   # as the engine ran it before the tether
 env = run_env(tether_dir(runs)) if tethered else bare
+if sys.argv[2] == "warm":   # the run as a fork of the engine's warm Ansible (run/warm.py)
+    from remediator.engine.run.runner import AnsibleExecutor
+    (runs / "inventory.yml").write_text("all: {}\\n")
+    env[WARM_ENV] = str(AnsibleExecutor(runs / "executor", runs / "inventory.yml").warm.socket())
 ansible_runner.run(private_data_dir=str(runs / "run"), project_dir=str(project), playbook="long.yml",
                    inventory=f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}", quiet=True, envvars=env)
 """
@@ -71,6 +75,14 @@ def _left_after(markers: tuple[bytes, bytes], seconds: float) -> list[int]:
 def test_a_sigkilled_engine_takes_its_ansible_playbook_its_forks_and_their_task_with_it(tmp_path):
     markers = _killed_mid_run(tmp_path, "tethered")
     assert _left_after(markers, 10) == []
+
+
+def test_a_sigkilled_engine_takes_its_warm_ansible_run_and_its_task_with_it(tmp_path):
+    markers = _killed_mid_run(tmp_path, "warm")
+    assert _left_after(markers, 10) == []
+    warm = (tmp_path / "warm" / "executor" / ".warm" / "warm.log").read_text()
+    assert "run " in warm and "not warm" not in warm, warm   # it was the warm server's run, and it stopped
+    assert "stopped" in warm, warm
 
 
 def test_without_the_tether_the_run_outlives_its_engine(tmp_path):

@@ -77,3 +77,6 @@ class RecordedExecutor:
 
     def stop_on_hosts(self, hosts: list[str], ident: str) -> str:
         return "nothing runs on a host here (recorded)."
+
+    def close(self) -> None:
+        """Nothing to stop."""

@@ -16,18 +16,21 @@ import shutil
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import ansible_runner
+from ansible_runner.config.runner import RunnerConfig
 
 from remediator.engine import SHIPPED
 from remediator.engine.catalog.loader import CatalogEntry
 from remediator.engine.model.records import RunResult, RunStatus
 from remediator.engine.run.preview import build_preview, reports_from_events
-from remediator.engine.run.tether import PARENT_ENV, tether_dir
+from remediator.engine.run.tether import PARENT_ENV, WARM_ENV, tether_dir
+from remediator.engine.run.warm import WarmAnsible
 
 __all__ = ["Executor", "AnsibleExecutor"]
 
@@ -45,15 +48,38 @@ class Executor(Protocol):
 
     def stop_on_hosts(self, hosts: list[str], ident: str) -> str: ...
 
+    def close(self) -> None: ...
+
 
 class AnsibleExecutor:
     """The real executor: ansible_runner.run() against the configured inventory."""
 
-    def __init__(self, runs_dir: Path, inventory: Path, forks: int = 5):
+    def __init__(self, runs_dir: Path, inventory: Path, forks: int = 5, warm: bool = True, warm_idle_s: float = 600):
         self.runs_dir = runs_dir
         self.inventory = inventory
         self.forks = forks
         self.tether = tether_dir(runs_dir)
+        self.warm: WarmAnsible | None = None
+        if warm:   # one Ansible started once for all runs (run/warm.py); its settings are those of every run
+            base = RunnerConfig(private_data_dir=str(runs_dir / ".warm"), project_dir=str(SHIPPED / "playbooks"),
+                                playbook="service_status.yml", inventory=str(inventory), suppress_env_files=True,
+                                envvars=self._env(SHIPPED / "playbooks" / "roles"), ident="baseline", quiet=True)
+            base.prepare()
+            self.warm = WarmAnsible(runs_dir / ".warm", base.env, Path(base.cwd or "."), watch=[inventory, LIBRARY],
+                                    idle_s=warm_idle_s)
+            weakref.finalize(self, self.warm.close)   # an executor dropped without close() leaves no server behind
+
+    def _env(self, roles: Path) -> dict[str, str]:
+        return {**run_env(self.tether), "ANSIBLE_ROLES_PATH": str(roles)}
+
+    def _warm_env(self) -> dict[str, str]:
+        sock = self.warm.socket() if self.warm is not None else None
+        return {WARM_ENV: str(sock)} if sock is not None else {}
+
+    def close(self) -> None:
+        """Stop the warm Ansible, if this executor started one."""
+        if self.warm is not None:
+            self.warm.close()
 
     def run(self, entry: CatalogEntry, params: dict[str, Any], hosts: list[str], *, check: bool, ident: str,
             timeout_s: int, cancel: threading.Event | None = None, then: Then = ()) -> RunResult:
@@ -97,7 +123,7 @@ class AnsibleExecutor:
                 timeout=timeout_s,
                 cancel_callback=(lambda: cancel.is_set()) if cancel else None,
                 event_handler=keep,
-                envvars={**run_env(self.tether), "ANSIBLE_ROLES_PATH": str(entry.playbook.parent / "roles")},
+                envvars={**self._env(entry.playbook.parent / "roles"), **self._warm_env()},
             )
             status = {"successful": RunStatus.SUCCESSFUL, "failed": RunStatus.FAILED, "timeout": RunStatus.TIMEOUT,
                       "canceled": RunStatus.CANCELED}.get(r.status, RunStatus.ERROR)

@@ -21,6 +21,8 @@ from pathlib import Path
 #: the commands ansible-runner starts (ansible-playbook for runs, ansible for remediator_stop_run)
 COMMANDS = ("ansible-playbook", "ansible")
 PARENT_ENV = "REMEDIATOR_TETHER_PARENT"
+#: the socket of the engine's warm Ansible (run/warm.py), when it has one
+WARM_ENV = "REMEDIATOR_WARM_SOCKET"
 
 _SCRIPT = '''#!{python} -IS
 # remediator's tether (remediator/engine/run/tether.py): dies with the engine that started it, then becomes {real}
@@ -28,6 +30,34 @@ import ctypes, os, signal, sys
 ctypes.CDLL(None).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
 if str(os.getppid()) != os.environ.get("{parent_env}"):
     sys.exit("remediator's engine is gone: not starting {name}")
+warm = os.environ.get("{warm_env}") if {name!r} == "ansible-playbook" else None
+if warm:   # a warm Ansible (run/warm.py) runs it as a fork of itself; this process stands in for it
+    import json, socket, struct
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(warm)
+        body = json.dumps({{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}}).encode()
+        socket.send_fds(conn, [struct.pack("!I", len(body))], [0, 1, 2])
+        conn.sendall(body)
+    except OSError:
+        conn = None   # no warm server: the real command, as always
+    if conn is not None:
+        for signum, letter in ((signal.SIGTERM, b"T"), (signal.SIGINT, b"I")):
+            signal.signal(signum, lambda *_, letter=letter: conn.send(letter))
+        answer = b""
+        while True:
+            try:
+                got = conn.recv(256)
+            except InterruptedError:
+                continue
+            if not got:
+                break
+            answer += got
+        status = json.loads(answer or b'{{"status": 70}}')["status"]
+        if status < 0:
+            signal.signal(-status, signal.SIG_DFL)
+            os.kill(os.getpid(), -status)
+        sys.exit(status)
 os.execv({real!r}, [{real!r}, *sys.argv[1:]])
 '''
 
@@ -42,7 +72,8 @@ def tether_dir(runs_dir: Path) -> Path:
         real = shutil.which(name, path=search)
         if real is None:   # ansible-runner reports the missing command itself, as it always did
             continue
-        script = _SCRIPT.format(python=sys.executable, real=real, name=name, parent_env=PARENT_ENV)
+        script = _SCRIPT.format(python=sys.executable, real=real, name=name, parent_env=PARENT_ENV,
+                                 warm_env=WARM_ENV)
         path = where / name
         if not path.is_file() or path.read_text() != script:
             tmp = where / f".{name}.{os.getpid()}"
