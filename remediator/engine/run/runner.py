@@ -65,8 +65,10 @@ class AnsibleExecutor:
                                 playbook="service_status.yml", inventory=str(inventory), suppress_env_files=True,
                                 envvars=self._env(SHIPPED / "playbooks" / "roles"), ident="baseline", quiet=True)
             base.prepare()
-            self.warm = WarmAnsible(runs_dir / ".warm", base.env, Path(base.cwd or "."), watch=[inventory, LIBRARY],
-                                    idle_s=warm_idle_s)
+            # replaced when these change: the hosts, their pinned keys (kept connections were checked when made),
+            # the catalog's modules
+            watch = [inventory, LIBRARY, *(inventory.parent / d for d in ("ssh", "group_vars", "host_vars"))]
+            self.warm = WarmAnsible(runs_dir / ".warm", base.env, Path(base.cwd or "."), watch, idle_s=warm_idle_s)
             weakref.finalize(self, self.warm.close)   # an executor dropped without close() leaves no server behind
 
     def _env(self, roles: Path) -> dict[str, str]:
