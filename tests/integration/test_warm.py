@@ -93,3 +93,34 @@ def test_an_edited_inventory_puts_a_new_warm_process_in_place(catalog, lab_host,
         assert _log(executor).count("ready:") == 2 and "drained" in _log(executor)
     finally:
         executor.close()
+
+
+def test_a_tether_that_cannot_reach_the_warm_process_runs_the_real_ansible_playbook(catalog, lab_host, tmp_path,
+                                                                                    monkeypatch):
+    executor = AnsibleExecutor(tmp_path, INVENTORY)
+    monkeypatch.setattr(executor.warm, "socket", lambda: tmp_path / "gone" / "warm.sock")
+    entry = catalog.get("service_status")
+    try:
+        run = executor.run(entry, entry.validate_params({"unit": "webapp"}), [lab_host], check=True, ident="cold",
+                           timeout_s=120)
+        assert run.status == RunStatus.SUCCESSFUL and run.reports[lab_host]["active_state"] == "active"
+        assert not (tmp_path / ".warm" / "warm.log").exists()   # no warm process was ever started
+    finally:
+        executor.close()
+
+
+def test_another_user_cannot_hand_the_warm_process_a_run(catalog, lab_host, tmp_path):
+    """Whoever reaches the socket runs ansible-playbook as the engine: only the engine's own user may."""
+    import subprocess
+    import sys
+    executor = AnsibleExecutor(tmp_path, INVENTORY)
+    try:
+        sock = executor.warm.socket()
+        assert sock is not None and sock.exists()
+        probe = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')"
+        other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                probe, str(sock)], capture_output=True, text=True)
+        assert other.returncode != 0 and "connected" not in other.stdout
+        assert "Permission denied" in other.stderr, other.stderr
+    finally:
+        executor.close()
