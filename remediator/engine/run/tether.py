@@ -10,6 +10,11 @@ handler ends them, and the tasks they run, before it exits. (SIGHUP stays ignore
 end also hangs up the run's terminal, and a SIGHUP delivered first would end ansible-playbook before it told its
 forks.) The engine's pid is
 handed in (REMEDIATOR_TETHER_PARENT): a tether whose engine died before it was set up exits at once.
+
+With a warm Ansible (run/warm.py, REMEDIATOR_WARM_SOCKET set), the ansible-playbook tether does not exec: it hands
+its terminal, arguments, environment and directory to the warm process, which answers "+" once it has forked the
+run, passes on the SIGTERM and SIGINT it gets, and exits with the run's status. Not answered "+" (no server, or one
+going away), it execs the real ansible-playbook as above.
 """
 from __future__ import annotations
 
@@ -42,18 +47,33 @@ if warm:   # a warm Ansible (run/warm.py) runs it as a fork of itself; this proc
     except OSError:
         conn = None   # no warm server: the real command, as always
     if conn is not None:
-        for signum, letter in ((signal.SIGTERM, b"T"), (signal.SIGINT, b"I")):
-            signal.signal(signum, lambda *_, letter=letter: conn.send(letter))
+        got_signals = []
+
+        def forward(signum, _frame, letters={{signal.SIGTERM: b"T", signal.SIGINT: b"I"}}):
+            got_signals.append(signum)
+            try:
+                conn.send(letters[signum])
+            except OSError:
+                pass
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
         answer = b""
         while True:
             try:
                 got = conn.recv(256)
             except InterruptedError:
                 continue
+            except OSError:
+                got = b""
             if not got:
                 break
             answer += got
-        status = json.loads(answer or b'{{"status": 70}}')["status"]
+        if not answer.startswith(b"+"):   # never taken (the server was going away): nothing of the run started
+            if got_signals:
+                sys.exit("{name} was stopped before it started")
+            conn = None
+    if conn is not None:
+        status = json.loads(answer[1:] or b'{{"status": 70}}')["status"]
         if status < 0:
             signal.signal(-status, signal.SIG_DFL)
             os.kill(os.getpid(), -status)

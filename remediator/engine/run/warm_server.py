@@ -155,6 +155,10 @@ class Server:
                 os._exit(70)
         for fd in fds:
             os.close(fd)
+        try:
+            conn.sendall(b"+")   # taken: from here on the run's end is the tether's answer
+        except OSError:
+            pass   # the tether is gone: its run is stopped at the first select
         run = _Run(conn=conn, pid=pid, pidfd=os.pidfd_open(pid))
         self.runs[run.pidfd] = run
         self.sel.register(run.pidfd, selectors.EVENT_READ, ("exit", run.pidfd))
