@@ -183,6 +183,18 @@ def test_the_wave_rule_keeps_an_entry_out_of_a_second_region_until_it_verified_a
     assert "did not verify (it ended failed); a person decides" in why and _hold(engine, "app-server-02") == ""
 
 
+def test_the_wave_rule_sees_an_incident_moved_to_executing_before_its_run_row_is_written(tmp_path, database_url):
+    """A worker moves its incident to executing, commits, then writes the run row: a second worker in between (found
+    in CI once runs took under a second) saw no run in the other region and ran in both at once."""
+    engine = _engine(tmp_path, database_url, wave_bake_s=300)
+    (east,) = _add(engine, 1, "app-server-01", name="moving")
+    with engine.store.write() as s:
+        inc = s.get(Incident, east)
+        inc.entry, inc.state = "restart_service", IncidentState.EXECUTING   # no Run row yet
+    assert "running in region_east and has not verified yet" in _hold(engine, "app-server-02")
+    assert _hold(engine, "db-primary-01") == ""
+
+
 def test_the_entry_cap_holds_a_real_run_and_a_held_incident_waits_its_time(tmp_path, database_url):
     engine = _engine(tmp_path, database_url, cap_per_entry=1)
     _applied(engine, "db-primary-01", IncidentState.EXECUTING, None)

@@ -171,6 +171,14 @@ def hold(session: Session, limits: Limits, inventory: Inventory, entry: str, hos
     here, runs = _elsewhere(session, limits, inventory, entry, hosts)
     baked_by = utcnow() - timedelta(seconds=limits.wave_bake_s)
     mine = ", ".join(sorted(here - {""})) or "this host"
+    if limits.wave_window_s:
+        # An incident moved to executing has no run row yet (it is written after this transaction): two workers a
+        # moment apart would each find no run elsewhere. The incident's own state says it is in flight.
+        moving = session.execute(select(Incident.host).where(Incident.entry == entry, Incident.state.in_(_IN_FLIGHT))
+                                 ).scalars().all()
+        there = {region_of(inventory, h) for h in moving if h} - here - {""}
+        if there:
+            return f"wave: {entry} is running in {', '.join(sorted(there))} and has not verified yet; {mine} waits"
     for there, state, closed_at in runs:
         if state in _IN_FLIGHT:
             return f"wave: {entry} is running in {', '.join(sorted(there))} and has not verified yet; {mine} waits"
