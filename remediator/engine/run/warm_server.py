@@ -112,9 +112,9 @@ class Server:
                     if not os.read(self.lifeline, 64):
                         self.stopping = True
                         self.sel.unregister(self.lifeline)
-                elif what == "tether":
+                elif what == "tether" and ref in self.runs:   # (a run whose exit came first in this batch: gone)
                     self._from_tether(self.runs[ref])
-                elif what == "exit":
+                elif what == "exit" and ref in self.runs:
                     self._exited(self.runs.pop(ref))
             for run in self.runs.values():
                 if run.stopped_at is not None and time.monotonic() - run.stopped_at > _GRACE_S:
