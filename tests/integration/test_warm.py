@@ -19,6 +19,9 @@ def _events(run) -> list[tuple]:
     for f in sorted((Path(run.artifact_dir) / "artifacts" / "run" / "job_events").glob("*.json"),
                     key=lambda f: int(f.name.split("-")[0])):
         e = json.loads(f.read_text())
+        if e["event"] == "verbose":   # a line printed outside Ansible's callback: its text is the event
+            out.append((e["event"], e["stdout"]))
+            continue
         data = e["event_data"]
         res = data.get("res") or {}
         out.append((e["event"], data.get("task"), data.get("host"), sorted(res), res.get("changed"),

@@ -199,6 +199,9 @@ def run_env(tether: Path) -> dict[str, str]:
         # group (ansible_host_key_checking), never this engine
         "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
+        # Python's warnings about ansible-playbook's own imports (cryptography 51 deprecates the DSA that
+        # ansible-core imports) are not the run's output; Ansible's own warnings go through its Display and stay
+        "PYTHONWARNINGS": "ignore",
         # ansible-playbook from the same installation as this engine (even when `remediator` was started by its
         # full path with the venv not on PATH), through its tether: it dies with this process
         "PATH": os.pathsep.join([str(tether), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
