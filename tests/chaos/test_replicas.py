@@ -106,11 +106,11 @@ def test_sigkill_of_random_replicas_loses_nothing_runs_nothing_twice_and_books_n
         incidents = conn.execute(text("SELECT id, state, interrupted FROM incidents")).all()
         assert all(state in FINAL_STATES for _, state, _ in incidents), [i for i in incidents if i[1] not in FINAL_STATES]
         applies = dict(conn.execute(text("SELECT incident_id, count(*) FROM runs WHERE mode = 'apply' "
-                                         "GROUP BY incident_id")).tuples().all())
+                                         "GROUP BY incident_id")).all())
         assert all(k == 1 for k in applies.values()), {i: k for i, k in applies.items() if k > 1}
         runs = conn.execute(text("SELECT incident_id, hosts, started_at, finished_at FROM runs")).all()
         started = dict(conn.execute(text("SELECT incident_id, count(*) FROM audit_events WHERE kind = "
-                                         "'run.apply.started' GROUP BY incident_id")).tuples().all())
+                                         "'run.apply.started' GROUP BY incident_id")).all())
         assert conn.execute(text("SELECT count(*) FROM leases")).scalar() == 0
     for incident_id, *_ in incidents:   # ansible-runner's own record, in every replica's data dir (a replica that
         # took a cut-off run over ends it on the hosts from a stop-* dir under the run's name: not a run of the entry)

@@ -69,3 +69,18 @@ def test_an_event_appended_while_the_chain_is_walked_is_not_a_break(store):
     assert appended, "the walk never ran: the test did not test that"
     assert report.ok and report.events == 5, report.problems
     assert audit.verify(store).events == 6
+
+
+def test_every_shape_of_data_verifies_whichever_way_it_was_encoded(store):
+    """append() encodes data with string keys once (sorted); other keys take the long way. Either way the stored
+    event's digest is what verify() computes from the row as read back."""
+    shapes = [{"labels": {"b": "2", "a": "ü", "nested": {"z": [1, 2.5, None, True]}}},
+              {"at": __import__("datetime").date(2026, 12, 5), "set": ("a", "b")},
+              {10: "ten", 9: "nine"},                 # int keys: sorted as numbers, stored as strings
+              {"mixed": {1: "x", "b": "y"}},          # keys that cannot be sorted together
+              {"float": 1e16, "small": -2.5e-7, "big": 2**70}]
+    with store.write() as session:
+        for data in shapes:
+            audit.append(session, "shape", data, incident_id=None)
+    report = audit.verify(store)
+    assert report.ok and report.events == 5 + len(shapes), report.problems

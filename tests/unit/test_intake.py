@@ -200,6 +200,13 @@ def test_alerts_of_one_alertname_on_one_host_correlate(post, store):
     with store.read() as s:
         on_01 = s.execute(select(AlertRow).where(AlertRow.incident_id == result.incidents[0])).scalars().all()
     assert {a.fingerprint for a in on_01} == {"aa00000000000001", "aa00000000000002"}
+    # the audit: one event an alert; the one that joined names the incident's key, the one that opened it does not
+    with store.read() as s:
+        events = s.execute(select(AuditEvent).where(AuditEvent.incident_id == result.incidents[0])
+                           .order_by(AuditEvent.seq)).scalars().all()
+    assert [e.kind for e in events] == ["incident.opened", "alert.firing", "alert.firing"]
+    key = events[0].data["key"]
+    assert [e.data.get("joined") for e in events[1:]] == [None, key]
 
 
 def test_resolved_closes_only_when_every_alert_resolved(post, store):

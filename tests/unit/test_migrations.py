@@ -26,7 +26,7 @@ def test_alerts_stored_before_0015_belong_to_the_sender_of_their_delivery(store)
                           "(2, 'f2', 't', 'firing', 'A', 'critical', '{}', '{}', '', CURRENT_TIMESTAMP)"))
     store.migrate()
     with store.engine.begin() as conn:
-        owners = dict(conn.execute(text("SELECT fingerprint, owner FROM alerts")).tuples().all())
+        owners = dict(conn.execute(text("SELECT fingerprint, owner FROM alerts")).all())
         assert owners == {"f1": "alertmanager", "f2": ""}
         # another sender's copy of f1 is an alert of its own now
         conn.execute(text("INSERT INTO alerts (delivery_id, fingerprint, starts_at, status, alertname, severity, labels, "
@@ -34,6 +34,6 @@ def test_alerts_stored_before_0015_belong_to_the_sender_of_their_delivery(store)
                           "(2, 'f1', 't', 'firing', 'A', 'critical', '{}', '{}', '', CURRENT_TIMESTAMP, 'ci')"))
     command.downgrade(config(store.engine), "0014")   # keeps the first copy of each alert
     with store.engine.begin() as conn:
-        assert conn.execute(text("SELECT fingerprint, delivery_id FROM alerts ORDER BY id")).tuples().all() == [
+        assert conn.execute(text("SELECT fingerprint, delivery_id FROM alerts ORDER BY id")).all() == [
             ("f1", 1), ("f2", 2)]
     store.migrate()

@@ -71,7 +71,7 @@ def test_racing_replicas_never_hold_one_host_twice(replicas):
     hosts = [_host(replicas[0], incident_id) for _, incident_id in claimed]
     assert sorted(hosts) == sorted(HOSTS), claimed           # one incident per host, across both replicas
     with replicas[0].store.read() as s:
-        held = dict(s.execute(select(leases.Lease.key, leases.Lease.owner)).tuples().all())
+        held = dict(s.execute(select(leases.Lease.key, leases.Lease.owner)).all())
     assert set(held) == set(HOSTS) and set(held.values()) <= {r.pipeline.owner for r in replicas}
 
 
@@ -170,7 +170,7 @@ def test_intake_on_two_replicas_takes_every_delivery_in_once_even_out_of_order(r
         for loop in loops:
             loop.take_in_next()
     with a.store.read() as s:
-        taken = dict(s.execute(select(Delivery.id, Delivery.ingested_at.is_not(None))).tuples().all())
+        taken = dict(s.execute(select(Delivery.id, Delivery.ingested_at.is_not(None))).all())
         alerts = s.execute(select(func.count()).select_from(AlertRow)).scalar()
     assert taken == {late: True, early: True}
     assert alerts == len(body.alerts) + len(other.alerts)                     # none twice

@@ -33,7 +33,7 @@ from remediator.engine.model.states import FINAL_STATES, ApprovalState, Incident
 from remediator.engine.outbound.notify import NotifyEvent
 from remediator.engine.store import audit
 from remediator.engine.store.lifecycle import Lifecycle
-from remediator.engine.store.tables import AlertRow, Approval, Incident, utcnow
+from remediator.engine.store.tables import AlertRow, Approval, Incident, core, utcnow
 
 __all__ = ["Attacher", "AttachOutcome", "OVERFLOW", "REFETCH_SENDER", "refetched_for", "owner_of", "priority_of",
            "note_truncation", "still_firing", "close_if_quiet", "SEVERITY_PRIORITY"]
@@ -117,7 +117,8 @@ class Attacher:
                     self.fired[(fp, starts_at)] = incident_id
         self.targets = {id(a): host_from_labels(a.labels, inventory, target_labels)
                         for a in alerts if a.status == "firing"}
-        keys = sorted({self._key(a, self.targets[id(a)][0], sender) for a, sender in posted if a.status == "firing"})
+        self.keys = {id(a): self._key(a, self.targets[id(a)][0], sender) for a, sender in posted if a.status == "firing"}
+        keys = sorted(set(self.keys.values()))
         self.open: dict[str, Incident] = {}
         for chunk in _chunks(keys):
             for incident in session.execute(select(Incident).where(Incident.correlation_key.in_(chunk),
@@ -128,6 +129,7 @@ class Attacher:
         self.hostless: dict[str, tuple[Incident, int]] = {}   # opened for no inventory host, by the delivery
         self._budget: dict[str, int] = {}                     # new incidents each sender may still open
         self._joined: dict[str, Incident] = {}                # overflow keys -> the sender's (closed) overflow incident
+        self._overflows: dict[str | None, tuple[str, None, str]] = {}   # each sender's overflow key, once a batch
 
     def attach(self, delivery_id: int, alert: Alert, sender: str | None = None) -> AttachOutcome:
         """Store one alert (unless it is a duplicate) and open, join or close its incident."""
@@ -137,12 +139,14 @@ class Attacher:
             return AttachOutcome(self.known[identity], new=False)
         incident: Incident | None
         refused = False
+        joined: str | None = None   # the correlation key of the open incident a firing alert joined
         if alert.status == "firing":
             host, how = self.targets[id(alert)]
-            key = self._key(alert, host, sender)
+            key = self.keys[id(alert)]
             if not self._joins(key) and not self._spend(sender):
                 key, host, how = self._overflow(sender)
-            incident = self._open_incident(alert, key, host, how, sender)
+            incident, joins = self._open_incident(alert, key, host, how, sender)
+            joined = key if joins else None
             if host is None:
                 self.hostless.setdefault(incident.id, (incident, delivery_id))
         else:
@@ -165,22 +169,26 @@ class Attacher:
                 audit.append(self.session, "alert.resolved_unmatched", {"fingerprint": alert.fingerprint,
                                                                         "alertname": alert.alertname})
             return AttachOutcome(None, new=True)
+        # One event an alert, even under a storm: it names the incident, and whether the alert joined it (correlation)
+        # or opened it (then `incident.opened` came just before)
         audit.append(self.session, f"alert.{alert.status}", {"fingerprint": alert.fingerprint, "starts_at": starts_at,
                                                               "alertname": alert.alertname, "labels": dict(alert.labels),
-                                                              "delivery": delivery_id, "sender": sender},
+                                                              "delivery": delivery_id, "sender": sender,
+                                                              **({"joined": joined} if joined else {})},
                      incident.id)
         if alert.status == "resolved":
             self.flush()   # still_firing() reads the rows
             return AttachOutcome(incident.id, new=True, closed_from=close_if_quiet(self.session, incident, self.lifecycle))
-        incident.firing = True
+        if not incident.firing:   # an ORM attribute set is an event: not once an alert of a storm
+            incident.firing = True
         self.fired[(alert.fingerprint, starts_at)] = incident.id
         return AttachOutcome(incident.id, new=True)
 
     def flush(self) -> None:
         """Write the alert rows attached so far (one statement)."""
         self.session.flush()   # their new incidents first
-        if self._rows:
-            self.session.execute(insert(AlertRow), self._rows)
+        if self._rows:   # Core, not the ORM's bulk insert: thousands of rows a batch, and no object is wanted back
+            self.session.connection().execute(insert(core(AlertRow)), self._rows)
             self._rows = []
 
     def _key(self, alert: Alert, host: str | None, sender: str | None) -> str:
@@ -212,12 +220,17 @@ class Attacher:
         return self._budget[sender] >= 0
 
     def _overflow(self, sender: str | None) -> tuple[str, None, str]:
-        cap = self.settings.sender_incidents_per_minute
-        return (f"{OVERFLOW}{sender}|{utcnow():%Y%m%d%H%M}", None,
+        if sender not in self._overflows:
+            cap = self.settings.sender_incidents_per_minute
+            self._overflows[sender] = (
+                f"{OVERFLOW}{sender}|{utcnow():%Y%m%d%H%M}", None,
                 f"{sender} opened {cap} incidents within a minute (sender_incidents_per_minute); its further alerts "
                 "are kept on this incident for a person, and nothing was run for them")
+        return self._overflows[sender]
 
-    def _open_incident(self, alert: Alert, key: str, host: str | None, how: str, sender: str | None = None) -> Incident:
+    def _open_incident(self, alert: Alert, key: str, host: str | None, how: str, sender: str | None = None
+                       ) -> tuple[Incident, bool]:
+        """The incident the alert joins (True), or a new one it opens (False)."""
         incident = self.open.get(key)
         if (incident is None or incident.state not in _OPEN) and key.startswith(OVERFLOW) and key not in self._joined:
             # A sender's overflow incident is escalated (closed) at once; its later alerts within the minute still
@@ -229,12 +242,9 @@ class Attacher:
             if incident is not None:
                 self.open[key] = self._joined[key] = incident   # read once a batch, not once an alert
         if key in self._joined:
-            incident = self._joined[key]
-            audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
-            return incident
+            return self._joined[key], True
         if incident is not None and incident.state in _OPEN:
-            audit.append(self.session, "incident.correlated", {"fingerprint": alert.fingerprint, "key": key}, incident.id)
-            return incident
+            return incident, True
         incident = Incident(id=new_incident_id(), correlation_key=key, alertname=alert.alertname, host=host,
                             severity=alert.severity, priority=priority_of(alert.severity), state=IncidentState.RECEIVED,
                             firing=True, labels=dict(alert.labels), annotations=dict(alert.annotations),
@@ -244,7 +254,7 @@ class Attacher:
         self.open[key] = incident
         audit.append(self.session, "incident.opened", {"alertname": alert.alertname, "host": host, "target": how,
                                                        "severity": alert.severity, "key": key}, incident.id)
-        return incident
+        return incident, False
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:

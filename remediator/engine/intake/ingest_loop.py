@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, select, update
 
 from remediator.engine.catalog.inventory import Inventory
 from remediator.engine.decide import closing
@@ -109,12 +109,13 @@ class IngestLoop:
             heads = session.execute(select(Delivery.id, Delivery.alerts_count).where(Delivery.ingested_at.is_(None))
                                     .order_by(Delivery.id).limit(1000)).all()
             ids = batch_of(heads, self.max_batch_alerts)
-            rows = session.execute(select(Delivery.id, Delivery.body).where(Delivery.id.in_(ids))
+            # The body as its JSON text, validated from that by pydantic's own parser: no Python dicts in between
+            rows = session.execute(select(Delivery.id, cast(Delivery.body, Text)).where(Delivery.id.in_(ids))
                                    .order_by(Delivery.id)).all() if ids else []
         batch, broken = [], []
         for delivery_id, body in rows:
             try:
-                batch.append((delivery_id, AlertmanagerPayload.model_validate(body)))
+                batch.append((delivery_id, AlertmanagerPayload.model_validate_json(body)))
             except ValidationError:
                 broken.append(delivery_id)
         return batch, broken

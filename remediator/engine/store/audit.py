@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import event, insert, select
+from sqlalchemy import JSON, Text, bindparam, cast, event, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from remediator.engine.store.db import Store
-from remediator.engine.store.tables import AuditCheckpoint, AuditEvent, AuditHead
+from remediator.engine.store.tables import AuditCheckpoint, AuditEvent, AuditHead, core
 
 __all__ = ["append", "head", "lock", "verify", "export", "mark_shipped", "shipped_upto", "checkpoint_signature",
            "AuditReport", "GENESIS"]
@@ -54,24 +54,48 @@ def lock(session: Session) -> AuditHead:
     return head
 
 
+def _string_keys(value: Any) -> bool:
+    """True when every mapping in `value` has only string keys: its sorted JSON then reads back as the same JSON."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or (isinstance(v, dict | list | tuple) and not _string_keys(v)):
+                return False
+    elif isinstance(value, list | tuple):
+        for v in value:
+            if isinstance(v, dict | list | tuple) and not _string_keys(v):
+                return False
+    return True
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    """The JSON text an event's data is stored as: the digest's canonical form (sorted keys), which reads back as
+    the same JSON, so one encoding serves both (an intake batch appends thousands of events)."""
+    if not _string_keys(data):   # keys that are not strings sort differently once they are: make them strings first
+        data = json.loads(json.dumps(data, default=str))
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def append(session: Session, kind: str, data: dict[str, Any], incident_id: str | None = None) -> None:
     """Add one event inside the caller's write transaction (so it commits with the change it records)."""
     head = lock(session)
-    data = json.loads(json.dumps(data, default=str))   # exactly what the JSON column will hold
-    seq = head.seq + 1
+    pending = session.info.setdefault("audit_pending", [])
+    # The chain's tip is this transaction's last event; the head row takes it once, at the commit
+    prev_seq, prev_hash = (pending[-1]["seq"], pending[-1]["hash"]) if pending else (head.seq, head.hash)
+    seq = prev_seq + 1
     at = datetime.now(UTC).isoformat()
-    digest = _digest(head.hash, seq, at, incident_id, kind, data)
-    # Written in one statement when the transaction commits: an intake batch appends hundreds.
-    session.info.setdefault("audit_pending", []).append(
-        {"seq": seq, "at": at, "incident_id": incident_id, "kind": kind, "data": data, "prev_hash": head.hash,
-         "hash": digest})
-    head.seq, head.hash = seq, digest
+    text = _canonical(data)
+    # what _digest() makes of the data as read back, without encoding it again
+    body = f"[{seq},{json.dumps(at)},{json.dumps(incident_id)},{json.dumps(kind)},{text}]"
+    digest = hashlib.sha256((prev_hash + body).encode()).hexdigest()
+    # Written in one statement when the transaction commits
+    pending.append({"seq": seq, "at": at, "incident_id": incident_id, "kind": kind, "data_text": text,
+                    "prev_hash": prev_hash, "hash": digest})
 
 
 #: serve's log of every incident's steps (opened, each state with its reason, the dry run, votes, ...): one line an
 #: event, after its transaction committed, from the audit events themselves. Left out: what one alert or one read adds.
 steps = logging.getLogger("remediator.incidents")
-_QUIET = {"incident.correlated", "incident.evidence"}
+_QUIET = {"incident.evidence"}
 _SHOWN = ("alertname", "host", "severity", "from", "to", "entry", "by", "decision", "summary", "digest", "cause", "reason")
 
 
@@ -79,8 +103,13 @@ _SHOWN = ("alertname", "host", "severity", "from", "to", "entry", "by", "decisio
 def _write_pending(session: Session) -> None:
     pending = session.info.pop("audit_pending", None)
     if pending:
-        session.execute(insert(AuditEvent), pending)
-        session.info["audit_new_head"] = (pending[-1]["seq"], pending[-1]["hash"])
+        # Core, and the data as the JSON text append() made: an intake batch appends thousands of events
+        as_text = bindparam("data_text", type_=Text)
+        stored = as_text if session.get_bind().dialect.name == "sqlite" else cast(as_text, JSON)
+        session.connection().execute(insert(core(AuditEvent)).values(data=stored), pending)
+        head = lock(session)
+        head.seq, head.hash = pending[-1]["seq"], pending[-1]["hash"]   # flushed by the commit, after this hook
+        session.info["audit_new_head"] = (head.seq, head.hash)
         if steps.isEnabledFor(logging.INFO):
             session.info["audit_to_log"] = pending
 
@@ -90,7 +119,7 @@ def _log_steps(session: Session) -> None:
     for e in session.info.pop("audit_to_log", ()):
         if e["kind"] in _QUIET:
             continue
-        data = e["data"] if isinstance(e["data"], dict) else {}
+        data = json.loads(e["data_text"])
         fields = " ".join(f"{k}={json.dumps(str(data[k])[:300])}" for k in _SHOWN if data.get(k) not in (None, ""))
         steps.info("%s%s %s", e["kind"], f" incident={e['incident_id']}" if e["incident_id"] else "", fields)
 

@@ -3,7 +3,7 @@ remediator/engine/store/migrations; a change here goes with a migration there)."
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -24,7 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from remediator.engine.errors import NotFound
 from remediator.engine.model.records import ActionProposal, PolicyDecision, Preview, Report
 
-__all__ = ["incident_row", "utcnow", "Base", "InboxRow", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent",
+__all__ = ["incident_row", "utcnow", "core", "Base", "InboxRow", "Delivery", "AlertRow", "Incident", "Run", "AuditEvent",
            "AuditHead", "OutboxMessage", "Approval", "ApprovalVote", "Approver", "AuditCheckpoint", "BreakerRow",
            "UiSession"]
 
@@ -62,6 +63,11 @@ def incident_row(session: Session, incident_id: str) -> Incident:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def core(model: type[Base]) -> Table:
+    """A mapped class's Core table: for bulk inserts of thousands of rows that want no ORM objects back."""
+    return cast(Table, model.__table__)
 
 
 class Delivery(Base):
