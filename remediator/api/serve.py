@@ -2,6 +2,7 @@
 and this module's `main` is the console script, so remediator/engine/ never imports FastAPI or uvicorn."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -53,8 +54,12 @@ def serve(host: str = typer.Option(None, help="listen address (default 127.0.0.1
         console.print("[yellow]warning: serving WITHOUT authentication (--allow-unauthenticated)[/yellow]")
     console.print(f"remediator serving on http://{settings.host}:{settings.port} — inventory {settings.inventory}, "
                   f"{len(engine.catalog)} catalog entries, store {settings.db_url}")
-    uvicorn.run(create_app(engine), host=settings.host, port=settings.port, log_level=log_level.lower(),
-                access_log=access_log)
+    app = create_app(engine)
+    # What is loaded by now (FastAPI, pydantic, SQLAlchemy, the catalog) lives as long as the process: out of the
+    # collector's sight, so a full collection no longer walks it. It took ~80 ms, in the middle of some webhook's
+    # answer (bench.intake: the 1-alert p99, docs/benchmarks.md).
+    gc.freeze()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=access_log)
     del claim
 
 
