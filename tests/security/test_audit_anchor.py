@@ -73,7 +73,7 @@ def test_a_rewritten_and_rehashed_chain_is_caught(engine, tmp_path):
         prev = audit.GENESIS
         for ev in events:
             data = {**ev.data, "alertname": "Nothing"} if ev.seq == 1 else ev.data
-            digest = audit._digest(prev, ev.seq, ev.at, ev.incident_id, ev.kind, data)
+            digest = audit._digest(prev, ev.seq, ev.at, ev.incident_id, ev.kind, audit._canonical(data))
             session.execute(update(AuditEvent).where(AuditEvent.seq == ev.seq).values(data=data, prev_hash=prev, hash=digest))
             prev = digest
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=prev))

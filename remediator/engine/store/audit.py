@@ -32,8 +32,10 @@ EXPORTED = "audit.exported"
 log = logging.getLogger(__name__)
 
 
-def _digest(prev_hash: str, seq: int, at: str, incident_id: str | None, kind: str, data: dict[str, Any]) -> str:
-    body = json.dumps([seq, at, incident_id, kind, data], sort_keys=True, separators=(",", ":"), default=str)
+def _digest(prev_hash: str, seq: int, at: str, incident_id: str | None, kind: str, data_text: str) -> str:
+    """The event's hash; `data_text` is its data's canonical JSON (`_canonical`). The body is the canonical JSON of
+    [seq, at, incident_id, kind, data], put together around the data's text so that is encoded only once."""
+    body = f"[{seq},{json.dumps(at)},{json.dumps(incident_id)},{json.dumps(kind)},{data_text}]"
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
@@ -84,9 +86,7 @@ def append(session: Session, kind: str, data: dict[str, Any], incident_id: str |
     seq = prev_seq + 1
     at = datetime.now(UTC).isoformat()
     text = _canonical(data)
-    # what _digest() makes of the data as read back, without encoding it again
-    body = f"[{seq},{json.dumps(at)},{json.dumps(incident_id)},{json.dumps(kind)},{text}]"
-    digest = hashlib.sha256((prev_hash + body).encode()).hexdigest()
+    digest = _digest(prev_hash, seq, at, incident_id, kind, text)
     # Written in one statement when the transaction commits
     pending.append({"seq": seq, "at": at, "incident_id": incident_id, "kind": kind, "data_text": text,
                     "prev_hash": prev_hash, "hash": digest})
@@ -190,7 +190,7 @@ def verify(store: Store, expect: Sequence[tuple[int, str]] = (), key: bytes | No
                 problems.append(f"event {expected_seq} is missing (next present is {ev.seq})")
             if ev.prev_hash != prev:
                 problems.append(f"event {ev.seq}: does not follow the event before it (deleted or reordered)")
-            if _digest(ev.prev_hash, ev.seq, ev.at, ev.incident_id, ev.kind, ev.data) != ev.hash:
+            if _digest(ev.prev_hash, ev.seq, ev.at, ev.incident_id, ev.kind, _canonical(ev.data)) != ev.hash:
                 problems.append(f"event {ev.seq} ({ev.kind}): content does not match its hash (edited)")
             prev, expected_seq = ev.hash, ev.seq + 1
         if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
