@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,17 @@ def intake_backlog(server: Server) -> float:
         if line.startswith("remediator_intake_backlog "):
             return float(line.split()[1])
     raise RuntimeError("no remediator_intake_backlog in /metrics")
+
+
+def last_taken_in(server: Server, after: int) -> tuple[int, float | None]:
+    """The newest delivery a `start_remediator` server stored, and when the ingester took in the last of those past
+    `after` (seconds since the epoch; None: none yet). Read from its store, not its /metrics: a scrape under load
+    answers a tenth of a second late, which a 5 s cell would count as the ingester's."""
+    db = server.log.parent / "remediator.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+        newest, last = con.execute("SELECT max(id), max(ingested_at) FROM deliveries WHERE id > ?", (after,)).fetchone()
+    when = datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp() if last else None
+    return newest or after, when
 
 
 def target(what: str, value: float, goal: float, *, at_most: bool, shown: str = "") -> dict[str, Any]:

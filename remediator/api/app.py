@@ -131,7 +131,7 @@ def create_app(engine: Engine, *, start_engine: bool = True) -> FastAPI:
             signed = await run_in_threadpool(signatures.verify, request.headers.get(TIMESTAMP_HEADER),
                                              request.headers.get(SIGNATURE_HEADER), bytes(body))
         try:
-            ack = await engine.acknowledge_async(bytes(body), who.name)
+            ack = await engine.acknowledge_async(bytes(body), who.name, gone=request.is_disconnected)
         except Exception:
             if signatures is not None and signed is not None:
                 with suppress(StoreUnavailable):   # then the retry is refused as a replay; the 503 stands

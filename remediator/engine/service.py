@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from remediator.engine.housekeeper import Chore, Housekeeper
 from remediator.engine.intake import inbox
 from remediator.engine.intake.group_commit import GroupCommit
 from remediator.engine.intake.ingester import Batch, Ingester
+from remediator.engine.intake.pacing import Pacer
 from remediator.engine.intake.refetch import Refetch
 from remediator.engine.intake.targets import host_from_labels
 from remediator.engine.model.alerts import Alert, AlertmanagerPayload
@@ -91,11 +92,16 @@ class Engine:
         self.notifier = Notifier(self.store, settings,
                                  on_sent=lambda channel: self.metrics.notifications.labels(channel).inc())
         self._acknowledge = GroupCommit(self.inbox.store, self.inbox.write)
-        self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested)
+        self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested,
+                                 on_room=lambda: self.pacer.progress())
+        self.pacer = Pacer(self.ingester.behind_s, lambda: self.ingester.backlog, settings.intake_lag_max_s,
+                           settings.intake_hold_s)
         self.refetch_truncated = Refetch(settings, self.store, self.inbox.store, self._store,
                                          lambda delivery, timeout_s: self.ingester.wait_taken_in(delivery, timeout_s=timeout_s),
                                          self.pipeline.wake)
         self.metrics.intake_backlog.set_function(lambda: self.ingester.backlog)
+        self.metrics.intake_behind.set_function(self.ingester.behind_s)
+        self.metrics.intake_held.set_function(lambda: self.pacer.held)
         self.metrics.intake_stuck.set_function(lambda: 1 if self.ingester.stuck else 0)
         self.identities = Identities(self.store, [t.get_secret_value() for t in settings.tokens])
         self.leader = Leadership(self.store, HOUSEKEEPER)   # the housekeeper's jobs run on one replica at a time
@@ -221,13 +227,16 @@ class Engine:
 
     # ---- what the API calls ----------------------------------------------------------------
 
-    async def acknowledge_async(self, body: bytes, sender: str) -> Acknowledged:
+    async def acknowledge_async(self, body: bytes, sender: str, gone: Callable[[], Awaitable[bool]] | None = None
+                                ) -> Acknowledged:
         """The webhook: validate, store durably (group commit), hand to the ingester; then the caller answers 2xx.
         Small bodies are validated on the event loop, and no thread waits for the commit (a thread per request cost
         the webhook more than the store did).
 
-        PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when
-        the store cannot take it or the ingester is more than `intake_backlog_max` alerts behind."""
+        Under a storm the answer is held until the ingester has room (remediator/engine/intake/pacing.py), unless
+        `gone()` says the sender stopped waiting.
+        PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when the store
+        cannot take it, the ingester is more than `intake_backlog_max` alerts behind, or held past `intake_hold_s`."""
         if not self.takes_in:   # a 5xx: Alertmanager keeps it and retries (a 4xx would drop it)
             raise StoreUnavailable("this replica's role is worker: it takes no webhooks; point Alertmanager at a "
                                    "replica of role api or all")
@@ -238,9 +247,15 @@ class Engine:
         self._admit(payload)
         if not self.ingester.alive():
             await asyncio.to_thread(self.ingester.start)
-        delivery_id = await asyncio.wrap_future(self._acknowledge.hand_over(inbox.Received(payload, sender)))
-        self.ingester.acknowledged(delivery_id, len(payload.alerts))
-        return Acknowledged(delivery=delivery_id, alerts=len(payload.alerts))
+        alerts = len(payload.alerts)
+        await self.pacer.admit(alerts, gone)
+        try:
+            self._admit(payload)   # again: the backlog may have grown while the answer was held
+            delivery_id = await asyncio.wrap_future(self._acknowledge.hand_over(inbox.Received(payload, sender)))
+            self.ingester.acknowledged(delivery_id, alerts)
+        finally:
+            self.pacer.done(alerts)
+        return Acknowledged(delivery=delivery_id, alerts=alerts)
 
     def _admit(self, payload: AlertmanagerPayload) -> AlertmanagerPayload:
         if self.ingester.backlog + len(payload.alerts) > self.settings.intake_backlog_max and self.ingester.backlog:

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
                                "renews it (every quarter of it); a dead replica's incidents are taken over after it")
     intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "
                                     "above this the webhook answers 503 (Alertmanager retries)")
+    intake_lag_max_s: float = Field(0.1, gt=0, le=60, description="under a storm a webhook is answered once taking in "
+                                    "what waits would take the ingester at most this long at its recent rate: "
+                                    "acknowledged alerts reach their incidents this soon, and Alertmanager is paced")
+    intake_hold_s: float = Field(5, ge=0, le=60, description="how long a webhook's answer is held for the ingester "
+                                 "to have room (intake_lag_max_s); then 503 (Alertmanager retries)")
     sender_incidents_per_minute: int = Field(300, ge=1, description="new incidents one sender's alerts may open in a "
                                              "minute; past it they are kept on one escalated overflow incident")
     correlation_labels: Annotated[list[str], NoDecode] = Field(

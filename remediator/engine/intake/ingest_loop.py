@@ -37,16 +37,19 @@ class Batch:
     results: list[IntakeResult]
     closed: list[tuple[str, float]]
     moved_upto: int   # every inbox row up to this id is in the store now
+    seconds: float = 0.0   # how long it took: the webhook paces a storm by it (Ingester.behind_s)
 
 
 class IngestLoop:
     """Takes what is stored and not taken in into incidents, batch after batch, wherever it is run.
 
-    `report` hears each batch; `stuck` why the store refuses it for now ('' once it takes it)."""
+    `report` hears each batch; `stuck` why the store refuses it for now ('' once it takes it); `taking` which
+    deliveries a batch takes in, as it starts (the webhook paces a storm by what waits beyond them)."""
 
     def __init__(self, inbox: Inbox, inventory: Inventory, settings: Settings, report: Callable[[Batch], None],
-                 stuck: Callable[[str], None]):
+                 stuck: Callable[[str], None], taking: Callable[[list[int]], None] = lambda _ids: None):
         self.inbox, self.store, self.inventory, self.report, self.stuck = inbox, inbox.main, inventory, report, stuck
+        self.taking = taking
         self.settings = settings
         self._closed: list[tuple[str, float]] = []
         # Its own lifecycle: the closes it makes are counted by whoever holds the metrics (the parent process).
@@ -78,16 +81,18 @@ class IngestLoop:
                 was_stuck = False
             # Then a moment for more to arrive: under a storm one bigger batch costs far less than many small ones
             # (the queries, the flush and the report are per batch), and the webhook gets the core meanwhile. Alone,
-            # an alert reaches its incident this much later.
-            if taken or wait(1.0):
+            # an alert reaches its incident this much later. Not when more came during the batch: that one is waiting.
+            if (taken and not wait(0)) or (not taken and wait(1.0)):
                 time.sleep(self.linger_s)
 
     def take_in_next(self, stopping: Callable[[], bool] = lambda: False) -> int:
         """One batch of the oldest deliveries not taken in; how many deliveries it held (0: none waits)."""
+        started = time.monotonic()
         moved_before = self.moved_upto = self.inbox.floor() if self.moved_upto is None else self.moved_upto
         self.moved_upto = self.inbox.move(self.max_batch_alerts, after=self.moved_upto)
         batch, broken = self.pending()
         if batch:
+            self.taking([d for d, _ in batch])
             self.inventory.refresh()   # targets are mapped by the inventory as it is now
         for delivery_id in broken:
             self._mark_failed(delivery_id, "its stored body is not a valid webhook any more")
@@ -97,7 +102,8 @@ class IngestLoop:
         self.stuck("")
         closed, self._closed = self._closed, []
         try:
-            self.report(Batch([d for d, _ in batch] + broken, results, closed, self.moved_upto))
+            self.report(Batch([d for d, _ in batch] + broken, results, closed, self.moved_upto,
+                              time.monotonic() - started))
         except Exception:
             log.exception("after taking in %d deliveries", len(batch))
         return len(batch) + len(broken) or 1

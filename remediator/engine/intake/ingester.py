@@ -46,8 +46,10 @@ class Ingester:
     closes (stop, or this process died) it finishes the batch in hand and exits."""
 
     def __init__(self, settings: Settings, inbox: Inbox, inventory: Inventory,
-                 on_ingested: Callable[[Batch], None], *, process: bool | None = None):
+                 on_ingested: Callable[[Batch], None], *, process: bool | None = None,
+                 on_room: Callable[[], None] = lambda: None):
         self.settings, self.inbox, self.inventory, self.on_ingested = settings, inbox, inventory, on_ingested
+        self.on_room = on_room   # a batch started or ended: behind_s() went down
         self.process = settings.intake_process if process is None else process
         self._cv = threading.Condition()
         self._waiting: dict[int, int] = {}    # delivery -> alerts, acknowledged by this process and not yet taken in
@@ -55,6 +57,8 @@ class Ingester:
         # or recovered from before this start: delivery -> when, forgotten after a minute.
         self._early: dict[int, float] = {}
         self.backlog = 0
+        self.in_hand = 0   # alerts of the batch the loop is taking in now
+        self.rate: float | None = None   # alerts a second the loop took in, over its recent batches (None: none yet)
         self.stuck = ""   # why the batch in hand cannot be taken in yet (the store), for /healthz
         self._stopping = threading.Event()
         self._nudged = threading.Event()     # thread mode
@@ -85,7 +89,8 @@ class Ingester:
                 self._thread.start()
                 spawned.wait(60)
                 return
-            loop = IngestLoop(self.inbox, self.inventory, self.settings, report=self._done, stuck=self._set_stuck)
+            loop = IngestLoop(self.inbox, self.inventory, self.settings, report=self._done, stuck=self._set_stuck,
+                              taking=self._taking)
             self._thread = threading.Thread(target=loop.run, args=(self._wait, self._stopping.is_set),
                                             name="ingester", daemon=True)
             self._thread.start()
@@ -164,6 +169,19 @@ class Ingester:
                 self._cv.wait(min(left, 0.5))
         return True
 
+    def behind_s(self, more: int = 0) -> float:
+        """How long taking in what waits beyond the batch in hand (and `more` alerts) would take at the loop's recent
+        rate (before it has one: a batch a second). The next batch is ready when this one is done, so the loop never
+        waits for the webhook. 0 while it is stuck (the store): then only `intake_backlog_max` bounds the backlog."""
+        if self.stuck:
+            return 0.0
+        return max(0, self.backlog - self.in_hand + more) / (self.rate or self.settings.intake_batch_alerts)
+
+    def _taking(self, ids: list[int]) -> None:
+        with self._cv:
+            self.in_hand = sum(self._waiting.get(d, 0) for d in ids)
+        self.on_room()
+
     def _wait(self, timeout_s: float) -> bool:
         nudged = self._nudged.wait(timeout_s)
         self._nudged.clear()
@@ -176,14 +194,20 @@ class Ingester:
         self.inbox.moved(batch.moved_upto)
         now = time.monotonic()
         with self._cv:
+            self.in_hand = alerts = 0
             for delivery_id in batch.taken:
                 if delivery_id in self._waiting:
-                    self.backlog -= self._waiting.pop(delivery_id)
+                    alerts += self._waiting.pop(delivery_id)
                 else:
                     self._early[delivery_id] = now
+            self.backlog -= alerts
+            if alerts and batch.seconds > 0:   # recent batches count most: the rate moves with the batch size
+                rate = alerts / batch.seconds
+                self.rate = rate if self.rate is None else (self.rate + rate) / 2
             if len(self._early) > 10_000 or (self._early and next(iter(self._early.values())) < now - 60):
                 self._early = {d: t for d, t in self._early.items() if t >= now - 60}
             self._cv.notify_all()
+        self.on_room()
         self.on_ingested(batch)
 
     def _run_child(self, spawned: threading.Event) -> None:
@@ -208,6 +232,9 @@ class Ingester:
                 break
             if kind == "stuck":
                 self._set_stuck(what)
+                continue
+            if kind == "taking":
+                self._taking(what)
                 continue
             try:
                 self._done(what)
@@ -257,7 +284,7 @@ def _child_main(settings: Settings, results: Connection, nudges: Connection, lev
         return closed.is_set()
 
     loop = IngestLoop(inbox, load_inventory(settings.inventory), settings, report=lambda b: results.send(("done", b)),
-                      stuck=lambda why: results.send(("stuck", why)))
+                      stuck=lambda why: results.send(("stuck", why)), taking=lambda ids: results.send(("taking", ids)))
     # What is loaded by now lives as long as the process: out of the collector's sight. A batch makes tens of thousands
     # of short-lived objects (freed by their counts, not by the collector), so collect less often too: together a
     # fifth more alerts a second (docs/benchmarks.md)

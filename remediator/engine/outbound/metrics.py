@@ -83,6 +83,10 @@ class Metrics:
         self.notifications = Counter("remediator_notifications_sent", "Notifications delivered", ["channel"], registry=r)
         self.intake_backlog = Gauge("remediator_intake_backlog", "Alerts acknowledged, not yet taken into incidents",
                                     registry=r)
+        self.intake_behind = Gauge("remediator_intake_behind_seconds", "How long taking in what waits would take the "
+                                   "ingester at its recent rate (webhooks are held past intake_lag_max_s)", registry=r)
+        self.intake_held = Gauge("remediator_intake_held_webhooks", "Webhooks whose answer is held for the ingester "
+                                 "to have room", registry=r)
         self.intake_stuck = Gauge("remediator_intake_stuck", "1 while the store refuses what the ingester takes in",
                                   registry=r)
         self.up = Gauge("remediator_up", "serve's parts: running (1) or not (0)", ["part"], registry=r)
