@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 def _digest(prev_hash: str, seq: int, at: str, incident_id: str | None, kind: str, data_text: str) -> str:
     """The event's hash; `data_text` is its data's canonical JSON (`_canonical`). The body is the canonical JSON of
     [seq, at, incident_id, kind, data], put together around the data's text so that is encoded only once."""
-    body = f"[{seq},{json.dumps(at)},{json.dumps(incident_id)},{json.dumps(kind)},{data_text}]"
+    middle = json.dumps((at, incident_id, kind), separators=(",", ":"))[1:-1]   # one encoding, not three
+    body = f"[{seq},{middle},{data_text}]"
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
