@@ -94,8 +94,8 @@ class Engine:
         self._acknowledge = GroupCommit(self.inbox.store, self.inbox.write)
         self.ingester = Ingester(settings, self.inbox, self.inventory, on_ingested=self._ingested,
                                  on_room=lambda: self.pacer.progress())
-        self.pacer = Pacer(self.ingester.behind_s, lambda: self.ingester.backlog, settings.intake_lag_max_s,
-                           settings.intake_hold_s)
+        self.pacer = Pacer(self.ingester, settings.intake_lag_max_s, settings.intake_hold_s,
+                           floor_alerts=settings.intake_batch_alerts // 10)
         self.refetch_truncated = Refetch(settings, self.store, self.inbox.store, self._store,
                                          lambda delivery, timeout_s: self.ingester.wait_taken_in(delivery, timeout_s=timeout_s),
                                          self.pipeline.wake)
@@ -233,10 +233,10 @@ class Engine:
         Small bodies are validated on the event loop, and no thread waits for the commit (a thread per request cost
         the webhook more than the store did).
 
-        Under a storm the answer is held until the ingester has room (remediator/engine/intake/pacing.py), unless
-        `gone()` says the sender stopped waiting.
-        PayloadError (4xx) for a body that is wrong; StoreUnavailable (503, Alertmanager retries) when the store
-        cannot take it, the ingester is more than `intake_backlog_max` alerts behind, or held past `intake_hold_s`."""
+        Under a storm the answer is held until the ingester has room, at most `intake_hold_s`
+        (remediator/engine/intake/pacing.py). PayloadError (4xx) for a body that is wrong; StoreUnavailable (503,
+        Alertmanager retries) when the store cannot take it, the ingester is more than `intake_backlog_max` alerts
+        behind, or `gone()` says the sender stopped waiting for the held answer."""
         if not self.takes_in:   # a 5xx: Alertmanager keeps it and retries (a 4xx would drop it)
             raise StoreUnavailable("this replica's role is worker: it takes no webhooks; point Alertmanager at a "
                                    "replica of role api or all")

@@ -109,8 +109,8 @@ class Settings(BaseSettings):
     intake_lag_max_s: float = Field(0.1, gt=0, le=60, description="under a storm a webhook is answered once taking in "
                                     "what waits would take the ingester at most this long at its recent rate: "
                                     "acknowledged alerts reach their incidents this soon, and Alertmanager is paced")
-    intake_hold_s: float = Field(5, ge=0, le=60, description="how long a webhook's answer is held for the ingester "
-                                 "to have room (intake_lag_max_s); then 503 (Alertmanager retries)")
+    intake_hold_s: float = Field(5, ge=0, le=60, description="at most this long a webhook's answer is held for the "
+                                 "ingester to have room (intake_lag_max_s); then it is taken (pacing never refuses)")
     sender_incidents_per_minute: int = Field(300, ge=1, description="new incidents one sender's alerts may open in a "
                                              "minute; past it they are kept on one escalated overflow incident")
     correlation_labels: Annotated[list[str], NoDecode] = Field(

@@ -73,6 +73,7 @@ class Ingester:
                 return
             self._stop_child()
             self._stopping.clear()
+            self.in_hand = 0   # a loop that died mid-batch left its batch waiting
             if not self._waiting:   # what waits from before this start counts too (and is taken in first)
                 try:
                     self._waiting = self.inbox.waiting()
