@@ -101,6 +101,10 @@ def test_the_shipped_runbooks_load(tmp_path):
 CRASHED = {**DOWN, "result": "exit-code", "exit_status": 1, "ran_s": 0.3, "oom": False, "oom_line": "",
            "error_line": "2026-12-04T18:00:00+00:00 app-server-01 python3[812]: ValueError: WEBAPP_POOL_SIZE='abc'",
            "last_change": "/etc/default/webapp", "last_change_ago_s": 42.0}
+# Restart=always, read between two crashes: it runs (this run has logged nothing yet), systemd restarted it 4 times
+LOOPING = {**UP, "restarts": "4", "result": "success", "ran_s": -1.0, "oom": False, "oom_line": "", "error_line": "",
+           "last_error_line": "2026-12-07T11:52:30+00:00 app-server-01 python3[3611]: ValueError: invalid literal for "
+           "int() with base 10: '-x'", "last_change": "/etc/default/webapp", "last_change_ago_s": 9.0}
 OOM = {**DOWN, "result": "signal", "exit_status": 9, "ran_s": 3600.5, "oom": True, "error_line": "",
        "oom_line": "2026-12-04T18:00:00+00:00 app-server-01 kernel: Out of memory: Killed process 812 (python3)",
        "last_change": "/opt/webapp/current", "last_change_ago_s": 86400.0}
@@ -112,11 +116,16 @@ OOM = {**DOWN, "result": "signal", "exit_status": 9, "ran_s": 3600.5, "oom": Tru
      ["fails right after it starts (a crash loop)", "ValueError: WEBAPP_POOL_SIZE='abc'",
       "exit-code after 0.3 s, exit status 1", "last change: /etc/default/webapp (42 s ago)"],
      [("service_status", "diagnose")]),
+    # the same loop under Restart=always, read while systemd has it running again: the error is the run's before
+    ([LOOPING], "webapp-down-app-server-01.json",
+     ["as a crash loop does", "invalid literal for int() with base 10", "restarts by systemd: 4",
+      "last change: /etc/default/webapp (9 s ago)"],
+     [("service_status", "diagnose")]),
     # a unit on no allow-list: said as such, not as evidence that could not be read; nothing read
     ([DOWN], "unlisted-unit-down-app-server-01.json",
      ["unit 'cron' is not on app-server-01's remediator_services",
       "remediator may neither read nor act on it there, so nothing was done"], []),
-], ids=["crash-loop", "unlisted-unit"])
+], ids=["crash-loop", "crash-loop-read-while-it-runs", "unlisted-unit"])
 def test_an_escalation_says_what_was_read_and_what_it_means(tmp_path, reports, payload, says, calls):
     engine, executor, incident_id = _run(tmp_path, reports, payload)
     inc = _incident(engine, incident_id)
