@@ -10,6 +10,7 @@ from remediator.engine.people import approvals
 from remediator.engine.people.identities import Identity, Role
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
+from remediator.engine.store import audit
 from remediator.engine.store.tables import Approval, AuditEvent, Incident, Run
 from tests.conftest import FIXTURES
 from tests.engines import new_engine
@@ -102,6 +103,39 @@ def test_a_dry_run_that_drifts_after_approval_is_asked_again_then_escalated(tmp_
         kinds = [e.kind for e in s.execute(select(AuditEvent).where(AuditEvent.incident_id == incident_id)).scalars()]
     assert kinds.count("incident.awaiting_approval") == 2
     assert notes.events("slack") == ["awaiting_approval", "awaiting_approval", "escalated"]
+
+
+class _Killed(BaseException):
+    """remediator SIGKILLed right there: nothing after it runs, and its open transaction is lost."""
+
+
+def test_a_kill_as_the_real_run_is_recorded_leaves_no_incident_cut_off_by_a_run_that_never_began(tmp_path,
+                                                                                              database_url, monkeypatch):
+    """The move to EXECUTING and the run's start commit together: killed between them, the restarted remediator
+    would say a real run was cut off (and ask a person) where none began (tests/chaos/test_kill.py caught it)."""
+    engine, executor, _ = _engine(tmp_path, database_url, [DOWN, DOWN, UP])
+    (incident_id,) = take_in(engine, (FIXTURES / "payloads" / "webapp-down-app-server-01.json").read_bytes()).incidents
+    append = audit.append
+
+    def killed_at_the_run_start(session, kind, *args, **kwargs):
+        if kind == "run.apply.started":
+            raise _Killed()
+        return append(session, kind, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "append", killed_at_the_run_start)
+    with pytest.raises(_Killed):
+        work_all(engine)
+    monkeypatch.setattr(audit, "append", append)
+    assert ("restart_service", "apply") not in executor.calls
+    assert _incident(engine, incident_id).state != IncidentState.EXECUTING
+    engine.pipeline.take_over(every_held=True)          # what the restarted remediator does first
+    work_all(engine)
+    with engine.store.read() as s:
+        kinds = [e.kind for e in s.execute(select(AuditEvent).where(AuditEvent.incident_id == incident_id)).scalars()]
+    assert "incident.interrupted" not in kinds and "incident.requeued" in kinds
+    inc = _incident(engine, incident_id)
+    assert inc.state == IncidentState.RESOLVED and not inc.interrupted, inc.reason   # no person was needed
+    assert kinds.count("run.apply.started") == 1 and _runs(engine, incident_id).count("apply") == 1
 
 
 def test_a_real_run_cut_off_by_a_restart_is_ended_on_its_hosts_before_the_incident_is_worked_again(tmp_path,

@@ -83,14 +83,19 @@ class Records:
         self.metrics.llm_tokens.labels("completion").inc(transcript.completion_tokens)
         self.metrics.plans.labels(transcript.planner, transcript.outcome).inc()
 
-    def begin_run(self, incident_id: str, ident: str, entry: str, mode: str, params: dict[str, Any], hosts: list[str]) -> int:
-        with self.store.write() as session:
-            run = Run(incident_id=incident_id, ident=ident, entry=entry, mode=mode, hosts=hosts, params=params,
-                      status=RunState.RUNNING, rc=None, started_at=utcnow())
-            session.add(run)
-            audit.append(session, f"run.{mode}.started", {"ident": ident, "entry": entry, "hosts": hosts}, incident_id)
-            session.flush()
-            return run.id
+    def begin_run(self, incident_id: str, ident: str, entry: str, mode: str, params: dict[str, Any], hosts: list[str],
+                  session: Session | None = None) -> int:
+        """A run's row and its `run.<mode>.started` event; in `session` when given, so that they commit with the move
+        that lets the run start (a crash between two commits would say a real run was cut off that never began)."""
+        if session is None:
+            with self.store.write() as own:
+                return self.begin_run(incident_id, ident, entry, mode, params, hosts, session=own)
+        run = Run(incident_id=incident_id, ident=ident, entry=entry, mode=mode, hosts=hosts, params=params,
+                  status=RunState.RUNNING, rc=None, started_at=utcnow())
+        session.add(run)
+        audit.append(session, f"run.{mode}.started", {"ident": ident, "entry": entry, "hosts": hosts}, incident_id)
+        session.flush()
+        return run.id
 
     def run(self, incident_id: str, result: RunResult, mode: str, params: dict[str, Any], hosts: list[str],
                     run_id: int | None = None) -> None:

@@ -203,10 +203,11 @@ class Steps:
                                     f"{self.settings.hold_s} s", event="incident.held", data={"why": why})
                 return
             self.lifecycle.move(session, row, IncidentState.EXECUTING)
-            attempt = row.attempts
-        ident = f"{incident_id}-a{attempt}-apply"
-        # Recorded before it starts: after a crash, the store knows a real run may have touched the host.
-        run_id = self.records.begin_run(incident_id, ident, entry.id, RunMode.APPLY, proposal.params, proposal.hosts)
+            ident = f"{incident_id}-a{row.attempts}-apply"
+            # Recorded before it starts, with the move: after a crash, the store knows a real run may have touched
+            # the host, and an incident that is EXECUTING always has its run.
+            run_id = self.records.begin_run(incident_id, ident, entry.id, RunMode.APPLY, proposal.params,
+                                            proposal.hosts, session=session)
         # The verify's first reads follow the real run in its own ansible-playbook: one start-up fewer on the path.
         result = self.executor.run(entry, proposal.params, proposal.hosts, check=False, ident=ident,
                                    timeout_s=self.settings.run_timeout_s, cancel=self.cancel,
