@@ -250,16 +250,21 @@ class Engine:
         alerts = len(payload.alerts)
         await self.pacer.admit(alerts, gone)
         try:
-            self._admit(payload)   # again: the backlog may have grown while the answer was held
+            # Again: the backlog may have grown while the answer was held, and other webhooks' admitted alerts are
+            # not stored yet (a burst of concurrent webhooks would each pass the first look)
+            self._admit(payload, pending=self.pacer.admitting - alerts)
             delivery_id = await asyncio.wrap_future(self._acknowledge.hand_over(inbox.Received(payload, sender)))
             self.ingester.acknowledged(delivery_id, alerts)
         finally:
             self.pacer.done(alerts)
         return Acknowledged(delivery=delivery_id, alerts=alerts)
 
-    def _admit(self, payload: AlertmanagerPayload) -> AlertmanagerPayload:
-        if self.ingester.backlog + len(payload.alerts) > self.settings.intake_backlog_max and self.ingester.backlog:
-            raise StoreUnavailable(f"{self.ingester.backlog} alerts are waiting to be taken in (intake_backlog_max "
+    def _admit(self, payload: AlertmanagerPayload, pending: int = 0) -> AlertmanagerPayload:
+        """StoreUnavailable when the backlog (and `pending` alerts on their way into it) leaves no room for these; a
+        delivery bigger than intake_backlog_max is taken when nothing waits."""
+        waiting = self.ingester.backlog + pending
+        if waiting + len(payload.alerts) > self.settings.intake_backlog_max and waiting:
+            raise StoreUnavailable(f"{waiting} alerts are waiting to be taken in (intake_backlog_max "
                                    f"{self.settings.intake_backlog_max}); send again shortly")
         return payload
 

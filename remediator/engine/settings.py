@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     hold_s: int = Field(30, ge=1, description="an incident a wave or a cap holds back is worked again after this")
     lease_ttl_s: float = Field(15, ge=3, le=600, description="a claimed host's lease lasts this long unless its replica "
                                "renews it (every quarter of it); a dead replica's incidents are taken over after it")
-    intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged but not yet taken into incidents; "
-                                    "above this the webhook answers 503 (Alertmanager retries)")
+    intake_backlog_max: int = Field(50_000, ge=100, description="alerts acknowledged (or being stored) but not yet taken "
+                                    "into incidents; above this the webhook answers 503 (Alertmanager retries)")
     intake_lag_max_s: float = Field(0.1, gt=0, le=60, description="under a storm a webhook is answered once taking in "
                                     "what waits would take the ingester at most this long at its recent rate: "
                                     "acknowledged alerts reach their incidents this soon, and Alertmanager is paced")

@@ -177,3 +177,29 @@ def test_a_webhook_is_held_while_the_ingester_cannot_move_then_taken(make_engine
             assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 2
         for r in (first, held):
             assert client.get(f"/deliveries/{r.json()['delivery']}", headers=AUTH).json()["ingested"]
+
+
+@pytest.mark.unit
+@pytest.mark.store
+def test_past_intake_backlog_max_the_webhook_answers_503_counting_what_other_webhooks_bring(make_engine):
+    """The one refusal: the backlog is full. Alerts admitted for other webhooks and not stored yet count too (a burst
+    of concurrent webhooks each passed the first look); what was acknowledged before is kept."""
+    engine = make_engine(tokens=["pace-token-0123456789abcdef"], intake_backlog_max=100, intake_hold_s=0)
+    with TestClient(create_app(engine, start_engine=False)) as client:
+        other = Store(engine.store.url, "OFF")   # the ingester cannot move: another writer holds its lock
+        try:
+            with other.write() as session:
+                serialize(session, INGEST)
+                assert client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH).status_code == 200
+                engine.pacer.admitting = 95   # other webhooks' alerts: admitted, their commit not done yet
+                refused = client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH)
+                assert refused.status_code == 503 and "98 alerts are waiting" in refused.json()["detail"], refused.text
+                engine.pacer.admitting = 0    # their commit failed after all
+                answers = [client.post("/webhook/alertmanager", content=GROUPED, headers=AUTH) for _ in range(33)]
+                assert [r.status_code for r in answers] == [200] * 32 + [503]        # 99 wait, 3 more are past 100
+                assert "intake_backlog_max" in answers[-1].json()["detail"]
+        finally:
+            other.engine.dispose()
+        assert engine.ingester.wait_idle(30)
+        with engine.store.read() as session:
+            assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 33   # none of the 200s lost
