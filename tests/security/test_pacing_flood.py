@@ -52,7 +52,9 @@ def test_a_flood_from_one_sender_never_refuses_another_and_loses_nothing(make_en
         finally:
             other.engine.dispose()
         assert status == 200, delivery                         # held like the flood, never refused
-        assert took_s < HOLD_S + 2, took_s                     # at most intake_hold_s (and the machine's slack)
+        # Held at most intake_hold_s, then stored: a held answer that waited for room forever would hang above; on a
+        # loaded CI machine storing it behind 24 others took seconds more
+        assert took_s < HOLD_S + 10, took_s
         assert [s for s, _, _ in flood] == [200] * 24, flood   # the flood itself is slowed, not refused
         assert engine.ingester.wait_idle(30)
         acknowledged = [delivery] + [d for _, _, d in flood]
