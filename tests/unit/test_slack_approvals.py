@@ -3,6 +3,7 @@ stand-in Slack that signs its callbacks as Slack documents (tests/standins.py). 
 here, on the dry run the message showed, under every rule the page applies; forged, stale, replayed, self-voted and
 drifted clicks are refused, and the message says so where Slack asks (response_url)."""
 import json
+import re
 import time
 
 import httpx
@@ -88,7 +89,8 @@ def test_two_people_approve_from_slack_and_every_bad_click_is_refused(engine, cl
     assert forged.status_code == 401 and "X-Slack-Signature does not match" in forged.json()["detail"]
     stale, _, _ = _click(client, receivers, "U0ALICE", "approve", approval_id, PREVIEW.digest,
                          timestamp=int(time.time()) - 600)
-    assert stale.status_code == 401 and "X-Slack-Request-Timestamp is 600 s away" in stale.json()["detail"]
+    # 600 s, or a second or two more when the machine is slow between the click and its check (601 seen in CI)
+    assert stale.status_code == 401 and re.search(r"X-Slack-Request-Timestamp is 60\d s away", stale.json()["detail"])
     stranger, _, _ = _click(client, receivers, "U0NOBODY", "approve", approval_id, PREVIEW.digest)
     assert stranger.status_code == 200 and "approvers add NAME --slack U0NOBODY" in _said(receivers)
     viewer, _, _ = _click(client, receivers, "U0VERA", "approve", approval_id, PREVIEW.digest)
