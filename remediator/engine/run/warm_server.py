@@ -57,7 +57,6 @@ def _log(msg: str) -> None:
 class Server:
     def __init__(self, path: Path, lifeline: int, idle_s: float):
         self.path, self.lifeline, self.idle_s = path, lifeline, idle_s
-        self.last_run = time.monotonic()
         self.baseline = dict(os.environ)
         import ansible.cli.playbook  # noqa: F401 (once, here, for every run)
         import ansible.constants as C
@@ -84,6 +83,7 @@ class Server:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "draining", True))
+        self.last_run = time.monotonic()   # idle from now: the imports above take seconds on a busy machine
         _log(f"ready: ansible imported, config {self.config_file or 'none'}, "
              f"strategy {os.environ.get('ANSIBLE_STRATEGY', 'linear')}")
 
