@@ -109,6 +109,18 @@ def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def _remove(container: str, attempts: int = 10) -> None:
+    """Remove a container, and make sure it is gone: a `podman rm --force` that races podman's own cleanup of the
+    killed container can fail and leave its name taken (seen on CI: the next `podman run` of the name failed)."""
+    for _ in range(attempts):
+        removed = _podman("rm", "--force", "--time", "0", container, check=False)
+        if _podman("container", "exists", container, check=False).returncode == 1:
+            return
+        time.sleep(1)
+    raise RemediatorError(f"podman could not remove the lab container {container}: {removed.stderr.strip()[-300:]}; "
+                          f"try: podman rm --force {container}")
+
+
 def status(inventory: Path) -> dict[str, str]:
     """Container state per lab host ('missing' when there is none)."""
     out = {}
@@ -179,7 +191,7 @@ def up(inventory: Path, hosts: list[str] | None = None, timeout_s: float = 60, *
     chosen = [h for h in every if hosts is None or h.name in hosts]
     close_connections(chosen)
     for h in chosen:
-        _podman("rm", "--force", "--time", "0", h.container, check=False)
+        _remove(h.container)
         _podman("run", "--detach", "--name", h.container, "--hostname", h.name, "--systemd=always",
                 "--publish", f"127.0.0.1:{h.port}:8080", "--publish", f"127.0.0.1:{h.ssh_port}:22",
                 "--volume", f"{SSH_DIR / 'hosts' / h.name}:/etc/ssh/ssh_host_ed25519_key:ro",
