@@ -1,8 +1,10 @@
 import subprocess
+import tempfile
 import time
 
 import pytest
 
+from remediator.engine import PROJECT_ROOT
 from remediator.engine.model.records import RunStatus
 from tests.integration.conftest import on_host
 from tests.lab import container
@@ -115,3 +117,49 @@ def test_a_hanging_playbook_is_stopped_at_its_timeout_and_leaves_nothing_running
     finally:
         on_host("sh", "-c", "rm -rf /etc/systemd/system/worker@.service.d && systemctl daemon-reload "
                             "&& systemctl restart worker@1")
+
+
+def _slow_proxy(upstream_port: int, delay_s: float) -> int:
+    """A TCP proxy on loopback that holds each connection `delay_s` before it reaches the host's sshd: a host slow to
+    answer, as a busy machine makes it (CI: a drill's read failed with Ansible's 10 s connection timeout)."""
+    import socket
+    import threading
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with a, b:
+            while data := a.recv(65536):
+                b.sendall(data)
+
+    def serve() -> None:
+        while True:
+            client, _ = listener.accept()
+            time.sleep(delay_s)
+            upstream = socket.create_connection(("127.0.0.1", upstream_port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream.dup(), client.dup()), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_a_host_slow_to_answer_is_read_not_unreachable(catalog, lab_host, tmp_path):
+    import yaml
+
+    from remediator.engine.run.runner import AnsibleExecutor
+    from tests.lab import INVENTORY
+    doc = yaml.safe_load(INVENTORY.read_text().replace("{{ inventory_dir }}/..", str(PROJECT_ROOT)))
+    host = doc["all"]["children"]["app"]["hosts"][lab_host]
+    host["ansible_port"] = _slow_proxy(int(host["ansible_port"]), delay_s=14)
+    short = tempfile.mkdtemp(prefix="cp")   # a new connection, not the lab's shared one (a socket path is short)
+    doc["all"]["vars"]["ansible_control_path"] = f"{short}/%%h"
+    inventory = tmp_path / "slow.yml"
+    inventory.write_text(yaml.safe_dump(doc))
+    executor = AnsibleExecutor(tmp_path / "runs", inventory)
+    try:
+        entry = catalog.get("service_status")
+        run = executor.run(entry, entry.validate_params({"unit": "webapp"}), [lab_host], check=True, ident="t-slow",
+                           timeout_s=120)
+    finally:
+        executor.close()
+    assert run.status == RunStatus.SUCCESSFUL and not run.preview.hosts[0].unreachable, run.preview.summary

@@ -199,6 +199,10 @@ def run_env(tether: Path) -> dict[str, str]:
         # group (ansible_host_key_checking), never this engine
         "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
+        # a host's connection (SSH, and under mitogen its Python's start) gets 30 s, not Ansible's 10: a host slow to
+        # answer while this engine's machine is busy (a storm; CI saw a drill's read fail at 10 s) is not unreachable.
+        # The inventory's ansible_ssh_timeout still decides per host.
+        "ANSIBLE_TIMEOUT": "30",
         # Python's warnings about ansible-playbook's own imports (cryptography 51 deprecates the DSA that
         # ansible-core imports) are not the run's output; Ansible's own warnings go through its Display and stay
         "PYTHONWARNINGS": "ignore",
