@@ -75,9 +75,13 @@ class Server:
         self.draining = self.stopping = False
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(path))
-        os.chmod(path, 0o600)
+        # The engine takes the socket's path existing for "ready": it appears only once it listens (bound under
+        # another name first; between bind and listen a run's connect is refused, and that run was not warm on CI).
+        binding = path.with_name(path.name + ".binding")
+        self.listener.bind(str(binding))
+        os.chmod(binding, 0o600)
         self.listener.listen(32)
+        os.rename(binding, path)
         self.sel.register(self.listener, selectors.EVENT_READ, ("accept", 0))
         self.sel.register(lifeline, selectors.EVENT_READ, ("lifeline", 0))
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))

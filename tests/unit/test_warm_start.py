@@ -1,6 +1,9 @@
-"""The warm Ansible's idle clock (run/warm_server.py) starts when the server is ready, not before its imports: a
-server whose start took longer than its idle time must not end before it took a single run."""
+"""The warm Ansible's start (run/warm_server.py) on a busy machine, played by a `sitecustomize` in the server's
+environment: its idle clock starts when it is ready, not before its imports (a server whose start took longer than
+its idle time ended before it took a run), and its socket appears only once it listens (a run that connected in
+between was refused, and was not warm)."""
 import os
+import socket
 import time
 
 import pytest
@@ -37,5 +40,30 @@ def test_a_server_slower_to_start_than_its_idle_time_is_there_for_the_run_that_s
         assert time.monotonic() - ready > 1.0, log.read_text()
         assert warm._proc.wait(60) == 0
         assert log.read_text().index("ready:") < log.read_text().index("idle for 2 s")
+    finally:
+        warm.close()
+
+
+#: a busy machine between the server's bind and its listen
+SLOW_LISTEN = """
+import socket, time
+_listen = socket.socket.listen
+def listen(self, *args):
+    time.sleep(3)
+    return _listen(self, *args)
+socket.socket.listen = listen
+"""
+
+
+def test_the_socket_the_engine_finds_already_listens(tmp_path):
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_LISTEN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "slow")}
+    warm = WarmAnsible(tmp_path / "logs", env, tmp_path, watch=[], idle_s=60)
+    try:
+        sock = warm.socket()
+        assert sock is not None, (tmp_path / "logs" / "warm.log").read_text()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as run:
+            run.connect(str(sock))   # before the fix: ConnectionRefusedError for those 3 s
     finally:
         warm.close()
