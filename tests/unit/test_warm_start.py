@@ -25,11 +25,16 @@ sys.meta_path.insert(0, _Slow())
 '''
 
 
-def test_a_server_slower_to_start_than_its_idle_time_is_there_for_the_run_that_started_it(tmp_path):
+def _busy(tmp_path, sitecustomize: str, idle_s: float) -> WarmAnsible:
+    """A WarmAnsible whose server starts with this `sitecustomize` (the busy machine it plays)."""
     (tmp_path / "slow").mkdir()
-    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_IMPORT)
+    (tmp_path / "slow" / "sitecustomize.py").write_text(sitecustomize)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "slow")}
-    warm = WarmAnsible(tmp_path / "logs", env, tmp_path, watch=[], idle_s=2)
+    return WarmAnsible(tmp_path / "logs", env, tmp_path, watch=[], idle_s=idle_s)
+
+
+def test_a_server_slower_to_start_than_its_idle_time_is_there_for_the_run_that_started_it(tmp_path):
+    warm = _busy(tmp_path, SLOW_IMPORT, idle_s=2)
     log = tmp_path / "logs" / "warm.log"
     try:
         sock = warm.socket()   # before the fix: gone the moment it was ready (CI: "did not start")
@@ -56,10 +61,7 @@ socket.socket.listen = listen
 
 
 def test_the_socket_the_engine_finds_already_listens(tmp_path):
-    (tmp_path / "slow").mkdir()
-    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_LISTEN)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "slow")}
-    warm = WarmAnsible(tmp_path / "logs", env, tmp_path, watch=[], idle_s=60)
+    warm = _busy(tmp_path, SLOW_LISTEN, idle_s=60)
     try:
         sock = warm.socket()
         assert sock is not None, (tmp_path / "logs" / "warm.log").read_text()
