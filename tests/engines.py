@@ -21,13 +21,14 @@ from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.db import open_store
 
-__all__ = ["new_engine"]
+__all__ = ["new_engine", "shipped"]
 
 _STORE_FILES = ("remediator.db", "remediator-inbox.db")
 
 
 @functools.cache
-def _shipped() -> tuple[Settings, Catalog, Inventory, Policy]:
+def shipped() -> tuple[Settings, Catalog, Inventory, Policy]:
+    """The shipped catalog, inventory and policy, loaded once per test process (with the settings that name them)."""
     settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="remediator-shipped-")))
     catalog = load_catalog(*settings.catalog_roots)
     inventory = load_inventory(settings.inventory)
@@ -65,11 +66,11 @@ def new_engine(settings: Settings, **parts: Any) -> Engine:
         settings = settings.model_copy(update={"sqlite_synchronous": "NORMAL"})
     if settings.database_url is None and settings.migrate_on_start and not (settings.data_dir / _STORE_FILES[0]).exists():
         _copy_store(settings.data_dir)
-    shipped, catalog, inventory, policy = _shipped()
-    if settings.catalog_roots == shipped.catalog_roots:
+    shipped_settings, catalog, inventory, policy = shipped()
+    if settings.catalog_roots == shipped_settings.catalog_roots:
         parts.setdefault("catalog", catalog)
-        if settings.inventory == shipped.inventory:
+        if settings.inventory == shipped_settings.inventory:
             parts.setdefault("inventory", inventory)
-            if settings.policies_dir == shipped.policies_dir:
+            if settings.policies_dir == shipped_settings.policies_dir:
                 parts.setdefault("policy", policy)
     return Engine.load(settings, **parts)

@@ -5,15 +5,12 @@ import json
 import pytest
 
 from remediator.engine import PROJECT_ROOT
-from remediator.engine.catalog.inventory import load_inventory
-from remediator.engine.catalog.loader import load_catalog
 from remediator.engine.decide.configured import make_planner
-from remediator.engine.decide.policy import load_policy
 from remediator.engine.evals.cases import EvalCase, load_cases, run_case
 from remediator.engine.service import Engine
 from remediator.engine.settings import Settings
 from remediator.engine.store.tables import Incident
-from tests.engines import new_engine
+from tests.engines import new_engine, shipped
 from tests.fakes import FixedClock, seed_history, take_in
 
 pytestmark = pytest.mark.unit
@@ -27,10 +24,8 @@ def _payload(case: EvalCase) -> bytes:
 
 
 def _eval(case: EvalCase, settings: Settings) -> tuple:
-    catalog = load_catalog(settings.playbooks_dir)
-    inventory = load_inventory(settings.inventory)
-    result = run_case(case, make_planner(settings, catalog), load_policy(settings.policies_dir, catalog, inventory),
-                      catalog, inventory, settings)
+    _, catalog, inventory, policy = shipped()      # what `remediator eval` loads from these settings, loaded once
+    result = run_case(case, make_planner(settings, catalog), policy, catalog, inventory, settings)
     return result.got, result.params if result.got != "escalate" else {}, result.verdict
 
 
