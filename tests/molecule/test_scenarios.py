@@ -24,8 +24,10 @@ def test_every_catalog_entry_has_a_scenario(catalog):
 @pytest.mark.timeout(1500)   # about a minute alone; several times that beside the lab lanes on two cores
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario):
+    # mitogen's connect (a podman exec, then its Python) is bounded by Ansible's connection timeout, 10 s unless told:
+    # at the start of CI, beside the lab lanes' boots and the image build, it ran past that ("Connection timed out").
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0",
-           **MITOGEN_ENV}
+           **MITOGEN_ENV, "ANSIBLE_TIMEOUT": "60"}
     try:
         run = subprocess.run([str(BIN / "molecule"), "test", "-s", scenario], cwd=PROJECT_ROOT, env=env,
                              capture_output=True, text=True, timeout=1400)
