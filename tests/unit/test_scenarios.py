@@ -136,3 +136,41 @@ def test_demo_on_a_store_with_an_open_brake_says_so_before_it_starts_anything(tm
         assert done.returncode == 2 and "Traceback" not in said, said
         assert "brake:alert:ServiceDown (ServiceDown fires in 2 regions)" in said and "REMEDIATOR_DATA_DIR=var/demo" in said
         assert "started remediator serve" not in said and "lab:" not in said
+
+
+def test_the_judge_asks_a_busy_serve_again_and_a_wrong_question_fails_at_once():
+    """A serve busy beside a loaded lab answered the judge a 5xx or nothing: the scenario run died without a report
+    (CI, 2026-12-07). `read` asks again; a 4xx is the judge's own mistake and is raised at once."""
+    import http.server
+    import json
+    import threading
+
+    import httpx
+
+    from remediator.engine.lab.hostops import read
+    asked: list[str] = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            status, body = ((503, b"{}") if self.path.startswith("/incidents?") and len(asked) <= 2
+                            else (404, b"{}") if self.path == "/nowhere" else (200, json.dumps([{"id": "i1"}]).encode()))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_):
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=5) as api:
+            assert read(api, "/incidents", limit=1000) == [{"id": "i1"}]
+            assert asked == ["/incidents?limit=1000"] * 3
+            with pytest.raises(httpx.HTTPStatusError, match="404"):
+                read(api, "/nowhere")
+            assert asked[-1] == "/nowhere" and len(asked) == 4
+    finally:
+        server.shutdown()

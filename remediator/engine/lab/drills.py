@@ -24,7 +24,7 @@ from remediator.engine.catalog.loader import Catalog, Drill
 from remediator.engine.errors import ConfigError
 from remediator.engine.lab.fleet import LabHost, lab_hosts
 from remediator.engine.lab.harness import LAB_BLAST, ServeProcess, healthy, lab_token
-from remediator.engine.lab.hostops import approve, exec_on, fire, probe, wait_cleared
+from remediator.engine.lab.hostops import approve, exec_on, fire, probe, read, wait_cleared
 from remediator.engine.lab.monitoring import Monitoring
 from remediator.engine.model.states import FINAL_STATES, IncidentState
 from remediator.engine.people.identities import Identities
@@ -101,7 +101,7 @@ def _judge(name: str, entry: str | None, drill: Drill, host: LabHost, api: httpx
            progress: Callable[[str], None], approver: httpx.Client | None) -> DrillResult:
     expected = f"{entry or 'nothing'} {drill.verdict or '-'} -> {drill.state}"
     problems: list[str] = []
-    seen_before = {i["id"] for i in api.get("/incidents", params={"limit": 1000}).json()}
+    seen_before = {i["id"] for i in read(api, "/incidents", limit=1000)}
     started = time.monotonic()
     for argv in drill.inject:
         r = exec_on(host.container, argv)
@@ -115,14 +115,14 @@ def _judge(name: str, entry: str | None, drill: Drill, host: LabHost, api: httpx
     incident: dict[str, Any] | None = None
     deadline = started + drill.timeout_s
     while time.monotonic() < deadline:
-        for row in api.get("/incidents", params={"limit": 1000}).json():
+        for row in read(api, "/incidents", limit=1000):
             if row["id"] in seen_before or row["alertname"] != drill.alert or row["host"] != drill.host:
                 continue
             progress(f"incident {row['id']}: {row['state']}")
             if row["state"] == "awaiting_approval" and drill.approve and approver is not None:
                 approve(approver, row["id"])
             elif row["state"] in _SETTLED:
-                incident = api.get(f"/incidents/{row['id']}").json()
+                incident = read(api, f"/incidents/{row['id']}")
         if incident:
             break
         time.sleep(1)
@@ -232,8 +232,13 @@ def run_drills(settings: Settings, catalog: Catalog, server: Server, only: str |
     try:
         with server.client() as api, server.client(token) as approver:
             for name, entry, drill in drills_of(catalog, only):
-                results.append(run_drill(name, entry, drill, hosts, api, monitoring.url("alertmanager"),
-                                         progress=functools.partial(progress, name), approver=approver))
+                try:
+                    results.append(run_drill(name, entry, drill, hosts, api, monitoring.url("alertmanager"),
+                                             progress=functools.partial(progress, name), approver=approver))
+                except Exception as exc:   # the judge failed, not remediator: say so, and the rest still run
+                    results.append(DrillResult(drill=name, host=drill.host, alert=drill.alert, expected="-",
+                                               got="not judged", seconds_to_fix=None, ok=False, problems=[
+                                                   f"the drill run itself failed: {type(exc).__name__}: {exc}"]))
                 progress(name, "pass" if results[-1].ok else "FAIL")
     finally:
         identities.remove(name_)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from remediator.engine.catalog.loader import Probe
 
-__all__ = ["exec_on", "probe", "fire", "wait_cleared", "approve", "reject"]
+__all__ = ["exec_on", "probe", "fire", "wait_cleared", "read", "approve", "reject"]
 
 
 def exec_on(container: str, argv: list[str]) -> subprocess.CompletedProcess:
@@ -53,8 +55,22 @@ def wait_cleared(alertmanager_url: str, alertname: str, host: str, timeout_s: fl
     return False
 
 
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, httpx.TransportError) or (isinstance(exc, httpx.HTTPStatusError)
+                                                     and exc.response.status_code >= 500)
+
+
+@retry(retry=retry_if_exception(_busy), stop=stop_after_delay(90), wait=wait_exponential(max=10), reraise=True)
+def read(api: httpx.Client, path: str, **params: Any) -> Any:
+    """GET from remediator's API, as JSON. A serve busy beside a loaded lab (a timeout, a 5xx) is asked again for up
+    to 90 s: a drill or scenario is judged on what remediator did, not on one slow answer to its judge."""
+    r = api.get(path, params=params or None)
+    r.raise_for_status()
+    return r.json()
+
+
 def _pending_digest(api: httpx.Client, incident_id: str) -> str | None:
-    detail = api.get(f"/incidents/{incident_id}").json()
+    detail = read(api, f"/incidents/{incident_id}")
     pending = [a for a in detail["approvals"] if a["state"] == "pending"]
     return pending[0]["preview_digest"] if pending else None
 

@@ -27,7 +27,7 @@ from remediator.engine import PROJECT_ROOT
 from remediator.engine.catalog.loader import Catalog, Probe
 from remediator.engine.errors import ConfigError
 from remediator.engine.lab.fleet import LabHost, lab_hosts
-from remediator.engine.lab.hostops import exec_on, fire, probe, reject, wait_cleared
+from remediator.engine.lab.hostops import exec_on, fire, probe, read, reject, wait_cleared
 from remediator.engine.lab.monitoring import Monitoring
 from remediator.engine.lab.recording import record_case
 from remediator.engine.model.records import RunStatus
@@ -128,7 +128,7 @@ def load_scenarios(catalog: Catalog, directory: Path = SCENARIOS, only: str | No
 def run_scenario(sc: Scenario, host: LabHost, api: httpx.Client, person: httpx.Client, alertmanager_url: str,
                  progress: Callable[[str], None] = lambda _: None) -> ScenarioResult:
     """Inject, wait until the incident settles, judge it; then put the host back (cleanup), however it ended."""
-    seen_before = {i["id"] for i in api.get("/incidents", params={"limit": 1000}).json()}
+    seen_before = {i["id"] for i in read(api, "/incidents", limit=1000)}
     try:
         result = _judge(sc, host, api, person, alertmanager_url, seen_before, progress)
     finally:
@@ -191,12 +191,12 @@ def _settled(sc: Scenario, api: httpx.Client, seen: set[str], started: float, pr
              ) -> dict[str, Any] | None:
     """The new incident for the scenario's alert and host once it is final or waits for a person (None: timed out)."""
     while time.monotonic() < started + sc.timeout_s:
-        for row in api.get("/incidents", params={"limit": 1000}).json():
+        for row in read(api, "/incidents", limit=1000):
             if row["id"] in seen or row["alertname"] != sc.alert or row["host"] != sc.host:
                 continue
             progress(f"incident {row['id']}: {row['state']}")
             if row["state"] in _SETTLED:
-                return api.get(f"/incidents/{row['id']}").json()
+                return read(api, f"/incidents/{row['id']}")
         time.sleep(1)
     return None
 
@@ -226,7 +226,7 @@ def _problems(sc: Scenario, incident: dict[str, Any], host: LabHost) -> list[str
 def _worse(sc: Scenario, host: LabHost, api: httpx.Client, seen_before: set[str]) -> list[str]:
     """How remediator made this incident worse: every incident it opened since the fault counts, not only the one
     the scenario waited for; and the host's own word (the `unharmed` probes)."""
-    details = [api.get(f"/incidents/{row['id']}").json() for row in api.get("/incidents", params={"limit": 1000}).json()
+    details = [read(api, f"/incidents/{row['id']}") for row in read(api, "/incidents", limit=1000)
                if row["id"] not in seen_before]
     allowed = sc.repeat - 1 + (sc.outcome == "fixed")
     return made_worse(sc.host, details, allowed) + [f"harmed: {p}" for p in (probe(host.container, pr) for pr in sc.unharmed) if p]
@@ -297,8 +297,13 @@ def run_scenarios(settings: Settings, catalog: Catalog, server: Server, only: st
     try:
         with server.client() as api, server.client(token) as person:
             for sc in scenarios:
-                result = run_scenario(sc, hosts[sc.host], api, person, monitoring.url("alertmanager"),
-                                      progress=functools.partial(progress, sc.id))
+                try:
+                    result = run_scenario(sc, hosts[sc.host], api, person, monitoring.url("alertmanager"),
+                                          progress=functools.partial(progress, sc.id))
+                except Exception as exc:   # the judge failed, not remediator: say so, and the rest still run
+                    result = ScenarioResult(id=sc.id, klass=sc.klass, host=sc.host, alert=sc.alert, expected=sc.outcome,
+                                            got="not judged", right=False, worse=[], seconds=None,
+                                            problems=[f"the scenario run itself failed: {type(exc).__name__}: {exc}"])
                 results.append(result)
                 progress(sc.id, "right" if result.right else ("MADE WORSE" if result.worse else "wrong"))
                 if record is not None and result.right and result.incident:
