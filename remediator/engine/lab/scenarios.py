@@ -300,14 +300,14 @@ def run_scenarios(settings: Settings, catalog: Catalog, server: Server, only: st
                 try:
                     result = run_scenario(sc, hosts[sc.host], api, person, monitoring.url("alertmanager"),
                                           progress=functools.partial(progress, sc.id))
+                    if record is not None and result.right and result.incident:
+                        progress(sc.id, f"recorded as {record_case(store, sc, result.incident, record)}")
                 except Exception as exc:   # the judge failed, not remediator: say so, and the rest still run
                     result = ScenarioResult(id=sc.id, klass=sc.klass, host=sc.host, alert=sc.alert, expected=sc.outcome,
                                             got="not judged", right=False, worse=[], seconds=None,
                                             problems=[f"the scenario run itself failed: {type(exc).__name__}: {exc}"])
                 results.append(result)
                 progress(sc.id, "right" if result.right else ("MADE WORSE" if result.worse else "wrong"))
-                if record is not None and result.right and result.incident:
-                    progress(sc.id, f"recorded as {record_case(store, sc, result.incident, record)}")
                 _settle(sc, monitoring.url("alertmanager"))
     finally:
         identities.remove(name_)
