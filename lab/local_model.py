@@ -52,6 +52,10 @@ def main() -> None:
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.use_jinja = True          # the model's own chat template
+    # Served as Ollama serves a model by default (repeat_penalty 1.1 over the last 64 tokens; llama.cpp's own default
+    # is none): without it this 135M model fills an answer to its token cap with one repeated path or phrase.
+    params.sampling.penalty_repeat = 1.1
+    params.sampling.penalty_last_n = 64
     server = xllamacpp.Server(params)
 
     url = f"http://127.0.0.1:{args.port}"

@@ -3,10 +3,14 @@
   python -m tests.cpu snapshot FILE              the machine's busy CPU seconds and the containers' share, now
   python -m tests.cpu report START END JUNIT...  the phase's CPU, the tests' (junit property cpu_s, tests/conftest.py)
                                                  by file and the costliest tests
+  python -m tests.cpu since FILE                  the machine's busy CPU minutes since that snapshot
+  python -m tests.cpu busiest [SECONDS]          the processes busy over the next SECONDS (5): what a phase shares
+                                                 the two cores with
 """
 import json
 import os
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -63,5 +67,38 @@ def report(start: str, end: str, *junits: str) -> None:
         print(f"  {cpu:7.1f}  {name}")
 
 
+def since(start: str) -> None:
+    busy = (_busy_s() - json.loads(Path(start).read_text())["busy_s"]) / 60
+    print(f"  the machine, busy since {Path(start).name}: {busy:.1f} CPU-min")
+
+
+def _ticks() -> dict[int, tuple[int, str]]:
+    """Each process's CPU ticks (user + system) and its command line, now."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:   # gone meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(proc.name)] = (int(fields[11]) + int(fields[12]), cmd or stat.split("(", 1)[1].split(")")[0])
+    return found
+
+
+def busiest(seconds: str = "5") -> None:
+    a = _ticks()
+    time.sleep(float(seconds))
+    b = _ticks()
+    tck = os.sysconf("SC_CLK_TCK")
+    used = sorted(((t - a[pid][0]) / tck / float(seconds), cmd) for pid, (t, cmd) in b.items() if pid in a)
+    print(f"== busiest processes over {seconds} s (cores; load average {os.getloadavg()[0]:.1f})")
+    for cores, cmd in reversed(used[-10:]):
+        if cores > 0.02:
+            print(f"  {cores:4.2f}  {cmd[:150]}")
+
+
 if __name__ == "__main__":
-    {"snapshot": snapshot, "report": report}[sys.argv[1]](*sys.argv[2:])
+    {"snapshot": snapshot, "report": report, "since": since, "busiest": busiest}[sys.argv[1]](*sys.argv[2:])

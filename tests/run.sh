@@ -62,7 +62,12 @@ model() {   # exit code 5: none of the tests asked for is a model test
   return "$rc"
 }
 echo "== pytest: the real small model (-m model), alone"
+python -m tests.cpu busiest 5   # whatever still runs: the model phase took twice its time alone in CI
+python -m tests.cpu snapshot "$logs/cpu-model.json"
+(sleep 120; python -m tests.cpu busiest 10 > "$logs/busiest-model.txt") &   # and what it shares the cores with
 timed "pytest: the model" model "$@" || pytest_rc=1
+cat "$logs/busiest-model.txt" 2>/dev/null
+python -m tests.cpu since "$logs/cpu-model.json"
 
 gates_rc=0
 wait "$gates_pid" || gates_rc=$?

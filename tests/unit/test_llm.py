@@ -52,6 +52,13 @@ def _plan(server, catalog, runbooks, ctx, **settings):
     return LLMPlanner(s, catalog, fallback=runbooks).plan(ctx, session), session, executor
 
 
+
+def _offered(request, mode):
+    """The tools one request offered the model: its `tools`, or the names in its structured-output schema."""
+    if mode == "tools":
+        return {t["function"]["name"] for t in request["tools"]}
+    return {one["properties"]["name"]["const"] for one in request["response_format"]["json_schema"]["schema"]["anyOf"]}
+
 MODES = [(sc, mode) for sc in SCENARIOS for mode in sc.get("modes", ["tools", "json_schema"])]
 
 
@@ -232,15 +239,11 @@ def test_after_a_repeat_only_the_final_answers_are_offered(mode, server, catalog
     assert isinstance(answer, ActionProposal) and answer.planner == "llm" and answer.entry == "restart_service"
     assert [entry for entry, _ in executor.asked] == ["service_status"]          # asked once, not twice
     assert [c.valid for c in session.transcript.calls] == [True, False, True]
-
-    def offered(request):
-        if mode == "tools":
-            return {t["function"]["name"] for t in request["tools"]}
-        return {one["properties"]["name"]["const"] for one in request["response_format"]["json_schema"]["schema"]["anyOf"]}
     first, second, third = server.conversations(ref)
     diagnostics = {e.id for e in catalog if e.meta.kind == "diagnostic"}
-    assert diagnostics <= offered(first) and diagnostics <= offered(second)
-    assert not diagnostics & offered(third) and {"restart_service", "escalate"} <= offered(third)
+    assert diagnostics <= _offered(first, mode) and diagnostics <= _offered(second, mode)
+    assert not diagnostics & _offered(third, mode) and {"restart_service", "escalate"} <= _offered(third, mode)
+
 
 
 def test_a_model_that_restarts_a_running_unit_waits_for_a_person(server, catalog, runbooks):
