@@ -99,9 +99,14 @@ def instance_inventory(instance: int, base: Path = INVENTORY) -> Path:
     return path
 
 
+#: How long one podman command of the lab may wait: podman queues for its locks, and beside an image build (its
+#: layer commits) a plain `podman inspect` waited past 120 s in CI. A bound for a hang, not a wait expected.
+PODMAN_TIMEOUT_S = 600
+
+
 def _podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=PODMAN_TIMEOUT_S)
     except FileNotFoundError:
         raise RemediatorError("podman is not installed: run lab/setup.sh") from None
     if check and proc.returncode != 0:

@@ -13,13 +13,14 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from remediator.engine.catalog.loader import Probe
+from remediator.engine.lab.fleet import PODMAN_TIMEOUT_S
 
 __all__ = ["exec_on", "probe", "fire", "wait_cleared", "read", "approve", "reject"]
 
 
 def exec_on(container: str, argv: list[str]) -> subprocess.CompletedProcess:
     """Run argv on the lab host (no shell on this side; the argv may itself be `sh -c`, on the host)."""
-    return subprocess.run(["podman", "exec", container, *argv], capture_output=True, text=True, timeout=60)
+    return subprocess.run(["podman", "exec", container, *argv], capture_output=True, text=True, timeout=PODMAN_TIMEOUT_S)
 
 
 def probe(container: str, check: Probe) -> str | None:
