@@ -106,8 +106,9 @@ class Server(ServeProcess):
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
-    def left_behind(self, within_s: float = 20) -> list[str]:
-        """The command lines of processes that this (killed) serve started and that still run after `within_s`:
+    def left_behind(self, within_s: float = 60) -> list[str]:
+        """The command lines of processes that this (killed) serve started and that still run after `within_s` (60: the
+        warm Ansible gives its runs 10 s after SIGTERM, and on CI's loaded cores it was still exiting at 20):
         an ansible-playbook of its runs, a fork of one, their ssh. Found by the run's directory in their
         environment (ansible-runner's AWX_ISOLATED_DATA_DIR, inherited by every fork). An SSH connection master
         (ControlPersist) is not counted: it is shared by every run to its host, carries no task, and ends when idle."""
